@@ -1,0 +1,417 @@
+//! Raw config → [`Config`]: fills `${VAR}`, checks every key, builds AES keys, and collects
+//! every problem with its line instead of stopping at the first.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::raw::{RawConfig, RawReceiver, S};
+use super::{Config, ConfigError, Credentials, MpMode, Receiver, ServerConfig, StoreConfig, Synchronous};
+use crate::crypto::envelope::{AesKey, Envelope, KeyError};
+use crate::crypto::feishu::FeishuKey;
+use crate::event::Vendor;
+use crate::secret::Secret;
+
+/// Paths the server keeps for itself.
+const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// Parses and validates a config file's text; `lookup` supplies `${VAR}` values.
+pub fn parse(src: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigError>> {
+    let mut ctx = Ctx {
+        src,
+        lookup,
+        errors: Vec::new(),
+    };
+    let doc = DeTable::parse(src).map_err(|e| vec![ctx.toml_error(&e)])?;
+    let mut unknown = Vec::new();
+    let raw: RawConfig = serde_ignored::deserialize(toml::de::Deserializer::from(doc.clone()), |path| {
+        unknown.push(segments(&path));
+    })
+    .map_err(|e| vec![ctx.toml_error(&e)])?;
+    for path in unknown {
+        let span = key_span(&doc, &path);
+        let key = path.join(".");
+        ctx.err(span, key, "unknown key");
+    }
+    let config = ctx.config(raw);
+    if ctx.errors.is_empty() {
+        Ok(config)
+    } else {
+        ctx.errors.sort_by_key(|e| e.line.unwrap_or(0));
+        Err(ctx.errors)
+    }
+}
+
+/// A serde_ignored path as plain segments (`receivers`, `0`, `tokne`), without serde's
+/// `Option`/`Spanned` layers.
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
+    use serde_ignored::Path;
+    let mut out = Vec::new();
+    let mut p = path;
+    loop {
+        match p {
+            Path::Root => break,
+            Path::Seq { parent, index } => {
+                out.push(index.to_string());
+                p = parent;
+            }
+            Path::Map { parent, key } => {
+                if !key.starts_with("$__") {
+                    out.push(key.clone());
+                }
+                p = parent;
+            }
+            Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => p = parent,
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// The span of the key at `path` in the parsed document.
+fn key_span(doc: &Spanned<DeTable<'_>>, path: &[String]) -> Option<Range<usize>> {
+    let mut table = doc.get_ref();
+    let mut value: Option<&DeValue<'_>> = None;
+    let mut span = None;
+    for seg in path {
+        if let Some(DeValue::Array(items)) = value {
+            let item = items.iter().nth(seg.parse().ok()?)?;
+            span = Some(item.span());
+            table = item.get_ref().as_table()?;
+            value = None;
+            continue;
+        }
+        if let Some(v) = value {
+            table = v.as_table()?;
+        }
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == seg.as_str())?;
+        span = Some(k.span());
+        value = Some(v.get_ref());
+    }
+    span
+}
+
+struct Ctx<'a> {
+    src: &'a str,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        let end = span.start.min(self.src.len());
+        self.src.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    fn err(&mut self, span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) {
+        let line = span.map(|s| self.line(&s));
+        self.errors.push(ConfigError {
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        ConfigError {
+            line: e.span().map(|s| self.line(&s)),
+            key: String::new(),
+            message: e.message().trim_end().to_owned(),
+        }
+    }
+
+    /// A string value with `${VAR}` filled in; `None` (and an error) if that fails.
+    fn string(&mut self, value: &S<String>, key: &str) -> Option<String> {
+        let v = value.as_ref()?;
+        match super::expand(v.get_ref(), self.lookup) {
+            Ok(s) => Some(s),
+            Err(message) => {
+                self.err(Some(v.span()), key, message);
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let server = self.server(&raw.server);
+        let store = self.store(&raw.store);
+        let mut names = HashSet::new();
+        let mut paths = HashSet::new();
+        let mut receivers = Vec::new();
+        if raw.receivers.is_empty() {
+            self.err(None, "receivers", "no [[receivers]] configured");
+        }
+        for (i, r) in raw.receivers.iter().enumerate() {
+            let prefix = format!("receivers[{i}]");
+            let Some(receiver) = self.receiver(&prefix, r) else { continue };
+            let span = Some(r.span());
+            if !names.insert(receiver.name.clone()) {
+                self.err(span.clone(), format!("{prefix}.name"), format!("duplicate receiver name {:?}", receiver.name));
+            }
+            if !paths.insert(receiver.path.clone()) {
+                self.err(span, format!("{prefix}.path"), format!("duplicate path {:?}", receiver.path));
+            }
+            receivers.push(receiver);
+        }
+        Config {
+            server,
+            store,
+            receivers,
+        }
+    }
+
+    fn server(&mut self, raw: &super::raw::RawServer) -> ServerConfig {
+        let listen = match self.string(&raw.listen, "server.listen") {
+            Some(s) => s.parse().unwrap_or_else(|e| {
+                let span = raw.listen.as_ref().map(Spanned::span);
+                self.err(span, "server.listen", format!("{s:?} is not an address:port ({e})"));
+                ([127, 0, 0, 1], 8080).into()
+            }),
+            None => ([127, 0, 0, 1], 8080).into(),
+        };
+        let secs = |v: &S<u64>, default| Duration::from_secs(v.as_ref().map_or(default, |s| *s.get_ref()));
+        let body_limit = raw.body_limit.as_ref().map_or(1 << 20, |s| *s.get_ref());
+        if body_limit == 0 {
+            self.err(raw.body_limit.as_ref().map(Spanned::span), "server.body_limit", "must be positive");
+        }
+        ServerConfig {
+            listen,
+            body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
+            header_read_timeout: secs(&raw.header_read_timeout, 10),
+            body_read_timeout: secs(&raw.body_read_timeout, 10),
+        }
+    }
+
+    fn store(&mut self, raw: &super::raw::RawStore) -> StoreConfig {
+        let path = self.string(&raw.path, "store.path").unwrap_or_else(|| "var/hookgate.db".into());
+        let synchronous = match self.string(&raw.synchronous, "store.synchronous").as_deref() {
+            None | Some("full") => Synchronous::Full,
+            Some("normal") => Synchronous::Normal,
+            Some(other) => {
+                let span = raw.synchronous.as_ref().map(Spanned::span);
+                self.err(span, "store.synchronous", format!("{other:?} is not one of \"full\", \"normal\""));
+                Synchronous::Full
+            }
+        };
+        StoreConfig {
+            path: path.into(),
+            synchronous,
+        }
+    }
+
+    fn receiver(&mut self, prefix: &str, spanned: &Spanned<RawReceiver>) -> Option<Receiver> {
+        let r = spanned.get_ref();
+        let table = Some(spanned.span());
+        let errors_before = self.errors.len();
+        let name = self.string(&r.name, &format!("{prefix}.name"));
+        match &name {
+            None if r.name.is_none() => self.err(table.clone(), format!("{prefix}.name"), "missing"),
+            Some(n) if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) => {
+                let span = r.name.as_ref().map(Spanned::span);
+                self.err(span, format!("{prefix}.name"), format!("{n:?} must be letters, digits, '_', '-' or '.'"));
+            }
+            _ => {}
+        }
+        let path = self.string(&r.path, &format!("{prefix}.path"));
+        let path_span = r.path.as_ref().map(Spanned::span);
+        match &path {
+            None if r.path.is_none() => self.err(table.clone(), format!("{prefix}.path"), "missing"),
+            Some(p) if !p.starts_with('/') || p.contains(['?', '#', ' ']) => {
+                self.err(path_span, format!("{prefix}.path"), format!("{p:?} must start with '/' and hold no '?', '#' or spaces"));
+            }
+            Some(p) if RESERVED_PATHS.contains(&p.as_str()) => {
+                self.err(path_span, format!("{prefix}.path"), format!("{p:?} is reserved by the server"));
+            }
+            _ => {}
+        }
+        let vendor_name = self.string(&r.vendor, &format!("{prefix}.vendor"));
+        let vendor = match vendor_name.as_deref() {
+            None => {
+                if r.vendor.is_none() {
+                    self.err(table.clone(), format!("{prefix}.vendor"), "missing");
+                }
+                None
+            }
+            Some(v) => Vendor::parse(v).or_else(|| {
+                let names: Vec<_> = Vendor::ALL.iter().map(|v| v.as_str()).collect();
+                let span = r.vendor.as_ref().map(Spanned::span);
+                self.err(span, format!("{prefix}.vendor"), format!("{v:?} is not one of {}", names.join(", ")));
+                None
+            }),
+        };
+        let vendor = vendor?;
+        let allowed: &[&str] = match vendor {
+            Vendor::WeCom => &["token", "encoding_aes_key", "previous_encoding_aes_key", "receive_id", "suite"],
+            Vendor::WechatMp => &["token", "encoding_aes_key", "previous_encoding_aes_key", "receive_id", "mode"],
+            Vendor::DingTalk => &["token", "encoding_aes_key", "previous_encoding_aes_key", "receive_id"],
+            Vendor::Feishu => &["verification_token", "encrypt_key"],
+            Vendor::DingTalkRobot => &["app_secret"],
+        };
+        for (key, span) in r.vendor_keys() {
+            if span.is_some() && !allowed.contains(&key) {
+                self.err(span, format!("{prefix}.{key}"), format!("does not apply to vendor {vendor}"));
+            }
+        }
+        let default_window = if vendor == Vendor::DingTalkRobot { 3600 } else { 300 };
+        let timestamp_window = r.timestamp_window.as_ref().map_or(default_window, |s| *s.get_ref());
+        let credentials = self.credentials(prefix, vendor, spanned);
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Receiver {
+            name: name?,
+            path: path?,
+            timestamp_window,
+            credentials: credentials?,
+        })
+    }
+
+    /// A required string key; reports it missing at the receiver's table.
+    fn required(&mut self, prefix: &str, key: &str, value: &S<String>, table: &Range<usize>, vendor: Vendor) -> Option<String> {
+        if value.is_none() {
+            self.err(Some(table.clone()), format!("{prefix}.{key}"), format!("missing (required for vendor {vendor})"));
+            return None;
+        }
+        self.string(value, &format!("{prefix}.{key}"))
+    }
+
+    fn aes_key(&mut self, prefix: &str, key: &str, value: &S<String>, text: &str) -> Option<AesKey> {
+        AesKey::from_encoding_aes_key(text)
+            .map_err(|e: KeyError| {
+                let span = value.as_ref().map(Spanned::span);
+                self.err(span, format!("{prefix}.{key}"), format!("malformed EncodingAESKey ({}): {e}", KeyError::CODE));
+            })
+            .ok()
+    }
+
+    fn envelope(&mut self, prefix: &str, vendor: Vendor, r: &RawReceiver, table: &Range<usize>) -> Option<Envelope> {
+        let token = self.required(prefix, "token", &r.token, table, vendor);
+        let key_text = self.required(prefix, "encoding_aes_key", &r.encoding_aes_key, table, vendor);
+        let receive_id = self.required(prefix, "receive_id", &r.receive_id, table, vendor);
+        let key = key_text.and_then(|t| self.aes_key(prefix, "encoding_aes_key", &r.encoding_aes_key, &t));
+        let mut keys = vec![key?];
+        if let Some(prev) = self.string(&r.previous_encoding_aes_key, &format!("{prefix}.previous_encoding_aes_key")) {
+            keys.push(self.aes_key(prefix, "previous_encoding_aes_key", &r.previous_encoding_aes_key, &prev)?);
+        }
+        Some(Envelope::new(Secret::new(token?), keys, receive_id?))
+    }
+
+    fn credentials(&mut self, prefix: &str, vendor: Vendor, spanned: &Spanned<RawReceiver>) -> Option<Credentials> {
+        let r = spanned.get_ref();
+        let table = spanned.span();
+        match vendor {
+            Vendor::WeCom => {
+                let suite = r.suite.as_ref().is_some_and(|s| *s.get_ref());
+                Some(Credentials::WeCom {
+                    envelope: self.envelope(prefix, vendor, r, &table)?,
+                    suite,
+                })
+            }
+            Vendor::WechatMp => {
+                let mode = match self.string(&r.mode, &format!("{prefix}.mode")).as_deref() {
+                    None | Some("safe") => MpMode::Safe,
+                    Some("compat") => MpMode::Compat,
+                    Some("plaintext") => MpMode::Plaintext,
+                    Some(other) => {
+                        let span = r.mode.as_ref().map(Spanned::span);
+                        self.err(span, format!("{prefix}.mode"), format!("{other:?} is not one of \"safe\", \"compat\", \"plaintext\""));
+                        return None;
+                    }
+                };
+                let envelope = if mode == MpMode::Plaintext && r.encoding_aes_key.is_none() {
+                    None
+                } else {
+                    Some(self.envelope(prefix, vendor, r, &table)?)
+                };
+                let token = match &envelope {
+                    Some(e) => e.token().clone(),
+                    None => Secret::new(self.required(prefix, "token", &r.token, &table, vendor)?),
+                };
+                Some(Credentials::WechatMp { token, envelope, mode })
+            }
+            Vendor::DingTalk => Some(Credentials::DingTalk {
+                envelope: self.envelope(prefix, vendor, r, &table)?,
+            }),
+            Vendor::Feishu => {
+                let token = self.required(prefix, "verification_token", &r.verification_token, &table, vendor);
+                let encrypt_key = self.string(&r.encrypt_key, &format!("{prefix}.encrypt_key"));
+                if encrypt_key.as_deref() == Some("") {
+                    let span = r.encrypt_key.as_ref().map(Spanned::span);
+                    self.err(span, format!("{prefix}.encrypt_key"), "is empty; leave the key out when the app has no Encrypt Key");
+                    return None;
+                }
+                Some(Credentials::Feishu {
+                    verification_token: Secret::new(token?),
+                    encrypt_key: encrypt_key.map(|k| FeishuKey::new(Secret::new(k))),
+                })
+            }
+            Vendor::DingTalkRobot => Some(Credentials::DingTalkRobot {
+                app_secret: Secret::new(self.required(prefix, "app_secret", &r.app_secret, &table, vendor)?),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "TOKEN").then(|| "tok".to_owned())
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/hooks/wecom/hr"
+token = "${TOKEN}"
+encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+receive_id = "ww1"
+"#;
+
+    #[test]
+    fn good_config_validates() {
+        let c = parse(GOOD, &env).unwrap();
+        assert_eq!(c.receivers[0].name, "hr");
+        assert_eq!(c.receivers[0].timestamp_window, 300);
+        match &c.receivers[0].credentials {
+            Credentials::WeCom { envelope, suite } => {
+                assert_eq!(envelope.token().expose(), "tok");
+                assert!(!suite);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let bad = GOOD.replace("${TOKEN}", "${NOPE}").replace("B2C\"", "B2\"")
+            + "tokne = 1\n\n[[receivers]]\nname = \"b\"\nvendor = \"feishu\"\npath = \"/hooks/wecom/hr\"\nverification_token = \"v\"\nreceive_id = \"x\"\n";
+        let errors = parse(&bad, &env).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(text.contains(&"line 9: receivers[0].token: environment variable NOPE is not set".to_owned()), "{text:#?}");
+        assert!(text.iter().any(|t| t.starts_with("line 10: receivers[0].encoding_aes_key: malformed EncodingAESKey (-40004)")), "{text:#?}");
+        assert!(text.contains(&"line 12: receivers.0.tokne: unknown key".to_owned()), "{text:#?}");
+        assert!(text.contains(&"line 19: receivers[1].receive_id: does not apply to vendor feishu".to_owned()), "{text:#?}");
+    }
+
+    #[test]
+    fn duplicate_paths_are_named() {
+        let second = GOOD.split("[[receivers]]").nth(1).unwrap().replace("\"hr\"", "\"hr2\"");
+        let errors = parse(&format!("{GOOD}[[receivers]]{second}"), &env).unwrap_err();
+        assert!(errors.iter().any(|e| e.key == "receivers[1].path" && e.message.contains("duplicate path")), "{errors:?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let errors = parse("[server]\nlisten = \n", &env).unwrap_err();
+        assert_eq!(errors[0].line, Some(2));
+    }
+}

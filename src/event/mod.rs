@@ -1,0 +1,308 @@
+//! Verified plaintext → [`Event`]: the vendor's kind, a dedupe key that a vendor retry
+//! reproduces exactly, and every field as JSON. Only [`crate::crypto::Verified`] input is accepted.
+
+pub mod xml;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::crypto::Verified;
+
+/// The vendors hookgate receives callbacks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Vendor {
+    WeCom,
+    WechatMp,
+    DingTalk,
+    Feishu,
+    DingTalkRobot,
+}
+
+impl Vendor {
+    pub const ALL: [Vendor; 5] = [
+        Self::WeCom,
+        Self::WechatMp,
+        Self::DingTalk,
+        Self::Feishu,
+        Self::DingTalkRobot,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WeCom => "wecom",
+            Self::WechatMp => "wechat_mp",
+            Self::DingTalk => "dingtalk",
+            Self::Feishu => "feishu",
+            Self::DingTalkRobot => "dingtalk_robot",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Vendor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decrypted plaintext that is not the XML or JSON object its vendor sends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Xml(#[from] xml::XmlError),
+    #[error("JSON: {0}")]
+    Json(String),
+    #[error("expected a JSON object")]
+    NotAnObject,
+}
+
+/// One verified callback, ready to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    receiver: String,
+    vendor: Vendor,
+    kind: String,
+    dedupe_key: String,
+    received_at_ms: i64,
+    fields: Map<String, Value>,
+    raw: String,
+}
+
+impl Event {
+    /// Parses a verified plaintext of `vendor`'s format into an event.
+    pub fn parse(
+        receiver: &str,
+        vendor: Vendor,
+        plaintext: Verified<String>,
+        received_at_ms: i64,
+    ) -> Result<Self, ParseError> {
+        let raw = plaintext.into_inner();
+        let fields = parse_fields(&raw)?;
+        let (kind, dedupe_key) = match vendor {
+            Vendor::WeCom | Vendor::WechatMp => (wecom_kind(&fields), wecom_dedupe(&fields, &raw)),
+            Vendor::DingTalk => (
+                text(&fields, "EventType").unwrap_or("unknown").to_owned(),
+                keyed(&fields, &["eventId", "EventId"], &raw),
+            ),
+            Vendor::Feishu => (feishu_kind(&fields), feishu_dedupe(&fields, &raw)),
+            Vendor::DingTalkRobot => (
+                text(&fields, "msgtype").unwrap_or("unknown").to_owned(),
+                keyed(&fields, &["msgId"], &raw),
+            ),
+        };
+        Ok(Self {
+            receiver: receiver.to_owned(),
+            vendor,
+            kind,
+            dedupe_key,
+            received_at_ms,
+            fields,
+            raw,
+        })
+    }
+
+    pub fn receiver(&self) -> &str {
+        &self.receiver
+    }
+    pub fn vendor(&self) -> Vendor {
+        self.vendor
+    }
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+    pub fn dedupe_key(&self) -> &str {
+        &self.dedupe_key
+    }
+    pub fn received_at_ms(&self) -> i64 {
+        self.received_at_ms
+    }
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+    /// The decrypted plaintext exactly as received.
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+}
+
+/// XML (WeCom and WeChat classic) or a JSON object (everything else), by the first byte.
+fn parse_fields(raw: &str) -> Result<Map<String, Value>, ParseError> {
+    let trimmed = raw.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
+    if trimmed.starts_with('<') {
+        return Ok(xml::to_json(trimmed)?);
+    }
+    match serde_json::from_str(trimmed).map_err(|e| ParseError::Json(e.to_string()))? {
+        Value::Object(map) => Ok(map),
+        _ => Err(ParseError::NotAnObject),
+    }
+}
+
+/// A field as text: strings as they are, numbers in their JSON spelling.
+fn text<'a>(fields: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    match fields.get(key)? {
+        Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn lookup<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut value = fields.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value)
+}
+
+/// `key=value` of the first id field present, else a hash of the whole plaintext.
+fn keyed(fields: &Map<String, Value>, keys: &[&str], raw: &str) -> String {
+    keys.iter()
+        .find_map(|k| lookup(fields, k).and_then(scalar).map(|v| format!("{k}={v}")))
+        .unwrap_or_else(|| body_hash(raw))
+}
+
+fn body_hash(raw: &str) -> String {
+    let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
+    let hex: [u8; 64] = crate::crypto::hex_lower(&digest);
+    format!("sha256={}", String::from_utf8_lossy(&hex))
+}
+
+/// WeCom/WeChat: `MsgType`, or `Event`/`InfoType` with `/ChangeType`; JSON-mode bots: `msgtype`.
+fn wecom_kind(fields: &Map<String, Value>) -> String {
+    let base = text(fields, "InfoType")
+        .or_else(|| match text(fields, "MsgType") {
+            Some("event") => text(fields, "Event"),
+            other => other,
+        })
+        .or_else(|| text(fields, "msgtype"))
+        .unwrap_or("unknown");
+    match text(fields, "ChangeType") {
+        Some(change) => format!("{base}/{change}"),
+        None => base.to_owned(),
+    }
+}
+
+/// The fields that, with sender and time, tell two WeCom events of the same second apart.
+const WECOM_EVENT_KEYS: &[&str] = &[
+    "FromUserName",
+    "CreateTime",
+    "Event",
+    "ChangeType",
+    "InfoType",
+    "SuiteId",
+    "AuthCorpId",
+    "TimeStamp",
+    "UserID",
+    "NewUserID",
+    "Id",
+    "TagId",
+    "AddUserItems",
+    "DelUserItems",
+    "AddPartyItems",
+    "DelPartyItems",
+    "ChatId",
+    "ExternalUserID",
+    "UpdateDetail",
+    "EventKey",
+    "SpNo",
+    "ApprovalInfo.SpNo",
+    "ApprovalInfo.SpStatus",
+    "ApprovalInfo.StatuChangeEvent",
+    "JobId",
+    "TaskId",
+];
+
+/// `MsgId` for messages; for events the sender, time, type and object ids (never a merge of
+/// two distinct events in one second); a body hash if none of those exist.
+fn wecom_dedupe(fields: &Map<String, Value>, raw: &str) -> String {
+    for id in ["MsgId", "msgid"] {
+        if let Some(v) = lookup(fields, id).and_then(scalar) {
+            return format!("{id}={v}");
+        }
+    }
+    let parts: Vec<String> = WECOM_EVENT_KEYS
+        .iter()
+        .filter_map(|k| lookup(fields, k).and_then(scalar).map(|v| format!("{k}={v}")))
+        .collect();
+    if parts.is_empty() {
+        body_hash(raw)
+    } else {
+        parts.join("|")
+    }
+}
+
+/// v2: `header.event_type`; v1: `event.type`.
+fn feishu_kind(fields: &Map<String, Value>) -> String {
+    lookup(fields, "header.event_type")
+        .or_else(|| lookup(fields, "event.type"))
+        .or_else(|| lookup(fields, "type"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+fn feishu_dedupe(fields: &Map<String, Value>, raw: &str) -> String {
+    keyed(fields, &["header.event_id", "uuid"], raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(vendor: Vendor, raw: &str) -> Event {
+        Event::parse("r", vendor, Verified::new(raw.to_owned()), 0).unwrap()
+    }
+
+    #[test]
+    fn wecom_message_and_contact_events() {
+        let msg = parse(
+            Vendor::WeCom,
+            "<xml><FromUserName>u</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><MsgId>42</MsgId></xml>",
+        );
+        assert_eq!((msg.kind(), msg.dedupe_key()), ("text", "MsgId=42"));
+        let a = parse(
+            Vendor::WeCom,
+            "<xml><FromUserName>sys</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType>\
+             <Event>change_contact</Event><ChangeType><![CDATA[create_user]]></ChangeType><UserID>a</UserID></xml>",
+        );
+        let b = parse(Vendor::WeCom, &a.raw().replace("<UserID>a", "<UserID>b"));
+        assert_eq!(a.kind(), "change_contact/create_user");
+        assert_ne!(a.dedupe_key(), b.dedupe_key());
+        assert!(a.dedupe_key().contains("UserID=a"));
+    }
+
+    #[test]
+    fn dingtalk_feishu_and_robot_keys() {
+        let d = parse(Vendor::DingTalk, r#"{"EventType":"user_add_org","eventId":"e1"}"#);
+        assert_eq!((d.kind(), d.dedupe_key()), ("user_add_org", "eventId=e1"));
+        let d2 = parse(Vendor::DingTalk, r#"{"EventType":"org_dept_create","DeptId":[1]}"#);
+        assert!(d2.dedupe_key().starts_with("sha256="));
+        let f2 = parse(
+            Vendor::Feishu,
+            r#"{"schema":"2.0","header":{"event_id":"x","event_type":"im.message.receive_v1"},"event":{}}"#,
+        );
+        assert_eq!((f2.kind(), f2.dedupe_key()), ("im.message.receive_v1", "header.event_id=x"));
+        let f1 = parse(Vendor::Feishu, r#"{"uuid":"u","event":{"type":"add_user_to_chat"}}"#);
+        assert_eq!((f1.kind(), f1.dedupe_key()), ("add_user_to_chat", "uuid=u"));
+        let r = parse(Vendor::DingTalkRobot, r#"{"msgtype":"text","msgId":"m"}"#);
+        assert_eq!((r.kind(), r.dedupe_key()), ("text", "msgId=m"));
+    }
+
+    #[test]
+    fn non_object_json_is_an_error() {
+        let err = Event::parse("r", Vendor::Feishu, Verified::new("[1]".into()), 0).unwrap_err();
+        assert_eq!(err, ParseError::NotAnObject);
+    }
+}

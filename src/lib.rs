@@ -1,0 +1,26 @@
+//! hookgate: a webhook callback gateway for WeCom, WeChat MP, DingTalk and Feishu/Lark.
+//!
+//! The modules, in the order a callback travels through them:
+//!
+//! - [`config`]: the TOML file, `${VAR}` substitution and validation into a [`config::Config`].
+//! - `server` (feature `server`): the hyper service; routes a path to its receiver, enforces
+//!   body limits and timeouts, answers only after the store committed.
+//! - [`ingress`]: one file per vendor; reads a request, verifies and decrypts it through
+//!   [`crypto`], decides the vendor-exact reply and yields a verified [`event::Event`].
+//! - [`crypto`]: pure signature and AES schemes over bytes.
+//! - [`event`]: decrypted XML/JSON → `Event` (kind, dedupe key, fields).
+//! - `store` (feature `server`): the durable store behind one boundary (SQLite today).
+//! - `cli` (feature `server`): the `hookgate` command line.
+
+pub mod config;
+pub mod crypto;
+pub mod event;
+pub mod ingress;
+pub mod secret;
+
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod store;
