@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use sha1::{Digest, Sha1};
 
-use super::{OpenError, Verified, ct_eq, hex_lower};
+use super::{Freshness, OpenError, Verified, ct_eq, hex_lower};
 use crate::secret::Secret;
 
 /// `EncodingAESKey + "="` usually has non-zero trailing bits; the vendors' decoders ignore them.
@@ -160,6 +160,14 @@ pub fn verify_signature(parts: &mut [&[u8]], received: &str) -> Result<(), OpenE
     }
 }
 
+/// The signature parameters of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    pub timestamp: &'a str,
+    pub nonce: &'a str,
+    pub signature: &'a str,
+}
+
 /// A decrypted message and which key opened it (0 current, 1 previous).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
@@ -172,6 +180,17 @@ pub struct Opened {
 pub struct Sealed {
     pub encrypt: String,
     pub msg_signature: String,
+}
+
+impl Sealed {
+    /// The passive-reply XML of the official SDKs (`AES_TEXT_RESPONSE_TEMPLATE`).
+    pub fn to_xml(&self, timestamp: &str, nonce: &str) -> String {
+        format!(
+            "<xml>\n<Encrypt><![CDATA[{}]]></Encrypt>\n<MsgSignature><![CDATA[{}]]></MsgSignature>\n\
+             <TimeStamp>{timestamp}</TimeStamp>\n<Nonce><![CDATA[{nonce}]]></Nonce>\n</xml>",
+            self.encrypt, self.msg_signature
+        )
+    }
 }
 
 /// A receiver's credentials: Token, current and previous EncodingAESKey, receive id.
@@ -210,18 +229,14 @@ impl Envelope {
         &self.receive_id
     }
 
-    /// Verifies `msg_signature` over `encrypt`, then decrypts with the current key and, if that
-    /// fails, the previous one. The signature is checked before any decryption.
-    pub fn open(
-        &self,
-        timestamp: &str,
-        nonce: &str,
-        encrypt: &str,
-        msg_signature: &str,
-    ) -> Result<Verified<Opened>, OpenError> {
+    /// Verifies `msg_signature` over `encrypt`, then the timestamp, then decrypts with the
+    /// current key and, if that fails, the previous one. Nothing is decrypted before the
+    /// signature passed.
+    pub fn open(&self, signed: &Signed<'_>, encrypt: &str, fresh: Freshness) -> Result<Verified<Opened>, OpenError> {
         let token = self.token.expose().as_bytes();
-        let mut parts = [token, timestamp.as_bytes(), nonce.as_bytes(), encrypt.as_bytes()];
-        verify_signature(&mut parts, msg_signature)?;
+        let mut parts = [token, signed.timestamp.as_bytes(), signed.nonce.as_bytes(), encrypt.as_bytes()];
+        verify_signature(&mut parts, signed.signature)?;
+        fresh.check(signed.timestamp)?;
         let mut first_err = None;
         for (key_index, key) in self.keys.iter().enumerate() {
             match key.decrypt(encrypt, &self.receive_id) {
@@ -292,7 +307,9 @@ mod tests {
         let before = Envelope::new("tok".into(), vec![old.clone()], "corp".into());
         let after = Envelope::new("tok".into(), vec![new, old], "corp".into());
         let sealed = before.seal(0, "héllo".as_bytes(), "1", "n");
-        let opened = after.open("1", "n", &sealed.encrypt, &sealed.msg_signature).unwrap();
+        let signed = Signed { timestamp: "1", nonce: "n", signature: &sealed.msg_signature };
+        let fresh = Freshness { now_ms: 0, window_secs: 0 };
+        let opened = after.open(&signed, &sealed.encrypt, fresh).unwrap();
         assert_eq!(opened.get().message, "héllo".as_bytes());
         assert_eq!(opened.get().key_index, 1);
     }

@@ -28,8 +28,9 @@ impl<T> Verified<T> {
         self.0
     }
 
-    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Verified<U> {
-        Verified(f(self.0))
+    /// Converts the inner value, keeping the proof of verification.
+    pub(crate) fn try_map<U>(self, f: impl FnOnce(T) -> Result<U, OpenError>) -> Result<Verified<U>, OpenError> {
+        f(self.0).map(Verified)
     }
 }
 
@@ -57,6 +58,10 @@ pub enum OpenError {
     NotUtf8,
     #[error("missing {0}")]
     Missing(&'static str),
+    #[error("method not allowed")]
+    Method,
+    #[error("plaintext message refused: the receiver accepts only encrypted ones")]
+    PlaintextRefused,
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
 }
@@ -71,7 +76,10 @@ impl OpenError {
             Self::CipherLength(_) | Self::Padding => -40007,
             Self::IllegalBuffer | Self::NotUtf8 => -40008,
             Self::ReceiveId { .. } => -40005,
-            Self::StaleTimestamp { .. } | Self::BadToken => return None,
+            Self::StaleTimestamp { .. }
+            | Self::BadToken
+            | Self::Method
+            | Self::PlaintextRefused => return None,
         })
     }
 
@@ -92,7 +100,9 @@ impl OpenError {
             Self::BadSignature
             | Self::StaleTimestamp { .. }
             | Self::ReceiveId { .. }
-            | Self::BadToken => 403,
+            | Self::BadToken
+            | Self::PlaintextRefused => 403,
+            Self::Method => 405,
             _ => 400,
         }
     }
@@ -108,6 +118,19 @@ impl OpenError {
 /// Constant-time equality of a received signature with the expected one.
 pub fn ct_eq(received: &[u8], expected: &[u8]) -> bool {
     received.ct_eq(expected).into()
+}
+
+/// When a request was received and how much clock skew its timestamp may have.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    pub now_ms: i64,
+    pub window_secs: u64,
+}
+
+impl Freshness {
+    pub fn check(self, timestamp: &str) -> Result<(), OpenError> {
+        check_timestamp(timestamp, self.now_ms, self.window_secs)
+    }
 }
 
 /// Checks that a vendor timestamp is within `window_secs` of `now_ms`. Vendors send seconds

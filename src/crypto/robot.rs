@@ -1,6 +1,6 @@
 //! DingTalk robot signatures: `sign = base64(HmacSHA256(key = secret, msg = timestamp + "\n" +
 //! secret))`, timestamp in milliseconds. Used to verify outgoing-robot callbacks and to sign
-//! custom-robot webhook calls.
+//! custom-robot webhook calls. Also Feishu's custom-bot signature, which swaps key and message.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -31,4 +31,11 @@ pub fn verify(secret: &str, timestamp: &str, sign: &str) -> Result<(), OpenError
     mac(secret, timestamp)
         .verify_slice(&received)
         .map_err(|_| OpenError::BadSignature)
+}
+
+/// Feishu custom bot: `base64(HmacSHA256(key = timestamp + "\n" + secret, msg = ""))`, seconds.
+pub fn feishu_bot_sign(secret: &str, timestamp_secs: &str) -> String {
+    let key = format!("{timestamp_secs}\n{secret}");
+    let mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC accepts any key length");
+    STANDARD.encode(mac.finalize().into_bytes())
 }

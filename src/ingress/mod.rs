@@ -1,1 +1,200 @@
-//! placeholder
+//! What each vendor's callback means. One file per vendor: read the request, verify and decrypt
+//! it through [`crate::crypto`], build the [`Event`] and the vendor-exact reply.
+//! Pure and synchronous (no sockets, no store), so tests and fuzzers call it directly.
+
+mod dingtalk;
+mod dingtalk_robot;
+mod feishu;
+mod query;
+mod wechat_mp;
+mod wecom;
+
+use std::borrow::Cow;
+
+use crate::config::{Credentials, Receiver};
+use crate::crypto::{OpenError, Verified};
+use crate::event::{Event, Vendor};
+
+pub use query::Query;
+
+/// The HTTP methods a receiver distinguishes (HEAD is answered like GET).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Other,
+}
+
+/// Header lookup by lowercase name; the server implements it for hyper's `HeaderMap`.
+pub trait Headers {
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+/// Headers as a list of name/value pairs (tests, fuzzers, tools).
+pub struct HeaderList<'a>(pub &'a [(&'a str, &'a str)]);
+
+impl Headers for HeaderList<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+}
+
+/// One callback request as the server read it.
+pub struct Request<'a> {
+    pub method: Method,
+    /// The raw query string, without `?`, still percent-encoded.
+    pub query: &'a str,
+    pub headers: &'a dyn Headers,
+    pub body: &'a [u8],
+    /// Wall-clock time of receipt, Unix milliseconds.
+    pub now_ms: i64,
+}
+
+/// The reply to send once the event (if any) is durably stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+
+    pub fn json(value: &serde_json::Value) -> Self {
+        Self {
+            status: 200,
+            content_type: "application/json",
+            body: value.to_string().into_bytes(),
+        }
+    }
+
+    pub fn empty() -> Self {
+        Self::text(Vec::new())
+    }
+}
+
+/// A callback that passed every check.
+#[derive(Debug)]
+pub struct Accepted {
+    pub reply: Reply,
+    /// `None` for URL checks and hints, which are answered but not stored.
+    pub event: Option<Event>,
+}
+
+/// A callback refused, with the vendor's own error code where it has one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct Rejected {
+    pub error: OpenError,
+    pub code: Option<i32>,
+}
+
+impl Rejected {
+    pub fn status(&self) -> u16 {
+        self.error.http_status()
+    }
+}
+
+/// Opens one request for `receiver`.
+pub fn open(receiver: &Receiver, req: &Request<'_>) -> Result<Accepted, Rejected> {
+    let vendor = receiver.vendor();
+    if req.method == Method::Get && req.query.is_empty() {
+        return Ok(Accepted {
+            reply: hint(receiver),
+            event: None,
+        });
+    }
+    let result = match &receiver.credentials {
+        Credentials::WeCom { envelope, suite } => wecom::open(receiver, envelope, *suite, req),
+        Credentials::WechatMp {
+            token,
+            envelope,
+            mode,
+        } => wechat_mp::open(receiver, token, envelope.as_ref(), *mode, req),
+        Credentials::DingTalk { envelope } => dingtalk::open(receiver, envelope, req),
+        Credentials::Feishu {
+            verification_token,
+            encrypt_key,
+        } => feishu::open(receiver, verification_token, encrypt_key.as_ref(), req),
+        Credentials::DingTalkRobot { app_secret } => dingtalk_robot::open(receiver, app_secret, req),
+    };
+    result.map_err(|error| Rejected {
+        code: match vendor {
+            Vendor::WeCom | Vendor::WechatMp => error.wxbiz_code(),
+            Vendor::DingTalk => error.dingtalk_code(),
+            // DingTalk robots report every security failure as errcode 310000.
+            Vendor::DingTalkRobot => matches!(
+                error,
+                OpenError::BadSignature | OpenError::StaleTimestamp { .. }
+            )
+            .then_some(310000),
+            Vendor::Feishu => None,
+        },
+        error,
+    })
+}
+
+/// What a person who opens the URL in a browser sees.
+fn hint(receiver: &Receiver) -> Reply {
+    Reply::text(format!(
+        "hookgate: this is the {} callback URL of receiver \"{}\". \
+         The vendor calls it with signed requests; a bare GET does nothing.\n",
+        receiver.vendor(),
+        receiver.name
+    ))
+}
+
+/// A required query parameter, or the first present of several spellings.
+fn param<'q>(q: &'q Query<'_>, names: &[&'static str]) -> Result<&'q str, OpenError> {
+    names
+        .iter()
+        .find_map(|n| q.get(n))
+        .ok_or(OpenError::Missing(names[0]))
+}
+
+fn require_post(req: &Request<'_>) -> Result<(), OpenError> {
+    match req.method {
+        Method::Post => Ok(()),
+        _ => Err(OpenError::Method),
+    }
+}
+
+fn utf8(bytes: Vec<u8>) -> Result<String, OpenError> {
+    String::from_utf8(bytes).map_err(|_| OpenError::NotUtf8)
+}
+
+/// Parses a verified plaintext into an event of `receiver`.
+fn event(receiver: &Receiver, plaintext: Verified<String>, now_ms: i64) -> Result<Event, OpenError> {
+    Event::parse(&receiver.name, receiver.vendor(), plaintext, now_ms)
+        .map_err(|e| OpenError::malformed("decrypted message", e))
+}
+
+/// A body that must be a JSON object.
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, OpenError> {
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(OpenError::malformed("body", "not a JSON object")),
+        Err(e) => Err(OpenError::malformed("body", e)),
+    }
+}
+
+fn str_field<'a>(map: &'a serde_json::Map<String, serde_json::Value>, key: &'static str) -> Result<&'a str, OpenError> {
+    map.get(key)
+        .and_then(serde_json::Value::as_str)
+        .ok_or(OpenError::Missing(key))
+}
+
+/// Lossy text for log lines about a body that is not what it should be.
+pub fn preview(body: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(&body[..body.len().min(64)])
+}
