@@ -33,8 +33,7 @@ pub fn parse(src: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     .map_err(|e| vec![ctx.toml_error(&e)])?;
     for path in unknown {
         let span = key_span(&doc, &path);
-        let key = path.join(".");
-        ctx.err(span, key, "unknown key");
+        ctx.err(span, key_name(&path), "unknown key");
     }
     let config = ctx.config(raw);
     if ctx.errors.is_empty() {
@@ -68,6 +67,22 @@ fn segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
         }
     }
     out.reverse();
+    out
+}
+
+/// `receivers[0].tokne` from `["receivers", "0", "tokne"]`.
+fn key_name(path: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if seg.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
     out
 }
 
@@ -146,15 +161,21 @@ impl Ctx<'_> {
         }
         for (i, r) in raw.receivers.iter().enumerate() {
             let prefix = format!("receivers[{i}]");
-            let Some(receiver) = self.receiver(&prefix, r) else { continue };
-            let span = Some(r.span());
-            if !names.insert(receiver.name.clone()) {
-                self.err(span.clone(), format!("{prefix}.name"), format!("duplicate receiver name {:?}", receiver.name));
+            // Duplicates are checked on the text as written, even for receivers with other errors.
+            let raw_r = r.get_ref();
+            if let Some(name) = &raw_r.name
+                && !names.insert(name.get_ref().clone())
+            {
+                self.err(Some(name.span()), format!("{prefix}.name"), format!("duplicate receiver name {:?}", name.get_ref()));
             }
-            if !paths.insert(receiver.path.clone()) {
-                self.err(span, format!("{prefix}.path"), format!("duplicate path {:?}", receiver.path));
+            if let Some(path) = &raw_r.path
+                && !paths.insert(path.get_ref().clone())
+            {
+                self.err(Some(path.span()), format!("{prefix}.path"), format!("duplicate path {:?}", path.get_ref()));
             }
-            receivers.push(receiver);
+            if let Some(receiver) = self.receiver(&prefix, r) {
+                receivers.push(receiver);
+            }
         }
         Config {
             server,
@@ -398,7 +419,7 @@ receive_id = "ww1"
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert!(text.contains(&"line 9: receivers[0].token: environment variable NOPE is not set".to_owned()), "{text:#?}");
         assert!(text.iter().any(|t| t.starts_with("line 10: receivers[0].encoding_aes_key: malformed EncodingAESKey (-40004)")), "{text:#?}");
-        assert!(text.contains(&"line 12: receivers.0.tokne: unknown key".to_owned()), "{text:#?}");
+        assert!(text.contains(&"line 12: receivers[0].tokne: unknown key".to_owned()), "{text:#?}");
         assert!(text.contains(&"line 19: receivers[1].receive_id: does not apply to vendor feishu".to_owned()), "{text:#?}");
     }
 
