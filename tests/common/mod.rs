@@ -1,0 +1,126 @@
+//! Test harness: the real server on 127.0.0.1:0 with a temporary store, a raw HTTP/1.1
+//! client (so tests control every byte), and vendor-side signing of callbacks.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hookgate::config::{self, Config};
+use hookgate::server::{self, AppState};
+use hookgate::store::{ListFilter, Store, StoredEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub store: Store,
+    pub db: PathBuf,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the server on `receivers` (TOML `[[receivers]]` tables) plus optional `[server]` keys.
+pub async fn start(server_keys: &str, receivers: &str) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let src = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n[store]\npath = {}\n\n{receivers}",
+        toml::Value::String(db.display().to_string())
+    );
+    let config = config::parse(&src, &|_| None).unwrap_or_else(|e| panic!("{e:?}"));
+    let store = Store::open(&config.store).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(AppState::new(&config, store.clone()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::run(listener, state, async {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        addr,
+        config,
+        store,
+        db,
+        _dir: dir,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestServer {
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+
+    pub fn events(&self) -> Vec<StoredEvent> {
+        self.store.list(&ListFilter { limit: 1000, ..Default::default() }).unwrap()
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> Response {
+        self.send("GET", path_and_query, &[], b"").await
+    }
+
+    pub async fn post(&self, path_and_query: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        self.send("POST", path_and_query, headers, body).await
+    }
+
+    pub async fn send(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        raw(self.addr, &bytes).await
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+}
+
+/// Sends raw bytes and reads the response until the server closes the connection.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The server may answer (413) and close before reading everything we send.
+    let _ = stream.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    parse_response(&out)
+}
+
+pub fn parse_response(out: &[u8]) -> Response {
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(out)));
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Response { status, head, body: out[split + 4..].to_vec() }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+pub fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
