@@ -1,0 +1,14 @@
+//! Fuzzes the wechat_mp receiver's open path with arbitrary requests.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+use std::sync::LazyLock;
+
+use hookgate::config::Receiver;
+use libfuzzer_sys::fuzz_target;
+
+static RECEIVER: LazyLock<Receiver> = LazyLock::new(|| common::receiver("mp"));
+
+fuzz_target!(|data: &[u8]| common::run(&RECEIVER, data));
