@@ -11,10 +11,20 @@ use crate::server::{self, AppState};
 use crate::store::{ListFilter, Store};
 
 #[derive(Debug, Parser)]
-#[command(name = "hookgate", version, about = "Webhook callback gateway for WeCom, WeChat MP, DingTalk and Feishu/Lark")]
+#[command(
+    name = "hookgate",
+    version,
+    about = "Webhook callback gateway for WeCom, WeChat MP, DingTalk and Feishu/Lark"
+)]
 pub struct Cli {
     /// The config file.
-    #[arg(long, short, global = true, env = "HOOKGATE_CONFIG", default_value = "hookgate.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "HOOKGATE_CONFIG",
+        default_value = "hookgate.toml"
+    )]
     pub config: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -87,7 +97,11 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn check(cli: &Cli) -> Result<()> {
     let config = load(cli)?;
-    println!("{}: OK, {} receiver(s)", cli.config.display(), config.receivers.len());
+    println!(
+        "{}: OK, {} receiver(s)",
+        cli.config.display(),
+        config.receivers.len()
+    );
     for r in &config.receivers {
         println!("  {:<20} {:<15} {}", r.name, r.vendor().as_str(), r.path);
     }
@@ -96,7 +110,9 @@ fn check(cli: &Cli) -> Result<()> {
 
 fn serve(cli: &Cli) -> Result<()> {
     let config = load(cli)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let store = Store::open(&config.store).context("opening the store")?;
         let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -118,10 +134,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -134,17 +151,27 @@ async fn shutdown_signal() {
 fn events(cli: &Cli, command: &EventsCommand) -> Result<()> {
     let config = load(cli)?;
     if !config.store.path.exists() {
-        bail!("no store at {} yet: nothing has been received", config.store.path.display());
+        bail!(
+            "no store at {} yet: nothing has been received",
+            config.store.path.display()
+        );
     }
     let store = Store::open(&config.store)?;
     match command {
-        EventsCommand::List { receiver, kind, limit } => {
+        EventsCommand::List {
+            receiver,
+            kind,
+            limit,
+        } => {
             let filter = ListFilter {
                 receiver: receiver.clone(),
                 kind: kind.clone(),
                 limit: *limit,
             };
-            println!("{:>8}  {:<25}  {:<16}  {:<14}  {:<28}  DEDUPE KEY", "ID", "RECEIVED", "RECEIVER", "VENDOR", "KIND");
+            println!(
+                "{:>8}  {:<25}  {:<16}  {:<14}  {:<28}  DEDUPE KEY",
+                "ID", "RECEIVED", "RECEIVER", "VENDOR", "KIND"
+            );
             for e in store.list(&filter)? {
                 println!(
                     "{:>8}  {:<25}  {:<16}  {:<14}  {:<28}  {}",

@@ -68,14 +68,24 @@ app_secret = "bot-secret"
 }
 
 fn envelope(key: &str, receive_id: &str) -> Envelope {
-    Envelope::new(TOKEN.into(), vec![AesKey::from_encoding_aes_key(key).unwrap()], receive_id.into())
+    Envelope::new(
+        TOKEN.into(),
+        vec![AesKey::from_encoding_aes_key(key).unwrap()],
+        receive_id.into(),
+    )
 }
 
 /// A WeCom POST as WeCom sends it: fresh timestamp, signature over `<Encrypt>`.
 fn wecom_post(env: &Envelope, plaintext: &str, ts: &str) -> (String, String) {
     let sealed = env.seal(0, plaintext.as_bytes(), ts, "nonce1");
-    let query = format!("msg_signature={}&timestamp={ts}&nonce=nonce1", sealed.msg_signature);
-    let body = format!("<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt><AgentID><![CDATA[218]]></AgentID></xml>", sealed.encrypt);
+    let query = format!(
+        "msg_signature={}&timestamp={ts}&nonce=nonce1",
+        sealed.msg_signature
+    );
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt><AgentID><![CDATA[218]]></AgentID></xml>",
+        sealed.encrypt
+    );
     (query, body)
 }
 
@@ -91,26 +101,47 @@ async fn wecom_url_check_event_and_retries() {
 
     // URL check: echostr percent-encoded once; reply is the bare plaintext.
     let sealed = env.seal(0, b"6286071826452372153", &ts, "n");
-    let q = format!("msg_signature={}&timestamp={ts}&nonce=n&echostr={}", sealed.msg_signature, enc(&sealed.encrypt));
+    let q = format!(
+        "msg_signature={}&timestamp={ts}&nonce=n&echostr={}",
+        sealed.msg_signature,
+        enc(&sealed.encrypt)
+    );
     let r = srv.get(&format!("/wecom?{q}")).await;
     assert_eq!((r.status, r.text().as_str()), (200, "6286071826452372153"));
 
     // The same callback three times (vendor retries): three 200s with empty bodies, one event.
     for _ in 0..3 {
         let (q, body) = wecom_post(&env, CONTACT, &ts);
-        let r = srv.post(&format!("/wecom?{q}"), &[("Content-Type", "text/xml")], body.as_bytes()).await;
+        let r = srv
+            .post(
+                &format!("/wecom?{q}"),
+                &[("Content-Type", "text/xml")],
+                body.as_bytes(),
+            )
+            .await;
         assert_eq!((r.status, r.body.len()), (200, 0), "{}", r.text());
     }
     let events = srv.events();
     assert_eq!(events.len(), 1);
     let e = &events[0];
-    assert_eq!((e.receiver.as_str(), e.vendor.as_str(), e.kind.as_str()), ("hr", "wecom", "change_contact/create_user"));
+    assert_eq!(
+        (e.receiver.as_str(), e.vendor.as_str(), e.kind.as_str()),
+        ("hr", "wecom", "change_contact/create_user")
+    );
     assert_eq!(e.fields["Name"], "李四");
     assert_eq!(e.raw, CONTACT);
 
     // JSON flavour of the same envelope.
-    let sealed = env.seal(0, br#"{"msgid":"j1","msgtype":"text","text":{"content":"hi"}}"#, &ts, "n2");
-    let q = format!("msg_signature={}&timestamp={ts}&nonce=n2", sealed.msg_signature);
+    let sealed = env.seal(
+        0,
+        br#"{"msgid":"j1","msgtype":"text","text":{"content":"hi"}}"#,
+        &ts,
+        "n2",
+    );
+    let q = format!(
+        "msg_signature={}&timestamp={ts}&nonce=n2",
+        sealed.msg_signature
+    );
     let body = json!({"tousername": CORP, "encrypt": sealed.encrypt, "agentid": 218}).to_string();
     let r = srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -139,12 +170,19 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     // A replay from ten minutes ago, correctly signed: 403.
     let old = (now_ms() / 1000 - 600).to_string();
     let (q, body) = wecom_post(&env, CONTACT, &old);
-    assert_eq!(srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await.status, 403);
+    assert_eq!(
+        srv.post(&format!("/wecom?{q}"), &[], body.as_bytes())
+            .await
+            .status,
+        403
+    );
 
     // A tampered signature: 403 with -40001.
     let (q, body) = wecom_post(&env, CONTACT, &now);
     let tampered = q.replacen("msg_signature=", "msg_signature=0", 1);
-    let r = srv.post(&format!("/wecom?{tampered}"), &[], body.as_bytes()).await;
+    let r = srv
+        .post(&format!("/wecom?{tampered}"), &[], body.as_bytes())
+        .await;
     assert_eq!(r.status, 403);
     assert!(r.text().contains("-40001"), "{}", r.text());
 
@@ -156,20 +194,36 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
 
     // Garbage bodies and missing parameters: 400.
     let (q, _) = wecom_post(&env, CONTACT, &now);
-    for garbage in [&b"\xff\xfe\x00garbage"[..], b"<xml><Encrypt>", b"{\"encrypt\": 5}", b"", b"<xml></xml>"] {
+    for garbage in [
+        &b"\xff\xfe\x00garbage"[..],
+        b"<xml><Encrypt>",
+        b"{\"encrypt\": 5}",
+        b"",
+        b"<xml></xml>",
+    ] {
         let r = srv.post(&format!("/wecom?{q}"), &[], garbage).await;
         assert_eq!(r.status, 400, "{garbage:?}: {}", r.text());
     }
-    assert_eq!(srv.post("/wecom?timestamp=1", &[], b"<xml/>").await.status, 400);
+    assert_eq!(
+        srv.post("/wecom?timestamp=1", &[], b"<xml/>").await.status,
+        400
+    );
 
     // Oversized: 413, whether declared up front or streamed.
     let big = vec![b'a'; 5000];
     assert_eq!(srv.post("/wecom?x=1", &[], &big).await.status, 413);
-    let chunked = format!("POST /wecom?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n1388\r\n{}\r\n0\r\n\r\n", "a".repeat(5000));
+    let chunked = format!(
+        "POST /wecom?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n1388\r\n{}\r\n0\r\n\r\n",
+        "a".repeat(5000)
+    );
     assert_eq!(common::raw(srv.addr, chunked.as_bytes()).await.status, 413);
 
     // Not HTTP at all, unknown paths, other methods.
-    let _ = common::raw(srv.addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n").await;
+    let _ = common::raw(
+        srv.addr,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    )
+    .await;
     assert_eq!(srv.get("/nope").await.status, 404);
     assert_eq!(srv.send("PUT", "/ding?x=1", &[], b"").await.status, 405);
 
@@ -188,20 +242,37 @@ async fn wechat_mp_safe_mode() {
     let ts = (now_ms() / 1000).to_string();
     // URL check: 3-part signature, plain echostr.
     let mut parts: [&[u8]; 3] = [TOKEN.as_bytes(), ts.as_bytes(), b"77"];
-    let sig = String::from_utf8(hookgate::crypto::envelope::signature(&mut parts).to_vec()).unwrap();
-    let r = srv.get(&format!("/mp?signature={sig}&timestamp={ts}&nonce=77&echostr=abc123")).await;
+    let sig =
+        String::from_utf8(hookgate::crypto::envelope::signature(&mut parts).to_vec()).unwrap();
+    let r = srv
+        .get(&format!(
+            "/mp?signature={sig}&timestamp={ts}&nonce=77&echostr=abc123"
+        ))
+        .await;
     assert_eq!((r.status, r.text().as_str()), (200, "abc123"));
 
     let msg = "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[o1]]></FromUserName><CreateTime>1</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>99</MsgId></xml>";
     let sealed = env.seal(0, msg.as_bytes(), &ts, "77");
-    let q = format!("signature={sig}&timestamp={ts}&nonce=77&openid=o1&encrypt_type=aes&msg_signature={}", sealed.msg_signature);
-    let body = format!("<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt></xml>", sealed.encrypt);
+    let q = format!(
+        "signature={sig}&timestamp={ts}&nonce=77&openid=o1&encrypt_type=aes&msg_signature={}",
+        sealed.msg_signature
+    );
+    let body = format!(
+        "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt></xml>",
+        sealed.encrypt
+    );
     let r = srv.post(&format!("/mp?{q}"), &[], body.as_bytes()).await;
     assert_eq!((r.status, r.text().as_str()), (200, "success"));
     assert_eq!(srv.events()[0].dedupe_key, "MsgId=99");
 
     // Plaintext is refused in safe mode, even when correctly signed.
-    let r = srv.post(&format!("/mp?signature={sig}&timestamp={ts}&nonce=77"), &[], msg.as_bytes()).await;
+    let r = srv
+        .post(
+            &format!("/mp?signature={sig}&timestamp={ts}&nonce=77"),
+            &[],
+            msg.as_bytes(),
+        )
+        .await;
     assert_eq!(r.status, 403);
     srv.stop().await;
 }
@@ -209,7 +280,10 @@ async fn wechat_mp_safe_mode() {
 fn ding_post(env: &Envelope, plaintext: &str) -> (String, String) {
     let ts = now_ms().to_string();
     let sealed = env.seal(0, plaintext.as_bytes(), &ts, "abc");
-    let q = format!("signature={}&timestamp={ts}&nonce=abc", sealed.msg_signature);
+    let q = format!(
+        "signature={}&timestamp={ts}&nonce=abc",
+        sealed.msg_signature
+    );
     (q, json!({ "encrypt": sealed.encrypt }).to_string())
 }
 
@@ -217,8 +291,22 @@ fn ding_post(env: &Envelope, plaintext: &str) -> (String, String) {
 fn open_reply(env: &Envelope, reply: &serde_json::Value) -> Vec<u8> {
     let s = |k: &str| reply[k].as_str().unwrap().to_owned();
     let (ts, nonce, sig) = (s("timeStamp"), s("nonce"), s("msg_signature"));
-    let signed = Signed { timestamp: &ts, nonce: &nonce, signature: &sig };
-    env.open(&signed, &s("encrypt"), Freshness { now_ms: 0, window_secs: 0 }).unwrap().into_inner().message
+    let signed = Signed {
+        timestamp: &ts,
+        nonce: &nonce,
+        signature: &sig,
+    };
+    env.open(
+        &signed,
+        &s("encrypt"),
+        Freshness {
+            now_ms: 0,
+            window_secs: 0,
+        },
+    )
+    .unwrap()
+    .into_inner()
+    .message
 }
 
 #[tokio::test]
@@ -226,7 +314,13 @@ async fn dingtalk_check_url_events_and_key_rotation() {
     let srv = start("", &receivers()).await;
     let env = envelope(KEY, "dingappkey");
     let (q, body) = ding_post(&env, r#"{"EventType":"check_url"}"#);
-    let r = srv.post(&format!("/ding?{q}"), &[("Content-Type", "application/json")], body.as_bytes()).await;
+    let r = srv
+        .post(
+            &format!("/ding?{q}"),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
     assert_eq!(r.status, 200);
     let reply = r.json();
     assert_eq!(reply.as_object().unwrap().len(), 4);
@@ -245,7 +339,16 @@ async fn dingtalk_check_url_events_and_key_rotation() {
     // Sealed with the previous key: accepted, and the reply uses that same key.
     let old = envelope(OLD_KEY, "dingappkey");
     let (q, body) = ding_post(&old, r#"{"EventType":"org_dept_create","DeptId":[5]}"#);
-    let r = srv.post(&format!("/ding?msg_signature={}", &q["signature=".len()..].replacen("&timestamp=", "&timeStamp=", 1)), &[], body.as_bytes()).await;
+    let r = srv
+        .post(
+            &format!(
+                "/ding?msg_signature={}",
+                &q["signature=".len()..].replacen("&timestamp=", "&timeStamp=", 1)
+            ),
+            &[],
+            body.as_bytes(),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(open_reply(&old, &r.json()), b"success");
     assert_eq!(srv.events().len(), 2);
@@ -262,16 +365,27 @@ async fn dingtalk_check_url_events_and_key_rotation() {
 async fn feishu_challenge_events_and_signatures() {
     let srv = start("", &receivers()).await;
     let key = FeishuKey::new("lark-key".into());
-    let challenge = json!({"challenge": "c-123", "token": "vtok", "type": "url_verification"}).to_string();
+    let challenge =
+        json!({"challenge": "c-123", "token": "vtok", "type": "url_verification"}).to_string();
     let body = json!({"encrypt": key.encrypt(&[3; 16], challenge.as_bytes())}).to_string();
-    let r = srv.post("/lark", &[("Content-Type", "application/json")], body.as_bytes()).await;
+    let r = srv
+        .post(
+            "/lark",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
     assert_eq!((r.status, r.json()), (200, json!({"challenge": "c-123"})));
 
     let event = json!({"schema": "2.0", "header": {"event_id": "e-9", "event_type": "im.message.receive_v1", "token": "vtok", "create_time": "1"}, "event": {"message": {"content": "hi"}}}).to_string();
     let body = json!({"encrypt": key.encrypt(&[4; 16], event.as_bytes())}).to_string();
     let ts = (now_ms() / 1000).to_string();
     let sig = String::from_utf8(key.signature(&ts, "nn", body.as_bytes()).to_vec()).unwrap();
-    let headers = [("X-Lark-Request-Timestamp", ts.as_str()), ("X-Lark-Request-Nonce", "nn"), ("X-Lark-Signature", sig.as_str())];
+    let headers = [
+        ("X-Lark-Request-Timestamp", ts.as_str()),
+        ("X-Lark-Request-Nonce", "nn"),
+        ("X-Lark-Signature", sig.as_str()),
+    ];
     for _ in 0..3 {
         let r = srv.post("/lark", &headers, body.as_bytes()).await;
         assert_eq!((r.status, r.json()), (200, json!({"msg": "success"})));
@@ -281,7 +395,10 @@ async fn feishu_challenge_events_and_signatures() {
 
     // Re-serialised body (same JSON, other bytes): the signature no longer matches.
     let spaced = body.replace("\":\"", "\": \"");
-    assert_eq!(srv.post("/lark", &headers, spaced.as_bytes()).await.status, 403);
+    assert_eq!(
+        srv.post("/lark", &headers, spaced.as_bytes()).await.status,
+        403
+    );
     // An encrypted event without a signature is refused.
     assert_eq!(srv.post("/lark", &[], body.as_bytes()).await.status, 400);
     srv.stop().await;
@@ -293,17 +410,38 @@ async fn dingtalk_robot_callbacks() {
     let ts = now_ms().to_string();
     let sign = robot::sign("bot-secret", &ts);
     let body = json!({"msgtype": "text", "text": {"content": "hello"}, "msgId": "m-1", "conversationId": "cid1"}).to_string();
-    let r = srv.post("/bot", &[("timestamp", ts.as_str()), ("sign", sign.as_str())], body.as_bytes()).await;
+    let r = srv
+        .post(
+            "/bot",
+            &[("timestamp", ts.as_str()), ("sign", sign.as_str())],
+            body.as_bytes(),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(srv.events()[0].kind, "text");
 
     let stale = (now_ms() - 2 * 3600 * 1000).to_string();
     let stale_sign = robot::sign("bot-secret", &stale);
-    let r = srv.post("/bot", &[("timestamp", stale.as_str()), ("sign", stale_sign.as_str())], body.as_bytes()).await;
+    let r = srv
+        .post(
+            "/bot",
+            &[("timestamp", stale.as_str()), ("sign", stale_sign.as_str())],
+            body.as_bytes(),
+        )
+        .await;
     assert_eq!(r.status, 403);
     assert!(r.text().contains("310000"));
     let wrong = robot::sign("other", &ts);
-    assert_eq!(srv.post("/bot", &[("timestamp", ts.as_str()), ("sign", wrong.as_str())], body.as_bytes()).await.status, 403);
+    assert_eq!(
+        srv.post(
+            "/bot",
+            &[("timestamp", ts.as_str()), ("sign", wrong.as_str())],
+            body.as_bytes()
+        )
+        .await
+        .status,
+        403
+    );
     assert_eq!(srv.post("/bot", &[], body.as_bytes()).await.status, 400);
     srv.stop().await;
 }
@@ -315,7 +453,10 @@ async fn store_failure_answers_503_and_the_retry_is_stored() {
     let ts = (now_ms() / 1000).to_string();
     // Make every insert fail, as a full disk would.
     let conn = rusqlite::Connection::open(&srv.db).unwrap();
-    conn.execute_batch("CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END;").unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
     let (q, body) = wecom_post(&env, CONTACT, &ts);
     let r = srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await;
     assert_eq!(r.status, 503);
@@ -333,10 +474,16 @@ async fn slow_headers_are_cut_off() {
     let srv = start("header_read_timeout = 1", &receivers()).await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"POST /wecom HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"POST /wecom HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the server must close a connection whose headers never finish");
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the server must close a connection whose headers never finish"
+    );
     assert_eq!(srv.get("/wecom").await.status, 200);
     srv.stop().await;
 }
@@ -348,10 +495,17 @@ async fn concurrent_distinct_callbacks_are_all_stored() {
     let ts = (now_ms() / 1000).to_string();
     let mut tasks = Vec::new();
     for i in 0..64 {
-        let msg = format!("<xml><FromUserName>u</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><MsgId>{}</MsgId></xml>", i % 32);
+        let msg = format!(
+            "<xml><FromUserName>u</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><MsgId>{}</MsgId></xml>",
+            i % 32
+        );
         let (q, body) = wecom_post(&env, &msg, &ts);
         let srv = srv.clone();
-        tasks.push(tokio::spawn(async move { srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await.status }));
+        tasks.push(tokio::spawn(async move {
+            srv.post(&format!("/wecom?{q}"), &[], body.as_bytes())
+                .await
+                .status
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);

@@ -59,7 +59,10 @@ mod tests {
         assert_eq!(expand("${B:-d}", &env).unwrap(), "d");
         assert_eq!(expand("${EMPTY:-d}", &env).unwrap(), "d");
         assert_eq!(expand("$$5 $x", &env).unwrap(), "$5 $x");
-        assert_eq!(expand("${B}", &env).unwrap_err(), "environment variable B is not set");
+        assert_eq!(
+            expand("${B}", &env).unwrap_err(),
+            "environment variable B is not set"
+        );
         assert!(expand("${A", &env).is_err());
         assert!(expand("${a-b}", &env).is_err());
     }

@@ -76,19 +76,26 @@ impl Receiver {
 #[derive(Debug, Clone)]
 pub enum Credentials {
     /// `suite`: a third-party suite's command callback, answered `success`.
-    WeCom { envelope: Envelope, suite: bool },
+    WeCom {
+        envelope: Envelope,
+        suite: bool,
+    },
     /// `envelope` is absent only in plaintext mode.
     WechatMp {
         token: Secret<String>,
         envelope: Option<Envelope>,
         mode: MpMode,
     },
-    DingTalk { envelope: Envelope },
+    DingTalk {
+        envelope: Envelope,
+    },
     Feishu {
         verification_token: Secret<String>,
-        encrypt_key: Option<FeishuKey>,
+        encrypt_key: Option<Box<FeishuKey>>,
     },
-    DingTalkRobot { app_secret: Secret<String> },
+    DingTalkRobot {
+        app_secret: Secret<String>,
+    },
 }
 
 /// WeChat MP message encryption modes, as set in the MP console.
@@ -133,10 +140,23 @@ pub struct ConfigErrors {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
-        writeln!(f, "{}: {n} problem{}", self.file.display(), if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{}: {n} problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.errors {
             match e.line {
-                Some(line) => writeln!(f, "  {}:{line}: {}", self.file.display(), ConfigError { line: None, ..e.clone() })?,
+                Some(line) => writeln!(
+                    f,
+                    "  {}:{line}: {}",
+                    self.file.display(),
+                    ConfigError {
+                        line: None,
+                        ..e.clone()
+                    }
+                )?,
                 None => writeln!(f, "  {}: {e}", self.file.display())?,
             }
         }

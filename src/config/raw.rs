@@ -56,7 +56,10 @@ impl RawReceiver {
         [
             ("token", span(&self.token)),
             ("encoding_aes_key", span(&self.encoding_aes_key)),
-            ("previous_encoding_aes_key", span(&self.previous_encoding_aes_key)),
+            (
+                "previous_encoding_aes_key",
+                span(&self.previous_encoding_aes_key),
+            ),
             ("receive_id", span(&self.receive_id)),
             ("suite", span(&self.suite)),
             ("mode", span(&self.mode)),

@@ -9,7 +9,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::raw::{RawConfig, RawReceiver, S};
-use super::{Config, ConfigError, Credentials, MpMode, Receiver, ServerConfig, StoreConfig, Synchronous};
+use super::{
+    Config, ConfigError, Credentials, MpMode, Receiver, ServerConfig, StoreConfig, Synchronous,
+};
 use crate::crypto::envelope::{AesKey, Envelope, KeyError};
 use crate::crypto::feishu::FeishuKey;
 use crate::event::Vendor;
@@ -19,7 +21,10 @@ use crate::secret::Secret;
 const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// Parses and validates a config file's text; `lookup` supplies `${VAR}` values.
-pub fn parse(src: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigError>> {
+pub fn parse(
+    src: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<ConfigError>> {
     let mut ctx = Ctx {
         src,
         lookup,
@@ -27,10 +32,11 @@ pub fn parse(src: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     };
     let doc = DeTable::parse(src).map_err(|e| vec![ctx.toml_error(&e)])?;
     let mut unknown = Vec::new();
-    let raw: RawConfig = serde_ignored::deserialize(toml::de::Deserializer::from(doc.clone()), |path| {
-        unknown.push(segments(&path));
-    })
-    .map_err(|e| vec![ctx.toml_error(&e)])?;
+    let raw: RawConfig =
+        serde_ignored::deserialize(toml::de::Deserializer::from(doc.clone()), |path| {
+            unknown.push(segments(&path));
+        })
+        .map_err(|e| vec![ctx.toml_error(&e)])?;
     for path in unknown {
         let span = key_span(&doc, &path);
         ctx.err(span, key_name(&path), "unknown key");
@@ -63,7 +69,9 @@ fn segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
                 }
                 p = parent;
             }
-            Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => p = parent,
+            Path::Some { parent }
+            | Path::NewtypeStruct { parent }
+            | Path::NewtypeVariant { parent } => p = parent,
         }
     }
     out.reverse();
@@ -93,7 +101,7 @@ fn key_span(doc: &Spanned<DeTable<'_>>, path: &[String]) -> Option<Range<usize>>
     let mut span = None;
     for seg in path {
         if let Some(DeValue::Array(items)) = value {
-            let item = items.iter().nth(seg.parse().ok()?)?;
+            let item = items.get(seg.parse::<usize>().ok()?)?;
             span = Some(item.span());
             table = item.get_ref().as_table()?;
             value = None;
@@ -102,7 +110,9 @@ fn key_span(doc: &Spanned<DeTable<'_>>, path: &[String]) -> Option<Range<usize>>
         if let Some(v) = value {
             table = v.as_table()?;
         }
-        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == seg.as_str())?;
+        let (k, v) = table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == seg.as_str())?;
         span = Some(k.span());
         value = Some(v.get_ref());
     }
@@ -118,10 +128,19 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn line(&self, span: &Range<usize>) -> usize {
         let end = span.start.min(self.src.len());
-        self.src.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+        self.src.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
     }
 
-    fn err(&mut self, span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) {
+    fn err(
+        &mut self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let line = span.map(|s| self.line(&s));
         self.errors.push(ConfigError {
             line,
@@ -166,12 +185,20 @@ impl Ctx<'_> {
             if let Some(name) = &raw_r.name
                 && !names.insert(name.get_ref().clone())
             {
-                self.err(Some(name.span()), format!("{prefix}.name"), format!("duplicate receiver name {:?}", name.get_ref()));
+                self.err(
+                    Some(name.span()),
+                    format!("{prefix}.name"),
+                    format!("duplicate receiver name {:?}", name.get_ref()),
+                );
             }
             if let Some(path) = &raw_r.path
                 && !paths.insert(path.get_ref().clone())
             {
-                self.err(Some(path.span()), format!("{prefix}.path"), format!("duplicate path {:?}", path.get_ref()));
+                self.err(
+                    Some(path.span()),
+                    format!("{prefix}.path"),
+                    format!("duplicate path {:?}", path.get_ref()),
+                );
             }
             if let Some(receiver) = self.receiver(&prefix, r) {
                 receivers.push(receiver);
@@ -188,15 +215,24 @@ impl Ctx<'_> {
         let listen = match self.string(&raw.listen, "server.listen") {
             Some(s) => s.parse().unwrap_or_else(|e| {
                 let span = raw.listen.as_ref().map(Spanned::span);
-                self.err(span, "server.listen", format!("{s:?} is not an address:port ({e})"));
+                self.err(
+                    span,
+                    "server.listen",
+                    format!("{s:?} is not an address:port ({e})"),
+                );
                 ([127, 0, 0, 1], 8080).into()
             }),
             None => ([127, 0, 0, 1], 8080).into(),
         };
-        let secs = |v: &S<u64>, default| Duration::from_secs(v.as_ref().map_or(default, |s| *s.get_ref()));
+        let secs =
+            |v: &S<u64>, default| Duration::from_secs(v.as_ref().map_or(default, |s| *s.get_ref()));
         let body_limit = raw.body_limit.as_ref().map_or(1 << 20, |s| *s.get_ref());
         if body_limit == 0 {
-            self.err(raw.body_limit.as_ref().map(Spanned::span), "server.body_limit", "must be positive");
+            self.err(
+                raw.body_limit.as_ref().map(Spanned::span),
+                "server.body_limit",
+                "must be positive",
+            );
         }
         ServerConfig {
             listen,
@@ -207,13 +243,22 @@ impl Ctx<'_> {
     }
 
     fn store(&mut self, raw: &super::raw::RawStore) -> StoreConfig {
-        let path = self.string(&raw.path, "store.path").unwrap_or_else(|| "var/hookgate.db".into());
-        let synchronous = match self.string(&raw.synchronous, "store.synchronous").as_deref() {
+        let path = self
+            .string(&raw.path, "store.path")
+            .unwrap_or_else(|| "var/hookgate.db".into());
+        let synchronous = match self
+            .string(&raw.synchronous, "store.synchronous")
+            .as_deref()
+        {
             None | Some("full") => Synchronous::Full,
             Some("normal") => Synchronous::Normal,
             Some(other) => {
                 let span = raw.synchronous.as_ref().map(Spanned::span);
-                self.err(span, "store.synchronous", format!("{other:?} is not one of \"full\", \"normal\""));
+                self.err(
+                    span,
+                    "store.synchronous",
+                    format!("{other:?} is not one of \"full\", \"normal\""),
+                );
                 Synchronous::Full
             }
         };
@@ -229,22 +274,43 @@ impl Ctx<'_> {
         let errors_before = self.errors.len();
         let name = self.string(&r.name, &format!("{prefix}.name"));
         match &name {
-            None if r.name.is_none() => self.err(table.clone(), format!("{prefix}.name"), "missing"),
-            Some(n) if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) => {
+            None if r.name.is_none() => {
+                self.err(table.clone(), format!("{prefix}.name"), "missing")
+            }
+            Some(n)
+                if n.is_empty()
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
+            {
                 let span = r.name.as_ref().map(Spanned::span);
-                self.err(span, format!("{prefix}.name"), format!("{n:?} must be letters, digits, '_', '-' or '.'"));
+                self.err(
+                    span,
+                    format!("{prefix}.name"),
+                    format!("{n:?} must be letters, digits, '_', '-' or '.'"),
+                );
             }
             _ => {}
         }
         let path = self.string(&r.path, &format!("{prefix}.path"));
         let path_span = r.path.as_ref().map(Spanned::span);
         match &path {
-            None if r.path.is_none() => self.err(table.clone(), format!("{prefix}.path"), "missing"),
+            None if r.path.is_none() => {
+                self.err(table.clone(), format!("{prefix}.path"), "missing")
+            }
             Some(p) if !p.starts_with('/') || p.contains(['?', '#', ' ']) => {
-                self.err(path_span, format!("{prefix}.path"), format!("{p:?} must start with '/' and hold no '?', '#' or spaces"));
+                self.err(
+                    path_span,
+                    format!("{prefix}.path"),
+                    format!("{p:?} must start with '/' and hold no '?', '#' or spaces"),
+                );
             }
             Some(p) if RESERVED_PATHS.contains(&p.as_str()) => {
-                self.err(path_span, format!("{prefix}.path"), format!("{p:?} is reserved by the server"));
+                self.err(
+                    path_span,
+                    format!("{prefix}.path"),
+                    format!("{p:?} is reserved by the server"),
+                );
             }
             _ => {}
         }
@@ -259,25 +325,57 @@ impl Ctx<'_> {
             Some(v) => Vendor::parse(v).or_else(|| {
                 let names: Vec<_> = Vendor::ALL.iter().map(|v| v.as_str()).collect();
                 let span = r.vendor.as_ref().map(Spanned::span);
-                self.err(span, format!("{prefix}.vendor"), format!("{v:?} is not one of {}", names.join(", ")));
+                self.err(
+                    span,
+                    format!("{prefix}.vendor"),
+                    format!("{v:?} is not one of {}", names.join(", ")),
+                );
                 None
             }),
         };
         let vendor = vendor?;
         let allowed: &[&str] = match vendor {
-            Vendor::WeCom => &["token", "encoding_aes_key", "previous_encoding_aes_key", "receive_id", "suite"],
-            Vendor::WechatMp => &["token", "encoding_aes_key", "previous_encoding_aes_key", "receive_id", "mode"],
-            Vendor::DingTalk => &["token", "encoding_aes_key", "previous_encoding_aes_key", "receive_id"],
+            Vendor::WeCom => &[
+                "token",
+                "encoding_aes_key",
+                "previous_encoding_aes_key",
+                "receive_id",
+                "suite",
+            ],
+            Vendor::WechatMp => &[
+                "token",
+                "encoding_aes_key",
+                "previous_encoding_aes_key",
+                "receive_id",
+                "mode",
+            ],
+            Vendor::DingTalk => &[
+                "token",
+                "encoding_aes_key",
+                "previous_encoding_aes_key",
+                "receive_id",
+            ],
             Vendor::Feishu => &["verification_token", "encrypt_key"],
             Vendor::DingTalkRobot => &["app_secret"],
         };
         for (key, span) in r.vendor_keys() {
             if span.is_some() && !allowed.contains(&key) {
-                self.err(span, format!("{prefix}.{key}"), format!("does not apply to vendor {vendor}"));
+                self.err(
+                    span,
+                    format!("{prefix}.{key}"),
+                    format!("does not apply to vendor {vendor}"),
+                );
             }
         }
-        let default_window = if vendor == Vendor::DingTalkRobot { 3600 } else { 300 };
-        let timestamp_window = r.timestamp_window.as_ref().map_or(default_window, |s| *s.get_ref());
+        let default_window = if vendor == Vendor::DingTalkRobot {
+            3600
+        } else {
+            300
+        };
+        let timestamp_window = r
+            .timestamp_window
+            .as_ref()
+            .map_or(default_window, |s| *s.get_ref());
         let credentials = self.credentials(prefix, vendor, spanned);
         if self.errors.len() > errors_before {
             return None;
@@ -291,36 +389,83 @@ impl Ctx<'_> {
     }
 
     /// A required string key; reports it missing at the receiver's table.
-    fn required(&mut self, prefix: &str, key: &str, value: &S<String>, table: &Range<usize>, vendor: Vendor) -> Option<String> {
+    fn required(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        value: &S<String>,
+        table: &Range<usize>,
+        vendor: Vendor,
+    ) -> Option<String> {
         if value.is_none() {
-            self.err(Some(table.clone()), format!("{prefix}.{key}"), format!("missing (required for vendor {vendor})"));
+            self.err(
+                Some(table.clone()),
+                format!("{prefix}.{key}"),
+                format!("missing (required for vendor {vendor})"),
+            );
             return None;
         }
         self.string(value, &format!("{prefix}.{key}"))
     }
 
-    fn aes_key(&mut self, prefix: &str, key: &str, value: &S<String>, text: &str) -> Option<AesKey> {
+    fn aes_key(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        value: &S<String>,
+        text: &str,
+    ) -> Option<AesKey> {
         AesKey::from_encoding_aes_key(text)
             .map_err(|e: KeyError| {
                 let span = value.as_ref().map(Spanned::span);
-                self.err(span, format!("{prefix}.{key}"), format!("malformed EncodingAESKey ({}): {e}", KeyError::CODE));
+                self.err(
+                    span,
+                    format!("{prefix}.{key}"),
+                    format!("malformed EncodingAESKey ({}): {e}", KeyError::CODE),
+                );
             })
             .ok()
     }
 
-    fn envelope(&mut self, prefix: &str, vendor: Vendor, r: &RawReceiver, table: &Range<usize>) -> Option<Envelope> {
+    fn envelope(
+        &mut self,
+        prefix: &str,
+        vendor: Vendor,
+        r: &RawReceiver,
+        table: &Range<usize>,
+    ) -> Option<Envelope> {
         let token = self.required(prefix, "token", &r.token, table, vendor);
-        let key_text = self.required(prefix, "encoding_aes_key", &r.encoding_aes_key, table, vendor);
+        let key_text = self.required(
+            prefix,
+            "encoding_aes_key",
+            &r.encoding_aes_key,
+            table,
+            vendor,
+        );
         let receive_id = self.required(prefix, "receive_id", &r.receive_id, table, vendor);
-        let key = key_text.and_then(|t| self.aes_key(prefix, "encoding_aes_key", &r.encoding_aes_key, &t));
+        let key = key_text
+            .and_then(|t| self.aes_key(prefix, "encoding_aes_key", &r.encoding_aes_key, &t));
         let mut keys = vec![key?];
-        if let Some(prev) = self.string(&r.previous_encoding_aes_key, &format!("{prefix}.previous_encoding_aes_key")) {
-            keys.push(self.aes_key(prefix, "previous_encoding_aes_key", &r.previous_encoding_aes_key, &prev)?);
+        if let Some(prev) = self.string(
+            &r.previous_encoding_aes_key,
+            &format!("{prefix}.previous_encoding_aes_key"),
+        ) {
+            keys.push(self.aes_key(
+                prefix,
+                "previous_encoding_aes_key",
+                &r.previous_encoding_aes_key,
+                &prev,
+            )?);
         }
         Some(Envelope::new(Secret::new(token?), keys, receive_id?))
     }
 
-    fn credentials(&mut self, prefix: &str, vendor: Vendor, spanned: &Spanned<RawReceiver>) -> Option<Credentials> {
+    fn credentials(
+        &mut self,
+        prefix: &str,
+        vendor: Vendor,
+        spanned: &Spanned<RawReceiver>,
+    ) -> Option<Credentials> {
         let r = spanned.get_ref();
         let table = spanned.span();
         match vendor {
@@ -338,7 +483,11 @@ impl Ctx<'_> {
                     Some("plaintext") => MpMode::Plaintext,
                     Some(other) => {
                         let span = r.mode.as_ref().map(Spanned::span);
-                        self.err(span, format!("{prefix}.mode"), format!("{other:?} is not one of \"safe\", \"compat\", \"plaintext\""));
+                        self.err(
+                            span,
+                            format!("{prefix}.mode"),
+                            format!("{other:?} is not one of \"safe\", \"compat\", \"plaintext\""),
+                        );
                         return None;
                     }
                 };
@@ -351,26 +500,46 @@ impl Ctx<'_> {
                     Some(e) => e.token().clone(),
                     None => Secret::new(self.required(prefix, "token", &r.token, &table, vendor)?),
                 };
-                Some(Credentials::WechatMp { token, envelope, mode })
+                Some(Credentials::WechatMp {
+                    token,
+                    envelope,
+                    mode,
+                })
             }
             Vendor::DingTalk => Some(Credentials::DingTalk {
                 envelope: self.envelope(prefix, vendor, r, &table)?,
             }),
             Vendor::Feishu => {
-                let token = self.required(prefix, "verification_token", &r.verification_token, &table, vendor);
+                let token = self.required(
+                    prefix,
+                    "verification_token",
+                    &r.verification_token,
+                    &table,
+                    vendor,
+                );
                 let encrypt_key = self.string(&r.encrypt_key, &format!("{prefix}.encrypt_key"));
                 if encrypt_key.as_deref() == Some("") {
                     let span = r.encrypt_key.as_ref().map(Spanned::span);
-                    self.err(span, format!("{prefix}.encrypt_key"), "is empty; leave the key out when the app has no Encrypt Key");
+                    self.err(
+                        span,
+                        format!("{prefix}.encrypt_key"),
+                        "is empty; leave the key out when the app has no Encrypt Key",
+                    );
                     return None;
                 }
                 Some(Credentials::Feishu {
                     verification_token: Secret::new(token?),
-                    encrypt_key: encrypt_key.map(|k| FeishuKey::new(Secret::new(k))),
+                    encrypt_key: encrypt_key.map(|k| Box::new(FeishuKey::new(Secret::new(k)))),
                 })
             }
             Vendor::DingTalkRobot => Some(Credentials::DingTalkRobot {
-                app_secret: Secret::new(self.required(prefix, "app_secret", &r.app_secret, &table, vendor)?),
+                app_secret: Secret::new(self.required(
+                    prefix,
+                    "app_secret",
+                    &r.app_secret,
+                    &table,
+                    vendor,
+                )?),
             }),
         }
     }
@@ -417,17 +586,44 @@ receive_id = "ww1"
             + "tokne = 1\n\n[[receivers]]\nname = \"b\"\nvendor = \"feishu\"\npath = \"/hooks/wecom/hr\"\nverification_token = \"v\"\nreceive_id = \"x\"\n";
         let errors = parse(&bad, &env).unwrap_err();
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert!(text.contains(&"line 9: receivers[0].token: environment variable NOPE is not set".to_owned()), "{text:#?}");
-        assert!(text.iter().any(|t| t.starts_with("line 10: receivers[0].encoding_aes_key: malformed EncodingAESKey (-40004)")), "{text:#?}");
-        assert!(text.contains(&"line 12: receivers[0].tokne: unknown key".to_owned()), "{text:#?}");
-        assert!(text.contains(&"line 19: receivers[1].receive_id: does not apply to vendor feishu".to_owned()), "{text:#?}");
+        assert!(
+            text.contains(
+                &"line 9: receivers[0].token: environment variable NOPE is not set".to_owned()
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter().any(|t| t.starts_with(
+                "line 10: receivers[0].encoding_aes_key: malformed EncodingAESKey (-40004)"
+            )),
+            "{text:#?}"
+        );
+        assert!(
+            text.contains(&"line 12: receivers[0].tokne: unknown key".to_owned()),
+            "{text:#?}"
+        );
+        assert!(
+            text.contains(
+                &"line 19: receivers[1].receive_id: does not apply to vendor feishu".to_owned()
+            ),
+            "{text:#?}"
+        );
     }
 
     #[test]
     fn duplicate_paths_are_named() {
-        let second = GOOD.split("[[receivers]]").nth(1).unwrap().replace("\"hr\"", "\"hr2\"");
+        let second = GOOD
+            .split("[[receivers]]")
+            .nth(1)
+            .unwrap()
+            .replace("\"hr\"", "\"hr2\"");
         let errors = parse(&format!("{GOOD}[[receivers]]{second}"), &env).unwrap_err();
-        assert!(errors.iter().any(|e| e.key == "receivers[1].path" && e.message.contains("duplicate path")), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.key == "receivers[1].path" && e.message.contains("duplicate path")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! `msg_signature = sha1(sorted [token, timestamp, nonce, encrypt])`; AES-256-CBC with
 //! IV = key[..16]; PKCS#7 to a multiple of 32; plaintext `random16 ‖ u32be len ‖ msg ‖ receive_id`.
 
-use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit, block_padding::NoPadding};
+use aes::cipher::{
+    BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit, block_padding::NoPadding,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use sha1::{Digest, Sha1};
@@ -232,9 +234,19 @@ impl Envelope {
     /// Verifies `msg_signature` over `encrypt`, then the timestamp, then decrypts with the
     /// current key and, if that fails, the previous one. Nothing is decrypted before the
     /// signature passed.
-    pub fn open(&self, signed: &Signed<'_>, encrypt: &str, fresh: Freshness) -> Result<Verified<Opened>, OpenError> {
+    pub fn open(
+        &self,
+        signed: &Signed<'_>,
+        encrypt: &str,
+        fresh: Freshness,
+    ) -> Result<Verified<Opened>, OpenError> {
         let token = self.token.expose().as_bytes();
-        let mut parts = [token, signed.timestamp.as_bytes(), signed.nonce.as_bytes(), encrypt.as_bytes()];
+        let mut parts = [
+            token,
+            signed.timestamp.as_bytes(),
+            signed.nonce.as_bytes(),
+            encrypt.as_bytes(),
+        ];
         verify_signature(&mut parts, signed.signature)?;
         fresh.check(signed.timestamp)?;
         let mut first_err = None;
@@ -268,7 +280,12 @@ impl Envelope {
         let key = &self.keys[key_index.min(self.keys.len() - 1)];
         let encrypt = key.encrypt(random, msg, &self.receive_id);
         let token = self.token.expose().as_bytes();
-        let mut parts = [token, timestamp.as_bytes(), nonce.as_bytes(), encrypt.as_bytes()];
+        let mut parts = [
+            token,
+            timestamp.as_bytes(),
+            nonce.as_bytes(),
+            encrypt.as_bytes(),
+        ];
         let sig = signature(&mut parts);
         Sealed {
             msg_signature: String::from_utf8_lossy(&sig).into_owned(),
@@ -303,12 +320,20 @@ mod tests {
     #[test]
     fn seal_then_open_round_trips_with_rotation() {
         let old = AesKey::from_encoding_aes_key(KEY).unwrap();
-        let new = AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").unwrap();
+        let new =
+            AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").unwrap();
         let before = Envelope::new("tok".into(), vec![old.clone()], "corp".into());
         let after = Envelope::new("tok".into(), vec![new, old], "corp".into());
         let sealed = before.seal(0, "héllo".as_bytes(), "1", "n");
-        let signed = Signed { timestamp: "1", nonce: "n", signature: &sealed.msg_signature };
-        let fresh = Freshness { now_ms: 0, window_secs: 0 };
+        let signed = Signed {
+            timestamp: "1",
+            nonce: "n",
+            signature: &sealed.msg_signature,
+        };
+        let fresh = Freshness {
+            now_ms: 0,
+            window_secs: 0,
+        };
         let opened = after.open(&signed, &sealed.encrypt, fresh).unwrap();
         assert_eq!(opened.get().message, "héllo".as_bytes());
         assert_eq!(opened.get().key_index, 1);

@@ -2,7 +2,9 @@
 //! 16 bytes of the decoded ciphertext, PKCS#7 to 16; `X-Lark-Signature =
 //! hex(sha256(timestamp + nonce + encrypt_key + raw_body))`.
 
-use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit, block_padding::NoPadding};
+use aes::cipher::{
+    BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit, block_padding::NoPadding,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};

@@ -29,7 +29,10 @@ impl<T> Verified<T> {
     }
 
     /// Converts the inner value, keeping the proof of verification.
-    pub(crate) fn try_map<U>(self, f: impl FnOnce(T) -> Result<U, OpenError>) -> Result<Verified<U>, OpenError> {
+    pub(crate) fn try_map<U>(
+        self,
+        f: impl FnOnce(T) -> Result<U, OpenError>,
+    ) -> Result<Verified<U>, OpenError> {
         f(self.0).map(Verified)
     }
 }
@@ -150,7 +153,9 @@ pub fn check_timestamp(timestamp: &str, now_ms: i64, window_secs: u64) -> Result
     } else {
         value.saturating_mul(1000)
     };
-    let window_ms = i64::try_from(window_secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000);
+    let window_ms = i64::try_from(window_secs)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000);
     if now_ms.saturating_sub(ts_ms).abs() > window_ms {
         return Err(stale());
     }

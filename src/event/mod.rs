@@ -175,7 +175,11 @@ fn lookup<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
 /// `key=value` of the first id field present, else a hash of the whole plaintext.
 fn keyed(fields: &Map<String, Value>, keys: &[&str], raw: &str) -> String {
     keys.iter()
-        .find_map(|k| lookup(fields, k).and_then(scalar).map(|v| format!("{k}={v}")))
+        .find_map(|k| {
+            lookup(fields, k)
+                .and_then(scalar)
+                .map(|v| format!("{k}={v}"))
+        })
         .unwrap_or_else(|| body_hash(raw))
 }
 
@@ -240,7 +244,11 @@ fn wecom_dedupe(fields: &Map<String, Value>, raw: &str) -> String {
     }
     let parts: Vec<String> = WECOM_EVENT_KEYS
         .iter()
-        .filter_map(|k| lookup(fields, k).and_then(scalar).map(|v| format!("{k}={v}")))
+        .filter_map(|k| {
+            lookup(fields, k)
+                .and_then(scalar)
+                .map(|v| format!("{k}={v}"))
+        })
         .collect();
     if parts.is_empty() {
         body_hash(raw)
@@ -291,16 +299,28 @@ mod tests {
 
     #[test]
     fn dingtalk_feishu_and_robot_keys() {
-        let d = parse(Vendor::DingTalk, r#"{"EventType":"user_add_org","eventId":"e1"}"#);
+        let d = parse(
+            Vendor::DingTalk,
+            r#"{"EventType":"user_add_org","eventId":"e1"}"#,
+        );
         assert_eq!((d.kind(), d.dedupe_key()), ("user_add_org", "eventId=e1"));
-        let d2 = parse(Vendor::DingTalk, r#"{"EventType":"org_dept_create","DeptId":[1]}"#);
+        let d2 = parse(
+            Vendor::DingTalk,
+            r#"{"EventType":"org_dept_create","DeptId":[1]}"#,
+        );
         assert!(d2.dedupe_key().starts_with("sha256="));
         let f2 = parse(
             Vendor::Feishu,
             r#"{"schema":"2.0","header":{"event_id":"x","event_type":"im.message.receive_v1"},"event":{}}"#,
         );
-        assert_eq!((f2.kind(), f2.dedupe_key()), ("im.message.receive_v1", "header.event_id=x"));
-        let f1 = parse(Vendor::Feishu, r#"{"uuid":"u","event":{"type":"add_user_to_chat"}}"#);
+        assert_eq!(
+            (f2.kind(), f2.dedupe_key()),
+            ("im.message.receive_v1", "header.event_id=x")
+        );
+        let f1 = parse(
+            Vendor::Feishu,
+            r#"{"uuid":"u","event":{"type":"add_user_to_chat"}}"#,
+        );
         assert_eq!((f1.kind(), f1.dedupe_key()), ("add_user_to_chat", "uuid=u"));
         let r = parse(Vendor::DingTalkRobot, r#"{"msgtype":"text","msgId":"m"}"#);
         assert_eq!((r.kind(), r.dedupe_key()), ("text", "msgId=m"));

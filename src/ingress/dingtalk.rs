@@ -4,15 +4,25 @@
 
 use serde_json::json;
 
-use super::{Accepted, Query, Reply, Request, event, json_object, param, require_post, str_field, utf8};
+use super::{
+    Accepted, Query, Reply, Request, event, json_object, param, require_post, str_field, utf8,
+};
 use crate::config::Receiver;
 use crate::crypto::envelope::{Envelope, Signed, random_alnum};
 use crate::crypto::{Freshness, OpenError};
 
 /// URL checks DingTalk sends when the callback URL is saved; answered, never stored.
-const URL_CHECKS: &[&str] = &["check_url", "check_create_suite_url", "check_update_suite_url"];
+const URL_CHECKS: &[&str] = &[
+    "check_url",
+    "check_create_suite_url",
+    "check_update_suite_url",
+];
 
-pub(super) fn open(receiver: &Receiver, envelope: &Envelope, req: &Request<'_>) -> Result<Accepted, OpenError> {
+pub(super) fn open(
+    receiver: &Receiver,
+    envelope: &Envelope,
+    req: &Request<'_>,
+) -> Result<Accepted, OpenError> {
     require_post(req)?;
     let q = Query::parse(req.query);
     let signed = Signed {

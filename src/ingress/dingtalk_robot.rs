@@ -7,10 +7,20 @@ use crate::config::Receiver;
 use crate::crypto::{Freshness, OpenError, Verified, robot};
 use crate::secret::Secret;
 
-pub(super) fn open(receiver: &Receiver, app_secret: &Secret<String>, req: &Request<'_>) -> Result<Accepted, OpenError> {
+pub(super) fn open(
+    receiver: &Receiver,
+    app_secret: &Secret<String>,
+    req: &Request<'_>,
+) -> Result<Accepted, OpenError> {
     require_post(req)?;
-    let timestamp = req.headers.get("timestamp").ok_or(OpenError::Missing("timestamp header"))?;
-    let sign = req.headers.get("sign").ok_or(OpenError::Missing("sign header"))?;
+    let timestamp = req
+        .headers
+        .get("timestamp")
+        .ok_or(OpenError::Missing("timestamp header"))?;
+    let sign = req
+        .headers
+        .get("sign")
+        .ok_or(OpenError::Missing("sign header"))?;
     robot::verify(app_secret.expose(), timestamp, sign)?;
     Freshness {
         now_ms: req.now_ms,

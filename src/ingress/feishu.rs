@@ -38,9 +38,14 @@ pub(super) fn open(
     let outer = json_object(req.body)?;
     let plaintext = match (outer.get("encrypt"), key) {
         (Some(Value::String(encrypt)), Some(key)) => key.decrypt(encrypt)?,
-        (Some(_), Some(_)) => return Err(OpenError::malformed("body", "\"encrypt\" is not a string")),
+        (Some(_), Some(_)) => {
+            return Err(OpenError::malformed("body", "\"encrypt\" is not a string"));
+        }
         (Some(_), None) => {
-            return Err(OpenError::malformed("body", "encrypted, but the receiver has no encrypt_key"));
+            return Err(OpenError::malformed(
+                "body",
+                "encrypted, but the receiver has no encrypt_key",
+            ));
         }
         (None, _) => String::from_utf8(req.body.to_vec()).map_err(|_| OpenError::NotUtf8)?,
     };
@@ -50,7 +55,10 @@ pub(super) fn open(
     };
     if fields.get("type").and_then(Value::as_str) == Some("url_verification") {
         check_token(&fields, &["token"], verification_token)?;
-        let challenge = fields.get("challenge").and_then(Value::as_str).ok_or(OpenError::Missing("challenge"))?;
+        let challenge = fields
+            .get("challenge")
+            .and_then(Value::as_str)
+            .ok_or(OpenError::Missing("challenge"))?;
         return Ok(Accepted {
             reply: Reply::json(&json!({ "challenge": challenge })),
             event: None,
@@ -70,7 +78,11 @@ pub(super) fn open(
 }
 
 /// Compares the token at `path` (v2 `header.token`, v1 `token`) in constant time.
-fn check_token(fields: &Map<String, Value>, path: &[&str], expected: &Secret<String>) -> Result<(), OpenError> {
+fn check_token(
+    fields: &Map<String, Value>,
+    path: &[&str],
+    expected: &Secret<String>,
+) -> Result<(), OpenError> {
     let mut value = fields.get(path[0]);
     for key in &path[1..] {
         value = value.and_then(|v| v.get(key));

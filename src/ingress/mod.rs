@@ -125,8 +125,10 @@ pub fn open(receiver: &Receiver, req: &Request<'_>) -> Result<Accepted, Rejected
         Credentials::Feishu {
             verification_token,
             encrypt_key,
-        } => feishu::open(receiver, verification_token, encrypt_key.as_ref(), req),
-        Credentials::DingTalkRobot { app_secret } => dingtalk_robot::open(receiver, app_secret, req),
+        } => feishu::open(receiver, verification_token, encrypt_key.as_deref(), req),
+        Credentials::DingTalkRobot { app_secret } => {
+            dingtalk_robot::open(receiver, app_secret, req)
+        }
     };
     result.map_err(|error| Rejected {
         code: match vendor {
@@ -174,7 +176,11 @@ fn utf8(bytes: Vec<u8>) -> Result<String, OpenError> {
 }
 
 /// Parses a verified plaintext into an event of `receiver`.
-fn event(receiver: &Receiver, plaintext: Verified<String>, now_ms: i64) -> Result<Event, OpenError> {
+fn event(
+    receiver: &Receiver,
+    plaintext: Verified<String>,
+    now_ms: i64,
+) -> Result<Event, OpenError> {
     Event::parse(&receiver.name, receiver.vendor(), plaintext, now_ms)
         .map_err(|e| OpenError::malformed("decrypted message", e))
 }
@@ -188,7 +194,10 @@ fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>
     }
 }
 
-fn str_field<'a>(map: &'a serde_json::Map<String, serde_json::Value>, key: &'static str) -> Result<&'a str, OpenError> {
+fn str_field<'a>(
+    map: &'a serde_json::Map<String, serde_json::Value>,
+    key: &'static str,
+) -> Result<&'a str, OpenError> {
     map.get(key)
         .and_then(serde_json::Value::as_str)
         .ok_or(OpenError::Missing(key))

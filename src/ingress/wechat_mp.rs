@@ -26,7 +26,11 @@ pub(super) fn open(
     // The URL check and plaintext messages carry sha1(sorted [token, timestamp, nonce]).
     let plain_check = || -> Result<(), OpenError> {
         let signature = param(&q, &["signature"])?;
-        let mut parts = [token.expose().as_bytes(), timestamp.as_bytes(), nonce.as_bytes()];
+        let mut parts = [
+            token.expose().as_bytes(),
+            timestamp.as_bytes(),
+            nonce.as_bytes(),
+        ];
         verify_signature(&mut parts, signature)?;
         fresh.check(timestamp)
     };
@@ -49,13 +53,20 @@ pub(super) fn open(
                         signature: param(&q, &["msg_signature"])?,
                     };
                     let encrypt = encrypt_field(req.body)?;
-                    envelope.open(&signed, &encrypt, fresh)?.try_map(|o| utf8(o.message))?
+                    envelope
+                        .open(&signed, &encrypt, fresh)?
+                        .try_map(|o| utf8(o.message))?
                 }
                 (false, _, MpMode::Compat | MpMode::Plaintext) => {
                     plain_check()?;
                     Verified::new(super::wecom::plaintext_body(req.body)?)
                 }
-                (true, _, _) => return Err(OpenError::malformed("request", "encrypted message, but the receiver is in plaintext mode")),
+                (true, _, _) => {
+                    return Err(OpenError::malformed(
+                        "request",
+                        "encrypted message, but the receiver is in plaintext mode",
+                    ));
+                }
                 (false, _, MpMode::Safe) => return Err(OpenError::PlaintextRefused),
             };
             Ok(Accepted {

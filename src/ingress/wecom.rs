@@ -8,7 +8,12 @@ use crate::crypto::envelope::{Envelope, Signed};
 use crate::crypto::{Freshness, OpenError};
 use crate::event::xml;
 
-pub(super) fn open(receiver: &Receiver, envelope: &Envelope, suite: bool, req: &Request<'_>) -> Result<Accepted, OpenError> {
+pub(super) fn open(
+    receiver: &Receiver,
+    envelope: &Envelope,
+    suite: bool,
+    req: &Request<'_>,
+) -> Result<Accepted, OpenError> {
     let q = Query::parse(req.query);
     let signed = Signed {
         timestamp: param(&q, &["timestamp"])?,
@@ -30,8 +35,14 @@ pub(super) fn open(receiver: &Receiver, envelope: &Envelope, suite: bool, req: &
         }
         Method::Post => {
             let encrypt = encrypt_field(req.body)?;
-            let plaintext = envelope.open(&signed, &encrypt, fresh)?.try_map(|o| utf8(o.message))?;
-            let reply = if suite { Reply::text("success") } else { Reply::empty() };
+            let plaintext = envelope
+                .open(&signed, &encrypt, fresh)?
+                .try_map(|o| utf8(o.message))?;
+            let reply = if suite {
+                Reply::text("success")
+            } else {
+                Reply::empty()
+            };
             Ok(Accepted {
                 reply,
                 event: Some(event(receiver, plaintext, req.now_ms)?),

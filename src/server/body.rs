@@ -28,7 +28,11 @@ impl BodyError {
 }
 
 /// Reads the whole body, refusing early when `Content-Length` already exceeds the limit.
-pub(super) async fn read(body: Incoming, headers: &HeaderMap, limits: &ServerConfig) -> Result<Bytes, BodyError> {
+pub(super) async fn read(
+    body: Incoming,
+    headers: &HeaderMap,
+    limits: &ServerConfig,
+) -> Result<Bytes, BodyError> {
     let limit = limits.body_limit;
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -41,7 +45,9 @@ pub(super) async fn read(body: Incoming, headers: &HeaderMap, limits: &ServerCon
     match tokio::time::timeout(limits.body_read_timeout, collect).await {
         Err(_) => Err(BodyError::Timeout(limits.body_read_timeout)),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge(limit)),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(BodyError::TooLarge(limit))
+        }
         Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
     }
 }

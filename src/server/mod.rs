@@ -84,7 +84,10 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Fut
         });
     }
     info!("Shutting down; draining in-flight requests.");
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         warn!("Drain timed out; closing remaining connections.");
     }
 }
@@ -103,7 +106,11 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn respond(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn respond(
+    status: u16,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut()
@@ -132,7 +139,10 @@ fn open(
     ingress::open(receiver, &request)
 }
 
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let Some(receiver) = state.receivers.get(req.uri().path()) else {
         return Ok(plain(404, "not found\n"));
     };
@@ -146,13 +156,19 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
         Ok(body) => body,
         Err(e) => {
             warn!(receiver = %receiver.name, status = e.status(), reason = %e, "Callback body refused.");
-            return Ok(respond(e.status(), "text/plain; charset=utf-8", format!("{e}\n")));
+            return Ok(respond(
+                e.status(),
+                "text/plain; charset=utf-8",
+                format!("{e}\n"),
+            ));
         }
     };
     let accepted = match open(receiver, method, &parts, &body) {
         Ok(accepted) => accepted,
         Err(rejected) => {
-            let code = rejected.code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+            let code = rejected
+                .code
+                .map_or_else(|| "none".to_owned(), |c| c.to_string());
             warn!(
                 receiver = %receiver.name,
                 vendor = %receiver.vendor(),
@@ -163,7 +179,11 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
             );
             debug!(receiver = %receiver.name, body = %ingress::preview(&body), "Rejected body.");
             let text = format!("rejected ({code}): {}\n", rejected.error);
-            return Ok(respond(rejected.status(), "text/plain; charset=utf-8", text));
+            return Ok(respond(
+                rejected.status(),
+                "text/plain; charset=utf-8",
+                text,
+            ));
         }
     };
     if let Some(event) = accepted.event {

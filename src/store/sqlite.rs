@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ListFilter, Stored, StoreError, StoredEvent};
+use super::{ListFilter, StoreError, Stored, StoredEvent};
 use crate::config::{StoreConfig, Synchronous};
 use crate::event::Event;
 
@@ -69,7 +69,9 @@ impl Sqlite {
             std::fs::create_dir_all(dir).map_err(|e| open_error(path, e))?;
         }
         let writer = connect(path, config.synchronous)?;
-        writer.execute_batch(SCHEMA).map_err(|e| open_error(path, e))?;
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(|e| open_error(path, e))?;
         let reader = connect(path, config.synchronous)?;
         let (jobs, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
@@ -174,17 +176,29 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<Vec<Stored>>
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (receiver, dedupe_key) DO NOTHING RETURNING id",
         )?;
-        let mut existing = tx.prepare_cached("SELECT id FROM events WHERE receiver = ?1 AND dedupe_key = ?2")?;
+        let mut existing =
+            tx.prepare_cached("SELECT id FROM events WHERE receiver = ?1 AND dedupe_key = ?2")?;
         for Job { event: e, .. } in batch {
             let fields = serde_json::to_string(e.fields()).unwrap_or_default();
             let inserted: Option<i64> = insert
                 .query_row(
-                    params![e.receiver(), e.vendor().as_str(), e.kind(), e.dedupe_key(), e.received_at_ms(), fields, e.raw()],
+                    params![
+                        e.receiver(),
+                        e.vendor().as_str(),
+                        e.kind(),
+                        e.dedupe_key(),
+                        e.received_at_ms(),
+                        fields,
+                        e.raw()
+                    ],
                     |r| r.get(0),
                 )
                 .optional()?;
             out.push(match inserted {
-                Some(id) => Stored { id, duplicate: false },
+                Some(id) => Stored {
+                    id,
+                    duplicate: false,
+                },
                 None => Stored {
                     id: existing.query_row(params![e.receiver(), e.dedupe_key()], |r| r.get(0))?,
                     duplicate: true,

@@ -60,19 +60,38 @@ impl TestServer {
     }
 
     pub fn events(&self) -> Vec<StoredEvent> {
-        self.store.list(&ListFilter { limit: 1000, ..Default::default() }).unwrap()
+        self.store
+            .list(&ListFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .unwrap()
     }
 
     pub async fn get(&self, path_and_query: &str) -> Response {
         self.send("GET", path_and_query, &[], b"").await
     }
 
-    pub async fn post(&self, path_and_query: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub async fn post(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         self.send("POST", path_and_query, headers, body).await
     }
 
-    pub async fn send(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    pub async fn send(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let mut req = format!(
+            "{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -111,14 +130,24 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Response {
 }
 
 pub fn parse_response(out: &[u8]) -> Response {
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(out)));
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(out)));
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    Response { status, head, body: out[split + 4..].to_vec() }
+    Response {
+        status,
+        head,
+        body: out[split + 4..].to_vec(),
+    }
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 pub fn enc(s: &str) -> String {
