@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every check and test hookgate has, as CI runs them. Installs what it needs (cargo-fuzz).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== fmt";     cargo fmt --all -- --check
+echo "== clippy";  cargo clippy --all-targets -- -D warnings
+cargo clippy --lib --no-default-features -- -D warnings
+echo "== tests";   cargo test --all-targets
+echo "== benches build"; cargo bench --no-run --quiet
+echo "== fuzz targets"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+# A failed stable probe cached here would break later builds (see STACK notes).
+rm -f fuzz/target/.rustc_info.json
+RUSTC_BOOTSTRAP=1 cargo fuzz build
+for t in wecom_open wechat_mp_open dingtalk_open feishu_open dingtalk_robot_open event_parse; do
+  RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time=5 -print_final_stats=0 2>&1 | tail -1
+done
+echo "== all checks passed"
