@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 
@@ -53,34 +51,15 @@ async fn serve_answers_stores_and_lists() {
     let config = dir.path().join("hookgate.toml");
     let example = std::fs::read_to_string("config/hookgate.example.toml").unwrap();
     std::fs::write(&config, example).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("HOOKGATE_LISTEN", "127.0.0.1:0")
-        .env("HOOKGATE_DB", &db)
-        .env("WECOM_HR_TOKEN", "tok")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The first log line with addr=... tells the port; give up after 30 s rather than hang.
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(std::time::Duration::from_secs(30));
-    let addr: std::net::SocketAddr = match addr {
-        Ok(a) => a.parse().unwrap_or_else(|e| panic!("{a:?}: {e}")),
-        Err(e) => {
-            let _ = child.kill();
-            panic!("the server did not report its address: {e}");
-        }
-    };
+    let served = common::Served::start(
+        &config,
+        &[
+            ("HOOKGATE_LISTEN", "127.0.0.1:0".as_ref()),
+            ("HOOKGATE_DB", db.as_os_str()),
+            ("WECOM_HR_TOKEN", "tok".as_ref()),
+        ],
+    );
+    let addr = served.addr;
 
     let env = hookgate::crypto::envelope::Envelope::new(
         "tok".into(),
@@ -141,15 +120,6 @@ async fn serve_answers_stores_and_lists() {
     assert_eq!(event["fields"]["Content"], "hi");
 
     // SIGTERM: a clean exit.
-    unsafe_kill_term(child.id());
-    let status = child.wait().unwrap();
+    let status = served.terminate();
     assert!(status.success(), "{status:?}");
-}
-
-fn unsafe_kill_term(pid: u32) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }

@@ -153,3 +153,61 @@ pub fn now_ms() -> i64 {
 pub fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+/// The real `hookgate serve` as a child process; killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Served {
+    /// Runs `hookgate serve --config <config>` with extra environment, and waits (30 s at
+    /// most, never hangs) for the log line that names the bound address.
+    pub fn start(config: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> Served {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => {
+                let addr = a.parse().unwrap_or_else(|e| panic!("{a:?}: {e}"));
+                Served { child, addr }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the server did not report its address: {e}");
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit status (a graceful shutdown exits 0).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
