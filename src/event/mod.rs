@@ -135,7 +135,8 @@ impl Event {
 }
 
 /// XML (WeCom and WeChat classic) or a JSON object (everything else), by the first byte.
-fn parse_fields(raw: &str) -> Result<Map<String, Value>, ParseError> {
+/// The store keeps only the decrypted body and derives the fields again on reading.
+pub(crate) fn parse_fields(raw: &str) -> Result<Map<String, Value>, ParseError> {
     let trimmed = raw.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
     if trimmed.starts_with('<') {
         return Ok(xml::to_json(trimmed)?);

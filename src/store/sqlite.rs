@@ -1,5 +1,6 @@
 //! SQLite backend: WAL, one writer thread that group-commits whatever callbacks arrived while
-//! the previous transaction was syncing (one fsync for many replies), and a reader connection.
+//! the previous transaction was syncing (one fsync for many replies), a checkpointer thread
+//! that copies the WAL into the database off the writer's path, and a reader connection.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,11 @@ use crate::event::Event;
 const MAX_BATCH: usize = 512;
 /// Callbacks waiting for the writer before `accept` itself waits (backpressure).
 const QUEUE: usize = 4096;
+/// The writer checkpoints by itself only when the WAL reaches this many pages (64 MiB with
+/// 4 KiB pages): a bound for when the checkpointer cannot keep up, not the normal path.
+const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+/// Least time between two background checkpoints, so each copies many commits at once.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -24,11 +30,9 @@ CREATE TABLE IF NOT EXISTS events (
     kind           TEXT    NOT NULL,
     dedupe_key     TEXT    NOT NULL,
     received_at_ms INTEGER NOT NULL,
-    fields         TEXT    NOT NULL,
     raw            TEXT    NOT NULL,
     UNIQUE (receiver, dedupe_key)
 );
-CREATE INDEX IF NOT EXISTS events_by_receiver ON events (receiver, id);
 PRAGMA user_version = 1;
 ";
 
@@ -72,11 +76,23 @@ impl Sqlite {
         writer
             .execute_batch(SCHEMA)
             .map_err(|e| open_error(path, e))?;
+        writer
+            .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+            .and_then(|()| {
+                writer.pragma_update(None, "journal_size_limit", WRITER_CHECKPOINT_PAGES * 4096)
+            })
+            .map_err(|e| open_error(path, e))?;
         let reader = connect(path, config.synchronous)?;
+        let checkpointer = connect(path, config.synchronous)?;
         let (jobs, rx) = mpsc::channel(QUEUE);
+        let (committed, commits) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("hookgate-ckpt".into())
+            .spawn(move || checkpoint_loop(checkpointer, commits))
+            .map_err(|e| open_error(path, e))?;
         std::thread::Builder::new()
             .name("hookgate-store".into())
-            .spawn(move || write_loop(writer, rx))
+            .spawn(move || write_loop(writer, rx, committed))
             .map_err(|e| open_error(path, e))?;
         Ok(Self {
             jobs,
@@ -97,7 +113,7 @@ impl Sqlite {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, fields, raw FROM events
+                "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events
                  WHERE (?1 IS NULL OR receiver = ?1) AND (?2 IS NULL OR kind = ?2)
                  ORDER BY id DESC LIMIT ?3",
             )
@@ -112,7 +128,7 @@ impl Sqlite {
     pub(super) fn get(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
-            "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, fields, raw FROM events WHERE id = ?1",
+            "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events WHERE id = ?1",
             [id],
             row_to_event,
         )
@@ -126,7 +142,12 @@ fn query_error(e: rusqlite::Error) -> StoreError {
 }
 
 fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let fields: String = row.get(6)?;
+    let raw: String = row.get(6)?;
+    // The body parsed when it was accepted, so it parses again; should that ever fail, the
+    // raw text is still there to read.
+    let fields = crate::event::parse_fields(&raw)
+        .map(serde_json::Value::Object)
+        .unwrap_or(serde_json::Value::Null);
     Ok(StoredEvent {
         id: row.get(0)?,
         receiver: row.get(1)?,
@@ -134,14 +155,18 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
         kind: row.get(3)?,
         dedupe_key: row.get(4)?,
         received_at_ms: row.get(5)?,
-        fields: serde_json::from_str(&fields).unwrap_or(serde_json::Value::String(fields)),
-        raw: row.get(7)?,
+        fields,
+        raw,
     })
 }
 
 /// The writer thread: take one job, then everything else already queued, commit them in one
-/// transaction, answer each. Ends when every `Store` handle is dropped.
-fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+/// transaction, answer each, nudge the checkpointer. Ends when every `Store` handle is dropped.
+fn write_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    committed: std::sync::mpsc::SyncSender<()>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -155,6 +180,8 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 for (job, s) in batch.into_iter().zip(stored) {
                     let _ = job.reply.send(Ok(s));
                 }
+                // Full means a nudge is already pending: nothing to add.
+                let _ = committed.try_send(());
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = batch.len(), "Store commit failed; the vendor will retry.");
@@ -167,19 +194,29 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// The checkpointer thread: after commits, at most every [`CHECKPOINT_EVERY`], copy what the
+/// WAL holds into the database (PASSIVE: never blocks the writer). Ends with the writer.
+fn checkpoint_loop(conn: Connection, commits: std::sync::mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed; the writer will checkpoint instead.");
+        }
+        std::thread::sleep(CHECKPOINT_EVERY);
+    }
+}
+
 fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<Vec<Stored>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(batch.len());
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO events (receiver, vendor, kind, dedupe_key, received_at_ms, fields, raw)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO events (receiver, vendor, kind, dedupe_key, received_at_ms, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (receiver, dedupe_key) DO NOTHING RETURNING id",
         )?;
         let mut existing =
             tx.prepare_cached("SELECT id FROM events WHERE receiver = ?1 AND dedupe_key = ?2")?;
         for Job { event: e, .. } in batch {
-            let fields = serde_json::to_string(e.fields()).unwrap_or_default();
             let inserted: Option<i64> = insert
                 .query_row(
                     params![
@@ -188,7 +225,6 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<Vec<Stored>>
                         e.kind(),
                         e.dedupe_key(),
                         e.received_at_ms(),
-                        fields,
                         e.raw()
                     ],
                     |r| r.get(0),

@@ -1,0 +1,362 @@
+//! Load: the real `hookgate serve` on loopback, driven the way STACK.md measured the receivers
+//! users write by hand. `cargo bench --bench load` (needs `wrk`: `apt-get install wrk`).
+//!
+//! 1. Saturation: `wrk -t2 -c32` with unique signed ~1 KiB WeCom text callbacks (each its own
+//!    MsgId, so every request is a real insert, never a dedupe hit), once with
+//!    `synchronous = "normal"` and once fully durable (`"full"`, the default).
+//! 2. Steady 2,000/s, fully durable: an open-loop generator over 32 keep-alive connections;
+//!    latency counts from each request's scheduled send time, so a stall is not hidden.
+//!
+//! Each run reports req/s, latency percentiles, non-2xx replies, events stored, and the
+//! server's peak RSS (VmHWM). `HOOKGATE_LOAD_SECS` sets the run length (default 10).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hookgate::crypto::envelope::{AesKey, Envelope};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "QDG6eK";
+const KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+const CORP: &str = "wx5823bf96d3bd56c7";
+const THREADS: usize = 2;
+const CONNECTIONS: usize = 32;
+/// Requests prepared per wrk thread per second of run: above any rate this machine reaches.
+const CEILING_PER_THREAD: usize = 40_000;
+const STEADY_RATE: u64 = 2_000;
+
+const LUA: &str = r#"
+-- Each wrk thread streams its own file of unique requests, one "path body" per line.
+local threads = {}
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+function init(args)
+  f = assert(io.open(args[1] .. "/reqs-" .. id .. ".txt"))
+  wrapped = 0
+end
+function request()
+  local line = f:read("*l")
+  if not line then
+    f:seek("set")
+    wrapped = wrapped + 1
+    line = f:read("*l")
+  end
+  local sp = line:find(" ", 1, true)
+  return wrk.format("POST", line:sub(1, sp - 1), {["Content-Type"] = "text/xml"}, line:sub(sp + 1))
+end
+function done(summary, latency, requests)
+  local w = 0
+  for _, t in ipairs(threads) do w = w + t:get("wrapped") end
+  io.write(string.format("wrapped=%d\n", w))
+end
+"#;
+
+fn main() {
+    // `cargo test --all-targets` runs bench binaries too, without `--bench`: minutes of load
+    // on a debug build measure nothing, so only `cargo bench` runs it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load: skipped; run it with `cargo bench --bench load`");
+        return;
+    }
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("wrk is not installed: apt-get install wrk");
+        std::process::exit(1);
+    }
+    let secs: u64 = std::env::var("HOOKGATE_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let per_thread = CEILING_PER_THREAD * secs as usize;
+    for t in 0..THREADS {
+        write_requests(&dir.path().join(format!("reqs-{t}.txt")), t, per_thread);
+    }
+    std::fs::write(dir.path().join("load.lua"), LUA).unwrap();
+    eprintln!(
+        "prepared {} unique signed callbacks in {:.1?}",
+        per_thread * THREADS,
+        started.elapsed()
+    );
+
+    let mut table = String::new();
+    for sync in ["normal", "full"] {
+        let server = Server::start(dir.path(), sync);
+        let out = Command::new("wrk")
+            .args(["-t", &THREADS.to_string(), "-c", &CONNECTIONS.to_string()])
+            .args(["-d", &format!("{secs}s"), "--latency", "-s"])
+            .arg(dir.path().join("load.lua"))
+            .arg(format!("http://{}/", server.addr))
+            .arg("--")
+            .arg(dir.path())
+            .output()
+            .expect("wrk");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (rss, stored) = server.finish();
+        let field = |prefix: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(prefix))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| "0".into())
+        };
+        writeln!(
+            table,
+            "wrk -t{THREADS} -c{CONNECTIONS} -d{secs}s, synchronous={sync:<6}: {:>9} req/s  p50 {:>8}  p99 {:>8}  non-2xx {}  stored {stored}  peak RSS {:.1} MiB  (request files wrapped: {})",
+            field("Requests/sec:"),
+            field("50%"),
+            field("99%"),
+            field("Non-2xx or 3xx responses:"),
+            rss as f64 / 1024.0,
+            field("wrapped="),
+        )
+        .unwrap();
+        if !out.status.success() {
+            eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
+    let server = Server::start(dir.path(), "full");
+    let steady = steady(server.addr, STEADY_RATE, Duration::from_secs(secs));
+    let (rss, stored) = server.finish();
+    writeln!(
+        table,
+        "steady {STEADY_RATE}/s over {CONNECTIONS} connections for {secs}s, synchronous=full: sent {}  p50 {:.2?}  p99 {:.2?}  p99.9 {:.2?}  max {:.2?}  non-2xx {}  stored {stored}  peak RSS {:.1} MiB",
+        steady.sent,
+        steady.percentile(50.0),
+        steady.percentile(99.0),
+        steady.percentile(99.9),
+        steady.percentile(100.0),
+        steady.non_2xx,
+        rss as f64 / 1024.0,
+    )
+    .unwrap();
+    print!("{table}");
+}
+
+fn envelope() -> Envelope {
+    Envelope::new(
+        TOKEN.into(),
+        vec![AesKey::from_encoding_aes_key(KEY).unwrap()],
+        CORP.into(),
+    )
+}
+
+fn unix_secs() -> String {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string()
+}
+
+/// A signed ~1 KiB WeCom text callback with its own MsgId: (path and query, body).
+fn callback(env: &Envelope, msg_id: u64, ts: &str) -> (String, String) {
+    let content = "消息内容 hookgate load ".repeat(36);
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName>\
+         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>{msg_id}</MsgId><AgentID>1000002</AgentID></xml>"
+    );
+    let nonce = format!("n{msg_id}");
+    let sealed = env.seal(0, xml.as_bytes(), ts, &nonce);
+    (
+        format!(
+            "/wecom?msg_signature={}&timestamp={ts}&nonce={nonce}",
+            sealed.msg_signature
+        ),
+        format!(
+            "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>",
+            sealed.encrypt
+        ),
+    )
+}
+
+fn write_requests(path: &Path, thread: usize, n: usize) {
+    let env = envelope();
+    let ts = unix_secs();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..n {
+        let (target, body) = callback(&env, (thread as u64 + 1) * 1_000_000_000 + i as u64, &ts);
+        writeln!(out, "{target} {body}").unwrap();
+    }
+    out.flush().unwrap();
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    db: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, synchronous: &str) -> Server {
+        let db = dir.join(format!("load-{synchronous}-{}.db", unix_secs()));
+        let config = dir.join("load.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = {:?}\nsynchronous = \"{synchronous}\"\n\
+                 [[receivers]]\nname = \"hr\"\nvendor = \"wecom\"\npath = \"/wecom\"\ntoken = \"{TOKEN}\"\n\
+                 encoding_aes_key = \"{KEY}\"\nreceive_id = \"{CORP}\"\n",
+                db.display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn,hookgate::cli=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("hookgate exited before listening")
+                .unwrap();
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server { child, addr, db }
+    }
+
+    /// Peak RSS in KiB, then SIGTERM; returns it with the number of events stored.
+    fn finish(mut self) -> (u64, i64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap();
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let stored = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        (rss, stored)
+    }
+}
+
+struct Steady {
+    sent: usize,
+    non_2xx: usize,
+    latencies: Vec<Duration>,
+}
+
+impl Steady {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
+        self.latencies[i]
+    }
+}
+
+/// Open loop: connection `c` sends its `n`th request at `start + (n * CONNECTIONS + c) / rate`,
+/// prepared beforehand; latency runs from that scheduled instant (or, when the connection was
+/// free and only the client's timer was late, from the actual send) to the end of the reply.
+fn steady(addr: SocketAddr, rate: u64, run: Duration) -> Steady {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let start = tokio::time::Instant::now() + Duration::from_millis(100);
+        let period = Duration::from_nanos(1_000_000_000 * CONNECTIONS as u64 / rate);
+        let mut tasks = Vec::new();
+        for c in 0..CONNECTIONS {
+            tasks.push(tokio::spawn(async move {
+                let env = envelope();
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut stream = tokio::io::BufReader::new(stream);
+                let mut latencies = Vec::new();
+                let mut non_2xx = 0;
+                let first = start + period * c as u32 / CONNECTIONS as u32;
+                let mut free_at = start;
+                for n in 0.. {
+                    let at = first + period * n;
+                    if at >= start + run {
+                        break;
+                    }
+                    let id = 3_000_000_000 + (n as u64) * CONNECTIONS as u64 + c as u64;
+                    let (target, body) = callback(&env, id, &unix_secs());
+                    let req = format!(
+                        "POST {target} HTTP/1.1\r\nHost: load\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    // Late because the previous reply was late: that wait counts (no
+                    // coordinated omission). Late because the timer (1 ms wheel) woke us
+                    // after `at` though the connection was free: the client's delay, not
+                    // the server's; count from the wake-up.
+                    let from = if free_at > at {
+                        at
+                    } else {
+                        tokio::time::sleep_until(at).await;
+                        tokio::time::Instant::now()
+                    };
+                    stream.get_mut().write_all(req.as_bytes()).await.unwrap();
+                    let ok = read_reply(&mut stream).await;
+                    free_at = tokio::time::Instant::now();
+                    latencies.push(free_at - from);
+                    non_2xx += usize::from(!ok);
+                }
+                (latencies, non_2xx)
+            }));
+        }
+        let mut all = Steady {
+            sent: 0,
+            non_2xx: 0,
+            latencies: Vec::new(),
+        };
+        for t in tasks {
+            let (l, n) = t.await.unwrap();
+            all.sent += l.len();
+            all.non_2xx += n;
+            all.latencies.extend(l);
+        }
+        all.latencies.sort();
+        all
+    })
+}
+
+/// Reads one HTTP/1.1 reply with a Content-Length body; true for a 2xx status.
+async fn read_reply(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> bool {
+    let mut line = String::new();
+    stream.read_line(&mut line).await.unwrap();
+    let ok = line.split(' ').nth(1).is_some_and(|s| s.starts_with('2'));
+    let mut len = 0;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await.unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await.unwrap();
+    ok
+}
