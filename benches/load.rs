@@ -7,8 +7,12 @@
 //! 2. Steady 2,000/s, fully durable: an open-loop generator over 32 keep-alive connections;
 //!    latency counts from each request's scheduled send time, so a stall is not hidden.
 //!
+//! 3. The same wrk run against the receiver users write by hand (`benches/go-receiver`, Go
+//!    stdlib, no store), when `go` is installed, so the comparison is made in the same run.
+//!
 //! Each run reports req/s, latency percentiles, non-2xx replies, events stored, and the
-//! server's peak RSS (VmHWM). `HOOKGATE_LOAD_SECS` sets the run length (default 10).
+//! server's peak RSS (VmHWM). hookgate logs at its default level (one info line per
+//! callback), as deployed. `HOOKGATE_LOAD_SECS` sets the run length (default 10).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -88,8 +92,19 @@ fn main() {
     );
 
     let mut table = String::new();
-    for sync in ["normal", "full"] {
-        let server = Server::start(dir.path(), sync);
+    let runs = [
+        ("hookgate, synchronous=normal", "normal"),
+        ("hookgate, synchronous=full", "full"),
+        ("Go stdlib receiver, no store", "go"),
+    ];
+    for (name, which) in runs {
+        let server = match which {
+            "go" => match Server::start_go(dir.path()) {
+                Some(s) => s,
+                None => continue,
+            },
+            sync => Server::start(dir.path(), sync),
+        };
         let out = Command::new("wrk")
             .args(["-t", &THREADS.to_string(), "-c", &CONNECTIONS.to_string()])
             .args(["-d", &format!("{secs}s"), "--latency", "-s"])
@@ -109,11 +124,12 @@ fn main() {
         };
         writeln!(
             table,
-            "wrk -t{THREADS} -c{CONNECTIONS} -d{secs}s, synchronous={sync:<6}: {:>9} req/s  p50 {:>8}  p99 {:>8}  non-2xx {}  stored {stored}  peak RSS {:.1} MiB  (request files wrapped: {})",
+            "wrk -t{THREADS} -c{CONNECTIONS} -d{secs}s, {name:<29}: {:>9} req/s  p50 {:>8}  p99 {:>8}  non-2xx {}  stored {}  peak RSS {:.1} MiB  (request files wrapped: {})",
             field("Requests/sec:"),
             field("50%"),
             field("99%"),
             field("Non-2xx or 3xx responses:"),
+            stored.map_or_else(|| "-".to_owned(), |n| n.to_string()),
             rss as f64 / 1024.0,
             field("wrapped="),
         )
@@ -128,13 +144,14 @@ fn main() {
     let (rss, stored) = server.finish();
     writeln!(
         table,
-        "steady {STEADY_RATE}/s over {CONNECTIONS} connections for {secs}s, synchronous=full: sent {}  p50 {:.2?}  p99 {:.2?}  p99.9 {:.2?}  max {:.2?}  non-2xx {}  stored {stored}  peak RSS {:.1} MiB",
+        "steady {STEADY_RATE}/s over {CONNECTIONS} connections for {secs}s, synchronous=full: sent {}  p50 {:.2?}  p99 {:.2?}  p99.9 {:.2?}  max {:.2?}  non-2xx {}  stored {}  peak RSS {:.1} MiB",
         steady.sent,
         steady.percentile(50.0),
         steady.percentile(99.0),
         steady.percentile(99.9),
         steady.percentile(100.0),
         steady.non_2xx,
+        stored.unwrap_or(0),
         rss as f64 / 1024.0,
     )
     .unwrap();
@@ -193,10 +210,11 @@ fn write_requests(path: &Path, thread: usize, n: usize) {
 struct Server {
     child: Child,
     addr: SocketAddr,
-    db: PathBuf,
+    db: Option<PathBuf>,
 }
 
 impl Server {
+    /// `hookgate serve` on a fresh store, logging as it does by default (info).
     fn start(dir: &Path, synchronous: &str) -> Server {
         let db = dir.join(format!("load-{synchronous}-{}.db", unix_secs()));
         let config = dir.join("load.toml");
@@ -210,18 +228,39 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+        cmd.args(["serve", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "warn,hookgate::cli=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .env_remove("RUST_LOG");
+        Self::spawn(cmd, Some(db))
+    }
+
+    /// The Go stdlib receiver from `benches/go-receiver`, when `go` is installed.
+    fn start_go(dir: &Path) -> Option<Server> {
+        let bin = dir.join("go-receiver");
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/go-receiver/main.go");
+        let built = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(src)
+            .status();
+        if !matches!(built, Ok(s) if s.success()) {
+            eprintln!("go is not installed (apt-get install golang-go): no Go reference run");
+            return None;
+        }
+        let mut cmd = Command::new(bin);
+        cmd.args(["-listen", "127.0.0.1:0", "-token", TOKEN, "-key", KEY])
+            .args(["-receive-id", CORP]);
+        Some(Self::spawn(cmd, None))
+    }
+
+    fn spawn(mut cmd: Command, db: Option<PathBuf>) -> Server {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
             let line = lines
                 .next()
-                .expect("hookgate exited before listening")
+                .expect("the server exited before listening")
                 .unwrap();
             if let Some(rest) = line.split("addr=").nth(1) {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
@@ -233,7 +272,7 @@ impl Server {
     }
 
     /// Peak RSS in KiB, then SIGTERM; returns it with the number of events stored.
-    fn finish(mut self) -> (u64, i64) {
+    fn finish(mut self) -> (u64, Option<i64>) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         let rss = status
@@ -246,10 +285,11 @@ impl Server {
             .status()
             .unwrap();
         self.child.wait().unwrap();
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        let stored = conn
-            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-            .unwrap();
+        let stored = self.db.as_ref().map(|db| {
+            let conn = rusqlite::Connection::open(db).unwrap();
+            conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+                .unwrap()
+        });
         (rss, stored)
     }
 }

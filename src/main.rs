@@ -5,9 +5,7 @@ use hookgate::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Serve) {
-        cli::init_logging(cli.log_format);
-    }
+    let _log = matches!(cli.command, Command::Serve).then(|| cli::init_logging(cli.log_format));
     match cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
