@@ -1,4 +1,5 @@
-//! The `hookgate` command line: `serve`, `check`, `events list`, `events show`.
+//! The `hookgate` command line: `serve`, `check`, `explain`, `events list|show`,
+//! `deliveries list|retry`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,9 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::actions::Actions;
 use crate::config::{self, Config};
+use crate::delivery::{Worker, now_ms};
+use crate::event::Event;
+use crate::rules::{EventView, RuleSet};
 use crate::server::{self, AppState};
-use crate::store::{ListFilter, Store};
+use crate::store::{DeliveryFilter, DeliveryStatus, ListFilter, RequeueTarget, Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,11 +50,52 @@ pub enum Command {
     Serve,
     /// Validate the config, print every problem with its line, list the receivers.
     Check,
+    /// Show which rules a decrypted event (an XML or JSON file) fires and the rendered
+    /// actions; sends nothing.
+    Explain {
+        /// The receiver the event arrives at.
+        #[arg(long)]
+        receiver: String,
+        /// The decrypted callback body, as `hookgate events show` prints in `raw`.
+        event_file: PathBuf,
+    },
     /// Read stored events.
     Events {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Read and retry deliveries (one per action a rule fired).
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// The newest deliveries, one per line.
+    List {
+        /// pending, running, done, dead, or failed (pending after a failure).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<DeliveryStatus>,
+        /// Only the deliveries of this event.
+        #[arg(long)]
+        event: Option<i64>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Run a dead delivery (or every dead one) again now, with a fresh retry deadline.
+    Retry {
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        id: Option<i64>,
+        #[arg(long)]
+        dead: bool,
+    },
+}
+
+fn parse_status(s: &str) -> Result<DeliveryStatus, String> {
+    DeliveryStatus::parse(s)
+        .ok_or_else(|| format!("{s:?} is not one of pending, running, done, dead, failed"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +149,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check => check(&cli),
         Command::Serve => serve(&cli),
         Command::Events { command } => events(&cli, command),
+        Command::Deliveries { command } => deliveries(&cli, command),
+        Command::Explain {
+            receiver,
+            event_file,
+        } => explain(&cli, receiver, event_file),
     }
 }
 
@@ -116,6 +167,13 @@ fn check(cli: &Cli) -> Result<()> {
     for r in &config.receivers {
         println!("  {:<20} {:<15} {}", r.name, r.vendor().as_str(), r.path);
     }
+    if !config.rules.is_empty() {
+        println!("{} rule(s)", config.rules.len());
+        for r in &config.rules {
+            let kinds: Vec<&str> = r.actions.iter().map(|a| a.kind()).collect();
+            println!("  {:<36} {}", r.name, kinds.join(", "));
+        }
+    }
     Ok(())
 }
 
@@ -126,6 +184,13 @@ fn serve(cli: &Cli) -> Result<()> {
         .build()?;
     runtime.block_on(async {
         let store = Store::open(&config.store).context("opening the store")?;
+        let resumed = store
+            .requeue(crate::store::RequeueTarget::Running, now_ms(), 0)
+            .await
+            .context("resuming deliveries")?;
+        if resumed > 0 {
+            tracing::warn!(deliveries = resumed, "Deliveries in flight when hookgate stopped will run again.");
+        }
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
@@ -134,8 +199,22 @@ fn serve(cli: &Cli) -> Result<()> {
         for r in &config.receivers {
             tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");
         }
-        let state = Arc::new(AppState::new(&config, store));
-        server::run(listener, state, shutdown_signal()).await;
+        let rules = Arc::new(RuleSet::new(&config).map_err(|e| anyhow::anyhow!(e))?);
+        let actions = Arc::new(Actions::new(&config)?);
+        let state = Arc::new(AppState::new(&config, rules.clone(), store.clone()));
+        let worker = Worker::new(store, rules, actions, config.delivery.clone());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let worker = tokio::spawn(worker.run(until_stopped(stopped.clone())));
+        let server = server::run(listener, state, until_stopped(stopped));
+        let signal = async {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        };
+        tokio::join!(server, signal);
+        let _ = worker.await;
         Ok(())
     })
 }
@@ -201,6 +280,174 @@ fn events(cli: &Cli, command: &EventsCommand) -> Result<()> {
         },
     }
     Ok(())
+}
+
+fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
+    let config = load(cli)?;
+    if !config.store.path.exists() {
+        bail!(
+            "no store at {} yet: nothing has been received",
+            config.store.path.display()
+        );
+    }
+    let store = Store::open(&config.store)?;
+    match command {
+        DeliveriesCommand::List {
+            status,
+            event,
+            limit,
+        } => {
+            let filter = DeliveryFilter {
+                status: *status,
+                event_id: *event,
+                limit: *limit,
+            };
+            println!(
+                "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<7}  {:>3}  {:<25}  LAST ERROR",
+                "ID", "EVENT", "RECEIVER", "RULE", "ACTION", "STATUS", "TRY", "NEXT ATTEMPT"
+            );
+            for d in store.deliveries(&filter)? {
+                let next = if d.status == DeliveryStatus::Pending {
+                    format_ms(d.next_attempt_at_ms)
+                } else {
+                    "-".into()
+                };
+                println!(
+                    "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<7}  {:>3}  {:<25}  {}",
+                    d.id,
+                    d.event_id,
+                    d.receiver,
+                    format!("{}#{}", d.rule, d.action),
+                    d.kind,
+                    d.status.as_str(),
+                    d.attempts,
+                    next,
+                    d.last_error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        DeliveriesCommand::Retry { id, dead } => {
+            let target = match (id, dead) {
+                (Some(id), _) => RequeueTarget::Id(*id),
+                (None, true) => RequeueTarget::AllDead,
+                (None, false) => bail!("give a delivery id or --dead"),
+            };
+            let now = now_ms();
+            let deadline = now.saturating_add(
+                i64::try_from(config.delivery.give_up_after.as_millis()).unwrap_or(i64::MAX),
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+            let n = runtime.block_on(store.requeue(target, now, deadline))?;
+            if n == 0 && matches!(target, RequeueTarget::Id(_)) {
+                bail!("no dead or pending delivery with that id");
+            }
+            println!(
+                "{n} deliver{} queued to run now",
+                if n == 1 { "y" } else { "ies" }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -> Result<()> {
+    let config = load(cli)?;
+    let Some(r) = config.receivers.iter().find(|r| r.name == receiver) else {
+        let names: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
+        bail!(
+            "no receiver named {receiver:?} (receivers: {})",
+            names.join(", ")
+        );
+    };
+    let text = std::fs::read_to_string(event_file)
+        .with_context(|| format!("reading {}", event_file.display()))?;
+    // The operator's own file, not a callback: nothing to verify.
+    let event = Event::parse(
+        &r.name,
+        r.vendor(),
+        crate::crypto::Verified::new(text),
+        now_ms(),
+    )
+    .with_context(|| format!("parsing {}", event_file.display()))?;
+    let rules = RuleSet::new(&config).map_err(|e| anyhow::anyhow!(e))?;
+    let view = EventView {
+        id: 0,
+        receiver: event.receiver(),
+        vendor: event.vendor().as_str(),
+        kind: event.kind(),
+        dedupe_key: event.dedupe_key(),
+        received_at_ms: event.received_at_ms(),
+        fields: event.fields(),
+    };
+    println!(
+        "event: receiver {}, kind {}, dedupe key {}",
+        view.receiver, view.kind, view.dedupe_key
+    );
+    if config.rules.is_empty() {
+        println!("no rules configured");
+    }
+    for v in rules.verdicts(&view) {
+        if let Some(why) = &v.why_not {
+            println!("\nrule {:?}: does not fire: {why}", v.rule);
+            continue;
+        }
+        println!("\nrule {:?}: FIRES", v.rule);
+        for (j, action) in config.rules[v.index].actions.iter().enumerate() {
+            match rules.render(&v.rule, j, &view) {
+                Ok(rendered) => println!(
+                    "  action {j} ({}):\n{}",
+                    action.kind(),
+                    indent(&describe(&rendered))
+                ),
+                Err(e) => println!("  action {j} ({}): render error: {e}", action.kind()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("    {l}\n"))
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
+}
+
+/// A rendered action as `explain` shows it; secrets are not shown.
+fn describe(r: &crate::rules::Rendered) -> String {
+    use crate::rules::Rendered;
+    match r {
+        Rendered::Log { level, message } => format!("level: {level}\nmessage: {message}"),
+        Rendered::Http(h) => {
+            let mut s = format!("{} {}\n", h.method, h.url);
+            for (k, v) in &h.headers {
+                s.push_str(&format!("{k}: {v}\n"));
+            }
+            if h.secret.is_some() {
+                s.push_str("X-Hookgate-Signature: sha256=<hmac of the body>\n");
+            }
+            s.push_str(&format!("\n{}", h.body));
+            s
+        }
+        Rendered::Email(m) => {
+            let mut s = format!("via: {}\nto: {}\n", m.via, m.to.join(", "));
+            if !m.cc.is_empty() {
+                s.push_str(&format!("cc: {}\n", m.cc.join(", ")));
+            }
+            if !m.bcc.is_empty() {
+                s.push_str(&format!("bcc: {}\n", m.bcc.join(", ")));
+            }
+            if m.one_per_recipient {
+                s.push_str("(one message per recipient)\n");
+            }
+            s.push_str(&format!("subject: {}\n\n{}", m.subject, m.body));
+            if let Some(html) = &m.html {
+                s.push_str(&format!("\n\n[html]\n{html}"));
+            }
+            s
+        }
+    }
 }
 
 /// Unix milliseconds in the machine's time zone, to the second.

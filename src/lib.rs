@@ -9,17 +9,25 @@
 //!   [`crypto`], decides the vendor-exact reply and yields a verified [`event::Event`].
 //! - [`crypto`]: pure signature and AES schemes over bytes.
 //! - [`event`]: decrypted XML/JSON → `Event` (kind, dedupe key, fields).
+//! - [`rules`]: which events fire which actions; Jinja templates that render them.
 //! - `store` (feature `server`): the durable store behind one boundary (SQLite today).
+//! - `delivery` (feature `server`): the worker that runs stored deliveries with retries.
+//! - `actions` (feature `server`): email, HTTP and log sinks, with failure classification.
 //! - `cli` (feature `server`): the `hookgate` command line.
 
 pub mod config;
 pub mod crypto;
 pub mod event;
 pub mod ingress;
+pub mod rules;
 pub mod secret;
 
 #[cfg(feature = "server")]
+pub mod actions;
+#[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "server")]
+pub mod delivery;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -4,8 +4,10 @@
 
 mod env;
 mod raw;
+mod rules;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,12 @@ pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub receivers: Vec<Receiver>,
+    pub connections: BTreeMap<String, Connection>,
+    /// `[tables.NAME]`: lookup tables for templates (`tables.NAME[key]`).
+    pub tables: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    pub delivery: DeliveryConfig,
+    /// In file order; every matching rule fires unless an earlier one says `stop`.
+    pub rules: Vec<Rule>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +42,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// For the `datetime` template filter. Default Asia/Shanghai.
+    pub timezone: jiff::tz::TimeZone,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +117,139 @@ pub enum MpMode {
     Compat,
     /// Only plaintext messages (3-part signature).
     Plaintext,
+}
+
+/// `[connections.NAME]`: an outbound endpoint actions refer to with `via`.
+#[derive(Debug, Clone)]
+pub enum Connection {
+    Smtp(SmtpConnection),
+}
+
+/// An SMTP server as a lettre URL: `smtp://` (plain), `smtp://…?tls=required` (STARTTLS),
+/// `smtps://` (TLS from the start); `user:password@` for AUTH.
+#[derive(Debug, Clone)]
+pub struct SmtpConnection {
+    pub url: Secret<String>,
+    pub from: String,
+    /// A PEM file of extra CA certificates to trust (a private CA).
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// The delivery worker and its retry policy.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Deliveries run at once.
+    pub concurrency: usize,
+    /// Delay before the first retry; it doubles each time up to `max_backoff` (full jitter).
+    pub first_retry: Duration,
+    pub max_backoff: Duration,
+    /// After this long since the event, a failing delivery goes dead instead of retrying.
+    pub give_up_after: Duration,
+}
+
+/// One `[[rules]]` entry.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    /// `None`: every receiver.
+    pub receivers: Option<Vec<String>>,
+    /// All must hold: the field at `path` equals one of `any_of` (compared as text).
+    pub when: Vec<Condition>,
+    /// A Jinja expression over the same context as templates; the rule fires if truthy.
+    pub condition: Option<String>,
+    pub stop: bool,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// Dotted path into the event's fields (`header.event_type`).
+    pub path: String,
+    pub any_of: Vec<String>,
+}
+
+/// An action; every string in it is a template.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Log {
+        level: tracing::Level,
+        message: String,
+    },
+    Http {
+        url: String,
+        method: String,
+        headers: Vec<(String, String)>,
+        /// `None`: the event as JSON.
+        body: Option<String>,
+        /// Signs the body: `X-Hookgate-Signature: sha256=<hex hmac>`.
+        secret: Option<Secret<String>>,
+        timeout: Duration,
+    },
+    Email {
+        via: String,
+        to: Vec<String>,
+        cc: Vec<String>,
+        bcc: Vec<String>,
+        subject: String,
+        body: String,
+        html: Option<String>,
+        /// One message per address in `to` (cc and bcc go with each) instead of one to all.
+        one_per_recipient: bool,
+    },
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Log { .. } => "log",
+            Action::Http { .. } => "http",
+            Action::Email { .. } => "email",
+        }
+    }
+
+    /// Every template the action holds, by field name (list items as `to[0]`).
+    pub fn templates(&self) -> Vec<(String, &str)> {
+        fn list<'a>(out: &mut Vec<(String, &'a str)>, name: &str, items: &'a [String]) {
+            for (i, t) in items.iter().enumerate() {
+                out.push((format!("{name}[{i}]"), t.as_str()));
+            }
+        }
+        let mut out: Vec<(String, &str)> = Vec::new();
+        match self {
+            Action::Log { message, .. } => out.push(("message".into(), message)),
+            Action::Http {
+                url, headers, body, ..
+            } => {
+                out.push(("url".into(), url));
+                for (k, v) in headers {
+                    out.push((format!("headers.{k}"), v));
+                }
+                if let Some(b) = body {
+                    out.push(("body".into(), b));
+                }
+            }
+            Action::Email {
+                to,
+                cc,
+                bcc,
+                subject,
+                body,
+                html,
+                ..
+            } => {
+                list(&mut out, "to", to);
+                list(&mut out, "cc", cc);
+                list(&mut out, "bcc", bcc);
+                out.push(("subject".into(), subject));
+                out.push(("body".into(), body));
+                if let Some(h) = html {
+                    out.push(("html".into(), h));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// One problem in the config file.

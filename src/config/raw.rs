@@ -1,6 +1,8 @@
 //! The config file as written: serde types with spans, every key optional so that validation
 //! can report all missing and misplaced keys at once. Unknown keys are collected, not fatal.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -14,6 +16,14 @@ pub struct RawConfig {
     pub store: RawStore,
     #[serde(default)]
     pub receivers: Vec<Spanned<RawReceiver>>,
+    #[serde(default)]
+    pub connections: BTreeMap<String, Spanned<RawConnection>>,
+    #[serde(default)]
+    pub tables: BTreeMap<String, Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    #[serde(default)]
+    pub rules: Vec<Spanned<RawRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +32,7 @@ pub struct RawServer {
     pub body_limit: S<u64>,
     pub header_read_timeout: S<u64>,
     pub body_read_timeout: S<u64>,
+    pub timezone: S<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,5 +78,89 @@ impl RawReceiver {
             ("encrypt_key", span(&self.encrypt_key)),
             ("app_secret", span(&self.app_secret)),
         ]
+    }
+}
+
+/// `[connections.NAME]`: who actions talk to.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConnection {
+    pub kind: S<String>,
+    pub url: S<String>,
+    pub from: S<String>,
+    pub ca_file: S<String>,
+    pub timeout: S<u64>,
+}
+
+/// `[delivery]`: the worker and its retry policy.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDelivery {
+    pub concurrency: S<u64>,
+    pub first_retry: S<u64>,
+    pub max_backoff: S<u64>,
+    pub give_up_after: S<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRule {
+    pub name: S<String>,
+    pub receiver: S<toml::Value>,
+    pub when: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    #[serde(rename = "if")]
+    pub condition: S<String>,
+    pub stop: S<bool>,
+    #[serde(default)]
+    pub actions: Vec<Spanned<RawAction>>,
+}
+
+/// Every key any action kind takes; validation says which apply to which kind.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAction {
+    pub kind: S<String>,
+    // log
+    pub level: S<String>,
+    pub message: S<String>,
+    // http
+    pub url: S<String>,
+    pub method: S<String>,
+    pub headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub body: S<String>,
+    pub secret: S<String>,
+    pub timeout: S<u64>,
+    // email
+    pub via: S<String>,
+    pub to: S<toml::Value>,
+    pub cc: S<toml::Value>,
+    pub bcc: S<toml::Value>,
+    pub subject: S<String>,
+    pub html: S<String>,
+    pub one_per_recipient: S<bool>,
+}
+
+impl RawAction {
+    /// The kind-specific keys that are set, by name, for the "does not apply" check.
+    pub fn keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        fn span<T>(v: &S<T>) -> Option<std::ops::Range<usize>> {
+            v.as_ref().map(Spanned::span)
+        }
+        [
+            ("level", span(&self.level)),
+            ("message", span(&self.message)),
+            ("url", span(&self.url)),
+            ("method", span(&self.method)),
+            ("headers", self.headers.as_ref().map(Spanned::span)),
+            ("body", span(&self.body)),
+            ("secret", span(&self.secret)),
+            ("timeout", span(&self.timeout)),
+            ("via", span(&self.via)),
+            ("to", span(&self.to)),
+            ("cc", span(&self.cc)),
+            ("bcc", span(&self.bcc)),
+            ("subject", span(&self.subject)),
+            ("html", span(&self.html)),
+            ("one_per_recipient", span(&self.one_per_recipient)),
+        ]
+        .into_iter()
+        .filter_map(|(k, s)| Some((k, s?)))
+        .collect()
     }
 }

@@ -119,7 +119,7 @@ fn key_span(doc: &Spanned<DeTable<'_>>, path: &[String]) -> Option<Range<usize>>
     span
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     src: &'a str,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
@@ -135,7 +135,11 @@ impl Ctx<'_> {
             + 1
     }
 
-    fn err(
+    pub(super) fn errors_len(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub(super) fn err(
         &mut self,
         span: Option<Range<usize>>,
         key: impl Into<String>,
@@ -158,7 +162,7 @@ impl Ctx<'_> {
     }
 
     /// A string value with `${VAR}` filled in; `None` (and an error) if that fails.
-    fn string(&mut self, value: &S<String>, key: &str) -> Option<String> {
+    pub(super) fn string(&mut self, value: &S<String>, key: &str) -> Option<String> {
         let v = value.as_ref()?;
         match super::expand(v.get_ref(), self.lookup) {
             Ok(s) => Some(s),
@@ -204,10 +208,18 @@ impl Ctx<'_> {
                 receivers.push(receiver);
             }
         }
+        let connections = self.connections(&raw.connections);
+        let tables = self.tables(&raw.tables);
+        let delivery = self.delivery(&raw.delivery);
+        let rules = self.rules(&raw.rules, &receivers, &connections, raw.receivers.len());
         Config {
             server,
             store,
             receivers,
+            connections,
+            tables,
+            delivery,
+            rules,
         }
     }
 
@@ -234,8 +246,17 @@ impl Ctx<'_> {
                 "must be positive",
             );
         }
+        let timezone = match self.string(&raw.timezone, "server.timezone") {
+            None => jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC),
+            Some(name) => jiff::tz::TimeZone::get(&name).unwrap_or_else(|e| {
+                let span = raw.timezone.as_ref().map(Spanned::span);
+                self.err(span, "server.timezone", format!("{name:?}: {e}"));
+                jiff::tz::TimeZone::UTC
+            }),
+        };
         ServerConfig {
             listen,
+            timezone,
             body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
             header_read_timeout: secs(&raw.header_read_timeout, 10),
             body_read_timeout: secs(&raw.body_read_timeout, 10),

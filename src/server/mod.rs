@@ -23,20 +23,23 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, Receiver, ServerConfig};
 use crate::ingress::{self, Headers, Method};
-use crate::store::Store;
+use crate::rules::{EventView, RuleSet};
+use crate::store::{NewDelivery, Store};
 
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Everything a request needs: the receivers by path, the store, the limits.
+/// Everything a request needs: the receivers by path, the rules, the store, the limits.
 pub struct AppState {
     receivers: HashMap<String, Receiver>,
+    rules: Arc<RuleSet>,
     store: Store,
     limits: ServerConfig,
+    give_up_after_ms: i64,
 }
 
 impl AppState {
-    pub fn new(config: &Config, store: Store) -> Self {
+    pub fn new(config: &Config, rules: Arc<RuleSet>, store: Store) -> Self {
         let receivers = config
             .receivers
             .iter()
@@ -44,8 +47,11 @@ impl AppState {
             .collect();
         Self {
             receivers,
+            rules,
             store,
             limits: config.server.clone(),
+            give_up_after_ms: i64::try_from(config.delivery.give_up_after.as_millis())
+                .unwrap_or(i64::MAX),
         }
     }
 }
@@ -139,6 +145,37 @@ fn open(
     ingress::open(receiver, &request)
 }
 
+/// One delivery per action of every rule that matches, to commit with the event. Conditions
+/// see `event.id` as 0: the id exists only once the event is stored.
+fn planned_deliveries(state: &AppState, event: &crate::event::Event) -> Vec<NewDelivery> {
+    if state.rules.rules().is_empty() {
+        return Vec::new();
+    }
+    let view = EventView {
+        id: 0,
+        receiver: event.receiver(),
+        vendor: event.vendor().as_str(),
+        kind: event.kind(),
+        dedupe_key: event.dedupe_key(),
+        received_at_ms: event.received_at_ms(),
+        fields: event.fields(),
+    };
+    let deadline_ms = event
+        .received_at_ms()
+        .saturating_add(state.give_up_after_ms);
+    state
+        .rules
+        .matching(&view)
+        .into_iter()
+        .map(|m| NewDelivery {
+            rule: m.rule,
+            action: m.action,
+            kind: m.kind.to_owned(),
+            deadline_ms,
+        })
+        .collect()
+}
+
 async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
@@ -189,13 +226,16 @@ async fn handle(
     if let Some(event) = accepted.event {
         let (kind, key) = (event.kind().to_owned(), event.dedupe_key().to_owned());
         debug!(receiver = %receiver.name, raw = %event.raw(), "Decrypted callback.");
-        match state.store.accept(event).await {
+        let deliveries = planned_deliveries(&state, &event);
+        let actions = deliveries.len();
+        match state.store.accept(event, deliveries).await {
             Ok(stored) => info!(
                 receiver = %receiver.name,
                 kind = %kind,
                 event_id = stored.id,
                 duplicate = stored.duplicate,
                 dedupe_key = %key,
+                actions = if stored.duplicate { 0 } else { actions },
                 "Callback accepted."
             ),
             Err(e) => {

@@ -29,6 +29,116 @@ pub struct StoredEvent {
     pub raw: String,
 }
 
+/// A delivery to insert with a new event: one action of one matched rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub rule: String,
+    pub action: usize,
+    pub kind: String,
+    /// After this, a failing delivery goes dead instead of retrying.
+    pub deadline_ms: i64,
+}
+
+/// A delivery the worker claimed (now `running`), with its event.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub event: StoredEvent,
+    pub rule: String,
+    pub action: usize,
+    pub kind: String,
+    /// Attempts started, this one included.
+    pub attempts: u32,
+    pub deadline_ms: i64,
+}
+
+/// How a claimed delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Failed; run again at `at_ms`.
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
+    /// Not attempted (the target's rate limit or back-off); run at `at_ms`, attempt not counted.
+    Defer {
+        at_ms: i64,
+    },
+    /// Failed for good.
+    Dead {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Running,
+    Done,
+    Dead,
+    /// A filter only: pending after at least one failure.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Dead => "dead",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Running,
+            Self::Done,
+            Self::Dead,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// A delivery as `hookgate deliveries list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub event_id: i64,
+    pub receiver: String,
+    pub rule: String,
+    pub action: i64,
+    pub kind: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at_ms: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub event_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// Which deliveries `requeue` sends back to pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequeueTarget {
+    Id(i64),
+    AllDead,
+    /// Deliveries a dead process left `running`; only `serve` may do this, at start.
+    Running,
+}
+
 /// Which events `list` returns, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -78,11 +188,66 @@ impl Store {
         })
     }
 
-    /// Durably stores `event` unless an event with its receiver and dedupe key exists.
-    /// Returns only after the commit is on disk (per the configured `synchronous`).
-    pub async fn accept(&self, event: Event) -> Result<Stored, StoreError> {
+    /// Durably stores `event` and its deliveries unless an event with its receiver and dedupe
+    /// key exists (then nothing is added). Returns only after the commit is on disk (per the
+    /// configured `synchronous`).
+    pub async fn accept(
+        &self,
+        event: Event,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<Stored, StoreError> {
         match &*self.backend {
-            Backend::Sqlite(s) => s.accept(event).await,
+            Backend::Sqlite(s) => s.accept(event, deliveries).await,
+        }
+    }
+
+    /// Marks up to `limit` due deliveries running (one more attempt each) and returns them.
+    pub async fn claim(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.claim(now_ms, limit).await,
+        }
+    }
+
+    /// Records how a claimed delivery ended.
+    pub async fn finish(&self, id: i64, outcome: Outcome, now_ms: i64) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.finish(id, outcome, now_ms).await,
+        }
+    }
+
+    /// Sends dead (or pending) deliveries back to run now, with a fresh deadline; how many.
+    pub async fn requeue(
+        &self,
+        target: RequeueTarget,
+        now_ms: i64,
+        deadline_ms: i64,
+    ) -> Result<usize, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.requeue(target, now_ms, deadline_ms).await,
+        }
+    }
+
+    /// Woken when deliveries were added or re-queued by this process.
+    pub fn due_notify(&self) -> Arc<tokio::sync::Notify> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.due_notify(),
+        }
+    }
+
+    /// When the earliest pending delivery is due, if any is.
+    pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.next_due(),
+        }
+    }
+
+    pub fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.deliveries(filter),
         }
     }
 

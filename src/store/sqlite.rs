@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ListFilter, StoreError, Stored, StoredEvent};
+use super::{
+    ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus, ListFilter, NewDelivery, Outcome,
+    RequeueTarget, StoreError, Stored, StoredEvent,
+};
 use crate::config::{StoreConfig, Synchronous};
 use crate::event::Event;
 
@@ -33,17 +36,89 @@ CREATE TABLE IF NOT EXISTS events (
     raw            TEXT    NOT NULL,
     UNIQUE (receiver, dedupe_key)
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    id                 INTEGER PRIMARY KEY,
+    event_id           INTEGER NOT NULL REFERENCES events (id),
+    rule               TEXT    NOT NULL,
+    action             INTEGER NOT NULL,
+    kind               TEXT    NOT NULL,
+    status             TEXT    NOT NULL,   -- pending | running | done | dead
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER NOT NULL,
+    deadline_ms        INTEGER NOT NULL,
+    created_at_ms      INTEGER NOT NULL,
+    updated_at_ms      INTEGER NOT NULL,
+    last_error         TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at_ms) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries (status, id);
 PRAGMA user_version = 1;
 ";
 
-struct Job {
-    event: Event,
-    reply: oneshot::Sender<Result<Stored, StoreError>>,
+/// What the writer thread does; each batch of ops shares one transaction.
+enum Op {
+    Accept {
+        event: Event,
+        deliveries: Vec<NewDelivery>,
+        reply: oneshot::Sender<Result<Stored, StoreError>>,
+    },
+    Claim {
+        now_ms: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<ClaimedDelivery>, StoreError>>,
+    },
+    Finish {
+        id: i64,
+        outcome: Outcome,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Requeue {
+        target: RequeueTarget,
+        now_ms: i64,
+        deadline_ms: i64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+}
+
+impl Op {
+    fn fail(self, e: &StoreError) {
+        match self {
+            Op::Accept { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Claim { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Finish { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Requeue { reply, .. } => drop(reply.send(Err(e.clone()))),
+        }
+    }
+}
+
+/// An op's result, held until the transaction commits.
+enum Done {
+    Accept(oneshot::Sender<Result<Stored, StoreError>>, Stored),
+    Claim(
+        oneshot::Sender<Result<Vec<ClaimedDelivery>, StoreError>>,
+        Vec<ClaimedDelivery>,
+    ),
+    Finish(oneshot::Sender<Result<(), StoreError>>),
+    Requeue(oneshot::Sender<Result<usize, StoreError>>, usize),
+}
+
+impl Done {
+    fn send(self) {
+        match self {
+            Done::Accept(r, v) => drop(r.send(Ok(v))),
+            Done::Claim(r, v) => drop(r.send(Ok(v))),
+            Done::Finish(r) => drop(r.send(Ok(()))),
+            Done::Requeue(r, v) => drop(r.send(Ok(v))),
+        }
+    }
 }
 
 pub(super) struct Sqlite {
-    jobs: mpsc::Sender<Job>,
+    ops: mpsc::Sender<Op>,
     reader: Mutex<Connection>,
+    /// Woken after a commit that added or re-queued deliveries.
+    due: Arc<tokio::sync::Notify>,
 }
 
 fn open_error(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -84,7 +159,9 @@ impl Sqlite {
             .map_err(|e| open_error(path, e))?;
         let reader = connect(path, config.synchronous)?;
         let checkpointer = connect(path, config.synchronous)?;
-        let (jobs, rx) = mpsc::channel(QUEUE);
+        let (ops, rx) = mpsc::channel(QUEUE);
+        let due = Arc::new(tokio::sync::Notify::new());
+        let notify = due.clone();
         let (committed, commits) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("hookgate-ckpt".into())
@@ -92,21 +169,139 @@ impl Sqlite {
             .map_err(|e| open_error(path, e))?;
         std::thread::Builder::new()
             .name("hookgate-store".into())
-            .spawn(move || write_loop(writer, rx, committed))
+            .spawn(move || write_loop(writer, rx, committed, notify))
             .map_err(|e| open_error(path, e))?;
         Ok(Self {
-            jobs,
+            ops,
             reader: Mutex::new(reader),
+            due,
         })
     }
 
-    pub(super) async fn accept(&self, event: Event) -> Result<Stored, StoreError> {
+    async fn call<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Job { event, reply })
+        self.ops
+            .send(op(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(super) async fn accept(
+        &self,
+        event: Event,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<Stored, StoreError> {
+        self.call(|reply| Op::Accept {
+            event,
+            deliveries,
+            reply,
+        })
+        .await
+    }
+
+    pub(super) async fn claim(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.call(|reply| Op::Claim {
+            now_ms,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    pub(super) async fn finish(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Op::Finish {
+            id,
+            outcome,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    pub(super) async fn requeue(
+        &self,
+        target: RequeueTarget,
+        now_ms: i64,
+        deadline_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.call(|reply| Op::Requeue {
+            target,
+            now_ms,
+            deadline_ms,
+            reply,
+        })
+        .await
+    }
+
+    pub(super) fn due_notify(&self) -> Arc<tokio::sync::Notify> {
+        self.due.clone()
+    }
+
+    /// When the earliest pending delivery is due.
+    pub(super) fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row(
+            "SELECT min(next_attempt_at_ms) FROM deliveries WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(query_error)
+    }
+
+    pub(super) fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let (status, failed) = match filter.status {
+            None => (None, false),
+            Some(DeliveryStatus::Failed) => (Some("pending"), true),
+            Some(s) => (Some(s.as_str()), false),
+        };
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT d.id, d.event_id, e.receiver, d.rule, d.action, d.kind, d.status, d.attempts,
+                        d.next_attempt_at_ms, d.created_at_ms, d.updated_at_ms, d.last_error
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE (?1 IS NULL OR d.status = ?1) AND (NOT ?2 OR d.last_error IS NOT NULL)
+                   AND (?3 IS NULL OR d.event_id = ?3)
+                 ORDER BY d.id DESC LIMIT ?4",
+            )
+            .map_err(query_error)?;
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![status, failed, filter.event_id, limit], |r| {
+                let status: String = r.get(6)?;
+                Ok(DeliveryRow {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    receiver: r.get(2)?,
+                    rule: r.get(3)?,
+                    action: r.get(4)?,
+                    kind: r.get(5)?,
+                    status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
+                    attempts: r.get(7)?,
+                    next_attempt_at_ms: r.get(8)?,
+                    created_at_ms: r.get(9)?,
+                    updated_at_ms: r.get(10)?,
+                    last_error: r.get(11)?,
+                })
+            })
+            .map_err(query_error)?;
+        rows.collect::<Result<_, _>>().map_err(query_error)
     }
 
     pub(super) fn list(&self, filter: &ListFilter) -> Result<Vec<StoredEvent>, StoreError> {
@@ -160,38 +355,89 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
-/// The writer thread: take one job, then everything else already queued, commit them in one
-/// transaction, answer each, nudge the checkpointer. Ends when every `Store` handle is dropped.
+/// The writer thread: take one op, then everything else already queued, run them in one
+/// transaction, answer each after the commit, nudge the checkpointer and, if deliveries
+/// became due, the worker. Ends when every `Store` handle is dropped.
 fn write_loop(
     mut conn: Connection,
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Op>,
     committed: std::sync::mpsc::SyncSender<()>,
+    due: Arc<tokio::sync::Notify>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(op) => batch.push(op),
                 Err(_) => break,
             }
         }
-        match commit(&mut conn, &batch) {
-            Ok(stored) => {
-                for (job, s) in batch.into_iter().zip(stored) {
-                    let _ = job.reply.send(Ok(s));
-                }
+        let mut wake = false;
+        match run_batch(&mut conn, &mut batch, &mut wake) {
+            Ok(done) => {
+                done.into_iter().for_each(Done::send);
                 // Full means a nudge is already pending: nothing to add.
                 let _ = committed.try_send(());
+                if wake {
+                    due.notify_one();
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = batch.len(), "Store commit failed; the vendor will retry.");
-                let e = Arc::new(e);
-                for job in batch {
-                    let _ = job.reply.send(Err(StoreError::Commit(e.clone())));
-                }
+                let e = StoreError::Commit(Arc::new(e));
+                batch.into_iter().for_each(|op| op.fail(&e));
             }
         }
     }
+}
+
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Op>,
+    wake: &mut bool,
+) -> rusqlite::Result<Vec<Done>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut done = Vec::with_capacity(batch.len());
+    for op in batch.drain(..) {
+        done.push(match op {
+            Op::Accept {
+                event,
+                deliveries,
+                reply,
+            } => {
+                let stored = insert_event(&tx, &event, &deliveries)?;
+                *wake |= !stored.duplicate && !deliveries.is_empty();
+                Done::Accept(reply, stored)
+            }
+            Op::Claim {
+                now_ms,
+                limit,
+                reply,
+            } => Done::Claim(reply, claim(&tx, now_ms, limit)?),
+            Op::Finish {
+                id,
+                outcome,
+                now_ms,
+                reply,
+            } => {
+                finish(&tx, id, &outcome, now_ms)?;
+                *wake |= !matches!(outcome, Outcome::Done | Outcome::Dead { .. });
+                Done::Finish(reply)
+            }
+            Op::Requeue {
+                target,
+                now_ms,
+                deadline_ms,
+                reply,
+            } => {
+                let n = requeue(&tx, &target, now_ms, deadline_ms)?;
+                *wake |= n > 0;
+                Done::Requeue(reply, n)
+            }
+        });
+    }
+    tx.commit()?;
+    Ok(done)
 }
 
 /// The checkpointer thread: after commits, at most every [`CHECKPOINT_EVERY`], copy what the
@@ -205,43 +451,158 @@ fn checkpoint_loop(conn: Connection, commits: std::sync::mpsc::Receiver<()>) {
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<Vec<Stored>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut out = Vec::with_capacity(batch.len());
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO events (receiver, vendor, kind, dedupe_key, received_at_ms, raw)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (receiver, dedupe_key) DO NOTHING RETURNING id",
-        )?;
+fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    e: &Event,
+    deliveries: &[NewDelivery],
+) -> rusqlite::Result<Stored> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (receiver, vendor, kind, dedupe_key, received_at_ms, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (receiver, dedupe_key) DO NOTHING RETURNING id",
+    )?;
+    let inserted: Option<i64> = insert
+        .query_row(
+            params![
+                e.receiver(),
+                e.vendor().as_str(),
+                e.kind(),
+                e.dedupe_key(),
+                e.received_at_ms(),
+                e.raw()
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(id) = inserted else {
         let mut existing =
             tx.prepare_cached("SELECT id FROM events WHERE receiver = ?1 AND dedupe_key = ?2")?;
-        for Job { event: e, .. } in batch {
-            let inserted: Option<i64> = insert
-                .query_row(
-                    params![
-                        e.receiver(),
-                        e.vendor().as_str(),
-                        e.kind(),
-                        e.dedupe_key(),
-                        e.received_at_ms(),
-                        e.raw()
-                    ],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            out.push(match inserted {
-                Some(id) => Stored {
-                    id,
-                    duplicate: false,
-                },
-                None => Stored {
-                    id: existing.query_row(params![e.receiver(), e.dedupe_key()], |r| r.get(0))?,
-                    duplicate: true,
-                },
-            });
+        return Ok(Stored {
+            id: existing.query_row(params![e.receiver(), e.dedupe_key()], |r| r.get(0))?,
+            duplicate: true,
+        });
+    };
+    if !deliveries.is_empty() {
+        let mut add = tx.prepare_cached(
+            "INSERT INTO deliveries (event_id, rule, action, kind, status, next_attempt_at_ms,
+                                     deadline_ms, created_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?5, ?5)",
+        )?;
+        for d in deliveries {
+            add.execute(params![
+                id,
+                d.rule,
+                d.action as i64,
+                d.kind,
+                e.received_at_ms(),
+                d.deadline_ms
+            ])?;
         }
     }
-    tx.commit()?;
+    Ok(Stored {
+        id,
+        duplicate: false,
+    })
+}
+
+fn claim(
+    tx: &rusqlite::Transaction<'_>,
+    now_ms: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<ClaimedDelivery>> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE deliveries SET status = 'running', attempts = attempts + 1, updated_at_ms = ?1
+         WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at_ms <= ?1
+                      ORDER BY next_attempt_at_ms, id LIMIT ?2)
+         RETURNING id, event_id, rule, action, kind, attempts, deadline_ms",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows: Vec<(i64, i64, String, i64, String, u32, i64)> = stmt
+        .query_map(params![now_ms, limit], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut event = tx.prepare_cached(
+        "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events WHERE id = ?1",
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, event_id, rule, action, kind, attempts, deadline_ms) in rows {
+        out.push(ClaimedDelivery {
+            id,
+            event: event.query_row([event_id], row_to_event)?,
+            rule,
+            action: usize::try_from(action).unwrap_or(usize::MAX),
+            kind,
+            attempts,
+            deadline_ms,
+        });
+    }
+    out.sort_by_key(|d| d.id);
     Ok(out)
+}
+
+fn finish(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    outcome: &Outcome,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    match outcome {
+        Outcome::Done => tx.execute(
+            "UPDATE deliveries SET status = 'done', updated_at_ms = ?2 WHERE id = ?1",
+            params![id, now_ms],
+        ),
+        Outcome::Retry { at_ms, error } => tx.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2, last_error = ?3,
+                                   updated_at_ms = ?4 WHERE id = ?1",
+            params![id, at_ms, error, now_ms],
+        ),
+        // Not an attempt: the sink was never called (rate limit, back-off of the target).
+        Outcome::Defer { at_ms } => tx.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2,
+                                   attempts = max(attempts - 1, 0), updated_at_ms = ?3 WHERE id = ?1",
+            params![id, at_ms, now_ms],
+        ),
+        Outcome::Dead { error } => tx.execute(
+            "UPDATE deliveries SET status = 'dead', last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",
+            params![id, error, now_ms],
+        ),
+    }
+    .map(drop)
+}
+
+fn requeue(
+    tx: &rusqlite::Transaction<'_>,
+    target: &RequeueTarget,
+    now_ms: i64,
+    deadline_ms: i64,
+) -> rusqlite::Result<usize> {
+    match target {
+        RequeueTarget::Id(id) => tx.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2, deadline_ms = ?3,
+                                   updated_at_ms = ?2
+             WHERE id = ?1 AND status IN ('dead', 'pending')",
+            params![id, now_ms, deadline_ms],
+        ),
+        // Left running by a process that died: run again (at-least-once), same deadline.
+        RequeueTarget::Running => tx.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?1, updated_at_ms = ?1
+             WHERE status = 'running'",
+            params![now_ms],
+        ),
+        RequeueTarget::AllDead => tx.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?1, deadline_ms = ?2,
+                                   updated_at_ms = ?1
+             WHERE status = 'dead'",
+            params![now_ms, deadline_ms],
+        ),
+    }
 }

@@ -8,9 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hookgate::actions::Actions;
 use hookgate::config::{self, Config};
+use hookgate::delivery::Worker;
+use hookgate::rules::RuleSet;
 use hookgate::server::{self, AppState};
-use hookgate::store::{ListFilter, Store, StoredEvent};
+use hookgate::store::{DeliveryFilter, DeliveryRow, ListFilter, Store, StoredEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -37,11 +40,24 @@ pub async fn start(server_keys: &str, receivers: &str) -> TestServer {
     let store = Store::open(&config.store).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = Arc::new(AppState::new(&config, store.clone()));
+    let rules = Arc::new(RuleSet::new(&config).unwrap());
+    let state = Arc::new(AppState::new(&config, rules.clone(), store.clone()));
+    let actions = Arc::new(Actions::new(&config).unwrap());
+    let worker = Worker::new(store.clone(), rules, actions, config.delivery.clone());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::run(listener, state, async {
-        let _ = stopped.await;
-    }));
+    let (halt, halted) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut w = halted.clone();
+        let worker = tokio::spawn(worker.run(async move {
+            let _ = w.wait_for(|h| *h).await;
+        }));
+        server::run(listener, state, async {
+            let _ = stopped.await;
+        })
+        .await;
+        let _ = halt.send(true);
+        let _ = worker.await;
+    });
     TestServer {
         addr,
         config,
@@ -62,6 +78,15 @@ impl TestServer {
     pub fn events(&self) -> Vec<StoredEvent> {
         self.store
             .list(&ListFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .unwrap()
+    }
+
+    pub fn deliveries(&self) -> Vec<DeliveryRow> {
+        self.store
+            .deliveries(&DeliveryFilter {
                 limit: 1000,
                 ..Default::default()
             })

@@ -1,0 +1,86 @@
+//! `http`: POST (or PUT/PATCH) the event or a rendered body. The delivery id goes in
+//! `X-Hookgate-Delivery` (an idempotency key: a retried or re-run delivery keeps it); with a
+//! secret, `X-Hookgate-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+
+use super::{ActionError, Attempt};
+use crate::rules::RenderedHttp;
+
+pub(super) async fn send(
+    client: &reqwest::Client,
+    h: &RenderedHttp,
+    a: Attempt<'_>,
+) -> Result<(), ActionError> {
+    let method = reqwest::Method::from_bytes(h.method.as_bytes())
+        .map_err(|_| ActionError::permanent(format!("bad method {:?}", h.method)))?;
+    let mut req = client
+        .request(method, &h.url)
+        .timeout(h.timeout)
+        .header("X-Hookgate-Delivery", a.delivery_id.to_string())
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            if h.json {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            },
+        );
+    for (k, v) in &h.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    if let Some(secret) = &h.secret {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes())
+            .map_err(|e| ActionError::permanent(format!("secret: {e}")))?;
+        mac.update(h.body.as_bytes());
+        let sig: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        req = req.header("X-Hookgate-Signature", format!("sha256={sig}"));
+    }
+    let resp = req.body(h.body.clone()).send().await.map_err(|e| {
+        // Bad URLs never work; everything else (refused, reset, timeout) may next time.
+        if e.is_builder() {
+            ActionError::permanent(format!("request: {e}"))
+        } else {
+            ActionError::retryable(format!("request: {}", without_url(&e)))
+        }
+    })?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = resp.text().await.unwrap_or_default();
+    let snippet: String = body.chars().take(200).collect();
+    let reason = format!("HTTP {status}: {snippet}");
+    let retryable = status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT;
+    Err(ActionError {
+        retryable,
+        reason,
+        retry_after,
+    })
+}
+
+/// reqwest errors print the URL, which may carry a token (`?key=`, `?access_token=`).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        let mut shown = url.clone();
+        shown.set_query(None);
+        text = text.replace(url.as_str(), shown.as_str());
+    }
+    text
+}

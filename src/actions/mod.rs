@@ -1,0 +1,119 @@
+//! Actions: send a rendered action to its sink (SMTP, HTTP, the log) and classify how it
+//! went. A failure is retryable (timeouts, connection errors, 5xx, 4xx SMTP replies, vendor
+//! "busy") or permanent (other 4xx, 5xx SMTP replies, bad addresses); the delivery worker
+//! decides what to do with that.
+
+mod email;
+mod http;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::config::{Config, Connection};
+use crate::rules::Rendered;
+
+/// Why an action did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionError {
+    pub retryable: bool,
+    pub reason: String,
+    /// The sink asked for this pause (HTTP Retry-After, a throttle errcode).
+    pub retry_after: Option<Duration>,
+}
+
+impl ActionError {
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        Self {
+            retryable: true,
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl std::fmt::Display for ActionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// What one run knows about the delivery: its id is the idempotency key sinks get.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub delivery_id: i64,
+    pub rule: &'a str,
+    pub receiver: &'a str,
+}
+
+/// The clients actions use, built once from the config.
+pub struct Actions {
+    http: reqwest::Client,
+    mailers: HashMap<String, email::Mailer>,
+}
+
+/// rustls needs a process-wide crypto provider before any client is built; ring is the one
+/// this crate ships. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Actions {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        let mut mailers = HashMap::new();
+        for (name, c) in &config.connections {
+            match c {
+                Connection::Smtp(smtp) => {
+                    let mailer = email::Mailer::new(smtp)
+                        .map_err(|e| anyhow::anyhow!("connections.{name}: {e}"))?;
+                    mailers.insert(name.clone(), mailer);
+                }
+            }
+        }
+        Ok(Self { http, mailers })
+    }
+
+    /// Runs one rendered action.
+    pub async fn run(&self, action: &Rendered, attempt: Attempt<'_>) -> Result<(), ActionError> {
+        match action {
+            Rendered::Log { level, message } => {
+                log(*level, attempt, message);
+                Ok(())
+            }
+            Rendered::Http(h) => http::send(&self.http, h, attempt).await,
+            Rendered::Email(m) => {
+                let mailer = self.mailers.get(&m.via).ok_or_else(|| {
+                    ActionError::permanent(format!("no smtp connection named {:?}", m.via))
+                })?;
+                mailer.send(m, attempt).await
+            }
+        }
+    }
+}
+
+fn log(level: tracing::Level, a: Attempt<'_>, message: &str) {
+    macro_rules! at {
+        ($lvl:ident) => {
+            tracing::$lvl!(rule = %a.rule, receiver = %a.receiver, delivery = a.delivery_id, "{message}")
+        };
+    }
+    match level {
+        tracing::Level::ERROR => at!(error),
+        tracing::Level::WARN => at!(warn),
+        tracing::Level::DEBUG => at!(debug),
+        tracing::Level::TRACE => at!(trace),
+        _ => at!(info),
+    }
+}

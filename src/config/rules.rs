@@ -1,0 +1,562 @@
+//! Validation of what happens after a callback is stored: `[connections.*]`, `[tables.*]`,
+//! `[delivery]` and `[[rules]]` with their actions. Every template and `if` expression is
+//! compiled here, so `hookgate check` reports its problem with the rule, field and line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawAction, RawConnection, RawDelivery, RawRule, S};
+use super::validate::Ctx;
+use super::{Action, Condition, Connection, DeliveryConfig, Receiver, Rule, SmtpConnection};
+use crate::secret::Secret;
+
+/// Action kinds and the keys each takes besides `kind`.
+const ACTION_KEYS: &[(&str, &[&str])] = &[
+    ("log", &["level", "message"]),
+    (
+        "http",
+        &["url", "method", "headers", "body", "secret", "timeout"],
+    ),
+    (
+        "email",
+        &[
+            "via",
+            "to",
+            "cc",
+            "bcc",
+            "subject",
+            "body",
+            "html",
+            "one_per_recipient",
+        ],
+    ),
+];
+
+impl Ctx<'_> {
+    pub(super) fn connections(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<RawConnection>>,
+    ) -> BTreeMap<String, Connection> {
+        let mut out = BTreeMap::new();
+        for (name, c) in raw {
+            let prefix = format!("connections.{name}");
+            let span = Some(c.span());
+            let c = c.get_ref();
+            let kind = self.string(&c.kind, &format!("{prefix}.kind"));
+            match kind.as_deref() {
+                Some("smtp") => {
+                    let url = self.string(&c.url, &format!("{prefix}.url"));
+                    let from = self.string(&c.from, &format!("{prefix}.from"));
+                    if c.url.is_none() {
+                        self.err(
+                            span.clone(),
+                            format!("{prefix}.url"),
+                            "missing (required for kind smtp)",
+                        );
+                    }
+                    if c.from.is_none() {
+                        self.err(
+                            span.clone(),
+                            format!("{prefix}.from"),
+                            "missing (required for kind smtp)",
+                        );
+                    }
+                    if let Some(u) = &url
+                        && !(u.starts_with("smtp://") || u.starts_with("smtps://"))
+                    {
+                        let s = c.url.as_ref().map(Spanned::span);
+                        // The URL may hold a password: name the scheme only.
+                        self.err(
+                            s,
+                            format!("{prefix}.url"),
+                            "must start with smtp:// or smtps://",
+                        );
+                    }
+                    if let Some(f) = &from
+                        && !syntax::mailbox_ok(f)
+                    {
+                        let s = c.from.as_ref().map(Spanned::span);
+                        self.err(
+                            s,
+                            format!("{prefix}.from"),
+                            format!("{f:?} is not an email address"),
+                        );
+                    }
+                    let ca_file = self.string(&c.ca_file, &format!("{prefix}.ca_file"));
+                    if let (Some(url), Some(from)) = (url, from) {
+                        out.insert(
+                            name.clone(),
+                            Connection::Smtp(SmtpConnection {
+                                url: Secret::new(url),
+                                from,
+                                ca_file: ca_file.map(Into::into),
+                                timeout: Duration::from_secs(
+                                    c.timeout.as_ref().map_or(30, |t| *t.get_ref()),
+                                ),
+                            }),
+                        );
+                    }
+                }
+                Some(other) => {
+                    let s = c.kind.as_ref().map(Spanned::span);
+                    self.err(
+                        s,
+                        format!("{prefix}.kind"),
+                        format!("{other:?} is not one of \"smtp\""),
+                    );
+                }
+                None => {
+                    if c.kind.is_none() {
+                        self.err(span, format!("{prefix}.kind"), "missing");
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn tables(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    ) -> BTreeMap<String, BTreeMap<String, serde_json::Value>> {
+        let mut out = BTreeMap::new();
+        for (name, table) in raw {
+            let mut entries = BTreeMap::new();
+            for (key, value) in table.get_ref() {
+                let v = match value.get_ref() {
+                    toml::Value::String(s) => {
+                        let expanded = self.string(
+                            &Some(Spanned::new(value.span(), s.clone())),
+                            &format!("tables.{name}.{key}"),
+                        );
+                        serde_json::Value::String(expanded.unwrap_or_default())
+                    }
+                    toml::Value::Integer(i) => (*i).into(),
+                    toml::Value::Float(f) => (*f).into(),
+                    toml::Value::Boolean(b) => (*b).into(),
+                    _ => {
+                        self.err(
+                            Some(value.span()),
+                            format!("tables.{name}.{key}"),
+                            "must be a string, number or boolean",
+                        );
+                        continue;
+                    }
+                };
+                entries.insert(key.clone(), v);
+            }
+            out.insert(name.clone(), entries);
+        }
+        out
+    }
+
+    pub(super) fn delivery(&mut self, raw: &RawDelivery) -> DeliveryConfig {
+        let secs = |v: &S<u64>, d: u64| Duration::from_secs(v.as_ref().map_or(d, |s| *s.get_ref()));
+        let concurrency = raw.concurrency.as_ref().map_or(8, |s| *s.get_ref());
+        if concurrency == 0 {
+            let s = raw.concurrency.as_ref().map(Spanned::span);
+            self.err(s, "delivery.concurrency", "must be positive");
+        }
+        let first_retry = secs(&raw.first_retry, 10);
+        if first_retry.is_zero() {
+            let s = raw.first_retry.as_ref().map(Spanned::span);
+            self.err(s, "delivery.first_retry", "must be positive");
+        }
+        DeliveryConfig {
+            concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX).max(1),
+            first_retry: first_retry.max(Duration::from_secs(1)),
+            max_backoff: secs(&raw.max_backoff, 3600),
+            give_up_after: secs(&raw.give_up_after, 24 * 3600),
+        }
+    }
+
+    pub(super) fn rules(
+        &mut self,
+        raw: &[Spanned<RawRule>],
+        receivers: &[Receiver],
+        connections: &BTreeMap<String, Connection>,
+        receivers_declared: usize,
+    ) -> Vec<Rule> {
+        let mut names = HashSet::new();
+        let mut out = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let prefix = format!("rules[{i}]");
+            let table = Some(r.span());
+            let r = r.get_ref();
+            let errors_before = self.errors_len();
+            let name = self.string(&r.name, &format!("{prefix}.name"));
+            match &name {
+                None if r.name.is_none() => {
+                    self.err(table.clone(), format!("{prefix}.name"), "missing")
+                }
+                Some(n) if !names.insert(n.clone()) => {
+                    let s = r.name.as_ref().map(Spanned::span);
+                    self.err(
+                        s,
+                        format!("{prefix}.name"),
+                        format!("duplicate rule name {n:?}"),
+                    );
+                }
+                _ => {}
+            }
+            let receivers_named =
+                self.rule_receivers(&prefix, &r.receiver, receivers, receivers_declared);
+            let when = self.when(&prefix, r);
+            let condition = self.string(&r.condition, &format!("{prefix}.if"));
+            if let Some(c) = &condition
+                && let Some(problem) = crate::rules::expression_problem(c)
+            {
+                let s = r.condition.as_ref().map(Spanned::span);
+                self.err(s, format!("{prefix}.if"), problem);
+            }
+            if r.actions.is_empty() {
+                self.err(
+                    table.clone(),
+                    format!("{prefix}.actions"),
+                    "no [[rules.actions]]: the rule would do nothing",
+                );
+            }
+            let mut actions = Vec::new();
+            for (j, a) in r.actions.iter().enumerate() {
+                if let Some(action) = self.action(&format!("{prefix}.actions[{j}]"), a, connections)
+                {
+                    actions.push(action);
+                }
+            }
+            if self.errors_len() > errors_before {
+                continue;
+            }
+            if let Some(name) = name {
+                out.push(Rule {
+                    name,
+                    receivers: receivers_named,
+                    when,
+                    condition,
+                    stop: r.stop.as_ref().is_some_and(|s| *s.get_ref()),
+                    actions,
+                });
+            }
+        }
+        out
+    }
+
+    /// `receiver`: a name, a list of names, or `"*"` (the default): every receiver.
+    fn rule_receivers(
+        &mut self,
+        prefix: &str,
+        raw: &S<toml::Value>,
+        receivers: &[Receiver],
+        receivers_declared: usize,
+    ) -> Option<Vec<String>> {
+        let v = raw.as_ref()?;
+        let key = format!("{prefix}.receiver");
+        let names: Vec<String> = match v.get_ref() {
+            toml::Value::String(s) if s == "*" => return None,
+            toml::Value::String(s) => vec![s.clone()],
+            toml::Value::Array(items) => {
+                let strings: Option<Vec<String>> = items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect();
+                match strings {
+                    Some(s) => s,
+                    None => {
+                        self.err(
+                            Some(v.span()),
+                            key,
+                            "must be a receiver name, a list of names, or \"*\"",
+                        );
+                        return Some(Vec::new());
+                    }
+                }
+            }
+            _ => {
+                self.err(
+                    Some(v.span()),
+                    key,
+                    "must be a receiver name, a list of names, or \"*\"",
+                );
+                return Some(Vec::new());
+            }
+        };
+        // Receivers with their own errors are missing from `receivers`; do not pile on.
+        if receivers.len() == receivers_declared {
+            for n in &names {
+                if !receivers.iter().any(|r| &r.name == n) {
+                    self.err(
+                        Some(v.span()),
+                        key.clone(),
+                        format!("no receiver named {n:?}"),
+                    );
+                }
+            }
+        }
+        Some(names)
+    }
+
+    /// `when = { Event = "change_contact", ChangeType = ["create_user", "update_user"] }`.
+    fn when(&mut self, prefix: &str, r: &RawRule) -> Vec<Condition> {
+        let Some(when) = &r.when else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (path, value) in when.get_ref() {
+            let key = format!("{prefix}.when.{path}");
+            let scalar = |v: &toml::Value| match v {
+                toml::Value::String(s) => Some(s.clone()),
+                toml::Value::Integer(i) => Some(i.to_string()),
+                toml::Value::Boolean(b) => Some(b.to_string()),
+                _ => None,
+            };
+            let any_of: Option<Vec<String>> = match value.get_ref() {
+                toml::Value::Array(items) => items.iter().map(scalar).collect(),
+                v => scalar(v).map(|s| vec![s]),
+            };
+            match any_of {
+                Some(any_of) if !any_of.is_empty() => out.push(Condition {
+                    path: path.clone(),
+                    any_of,
+                }),
+                _ => self.err(
+                    Some(value.span()),
+                    key,
+                    "must be a string, integer or boolean, or a non-empty list of them",
+                ),
+            }
+        }
+        out
+    }
+
+    fn template(&mut self, key: &str, value: &S<String>) -> Option<String> {
+        let text = self.string(value, key)?;
+        if let Some(problem) = crate::rules::template_problem(&text) {
+            let s = value.as_ref().map(Spanned::span);
+            self.err(s, key, problem);
+        }
+        Some(text)
+    }
+
+    fn required_template(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        value: &S<String>,
+        table: &std::ops::Range<usize>,
+        kind: &str,
+    ) -> Option<String> {
+        if value.is_none() {
+            self.err(
+                Some(table.clone()),
+                format!("{prefix}.{key}"),
+                format!("missing (required for kind {kind})"),
+            );
+            return None;
+        }
+        self.template(&format!("{prefix}.{key}"), value)
+    }
+
+    /// `to`, `cc`, `bcc`: one template or a list of them.
+    fn template_list(&mut self, key: &str, value: &S<toml::Value>) -> Vec<String> {
+        let Some(v) = value else {
+            return Vec::new();
+        };
+        let items: Vec<&toml::Value> = match v.get_ref() {
+            toml::Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match item.as_str() {
+                Some(s) => {
+                    if let Some(t) = self.template(key, &Some(Spanned::new(v.span(), s.to_owned())))
+                    {
+                        out.push(t);
+                    }
+                }
+                None => self.err(Some(v.span()), key, "must be a string or a list of strings"),
+            }
+        }
+        out
+    }
+
+    fn action(
+        &mut self,
+        prefix: &str,
+        spanned: &Spanned<RawAction>,
+        connections: &BTreeMap<String, Connection>,
+    ) -> Option<Action> {
+        let table = spanned.span();
+        let a = spanned.get_ref();
+        let kind = self.string(&a.kind, &format!("{prefix}.kind"));
+        let Some(kind) = kind else {
+            if a.kind.is_none() {
+                self.err(Some(table), format!("{prefix}.kind"), "missing");
+            }
+            return None;
+        };
+        let Some((_, allowed)) = ACTION_KEYS.iter().find(|(k, _)| *k == kind) else {
+            let kinds: Vec<&str> = ACTION_KEYS.iter().map(|(k, _)| *k).collect();
+            let s = a.kind.as_ref().map(Spanned::span);
+            self.err(
+                s,
+                format!("{prefix}.kind"),
+                format!("{kind:?} is not one of {}", kinds.join(", ")),
+            );
+            return None;
+        };
+        for (key, span) in a.keys() {
+            if !allowed.contains(&key) {
+                self.err(
+                    Some(span),
+                    format!("{prefix}.{key}"),
+                    format!("does not apply to kind {kind}"),
+                );
+            }
+        }
+        let before = self.errors_len();
+        let action = match kind.as_str() {
+            "log" => {
+                let level = match self.string(&a.level, &format!("{prefix}.level")).as_deref() {
+                    None | Some("info") => tracing::Level::INFO,
+                    Some("warn") => tracing::Level::WARN,
+                    Some("error") => tracing::Level::ERROR,
+                    Some("debug") => tracing::Level::DEBUG,
+                    Some(other) => {
+                        let s = a.level.as_ref().map(Spanned::span);
+                        self.err(
+                            s,
+                            format!("{prefix}.level"),
+                            format!("{other:?} is not one of error, warn, info, debug"),
+                        );
+                        tracing::Level::INFO
+                    }
+                };
+                let message = self.required_template(prefix, "message", &a.message, &table, &kind);
+                Action::Log {
+                    level,
+                    message: message?,
+                }
+            }
+            "http" => {
+                let url = self.required_template(prefix, "url", &a.url, &table, &kind);
+                let method = self
+                    .string(&a.method, &format!("{prefix}.method"))
+                    .unwrap_or_else(|| "POST".into())
+                    .to_ascii_uppercase();
+                if !["POST", "PUT", "PATCH"].contains(&method.as_str()) {
+                    let s = a.method.as_ref().map(Spanned::span);
+                    self.err(
+                        s,
+                        format!("{prefix}.method"),
+                        format!("{method:?} is not one of POST, PUT, PATCH"),
+                    );
+                }
+                let mut headers = Vec::new();
+                if let Some(h) = &a.headers {
+                    for (k, v) in h.get_ref() {
+                        let key = format!("{prefix}.headers.{k}");
+                        if syntax::header_name_ok(k) {
+                            if let Some(t) = self.template(&key, &Some(v.clone())) {
+                                headers.push((k.clone(), t));
+                            }
+                        } else {
+                            self.err(
+                                Some(v.span()),
+                                key,
+                                format!("{k:?} is not a valid header name"),
+                            );
+                        }
+                    }
+                }
+                let body = self.template(&format!("{prefix}.body"), &a.body);
+                let secret = self
+                    .string(&a.secret, &format!("{prefix}.secret"))
+                    .map(Secret::new);
+                let timeout =
+                    Duration::from_secs(a.timeout.as_ref().map_or(10, |t| *t.get_ref()).max(1));
+                Action::Http {
+                    url: url?,
+                    method,
+                    headers,
+                    body,
+                    secret,
+                    timeout,
+                }
+            }
+            "email" => {
+                let via = self.string(&a.via, &format!("{prefix}.via"));
+                match &via {
+                    None if a.via.is_none() => self.err(
+                        Some(table.clone()),
+                        format!("{prefix}.via"),
+                        "missing (the name of an smtp connection)",
+                    ),
+                    Some(v) if !matches!(connections.get(v), Some(Connection::Smtp(_))) => {
+                        let s = a.via.as_ref().map(Spanned::span);
+                        self.err(
+                            s,
+                            format!("{prefix}.via"),
+                            format!("no smtp connection named {v:?}"),
+                        );
+                    }
+                    _ => {}
+                }
+                let to = self.template_list(&format!("{prefix}.to"), &a.to);
+                if a.to.is_none() {
+                    self.err(
+                        Some(table.clone()),
+                        format!("{prefix}.to"),
+                        "missing (required for kind email)",
+                    );
+                }
+                let cc = self.template_list(&format!("{prefix}.cc"), &a.cc);
+                let bcc = self.template_list(&format!("{prefix}.bcc"), &a.bcc);
+                let subject = self.required_template(prefix, "subject", &a.subject, &table, &kind);
+                let body = self.required_template(prefix, "body", &a.body, &table, &kind);
+                let html = self.template(&format!("{prefix}.html"), &a.html);
+                Action::Email {
+                    via: via?,
+                    to,
+                    cc,
+                    bcc,
+                    subject: subject?,
+                    body: body?,
+                    html,
+                    one_per_recipient: a.one_per_recipient.as_ref().is_some_and(|b| *b.get_ref()),
+                }
+            }
+            _ => return None,
+        };
+        (self.errors_len() == before).then_some(action)
+    }
+}
+
+/// Syntax checks without pulling the mail and HTTP stacks into the core crate (fuzz builds it).
+mod syntax {
+    /// `Name <user@host>` or `user@host`.
+    pub fn mailbox_ok(s: &str) -> bool {
+        let s = s.trim();
+        let addr = match (s.rfind('<'), s.strip_suffix('>')) {
+            (Some(l), Some(inner)) => &inner[l + 1..],
+            (None, None) => s,
+            _ => return false,
+        };
+        let Some((user, host)) = addr.split_once('@') else {
+            return false;
+        };
+        !user.is_empty()
+            && !host.is_empty()
+            && !host.contains('@')
+            && !addr.contains(char::is_whitespace)
+    }
+
+    /// An HTTP token (RFC 9110): what a header name may be.
+    pub fn header_name_ok(name: &str) -> bool {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+}

@@ -1,0 +1,190 @@
+//! The delivery worker: claims due deliveries from the store, renders each action against its
+//! stored event, runs it, and records the outcome: done, retry with exponential backoff and
+//! jitter, or dead (permanent failure, or failing past the deadline). A delivery that was
+//! running when the process died is claimed again after restart (at-least-once).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::actions::{Actions, Attempt};
+use crate::config::DeliveryConfig;
+use crate::rules::{EventView, RuleSet};
+use crate::store::{ClaimedDelivery, Outcome, Store};
+
+/// How often the worker looks for due deliveries it was not told about (another process,
+/// `hookgate deliveries retry`).
+const POLL: Duration = Duration::from_secs(1);
+/// How long in-flight deliveries may finish after shutdown begins; the rest run again later.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub struct Worker {
+    store: Store,
+    rules: Arc<RuleSet>,
+    actions: Arc<Actions>,
+    config: DeliveryConfig,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The delay before retry number `attempt` (1 = the first retry): `first * 2^(attempt-1)`
+/// capped at `max`, then "equal jitter" (half fixed, half random) so retries of one outage
+/// spread out but never come sooner than half the schedule.
+pub fn backoff(attempt: u32, first: Duration, max: Duration) -> Duration {
+    let exp = first.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let delay = exp.min(max).max(Duration::from_millis(1));
+    let half = delay / 2;
+    let jitter = rand::random_range(0..=half.as_millis() as u64);
+    half + Duration::from_millis(jitter)
+}
+
+impl Worker {
+    pub fn new(
+        store: Store,
+        rules: Arc<RuleSet>,
+        actions: Arc<Actions>,
+        config: DeliveryConfig,
+    ) -> Self {
+        Self {
+            store,
+            rules,
+            actions,
+            config,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then gives in-flight deliveries [`DRAIN`] to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let this = Arc::new(self);
+        let notify = this.store.due_notify();
+        let mut running: JoinSet<()> = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let room = this.config.concurrency.saturating_sub(running.len());
+            let mut more = false;
+            if room > 0 {
+                match this.store.claim(now_ms(), room).await {
+                    Ok(batch) => {
+                        more = batch.len() == room;
+                        for d in batch {
+                            let this = this.clone();
+                            running.spawn(async move { this.deliver(d).await });
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "Could not claim deliveries; trying again."),
+                }
+            }
+            let wait = if more {
+                Duration::ZERO
+            } else {
+                match this.store.next_due() {
+                    Ok(Some(at)) => {
+                        Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(POLL)
+                    }
+                    _ => POLL,
+                }
+            };
+            tokio::select! {
+                () = notify.notified() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                () = tokio::time::sleep(wait), if running.len() < this.config.concurrency => {}
+                () = &mut shutdown => break,
+            }
+        }
+        if !running.is_empty() {
+            info!(
+                in_flight = running.len(),
+                "Waiting for in-flight deliveries."
+            );
+            let drain = async { while running.join_next().await.is_some() {} };
+            if tokio::time::timeout(DRAIN, drain).await.is_err() {
+                warn!("Deliveries still running at shutdown will run again after restart.");
+            }
+        }
+    }
+
+    async fn deliver(&self, d: ClaimedDelivery) {
+        let empty = serde_json::Map::new();
+        let view = EventView {
+            id: d.event.id,
+            receiver: &d.event.receiver,
+            vendor: &d.event.vendor,
+            kind: &d.event.kind,
+            dedupe_key: &d.event.dedupe_key,
+            received_at_ms: d.event.received_at_ms,
+            fields: d.event.fields.as_object().unwrap_or(&empty),
+        };
+        let attempt = Attempt {
+            delivery_id: d.id,
+            rule: &d.rule,
+            receiver: &d.event.receiver,
+        };
+        let outcome = match self.rules.render(&d.rule, d.action, &view) {
+            Err(e) => Outcome::Dead {
+                error: format!("render: {e}"),
+            },
+            Ok(rendered) => match self.actions.run(&rendered, attempt).await {
+                Ok(()) => Outcome::Done,
+                Err(e) if !e.retryable => Outcome::Dead { error: e.reason },
+                Err(e) => {
+                    let mut delay =
+                        backoff(d.attempts, self.config.first_retry, self.config.max_backoff);
+                    if let Some(after) = e.retry_after {
+                        delay = delay.max(after);
+                    }
+                    let at_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                    if at_ms > d.deadline_ms {
+                        Outcome::Dead {
+                            error: format!("gave up after {} attempts: {}", d.attempts, e.reason),
+                        }
+                    } else {
+                        Outcome::Retry {
+                            at_ms,
+                            error: e.reason,
+                        }
+                    }
+                }
+            },
+        };
+        match &outcome {
+            Outcome::Done => {
+                info!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, attempts = d.attempts, "Delivered.")
+            }
+            Outcome::Retry { at_ms, error } => {
+                warn!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, attempts = d.attempts, retry_in_ms = at_ms - now_ms(), error = %error, "Delivery failed; will retry.")
+            }
+            Outcome::Defer { .. } => {}
+            Outcome::Dead { error } => {
+                error!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, attempts = d.attempts, error = %error, "Delivery dead; `hookgate deliveries retry` sends it again.")
+            }
+        }
+        if let Err(e) = self.store.finish(d.id, outcome, now_ms()).await {
+            // It stays `running`; the next start runs it again.
+            error!(delivery = d.id, error = %e, "Could not record the delivery outcome.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_bounded_jitter() {
+        let (first, max) = (Duration::from_secs(10), Duration::from_secs(3600));
+        for (attempt, full) in [(1, 10), (2, 20), (3, 40), (9, 2560), (10, 3600), (40, 3600)] {
+            for _ in 0..50 {
+                let d = backoff(attempt, first, max);
+                let full = Duration::from_secs(full);
+                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+            }
+        }
+    }
+}

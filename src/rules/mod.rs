@@ -1,0 +1,356 @@
+//! Rules: which events fire which actions, and the Jinja templates (minijinja) that render
+//! the actions. Matching runs on the callback path before the event is stored (one delivery
+//! per matched action goes into the same transaction); rendering runs in the delivery worker,
+//! when the event has its id.
+
+mod render;
+
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+use serde_json::{Map, Value as Json};
+
+use crate::config::{Action, Config, Rule};
+
+pub use render::{Rendered, RenderedEmail, RenderedHttp};
+
+/// Bounds what one template can make the renderer do (loops over huge ranges and the like).
+const FUEL: u64 = 200_000;
+
+/// The event as templates and conditions see it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventView<'a> {
+    pub id: i64,
+    pub receiver: &'a str,
+    pub vendor: &'a str,
+    pub kind: &'a str,
+    pub dedupe_key: &'a str,
+    pub received_at_ms: i64,
+    pub fields: &'a Map<String, Json>,
+}
+
+/// Whether one rule fires for an event (`hookgate explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub index: usize,
+    pub rule: String,
+    pub fired: bool,
+    pub why_not: Option<String>,
+}
+
+/// One action a rule selected for an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    pub rule: String,
+    pub action: usize,
+    pub kind: &'static str,
+}
+
+/// The rules of one config, with every template compiled.
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    env: Environment<'static>,
+    tables: Json,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+fn environment(tz: jiff::tz::TimeZone) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_fuel(Some(FUEL));
+    // Values are text for mail and chat: no HTML escaping.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.add_filter(
+        "datetime",
+        move |value: Value, format: Option<String>| -> Result<String, minijinja::Error> {
+            datetime(&value, format.as_deref(), &tz)
+        },
+    );
+    env
+}
+
+/// `datetime`: vendor epoch seconds or milliseconds (a number or numeric text) to local time.
+fn datetime(
+    value: &Value,
+    format: Option<&str>,
+    tz: &jiff::tz::TimeZone,
+) -> Result<String, minijinja::Error> {
+    if value.is_undefined() || value.is_none() {
+        return Ok(String::new());
+    }
+    let text = value.to_string();
+    let n: f64 = text.trim().parse().map_err(|_| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("datetime: {text:?} is not a timestamp"),
+        )
+    })?;
+    // Seconds until the year 5138; above that, milliseconds (DingTalk, Feishu).
+    let ms = if n.abs() > 1e11 { n } else { n * 1000.0 };
+    let ts = jiff::Timestamp::from_millisecond(ms as i64).map_err(|e| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("datetime: {e}"))
+    })?;
+    let zoned = ts.to_zoned(tz.clone());
+    Ok(zoned
+        .strftime(format.unwrap_or("%Y-%m-%d %H:%M:%S"))
+        .to_string())
+}
+
+/// A template's problem that `hookgate check` should report: bad syntax, or a filter, test or
+/// function that does not exist.
+pub fn template_problem(src: &str) -> Option<String> {
+    let mut env = environment(jiff::tz::TimeZone::UTC);
+    if let Err(e) = env.add_template_owned("t", src.to_owned()) {
+        return Some(describe(&e));
+    }
+    let tmpl = env.get_template("t").ok()?;
+    match tmpl.render(minijinja::context! {}) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::UnknownFilter
+                    | ErrorKind::UnknownTest
+                    | ErrorKind::UnknownFunction
+                    | ErrorKind::UnknownMethod
+            ) =>
+        {
+            Some(describe(&e))
+        }
+        _ => None,
+    }
+}
+
+/// An `if` expression's problem, as for templates.
+pub fn expression_problem(src: &str) -> Option<String> {
+    template_problem(&condition_template(src))
+}
+
+fn condition_template(expr: &str) -> String {
+    format!("{{% if {expr} %}}1{{% endif %}}")
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        s.push_str(": ");
+        s.push_str(detail);
+    }
+    s
+}
+
+fn template_name(rule: usize, action: usize, field: &str) -> String {
+    format!("rules[{rule}].actions[{action}].{field}")
+}
+
+impl RuleSet {
+    /// Compiles every template. Validation already compiled each one, so an error here is
+    /// a bug; it is still reported rather than panicking.
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let mut env = environment(config.server.timezone.clone());
+        for (i, rule) in config.rules.iter().enumerate() {
+            if let Some(cond) = &rule.condition {
+                env.add_template_owned(format!("rules[{i}].if"), condition_template(cond))
+                    .map_err(|e| format!("rules[{i}].if: {}", describe(&e)))?;
+            }
+            for (j, action) in rule.actions.iter().enumerate() {
+                for (field, src) in action.templates() {
+                    let name = template_name(i, j, &field);
+                    env.add_template_owned(name.clone(), src.to_owned())
+                        .map_err(|e| format!("{name}: {}", describe(&e)))?;
+                }
+            }
+        }
+        let tables = serde_json::to_value(&config.tables).unwrap_or(Json::Null);
+        Ok(Self {
+            rules: config.rules.clone(),
+            env,
+            tables,
+        })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The context templates see: the event's fields at the top level, `event` (the fields'
+    /// own `event` object, if any, with `id`, `receiver`, `vendor`, `kind`, `dedupe_key` and
+    /// `received_at` laid over it), `fields` (all fields), and `tables`.
+    pub fn context(&self, ev: &EventView<'_>) -> Json {
+        let mut top = ev.fields.clone();
+        let mut meta = match ev.fields.get("event") {
+            Some(Json::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        meta.insert("id".into(), ev.id.into());
+        meta.insert("receiver".into(), ev.receiver.into());
+        meta.insert("vendor".into(), ev.vendor.into());
+        meta.insert("kind".into(), ev.kind.into());
+        meta.insert("dedupe_key".into(), ev.dedupe_key.into());
+        meta.insert("received_at".into(), ev.received_at_ms.into());
+        top.insert("fields".into(), Json::Object(ev.fields.clone()));
+        top.insert("event".into(), Json::Object(meta));
+        top.insert("tables".into(), self.tables.clone());
+        Json::Object(top)
+    }
+
+    /// Every action that fires for the event, in file order, honouring `stop`. A condition
+    /// that fails to evaluate does not match (and is logged).
+    pub fn matching(&self, ev: &EventView<'_>) -> Vec<Match> {
+        let mut out = Vec::new();
+        for v in self.verdicts(ev) {
+            if v.fired {
+                let rule = &self.rules[v.index];
+                for (j, action) in rule.actions.iter().enumerate() {
+                    out.push(Match {
+                        rule: rule.name.clone(),
+                        action: j,
+                        kind: action.kind(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether each rule fires for the event and, if not, why; rules after a firing `stop`
+    /// rule are not considered (and not listed).
+    pub fn verdicts(&self, ev: &EventView<'_>) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        let mut ctx: Option<Value> = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            let why_not = self.why_not(i, rule, ev, &mut ctx);
+            let fired = why_not.is_none();
+            out.push(Verdict {
+                index: i,
+                rule: rule.name.clone(),
+                fired,
+                why_not,
+            });
+            if fired && rule.stop {
+                break;
+            }
+        }
+        out
+    }
+
+    fn why_not(
+        &self,
+        i: usize,
+        rule: &Rule,
+        ev: &EventView<'_>,
+        ctx: &mut Option<Value>,
+    ) -> Option<String> {
+        if let Some(receivers) = &rule.receivers
+            && !receivers.iter().any(|r| r == ev.receiver)
+        {
+            return Some(format!(
+                "receiver {:?} is not in {receivers:?}",
+                ev.receiver
+            ));
+        }
+        for c in &rule.when {
+            if !field_matches(ev.fields, &c.path, &c.any_of) {
+                let actual = lookup(ev.fields, &c.path)
+                    .map_or_else(|| "missing".to_owned(), |v| v.to_string());
+                return Some(format!(
+                    "when.{} is {actual}, not one of {:?}",
+                    c.path, c.any_of
+                ));
+            }
+        }
+        if rule.condition.is_some() {
+            let ctx =
+                ctx.get_or_insert_with(|| Value::from(minijinja::value::Serde(self.context(ev))));
+            match self.condition(i, ctx) {
+                Ok(true) => {}
+                Ok(false) => return Some("if is false".into()),
+                Err(e) => {
+                    tracing::warn!(rule = %rule.name, error = %e, "Rule condition failed; the rule does not fire.");
+                    return Some(format!("if failed: {e}"));
+                }
+            }
+        }
+        None
+    }
+
+    fn condition(&self, rule: usize, ctx: &Value) -> Result<bool, String> {
+        let tmpl = self
+            .env
+            .get_template(&format!("rules[{rule}].if"))
+            .map_err(|e| describe(&e))?;
+        tmpl.render(ctx).map(|s| s == "1").map_err(|e| describe(&e))
+    }
+
+    /// The rule by name and its action, if the config still has them.
+    pub fn action(&self, rule: &str, action: usize) -> Option<(usize, &Action)> {
+        let i = self.rules.iter().position(|r| r.name == rule)?;
+        Some((i, self.rules[i].actions.get(action)?))
+    }
+
+    /// Renders one action for an event.
+    pub fn render(
+        &self,
+        rule: &str,
+        action: usize,
+        ev: &EventView<'_>,
+    ) -> Result<Rendered, String> {
+        let (i, spec) = self
+            .action(rule, action)
+            .ok_or_else(|| format!("rule {rule:?} has no action {action} in the current config"))?;
+        let ctx = Value::from(minijinja::value::Serde(self.context(ev)));
+        render::render(self, i, action, spec, &ctx, ev)
+    }
+
+    fn render_field(
+        &self,
+        rule: usize,
+        action: usize,
+        field: &str,
+        ctx: &Value,
+    ) -> Result<String, String> {
+        let name = template_name(rule, action, field);
+        let tmpl = self.env.get_template(&name).map_err(|e| describe(&e))?;
+        tmpl.render(ctx)
+            .map_err(|e| format!("{field}: {}", describe(&e)))
+    }
+}
+
+/// Whether the field at a dotted path equals one of the values, compared as text; an array
+/// matches if any of its items does (repeated XML elements).
+fn field_matches(fields: &Map<String, Json>, path: &str, any_of: &[String]) -> bool {
+    match lookup(fields, path) {
+        Some(Json::Array(items)) => items.iter().any(|v| scalar_in(v, any_of)),
+        Some(v) => scalar_in(v, any_of),
+        None => false,
+    }
+}
+
+/// The value at a dotted path.
+fn lookup<'a>(fields: &'a Map<String, Json>, path: &str) -> Option<&'a Json> {
+    let mut parts = path.split('.');
+    let mut value = fields.get(parts.next()?);
+    for p in parts {
+        value = value.and_then(|v| v.get(p));
+    }
+    value
+}
+
+fn scalar_in(value: &Json, any_of: &[String]) -> bool {
+    let text = match value {
+        Json::String(s) => s.clone(),
+        Json::Number(n) => n.to_string(),
+        Json::Bool(b) => b.to_string(),
+        _ => return false,
+    };
+    any_of.contains(&text)
+}
+
+/// `BTreeMap` of tables as the config keeps them.
+pub type Tables = BTreeMap<String, BTreeMap<String, Json>>;
