@@ -560,3 +560,96 @@ mod syntax {
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    const RECEIVER: &str = r#"[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/hr"
+token = "t"
+encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+receive_id = "ww1"
+"#;
+
+    fn errors(rest: &str) -> Vec<String> {
+        let src = format!("{RECEIVER}{rest}");
+        match crate::config::parse(&src, &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn every_rule_problem_names_rule_field_and_line() {
+        let errs = errors(
+            r#"
+[connections.mail]
+kind = "smtp"
+url = "imap://x"
+from = "not an address"
+
+[[rules]]
+name = "r"
+receiver = "nobody"
+when = { Event = { nested = 1 } }
+if = "a =="
+[[rules.actions]]
+kind = "email"
+via = "post"
+subject = "{{ x | nope }}"
+body = "{% if %}"
+url = "http://x"
+[[rules.actions]]
+kind = "telegram"
+[[rules]]
+name = "r"
+[[rules.actions]]
+kind = "log"
+message = "ok"
+level = "loud"
+"#,
+        );
+        for want in [
+            "line 11: connections.mail.url: must start with smtp:// or smtps://",
+            "line 12: connections.mail.from: \"not an address\" is not an email address",
+            "line 16: rules[0].receiver: no receiver named \"nobody\"",
+            "line 17: rules[0].when.Event: must be a string, integer or boolean",
+            "line 18: rules[0].if: syntax error",
+            "line 19: rules[0].actions[0].to: missing (required for kind email)",
+            "line 21: rules[0].actions[0].via: no smtp connection named \"post\"",
+            "line 22: rules[0].actions[0].subject: unknown filter",
+            "line 23: rules[0].actions[0].body: syntax error",
+            "line 24: rules[0].actions[0].url: does not apply to kind email",
+            "line 26: rules[0].actions[1].kind: \"telegram\" is not one of log, http, email",
+            "line 28: rules[1].name: duplicate rule name \"r\"",
+            "line 32: rules[1].actions[0].level: \"loud\" is not one of error, warn, info, debug",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_valid_rule_file_parses() {
+        let errs = errors(
+            r#"
+[tables.titles]
+create_user = "新增成员"
+[delivery]
+first_retry = 5
+[[rules]]
+name = "forward"
+receiver = "*"
+[[rules.actions]]
+kind = "http"
+url = "http://127.0.0.1:9/{{ event.kind }}"
+headers = { X-Team = "it" }
+secret = "s"
+"#,
+        );
+        assert!(errs.is_empty(), "{errs:#?}");
+    }
+}

@@ -115,10 +115,7 @@ pub fn template_problem(src: &str) -> Option<String> {
         Err(e)
             if matches!(
                 e.kind(),
-                ErrorKind::UnknownFilter
-                    | ErrorKind::UnknownTest
-                    | ErrorKind::UnknownFunction
-                    | ErrorKind::UnknownMethod
+                ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
             ) =>
         {
             Some(describe(&e))
@@ -354,3 +351,187 @@ fn scalar_in(value: &Json, any_of: &[String]) -> bool {
 
 /// `BTreeMap` of tables as the config keeps them.
 pub type Tables = BTreeMap<String, BTreeMap<String, Json>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECEIVERS: &str = r#"
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/hr"
+token = "t"
+encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+receive_id = "ww1"
+
+[[receivers]]
+name = "lark"
+vendor = "feishu"
+path = "/lark"
+verification_token = "v"
+"#;
+
+    fn set(rules: &str) -> RuleSet {
+        let config = crate::config::parse(&format!("{RECEIVERS}\n{rules}"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        RuleSet::new(&config).unwrap()
+    }
+
+    fn fields(json: &str) -> Map<String, Json> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn view<'a>(receiver: &'a str, fields: &'a Map<String, Json>) -> EventView<'a> {
+        EventView {
+            id: 42,
+            receiver,
+            vendor: "wecom",
+            kind: "change_contact/create_user",
+            dedupe_key: "k",
+            received_at_ms: 1_700_000_000_000,
+            fields,
+        }
+    }
+
+    const CONTACT: &str = r#"{"Event":"change_contact","ChangeType":"create_user","UserID":"zhangsan","CreateTime":"1700000000","Department":["1","2"],"header":{"event_type":"x"}}"#;
+
+    #[test]
+    fn when_any_of_dotted_paths_arrays_and_stop() {
+        let rules = set(r#"
+[[rules]]
+name = "contacts"
+receiver = "hr"
+when = { Event = "change_contact", ChangeType = ["create_user", "update_user"], Department = 2 }
+[[rules.actions]]
+kind = "log"
+message = "a"
+[[rules.actions]]
+kind = "log"
+message = "b"
+
+[[rules]]
+name = "nested"
+when = { "header.event_type" = "x" }
+stop = true
+[[rules.actions]]
+kind = "log"
+message = "c"
+
+[[rules]]
+name = "after stop"
+[[rules.actions]]
+kind = "log"
+message = "d"
+
+[[rules]]
+name = "other receiver"
+receiver = ["lark"]
+[[rules.actions]]
+kind = "log"
+message = "e"
+"#);
+        let f = fields(CONTACT);
+        let m = rules.matching(&view("hr", &f));
+        let got: Vec<(String, usize)> = m.into_iter().map(|m| (m.rule, m.action)).collect();
+        assert_eq!(
+            got,
+            [
+                ("contacts".to_owned(), 0),
+                ("contacts".to_owned(), 1),
+                ("nested".to_owned(), 0)
+            ]
+        );
+        let other = fields(r#"{"Event":"change_contact","ChangeType":"delete_user"}"#);
+        let v = rules.verdicts(&view("hr", &other));
+        assert_eq!(
+            v[0].why_not.as_deref(),
+            Some(r#"when.ChangeType is "delete_user", not one of ["create_user", "update_user"]"#)
+        );
+        // Without the nested field, `stop` does not apply and later rules fire.
+        let fired: Vec<String> = rules
+            .matching(&view("hr", &other))
+            .into_iter()
+            .map(|m| m.rule)
+            .collect();
+        assert_eq!(fired, ["after stop"]);
+    }
+
+    #[test]
+    fn if_expressions_templates_tables_and_datetime() {
+        let rules = set(r#"
+[server]
+timezone = "Asia/Shanghai"
+
+[tables.change_titles]
+create_user = "新增成员"
+
+[[rules]]
+name = "r"
+if = "UserID is startingwith('zhang') and event.receiver == 'hr'"
+[[rules.actions]]
+kind = "email"
+via = "mail"
+to = ["{{ UserID }}@example.com", "a@example.com; b@example.com", "{{ Missing }}"]
+subject = "{{ tables.change_titles[ChangeType] }}：{{ UserID }}"
+body = "时间：{{ CreateTime | datetime }} / {{ event.received_at | datetime('%H:%M') }} / #{{ event.id }} {{ event.kind }}"
+
+[connections.mail]
+kind = "smtp"
+url = "smtp://127.0.0.1:25"
+from = "IT <it@example.com>"
+"#);
+        let f = fields(CONTACT);
+        assert_eq!(rules.matching(&view("hr", &f)).len(), 1);
+        let Rendered::Email(m) = rules.render("r", 0, &view("hr", &f)).unwrap() else {
+            panic!("not an email")
+        };
+        assert_eq!(m.to, ["zhangsan@example.com", "a@example.com", "b@example.com"]);
+        assert_eq!(m.subject, "新增成员：zhangsan");
+        assert_eq!(
+            m.body,
+            "时间：2023-11-15 06:13:20 / 06:13 / #42 change_contact/create_user"
+        );
+        let lisi = fields(r#"{"UserID":"lisi"}"#);
+        assert!(rules.matching(&view("hr", &lisi)).is_empty());
+    }
+
+    #[test]
+    fn feishu_event_object_and_meta_share_event() {
+        let rules = set(r#"
+[[rules]]
+name = "r"
+[[rules.actions]]
+kind = "log"
+message = "{{ event.chat_id }} {{ event.receiver }} {{ header.event_type }} {{ fields.event.chat_id }}"
+"#);
+        let f = fields(r#"{"schema":"2.0","header":{"event_type":"im.chat.updated_v1"},"event":{"chat_id":"oc_1"}}"#);
+        let Rendered::Log { message, .. } = rules.render("r", 0, &view("lark", &f)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(message, "oc_1 lark im.chat.updated_v1 oc_1");
+    }
+
+    #[test]
+    fn template_problems_are_found_before_running() {
+        assert!(template_problem("{{ a ").unwrap().contains("syntax error"));
+        assert!(template_problem("{{ a | no_such_filter }}").unwrap().contains("unknown filter"));
+        assert_eq!(template_problem("{{ a | datetime }} {{ b | upper }}"), None);
+        assert!(expression_problem("a ==").is_some());
+        assert_eq!(expression_problem("a == 'x' and b"), None);
+    }
+
+    #[test]
+    fn fuel_bounds_a_runaway_template() {
+        let rules = set(r#"
+[[rules]]
+name = "r"
+[[rules.actions]]
+kind = "log"
+message = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+"#);
+        let f = fields("{}");
+        let err = rules.render("r", 0, &view("hr", &f)).unwrap_err();
+        assert!(err.contains("fuel"), "{err}");
+    }
+}
