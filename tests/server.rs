@@ -75,18 +75,8 @@ fn envelope(key: &str, receive_id: &str) -> Envelope {
     )
 }
 
-/// A WeCom POST as WeCom sends it: fresh timestamp, signature over `<Encrypt>`.
 fn wecom_post(env: &Envelope, plaintext: &str, ts: &str) -> (String, String) {
-    let sealed = env.seal(0, plaintext.as_bytes(), ts, "nonce1");
-    let query = format!(
-        "msg_signature={}&timestamp={ts}&nonce=nonce1",
-        sealed.msg_signature
-    );
-    let body = format!(
-        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt><AgentID><![CDATA[218]]></AgentID></xml>",
-        sealed.encrypt
-    );
-    (query, body)
+    common::wecom_post(env, CORP, plaintext, ts)
 }
 
 const CONTACT: &str = "<xml><ToUserName><![CDATA[ww8f3c1e2d4b5a6978]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\

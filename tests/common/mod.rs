@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sink;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -234,5 +236,36 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A WeCom POST as WeCom sends it: signature over `<Encrypt>`; (query, body).
+pub fn wecom_post(
+    env: &hookgate::crypto::envelope::Envelope,
+    corp: &str,
+    plaintext: &str,
+    ts: &str,
+) -> (String, String) {
+    let sealed = env.seal(0, plaintext.as_bytes(), ts, "nonce1");
+    let query = format!(
+        "msg_signature={}&timestamp={ts}&nonce=nonce1",
+        sealed.msg_signature
+    );
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt><AgentID><![CDATA[218]]></AgentID></xml>",
+        sealed.encrypt
+    );
+    (query, body)
+}
+
+/// Polls `check` every 50 ms until it holds or `secs` pass; a deadline, not a timing.
+pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not true after {secs} s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

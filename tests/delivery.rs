@@ -1,0 +1,191 @@
+//! Rules and durable delivery through the real server and worker: a stored callback fires
+//! its rule's `http` action once (vendor retries add nothing), signed and carrying its
+//! delivery id; failing sinks are retried with backoff, permanent failures go dead and come
+//! back with a requeue; an unreachable sink delays, never drops.
+
+mod common;
+
+use common::sink::Sink;
+use common::{eventually, now_ms, start, wecom_post};
+use hmac::{KeyInit, Mac};
+use hookgate::crypto::envelope::{AesKey, Envelope};
+use hookgate::store::{DeliveryStatus, RequeueTarget};
+
+const TOKEN: &str = "deliveryToken";
+const KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+const CORP: &str = "ww8f3c1e2d4b5a6978";
+
+fn contact(user: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+         <CreateTime>1700000100</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_contact]]></Event>\
+         <ChangeType>create_user</ChangeType><UserID><![CDATA[{user}]]></UserID><Name><![CDATA[李四]]></Name></xml>"
+    )
+}
+
+fn config(sink_url: &str) -> String {
+    format!(
+        r#"
+[delivery]
+first_retry = 1
+max_backoff = 1
+
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/wecom"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+receive_id = "{CORP}"
+
+[[rules]]
+name = "forward contacts"
+receiver = "hr"
+when = {{ Event = "change_contact", ChangeType = ["create_user", "update_user"] }}
+[[rules.actions]]
+kind = "http"
+url = "{sink_url}"
+secret = "sink-secret"
+headers = {{ X-User = "{{{{ UserID }}}}" }}
+
+[[rules]]
+name = "ignored"
+when = {{ Event = "click" }}
+[[rules.actions]]
+kind = "log"
+message = "never"
+"#
+    )
+}
+
+fn envelope() -> Envelope {
+    Envelope::new(
+        TOKEN.into(),
+        vec![AesKey::from_encoding_aes_key(KEY).unwrap()],
+        CORP.into(),
+    )
+}
+
+async fn callback(srv: &common::TestServer, user: &str) {
+    let ts = (now_ms() / 1000).to_string();
+    let (q, body) = wecom_post(&envelope(), CORP, &contact(user), &ts);
+    let r = srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_matched_callback_is_forwarded_once_signed_with_its_delivery_id() {
+    let sink = Sink::start(&[]).await;
+    let srv = start("", &config(&sink.url("/hook"))).await;
+    for _ in 0..3 {
+        callback(&srv, "lisi").await;
+    }
+    eventually(10, "the sink got the event", || sink.received().len() == 1).await;
+    let d = srv.deliveries();
+    assert_eq!(d.len(), 1, "vendor retries add no delivery: {d:?}");
+    eventually(10, "delivery done", || srv.deliveries()[0].status == DeliveryStatus::Done).await;
+
+    let req = &sink.received()[0];
+    assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/hook"));
+    assert_eq!(req.header("x-hookgate-delivery"), Some(d[0].id.to_string().as_str()));
+    assert_eq!(req.header("x-user"), Some("lisi"));
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"sink-secret").unwrap();
+    mac.update(req.body.as_bytes());
+    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(req.header("x-hookgate-signature"), Some(want.as_str()));
+    let event: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+    assert_eq!(event["fields"]["UserID"], "lisi");
+    assert_eq!(event["fields"]["Name"], "李四");
+    assert_eq!(event["kind"], "change_contact/create_user");
+    assert_eq!(event["id"], d[0].event_id);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_sink_is_retried_until_it_answers() {
+    let sink = Sink::start(&[503, 500]).await;
+    let srv = start("", &config(&sink.url("/hook"))).await;
+    callback(&srv, "wangwu").await;
+    eventually(15, "done after two failures", || {
+        srv.deliveries().first().is_some_and(|d| d.status == DeliveryStatus::Done)
+    })
+    .await;
+    let d = &srv.deliveries()[0];
+    assert_eq!(d.attempts, 3);
+    assert_eq!(sink.received().len(), 3);
+    // Every attempt of one delivery carries the same idempotency key.
+    let ids: Vec<_> = sink
+        .received()
+        .iter()
+        .map(|r| r.header("x-hookgate-delivery").unwrap().to_owned())
+        .collect();
+    assert!(ids.iter().all(|i| *i == d.id.to_string()), "{ids:?}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_failure_goes_dead_and_a_requeue_sends_it_again() {
+    let sink = Sink::start(&[400]).await;
+    let srv = start("", &config(&sink.url("/hook"))).await;
+    callback(&srv, "zhaoliu").await;
+    eventually(10, "dead after a 400", || {
+        srv.deliveries().first().is_some_and(|d| d.status == DeliveryStatus::Dead)
+    })
+    .await;
+    let d = srv.deliveries()[0].clone();
+    assert_eq!(d.attempts, 1);
+    assert!(
+        d.last_error.as_deref().unwrap_or("").contains("HTTP 400"),
+        "{d:?}"
+    );
+    let n = srv
+        .store
+        .requeue(RequeueTarget::AllDead, now_ms(), now_ms() + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    eventually(10, "done after the requeue", || {
+        srv.deliveries()[0].status == DeliveryStatus::Done
+    })
+    .await;
+    assert_eq!(sink.received().len(), 2);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_sink_delays_the_delivery_and_never_drops_it() {
+    // A port nothing listens on: bind, note it, close.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let srv = start("", &config(&format!("http://{closed}/hook"))).await;
+    callback(&srv, "sunqi").await;
+    eventually(10, "a failed attempt recorded", || {
+        srv.deliveries()
+            .first()
+            .is_some_and(|d| d.attempts >= 1 && d.last_error.is_some())
+    })
+    .await;
+    let d = srv.deliveries()[0].clone();
+    assert_ne!(d.status, DeliveryStatus::Dead, "{d:?}");
+    assert!(d.last_error.unwrap().contains("request"));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn events_no_rule_matches_get_no_delivery() {
+    let sink = Sink::start(&[]).await;
+    let srv = start("", &config(&sink.url("/hook"))).await;
+    let ts = (now_ms() / 1000).to_string();
+    let click = format!(
+        "<xml><ToUserName>{CORP}</ToUserName><FromUserName>u</FromUserName><CreateTime>1</CreateTime>\
+         <MsgType>event</MsgType><Event>enter_agent</Event><AgentID>1</AgentID></xml>"
+    );
+    let (q, body) = wecom_post(&envelope(), CORP, &click, &ts);
+    assert_eq!(srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await.status, 200);
+    assert_eq!(srv.events().len(), 1);
+    assert!(srv.deliveries().is_empty());
+    srv.stop().await;
+}
