@@ -2,36 +2,19 @@
 //! lark-oapi as the reference receiver) against the real `hookgate serve`, with every reply
 //! checked the way the vendor checks it; then the store holds each event exactly once.
 //!
-//! Needs the Python environment from `tests/interop/setup.sh`, so it is ignored by a plain
-//! `cargo test`; `tests/run.sh` (CI) sets it up and runs `cargo test --test interop -- --ignored`.
-//! `HOOKGATE_INTEROP_PYTHON` overrides the interpreter (default `target/interop-venv/bin/python`).
+//! The SDKs come from `tests/py/setup.sh` (pinned, installed into `target/py-venv` on first use).
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/interop.py");
-
-fn python() -> PathBuf {
-    std::env::var_os("HOOKGATE_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python")
-        })
-}
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/interop.py");
 
 /// Runs the interop script with a deadline, so a stuck peer fails the test instead of hanging CI.
 fn script(args: &[&str], deadline: Duration) -> Output {
-    let python = python();
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash tests/interop/setup.sh` first",
-        python.display()
-    );
-    let child = Command::new(&python)
+    let child = Command::new(common::python())
         .arg(SCRIPT)
         .args(args)
         .stdout(Stdio::piped())
@@ -53,7 +36,6 @@ fn script(args: &[&str], deadline: Duration) -> Output {
 }
 
 #[test]
-#[ignore = "needs the Python SDKs: bash tests/interop/setup.sh (tests/run.sh does it)"]
 fn vendor_sdks_get_the_replies_their_vendors_expect() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("interop.toml");

@@ -269,3 +269,23 @@ pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The Python interpreter with the project's test tools (`tests/py/setup.sh` installs them
+/// on first use, pinned; later calls return at once). `HOOKGATE_TEST_PYTHON` overrides it.
+pub fn python() -> std::path::PathBuf {
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("HOOKGATE_TEST_PYTHON") {
+                return p.into();
+            }
+            let out = std::process::Command::new("bash")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/setup.sh"))
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("running tests/py/setup.sh");
+            assert!(out.status.success(), "tests/py/setup.sh failed");
+            String::from_utf8(out.stdout).unwrap().trim().into()
+        })
+        .clone()
+}
