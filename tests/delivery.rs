@@ -83,11 +83,17 @@ async fn a_matched_callback_is_forwarded_once_signed_with_its_delivery_id() {
     eventually(10, "the sink got the event", || sink.received().len() == 1).await;
     let d = srv.deliveries();
     assert_eq!(d.len(), 1, "vendor retries add no delivery: {d:?}");
-    eventually(10, "delivery done", || srv.deliveries()[0].status == DeliveryStatus::Done).await;
+    eventually(10, "delivery done", || {
+        srv.deliveries()[0].status == DeliveryStatus::Done
+    })
+    .await;
 
     let req = &sink.received()[0];
     assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/hook"));
-    assert_eq!(req.header("x-hookgate-delivery"), Some(d[0].id.to_string().as_str()));
+    assert_eq!(
+        req.header("x-hookgate-delivery"),
+        Some(d[0].id.to_string().as_str())
+    );
     assert_eq!(req.header("x-user"), Some("lisi"));
     assert_eq!(req.header("content-type"), Some("application/json"));
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"sink-secret").unwrap();
@@ -108,7 +114,9 @@ async fn a_failing_sink_is_retried_until_it_answers() {
     let srv = start("", &config(&sink.url("/hook"))).await;
     callback(&srv, "wangwu").await;
     eventually(15, "done after two failures", || {
-        srv.deliveries().first().is_some_and(|d| d.status == DeliveryStatus::Done)
+        srv.deliveries()
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Done)
     })
     .await;
     let d = &srv.deliveries()[0];
@@ -130,7 +138,9 @@ async fn a_permanent_failure_goes_dead_and_a_requeue_sends_it_again() {
     let srv = start("", &config(&sink.url("/hook"))).await;
     callback(&srv, "zhaoliu").await;
     eventually(10, "dead after a 400", || {
-        srv.deliveries().first().is_some_and(|d| d.status == DeliveryStatus::Dead)
+        srv.deliveries()
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Dead)
     })
     .await;
     let d = srv.deliveries()[0].clone();
@@ -184,7 +194,12 @@ async fn events_no_rule_matches_get_no_delivery() {
          <MsgType>event</MsgType><Event>enter_agent</Event><AgentID>1</AgentID></xml>"
     );
     let (q, body) = wecom_post(&envelope(), CORP, &click, &ts);
-    assert_eq!(srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await.status, 200);
+    assert_eq!(
+        srv.post(&format!("/wecom?{q}"), &[], body.as_bytes())
+            .await
+            .status,
+        200
+    );
     assert_eq!(srv.events().len(), 1);
     assert!(srv.deliveries().is_empty());
     srv.stop().await;

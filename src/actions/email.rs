@@ -12,6 +12,7 @@ use crate::rules::RenderedEmail;
 
 pub(super) struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    timeout: std::time::Duration,
     from: Mailbox,
     /// The right-hand side of Message-IDs: the sender's domain.
     domain: String,
@@ -52,9 +53,14 @@ impl Mailer {
         let domain = from.email.domain().to_owned();
         Ok(Self {
             transport: builder.build(),
+            timeout: c.timeout,
             from,
             domain,
         })
+    }
+
+    pub(super) fn timeout(&self) -> std::time::Duration {
+        self.timeout
     }
 
     pub(super) async fn send(&self, m: &RenderedEmail, a: Attempt<'_>) -> Result<(), ActionError> {

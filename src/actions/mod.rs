@@ -85,8 +85,46 @@ impl Actions {
         Ok(Self { http, mailers })
     }
 
-    /// Runs one rendered action.
+    /// Runs one rendered action, within a deadline: a sink that stops answering must not hold
+    /// a worker slot forever (timed out is retryable).
     pub async fn run(&self, action: &Rendered, attempt: Attempt<'_>) -> Result<(), ActionError> {
+        let deadline = self.deadline(action);
+        match tokio::time::timeout(deadline, self.run_unbounded(action, attempt)).await {
+            Ok(result) => result,
+            Err(_) => Err(ActionError::retryable(format!(
+                "no answer within {} s",
+                deadline.as_secs()
+            ))),
+        }
+    }
+
+    /// The whole attempt's time limit: the sink's own timeout per message, plus slack.
+    fn deadline(&self, action: &Rendered) -> Duration {
+        let slack = Duration::from_secs(5);
+        match action {
+            Rendered::Log { .. } => slack,
+            Rendered::Http(h) => h.timeout + slack,
+            Rendered::Email(m) => {
+                let per_message = self
+                    .mailers
+                    .get(&m.via)
+                    .map_or(Duration::from_secs(30), email::Mailer::timeout);
+                let messages = if m.one_per_recipient {
+                    m.to.len().max(1)
+                } else {
+                    1
+                };
+                // Connect, TLS, AUTH and each message may each take one timeout.
+                per_message.saturating_mul(u32::try_from(messages + 3).unwrap_or(u32::MAX)) + slack
+            }
+        }
+    }
+
+    async fn run_unbounded(
+        &self,
+        action: &Rendered,
+        attempt: Attempt<'_>,
+    ) -> Result<(), ActionError> {
         match action {
             Rendered::Log { level, message } => {
                 log(*level, attempt, message);

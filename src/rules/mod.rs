@@ -486,7 +486,10 @@ from = "IT <it@example.com>"
         let Rendered::Email(m) = rules.render("r", 0, &view("hr", &f)).unwrap() else {
             panic!("not an email")
         };
-        assert_eq!(m.to, ["zhangsan@example.com", "a@example.com", "b@example.com"]);
+        assert_eq!(
+            m.to,
+            ["zhangsan@example.com", "a@example.com", "b@example.com"]
+        );
         assert_eq!(m.subject, "新增成员：zhangsan");
         assert_eq!(
             m.body,
@@ -505,7 +508,9 @@ name = "r"
 kind = "log"
 message = "{{ event.chat_id }} {{ event.receiver }} {{ header.event_type }} {{ fields.event.chat_id }}"
 "#);
-        let f = fields(r#"{"schema":"2.0","header":{"event_type":"im.chat.updated_v1"},"event":{"chat_id":"oc_1"}}"#);
+        let f = fields(
+            r#"{"schema":"2.0","header":{"event_type":"im.chat.updated_v1"},"event":{"chat_id":"oc_1"}}"#,
+        );
         let Rendered::Log { message, .. } = rules.render("r", 0, &view("lark", &f)).unwrap() else {
             panic!()
         };
@@ -515,7 +520,11 @@ message = "{{ event.chat_id }} {{ event.receiver }} {{ header.event_type }} {{ f
     #[test]
     fn template_problems_are_found_before_running() {
         assert!(template_problem("{{ a ").unwrap().contains("syntax error"));
-        assert!(template_problem("{{ a | no_such_filter }}").unwrap().contains("unknown filter"));
+        assert!(
+            template_problem("{{ a | no_such_filter }}")
+                .unwrap()
+                .contains("unknown filter")
+        );
         assert_eq!(template_problem("{{ a | datetime }} {{ b | upper }}"), None);
         assert!(expression_problem("a ==").is_some());
         assert_eq!(expression_problem("a == 'x' and b"), None);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod sink;
+pub mod smtp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,28 @@ pub async fn start(server_keys: &str, receivers: &str) -> TestServer {
         toml::Value::String(db.display().to_string())
     );
     let config = config::parse(&src, &|_| None).unwrap_or_else(|e| panic!("{e:?}"));
+    serve(config, db, dir).await
+}
+
+/// Starts the server on a whole config file's text, `${VAR}` from `vars`; the store goes in
+/// a temporary directory through `${HOOKGATE_DB}`.
+pub async fn start_file(src: &str, vars: &[(&str, &str)]) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let db_text = db.display().to_string();
+    let lookup = |name: &str| match name {
+        "HOOKGATE_DB" => Some(db_text.clone()),
+        "HOOKGATE_LISTEN" => Some("127.0.0.1:0".to_owned()),
+        _ => vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned()),
+    };
+    let config = config::parse(src, &lookup).unwrap_or_else(|e| panic!("{e:#?}"));
+    serve(config, db, dir).await
+}
+
+async fn serve(config: Config, db: PathBuf, dir: tempfile::TempDir) -> TestServer {
     let store = Store::open(&config.store).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -259,12 +282,23 @@ pub fn wecom_post(
 }
 
 /// Polls `check` every 50 ms until it holds or `secs` pass; a deadline, not a timing.
-pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+pub async fn eventually(secs: u64, what: &str, check: impl FnMut() -> bool) {
+    eventually_or(secs, what, check, String::new).await;
+}
+
+/// [`eventually`], describing the state with `describe` if it never holds.
+pub async fn eventually_or(
+    secs: u64,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+    describe: impl Fn() -> String,
+) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !check() {
         assert!(
             std::time::Instant::now() < deadline,
-            "still not true after {secs} s: {what}"
+            "still not true after {secs} s: {what}\n{}",
+            describe()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
