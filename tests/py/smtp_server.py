@@ -9,7 +9,7 @@ recipients, Message-ID, decoded Subject, To/Cc, and the decoded text and HTML bo
 localhost/127.0.0.1, and requires STARTTLS before MAIL; --auth requires AUTH with that login.
 """
 import argparse
-import warnings
+import logging
 import asyncio
 import datetime
 import email
@@ -22,8 +22,8 @@ import sys
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-# aiosmtpd warns about its own internals (Session.login_data) on every login.
-warnings.filterwarnings("ignore", category=DeprecationWarning)
+# aiosmtpd logs a warning about its own internals (Session.login_data) on every login.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 def make_cert(directory):

@@ -1,0 +1,167 @@
+//! Crash safety with the real binary: callbacks accepted while the mail server is down (first
+//! refusing connections, then accepting and never answering, so sends are in flight), the
+//! gateway killed with SIGKILL, restarted, the mail server started: every accepted event's
+//! mail arrives, and copies exist only of an interrupted send, with the same Message-ID.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use common::smtp::SmtpServer;
+use common::{Served, eventually_or, now_ms, wecom_post};
+use hookgate::crypto::envelope::{AesKey, Envelope};
+
+const TOKEN: &str = "crashToken";
+const KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+const CORP: &str = "ww8f3c1e2d4b5a6978";
+
+fn config(port: u16) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+path = "${{HOOKGATE_DB}}"
+[delivery]
+first_retry = 1
+max_backoff = 1
+concurrency = 4
+
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/wecom"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+receive_id = "{CORP}"
+
+[connections.mail]
+kind = "smtp"
+url = "smtp://127.0.0.1:{port}"
+from = "bot@example.com"
+timeout = 60
+
+[[rules]]
+name = "mail"
+[[rules.actions]]
+kind = "email"
+via = "mail"
+to = "it@example.com"
+subject = "{{{{ UserID }}}}"
+body = "{{{{ UserID }}}} joined"
+"#
+    )
+}
+
+async fn callback(addr: std::net::SocketAddr, user: &str) {
+    let env = Envelope::new(
+        TOKEN.into(),
+        vec![AesKey::from_encoding_aes_key(KEY).unwrap()],
+        CORP.into(),
+    );
+    let xml = format!(
+        "<xml><ToUserName>{CORP}</ToUserName><FromUserName>sys</FromUserName><CreateTime>1700000100</CreateTime>\
+         <MsgType>event</MsgType><Event>change_contact</Event><ChangeType>create_user</ChangeType>\
+         <UserID>{user}</UserID></xml>"
+    );
+    let (q, body) = wecom_post(&env, CORP, &xml, &(now_ms() / 1000).to_string());
+    let req = format!(
+        "POST /wecom?{q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let r = common::raw(addr, req.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn statuses(db: &std::path::Path) -> BTreeMap<String, i64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT status, count(*) FROM deliveries GROUP BY status")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test]
+async fn kill_9_with_mail_down_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config_path = dir.path().join("hookgate.toml");
+    std::fs::write(&config_path, config(port)).unwrap();
+    let env = [("HOOKGATE_DB", db.as_os_str())];
+
+    let mut gateway = Served::start(&config_path, &env);
+    // Mail server down: connections refused, deliveries wait for their retry.
+    for i in 0..5 {
+        callback(gateway.addr, &format!("refused{i}")).await;
+    }
+    eventually_or(
+        10,
+        "five failed attempts",
+        || statuses(&db).get("pending") == Some(&5) && failed(&db) == 5,
+        || format!("{:?}", statuses(&db)),
+    )
+    .await;
+    // Now something accepts SMTP connections and never answers: sends hang in flight.
+    let black_hole = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    for i in 0..5 {
+        callback(gateway.addr, &format!("stalled{i}")).await;
+    }
+    eventually_or(
+        10,
+        "deliveries in flight",
+        || statuses(&db).get("running").copied().unwrap_or(0) >= 2,
+        || format!("{:?}", statuses(&db)),
+    )
+    .await;
+    Command::new("kill")
+        .args(["-KILL", &gateway.child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = gateway.child.wait();
+    drop(black_hole);
+
+    let smtp = SmtpServer::start(dir.path(), &["--port", &port.to_string()]);
+    gateway = Served::start(&config_path, &env);
+    eventually_or(
+        30,
+        "every accepted event's mail",
+        || statuses(&db).get("done") == Some(&10),
+        || format!("{:?} {} mails", statuses(&db), smtp.messages().len()),
+    )
+    .await;
+    let mut by_subject: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in smtp.messages() {
+        by_subject
+            .entry(m.subject)
+            .or_default()
+            .push(m.message_id.unwrap_or_default());
+    }
+    assert_eq!(by_subject.len(), 10, "{by_subject:#?}");
+    for (subject, ids) in &by_subject {
+        assert!(
+            ids.iter().all(|i| i == &ids[0]),
+            "{subject}: copies with different Message-IDs {ids:?}"
+        );
+    }
+    let status = gateway.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+fn failed(db: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT count(*) FROM deliveries WHERE last_error IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
