@@ -2,6 +2,8 @@
 //! answers the vendor only after it returned `Ok`. SQLite (embedded, WAL) today; a PostgreSQL
 //! backend is one more [`Backend`] arm, invisible to the server.
 
+#[cfg(test)]
+mod model;
 mod sqlite;
 
 use std::sync::Arc;
