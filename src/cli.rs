@@ -430,6 +430,14 @@ fn describe(r: &crate::rules::Rendered) -> String {
             s.push_str(&format!("\n{}", h.body));
             s
         }
+        Rendered::Robot(r) => {
+            let mut s = format!("POST {}\n", crate::actions::webhook_key(&r.webhook));
+            if r.secret.is_some() {
+                s.push_str("(signed with the robot's secret)\n");
+            }
+            s.push_str(&serde_json::to_string_pretty(&r.message).unwrap_or_default());
+            s
+        }
         Rendered::Email(m) => {
             let mut s = format!("via: {}\nto: {}\n", m.via, m.to.join(", "));
             if !m.cc.is_empty() {

@@ -69,6 +69,7 @@ pub(super) async fn send(
         || status == reqwest::StatusCode::REQUEST_TIMEOUT;
     Err(ActionError {
         retryable,
+        throttled: false,
         reason,
         retry_after,
     })

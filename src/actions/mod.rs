@@ -5,6 +5,7 @@
 
 mod email;
 mod http;
+mod robot;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,10 +13,18 @@ use std::time::Duration;
 use crate::config::{Config, Connection};
 use crate::rules::Rendered;
 
+/// A robot webhook as logs and `explain` show it: no token.
+pub fn webhook_key(url: &str) -> String {
+    robot::webhook_key(url)
+}
+
 /// Why an action did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionError {
     pub retryable: bool,
+    /// Not a failure of the delivery: the target's rate budget or the vendor's throttle.
+    /// The delivery waits `retry_after` without spending an attempt.
+    pub throttled: bool,
     pub reason: String,
     /// The sink asked for this pause (HTTP Retry-After, a throttle errcode).
     pub retry_after: Option<Duration>,
@@ -25,6 +34,7 @@ impl ActionError {
     pub fn retryable(reason: impl Into<String>) -> Self {
         Self {
             retryable: true,
+            throttled: false,
             reason: reason.into(),
             retry_after: None,
         }
@@ -33,8 +43,18 @@ impl ActionError {
     pub fn permanent(reason: impl Into<String>) -> Self {
         Self {
             retryable: false,
+            throttled: false,
             reason: reason.into(),
             retry_after: None,
+        }
+    }
+
+    pub fn throttled(reason: impl Into<String>, wait: Duration) -> Self {
+        Self {
+            retryable: true,
+            throttled: true,
+            reason: reason.into(),
+            retry_after: Some(wait),
         }
     }
 }
@@ -57,6 +77,7 @@ pub struct Attempt<'a> {
 pub struct Actions {
     http: reqwest::Client,
     mailers: HashMap<String, email::Mailer>,
+    robots: robot::Limiter,
 }
 
 /// rustls needs a process-wide crypto provider before any client is built; ring is the one
@@ -82,7 +103,11 @@ impl Actions {
                 }
             }
         }
-        Ok(Self { http, mailers })
+        Ok(Self {
+            http,
+            mailers,
+            robots: robot::Limiter::default(),
+        })
     }
 
     /// Runs one rendered action, within a deadline: a sink that stops answering must not hold
@@ -104,6 +129,8 @@ impl Actions {
         match action {
             Rendered::Log { .. } => slack,
             Rendered::Http(h) => h.timeout + slack,
+            // An upload (60 s) and a send (15 s).
+            Rendered::Robot(_) => Duration::from_secs(75) + slack,
             Rendered::Email(m) => {
                 let per_message = self
                     .mailers
@@ -137,6 +164,7 @@ impl Actions {
                 })?;
                 mailer.send(m, attempt).await
             }
+            Rendered::Robot(r) => robot::send(&self.http, &self.robots, r, attempt).await,
         }
     }
 }

@@ -197,6 +197,37 @@ pub enum Action {
         /// One message per address in `to` (cc and bcc go with each) instead of one to all.
         one_per_recipient: bool,
     },
+    /// A group robot message: `message` is the vendor's JSON body, every string in it a
+    /// template (WeCom `image`/`file` take a `path` the gateway uploads).
+    Robot {
+        vendor: RobotVendor,
+        webhook: String,
+        secret: Option<Secret<String>>,
+        message: serde_json::Value,
+        /// Messages a minute this webhook accepts (the vendors allow 20; Feishu 100).
+        per_minute: u32,
+    },
+}
+
+/// Group robots reached through a webhook URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RobotVendor {
+    /// DingTalk custom robot: `robot/send?access_token=`, optional 加签 secret.
+    DingTalk,
+    /// WeCom group robot: `webhook/send?key=`.
+    WeCom,
+    /// Feishu/Lark custom bot: `bot/v2/hook/…`, optional signature secret.
+    Feishu,
+}
+
+impl RobotVendor {
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::DingTalk => "dingtalk_robot",
+            Self::WeCom => "wecom_robot",
+            Self::Feishu => "feishu_robot",
+        }
+    }
 }
 
 impl Action {
@@ -205,6 +236,7 @@ impl Action {
             Action::Log { .. } => "log",
             Action::Http { .. } => "http",
             Action::Email { .. } => "email",
+            Action::Robot { vendor, .. } => vendor.kind(),
         }
     }
 
@@ -247,8 +279,37 @@ impl Action {
                     out.push(("html".into(), h));
                 }
             }
+            Action::Robot {
+                webhook, message, ..
+            } => {
+                out.push(("webhook".into(), webhook));
+                json_templates(&mut out, "message".into(), message);
+            }
         }
         out
+    }
+}
+
+/// Every string inside a JSON value, named by its path (`message.markdown.text`,
+/// `message.at.atMobiles[0]`).
+fn json_templates<'a>(
+    out: &mut Vec<(String, &'a str)>,
+    path: String,
+    value: &'a serde_json::Value,
+) {
+    match value {
+        serde_json::Value::String(s) => out.push((path, s)),
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                json_templates(out, format!("{path}[{i}]"), v);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                json_templates(out, format!("{path}.{k}"), v);
+            }
+        }
+        _ => {}
     }
 }
 

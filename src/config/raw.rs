@@ -118,7 +118,8 @@ pub struct RawAction {
     pub kind: S<String>,
     // log
     pub level: S<String>,
-    pub message: S<String>,
+    /// A string for `log`, the vendor's message table for robots.
+    pub message: S<toml::Value>,
     // http
     pub url: S<String>,
     pub method: S<String>,
@@ -134,6 +135,9 @@ pub struct RawAction {
     pub subject: S<String>,
     pub html: S<String>,
     pub one_per_recipient: S<bool>,
+    // robots
+    pub webhook: S<String>,
+    pub per_minute: S<u64>,
 }
 
 impl RawAction {
@@ -158,6 +162,8 @@ impl RawAction {
             ("subject", span(&self.subject)),
             ("html", span(&self.html)),
             ("one_per_recipient", span(&self.one_per_recipient)),
+            ("webhook", span(&self.webhook)),
+            ("per_minute", span(&self.per_minute)),
         ]
         .into_iter()
         .filter_map(|(k, s)| Some((k, s?)))

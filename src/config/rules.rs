@@ -9,7 +9,9 @@ use toml::Spanned;
 
 use super::raw::{RawAction, RawConnection, RawDelivery, RawRule, S};
 use super::validate::Ctx;
-use super::{Action, Condition, Connection, DeliveryConfig, Receiver, Rule, SmtpConnection};
+use super::{
+    Action, Condition, Connection, DeliveryConfig, Receiver, RobotVendor, Rule, SmtpConnection,
+};
 use crate::secret::Secret;
 
 /// Action kinds and the keys each takes besides `kind`.
@@ -32,6 +34,35 @@ const ACTION_KEYS: &[(&str, &[&str])] = &[
             "one_per_recipient",
         ],
     ),
+    ("dingtalk_robot", ROBOT_KEYS),
+    ("wecom_robot", ROBOT_KEYS),
+    ("feishu_robot", ROBOT_KEYS),
+];
+
+const ROBOT_KEYS: &[&str] = &["webhook", "secret", "message", "per_minute"];
+
+/// Per robot: each message type with the keys its object requires (`a|b`: either).
+const DINGTALK_TYPES: &[(&str, &[&str])] = &[
+    ("text", &["content"]),
+    ("markdown", &["title", "text"]),
+    ("link", &["title", "text", "messageUrl"]),
+    ("actionCard", &["title", "text", "singleTitle|btns"]),
+    ("feedCard", &["links"]),
+];
+const WECOM_TYPES: &[(&str, &[&str])] = &[
+    ("text", &["content"]),
+    ("markdown", &["content"]),
+    ("news", &["articles"]),
+    ("image", &["path"]),
+    ("file", &["path"]),
+    ("template_card", &["card_type"]),
+];
+const FEISHU_TYPES: &[(&str, &[&str])] = &[
+    ("text", &["text"]),
+    ("post", &["post"]),
+    ("share_chat", &["share_chat_id"]),
+    ("image", &["image_key"]),
+    ("interactive", &[]),
 ];
 
 impl Ctx<'_> {
@@ -433,7 +464,24 @@ impl Ctx<'_> {
                         tracing::Level::INFO
                     }
                 };
-                let message = self.required_template(prefix, "message", &a.message, &table, &kind);
+                let text = match &a.message {
+                    Some(m) => match m.get_ref() {
+                        toml::Value::String(t) => Some(Spanned::new(m.span(), t.clone())),
+                        _ => {
+                            self.err(
+                                Some(m.span()),
+                                format!("{prefix}.message"),
+                                "must be a string for kind log",
+                            );
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                if a.message.is_some() && text.is_none() {
+                    return None;
+                }
+                let message = self.required_template(prefix, "message", &text, &table, &kind);
                 Action::Log {
                     level,
                     message: message?,
@@ -527,10 +575,149 @@ impl Ctx<'_> {
                     one_per_recipient: a.one_per_recipient.as_ref().is_some_and(|b| *b.get_ref()),
                 }
             }
+            "dingtalk_robot" => self.robot(prefix, a, &table, RobotVendor::DingTalk)?,
+            "wecom_robot" => self.robot(prefix, a, &table, RobotVendor::WeCom)?,
+            "feishu_robot" => self.robot(prefix, a, &table, RobotVendor::Feishu)?,
             _ => return None,
         };
         (self.errors_len() == before).then_some(action)
     }
+
+    fn robot(
+        &mut self,
+        prefix: &str,
+        a: &RawAction,
+        table: &std::ops::Range<usize>,
+        vendor: RobotVendor,
+    ) -> Option<Action> {
+        let kind = vendor.kind();
+        let webhook = self.required_template(prefix, "webhook", &a.webhook, table, kind);
+        if let Some(w) = &webhook
+            && !(w.starts_with("https://") || w.starts_with("http://") || w.starts_with("{{"))
+        {
+            let s = a.webhook.as_ref().map(Spanned::span);
+            // The URL carries the robot's token: do not echo it.
+            self.err(s, format!("{prefix}.webhook"), "must be an http(s):// URL");
+        }
+        if vendor == RobotVendor::WeCom && a.secret.is_some() {
+            let s = a.secret.as_ref().map(Spanned::span);
+            self.err(
+                s,
+                format!("{prefix}.secret"),
+                "WeCom group robots have no signing secret",
+            );
+        }
+        let secret = self
+            .string(&a.secret, &format!("{prefix}.secret"))
+            .map(Secret::new);
+        let default_rate = if vendor == RobotVendor::Feishu {
+            100
+        } else {
+            20
+        };
+        let per_minute = a.per_minute.as_ref().map_or(default_rate, |p| *p.get_ref());
+        if per_minute == 0 {
+            let s = a.per_minute.as_ref().map(Spanned::span);
+            self.err(s, format!("{prefix}.per_minute"), "must be positive");
+        }
+        let Some(raw) = &a.message else {
+            self.err(
+                Some(table.clone()),
+                format!("{prefix}.message"),
+                format!("missing (required for kind {kind})"),
+            );
+            return None;
+        };
+        let key = format!("{prefix}.message");
+        let message = self.json_template(&key, raw.span(), raw.get_ref())?;
+        let (type_key, types) = match vendor {
+            RobotVendor::DingTalk => ("msgtype", DINGTALK_TYPES),
+            RobotVendor::WeCom => ("msgtype", WECOM_TYPES),
+            RobotVendor::Feishu => ("msg_type", FEISHU_TYPES),
+        };
+        let problem = message_problem(&message, type_key, types, vendor);
+        if let Some(problem) = problem {
+            self.err(Some(raw.span()), key, problem);
+        }
+        Some(Action::Robot {
+            vendor,
+            webhook: webhook?,
+            secret,
+            message,
+            per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// A TOML value as JSON, `${VAR}` filled in and every string compiled as a template.
+    fn json_template(
+        &mut self,
+        key: &str,
+        span: std::ops::Range<usize>,
+        value: &toml::Value,
+    ) -> Option<serde_json::Value> {
+        Some(match value {
+            toml::Value::String(s) => {
+                let text = self.template(key, &Some(Spanned::new(span, s.clone())))?;
+                serde_json::Value::String(text)
+            }
+            toml::Value::Integer(i) => (*i).into(),
+            toml::Value::Float(f) => (*f).into(),
+            toml::Value::Boolean(b) => (*b).into(),
+            toml::Value::Datetime(d) => d.to_string().into(),
+            toml::Value::Array(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| self.json_template(&format!("{key}[{i}]"), span.clone(), v))
+                    .collect::<Option<_>>()?,
+            ),
+            toml::Value::Table(t) => serde_json::Value::Object(
+                t.iter()
+                    .map(|(k, v)| {
+                        Some((
+                            k.clone(),
+                            self.json_template(&format!("{key}.{k}"), span.clone(), v)?,
+                        ))
+                    })
+                    .collect::<Option<_>>()?,
+            ),
+        })
+    }
+}
+
+/// What is missing from a robot message, by the vendor's documented shapes.
+fn message_problem(
+    message: &serde_json::Value,
+    type_key: &str,
+    types: &[(&str, &[&str])],
+    vendor: RobotVendor,
+) -> Option<String> {
+    let names: Vec<&str> = types.iter().map(|(t, _)| *t).collect();
+    let Some(t) = message.get(type_key).and_then(|t| t.as_str()) else {
+        return Some(format!("needs {type_key} = one of {}", names.join(", ")));
+    };
+    let Some((_, required)) = types.iter().find(|(name, _)| *name == t) else {
+        return Some(format!(
+            "{type_key} {t:?} is not one of {}",
+            names.join(", ")
+        ));
+    };
+    // DingTalk and WeCom nest the body under the type's name; Feishu under `content`
+    // (`card` for interactive).
+    let body_key = match (vendor, t) {
+        (RobotVendor::Feishu, "interactive") => "card",
+        (RobotVendor::Feishu, _) => "content",
+        _ => t,
+    };
+    let Some(body) = message.get(body_key).and_then(|b| b.as_object()) else {
+        return Some(format!("needs a {body_key} table for {type_key} {t:?}"));
+    };
+    for req in *required {
+        if !req.split('|').any(|k| body.contains_key(k)) {
+            return Some(format!("{body_key}.{req} is required for {type_key} {t:?}"));
+        }
+    }
+    None
 }
 
 /// Syntax checks without pulling the mail and HTTP stacks into the core crate (fuzz builds it).

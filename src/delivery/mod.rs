@@ -132,6 +132,11 @@ impl Worker {
             },
             Ok(rendered) => match self.actions.run(&rendered, attempt).await {
                 Ok(()) => Outcome::Done,
+                Err(e) if e.throttled => Outcome::Defer {
+                    at_ms: now_ms()
+                        + i64::try_from(e.retry_after.unwrap_or_default().as_millis())
+                            .unwrap_or(i64::MAX / 2),
+                },
                 Err(e) if !e.retryable => Outcome::Dead { error: e.reason },
                 Err(e) => {
                     let mut delay =
@@ -160,7 +165,9 @@ impl Worker {
             Outcome::Retry { at_ms, error } => {
                 warn!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, attempts = d.attempts, retry_in_ms = at_ms - now_ms(), error = %error, "Delivery failed; will retry.")
             }
-            Outcome::Defer { .. } => {}
+            Outcome::Defer { at_ms } => {
+                info!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, wait_ms = at_ms - now_ms(), "Delivery waits for its target's rate limit.")
+            }
             Outcome::Dead { error } => {
                 error!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, attempts = d.attempts, error = %error, "Delivery dead; `hookgate deliveries retry` sends it again.")
             }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::config::{Action, Config, Rule};
 
-pub use render::{Rendered, RenderedEmail, RenderedHttp};
+pub use render::{Rendered, RenderedEmail, RenderedHttp, RenderedRobot};
 
 /// Bounds what one template can make the renderer do (loops over huge ranges and the like).
 const FUEL: u64 = 200_000;

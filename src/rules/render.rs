@@ -5,7 +5,7 @@ use std::time::Duration;
 use minijinja::Value;
 
 use super::{EventView, RuleSet};
-use crate::config::Action;
+use crate::config::{Action, RobotVendor};
 use crate::secret::Secret;
 
 /// An action ready to run.
@@ -17,6 +17,17 @@ pub enum Rendered {
     },
     Http(RenderedHttp),
     Email(RenderedEmail),
+    Robot(RenderedRobot),
+}
+
+#[derive(Debug, Clone)]
+pub struct RenderedRobot {
+    pub vendor: RobotVendor,
+    pub webhook: String,
+    pub secret: Option<Secret<String>>,
+    /// The vendor's JSON body with every template rendered.
+    pub message: serde_json::Value,
+    pub per_minute: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +60,7 @@ impl Rendered {
             Rendered::Log { .. } => "log",
             Rendered::Http(_) => "http",
             Rendered::Email(_) => "email",
+            Rendered::Robot(r) => r.vendor.kind(),
         }
     }
 }
@@ -126,6 +138,45 @@ pub(super) fn render(
             html: html.as_ref().map(|_| field("html")).transpose()?,
             one_per_recipient: *one_per_recipient,
         }),
+        Action::Robot {
+            vendor,
+            secret,
+            message,
+            per_minute,
+            ..
+        } => Rendered::Robot(RenderedRobot {
+            vendor: *vendor,
+            webhook: field("webhook")?,
+            secret: secret.clone(),
+            message: render_json(message, "message".into(), &field)?,
+            per_minute: *per_minute,
+        }),
+    })
+}
+
+/// The JSON value with each string replaced by its rendered template (named by path, as
+/// `Action::templates` names them).
+fn render_json(
+    value: &serde_json::Value,
+    path: String,
+    field: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    Ok(match value {
+        J::String(_) => J::String(field(&path)?),
+        J::Array(items) => J::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| render_json(v, format!("{path}[{i}]"), field))
+                .collect::<Result<_, _>>()?,
+        ),
+        J::Object(map) => J::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), render_json(v, format!("{path}.{k}"), field)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
     })
 }
 

@@ -5,6 +5,7 @@
 
 pub mod sink;
 pub mod smtp;
+pub mod vendors;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,360 @@
+//! Group robots: DingTalk custom robots (加签: `timestamp` + `sign` query parameters),
+//! WeCom group robots (`key`; images inlined as base64 + MD5, files uploaded through
+//! `upload_media` first) and Feishu custom bots (`timestamp` + `sign` in the body). Vendors
+//! report errors as HTTP 200 with a non-zero `errcode` (`code` for Feishu); throttling
+//! answers (DingTalk 130101, WeCom 45009, Feishu 9499/11232) pause that webhook and defer
+//! the delivery. Each webhook also keeps to its per-minute budget before sending.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use md5::Digest;
+
+use super::{ActionError, Attempt};
+use crate::config::RobotVendor;
+use crate::rules::RenderedRobot;
+
+/// WeCom limits: image 2 MB before encoding, upload 20 MB.
+const WECOM_IMAGE_MAX: u64 = 2 * 1024 * 1024;
+const WECOM_FILE_MAX: u64 = 20 * 1024 * 1024;
+
+/// Per-webhook sliding-minute budgets and throttle pauses.
+#[derive(Default)]
+pub(super) struct Limiter {
+    state: Mutex<HashMap<String, Webhook>>,
+}
+
+#[derive(Default)]
+struct Webhook {
+    sent: VecDeque<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl Limiter {
+    /// Takes one send from the webhook's budget, or says how long to wait for one.
+    pub(super) fn acquire(&self, key: &str, per_minute: u32, now: Instant) -> Result<(), Duration> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let w = state.entry(key.to_owned()).or_default();
+        if let Some(until) = w.paused_until {
+            if until > now {
+                return Err(until - now);
+            }
+            w.paused_until = None;
+        }
+        let minute = Duration::from_secs(60);
+        while w
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= minute)
+        {
+            w.sent.pop_front();
+        }
+        if w.sent.len() >= per_minute as usize {
+            let oldest = *w.sent.front().unwrap_or(&now);
+            return Err((oldest + minute)
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)));
+        }
+        w.sent.push_back(now);
+        Ok(())
+    }
+
+    /// The vendor said "too fast": nothing goes to this webhook for `pause`.
+    pub(super) fn pause(&self, key: &str, pause: Duration, now: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.entry(key.to_owned()).or_default().paused_until = Some(now + pause);
+    }
+}
+
+/// The webhook without its query (which holds the token): the limiter key and what logs show.
+pub(super) fn webhook_key(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let token: String = u
+                .query_pairs()
+                .filter(|(k, _)| k == "access_token" || k == "key")
+                .map(|(_, v)| v.into_owned())
+                .collect();
+            u.set_query(None);
+            // Distinct robots share a path; tell them apart without showing the token.
+            let tag = md5::Md5::digest(token.as_bytes());
+            format!("{u}#{:02x}{:02x}{:02x}", tag[0], tag[1], tag[2])
+        }
+        Err(_) => "invalid webhook".into(),
+    }
+}
+
+pub(super) async fn send(
+    client: &reqwest::Client,
+    limiter: &Limiter,
+    r: &RenderedRobot,
+    a: Attempt<'_>,
+) -> Result<(), ActionError> {
+    let key = webhook_key(&r.webhook);
+    if let Err(wait) = limiter.acquire(&key, r.per_minute, Instant::now()) {
+        return Err(ActionError::throttled(
+            format!("{key}: per-minute budget used"),
+            wait,
+        ));
+    }
+    let result = match r.vendor {
+        RobotVendor::DingTalk => dingtalk(client, r).await,
+        RobotVendor::WeCom => wecom(client, r).await,
+        RobotVendor::Feishu => feishu(client, r).await,
+    };
+    if let Err(e) = &result
+        && e.throttled
+        && let Some(pause) = e.retry_after
+    {
+        limiter.pause(&key, pause, Instant::now());
+        tracing::warn!(webhook = %key, pause_s = pause.as_secs(), delivery = a.delivery_id, "Robot throttled by the vendor; pausing this webhook.");
+    }
+    result
+}
+
+fn now_ms() -> i64 {
+    crate::delivery::now_ms()
+}
+
+async fn dingtalk(client: &reqwest::Client, r: &RenderedRobot) -> Result<(), ActionError> {
+    let mut url =
+        url::Url::parse(&r.webhook).map_err(|e| ActionError::permanent(format!("webhook: {e}")))?;
+    if let Some(secret) = &r.secret {
+        let ts = now_ms().to_string();
+        let sign = crate::crypto::robot::sign(secret.expose(), &ts);
+        url.query_pairs_mut()
+            .append_pair("timestamp", &ts)
+            .append_pair("sign", &sign);
+    }
+    let body = post_json(client, url.as_str(), &r.message).await?;
+    match errcode(&body, "errcode") {
+        0 => Ok(()),
+        // "send too fast": the vendor's own limit; DingTalk blocks for 10 minutes.
+        130101 => Err(ActionError::throttled(
+            describe(&body),
+            Duration::from_secs(600),
+        )),
+        -1 => Err(ActionError::retryable(describe(&body))),
+        _ => Err(ActionError::permanent(describe(&body))),
+    }
+}
+
+async fn wecom(client: &reqwest::Client, r: &RenderedRobot) -> Result<(), ActionError> {
+    let mut message = r.message.clone();
+    match message.get("msgtype").and_then(|t| t.as_str()) {
+        Some("image") => {
+            let path = file_path(&message, "image")?;
+            let bytes = read_limited(&path, WECOM_IMAGE_MAX).await?;
+            message["image"] = serde_json::json!({
+                "base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
+                "md5": md5::Md5::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            });
+        }
+        Some("file") => {
+            let path = file_path(&message, "file")?;
+            let media_id = wecom_upload(client, &r.webhook, &path).await?;
+            message["file"] = serde_json::json!({ "media_id": media_id });
+        }
+        _ => {}
+    }
+    let body = post_json(client, &r.webhook, &message).await?;
+    wecom_result(&body)
+}
+
+fn wecom_result(body: &serde_json::Value) -> Result<(), ActionError> {
+    match errcode(body, "errcode") {
+        0 => Ok(()),
+        45009 => Err(ActionError::throttled(
+            describe(body),
+            Duration::from_secs(60),
+        )),
+        -1 => Err(ActionError::retryable(describe(body))),
+        _ => Err(ActionError::permanent(describe(body))),
+    }
+}
+
+fn file_path(message: &serde_json::Value, field: &str) -> Result<std::path::PathBuf, ActionError> {
+    message[field]["path"]
+        .as_str()
+        .filter(|p| !p.is_empty())
+        .map(Into::into)
+        .ok_or_else(|| ActionError::permanent(format!("{field}.path rendered empty")))
+}
+
+async fn read_limited(path: &std::path::Path, max: u64) -> Result<Vec<u8>, ActionError> {
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| ActionError::permanent(format!("{}: {e}", path.display())))?;
+    if meta.len() > max {
+        return Err(ActionError::permanent(format!(
+            "{}: {} bytes, the vendor takes at most {max}",
+            path.display(),
+            meta.len()
+        )));
+    }
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| ActionError::permanent(format!("{}: {e}", path.display())))
+}
+
+/// `webhook/upload_media?key=…&type=file`, multipart field `media`; returns the media_id.
+async fn wecom_upload(
+    client: &reqwest::Client,
+    webhook: &str,
+    path: &std::path::Path,
+) -> Result<String, ActionError> {
+    let bytes = read_limited(path, WECOM_FILE_MAX).await?;
+    let mut url =
+        url::Url::parse(webhook).map_err(|e| ActionError::permanent(format!("webhook: {e}")))?;
+    let upload_path = url.path().replace("/webhook/send", "/webhook/upload_media");
+    url.set_path(&upload_path);
+    url.query_pairs_mut().append_pair("type", "file");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().replace(['"', '\r', '\n'], "_"))
+        .unwrap_or_else(|| "file".into());
+    let boundary = format!("hookgate{:016x}", rand::random::<u64>());
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; filename=\"{name}\"; filelength={}\r\n\
+         Content-Type: application/octet-stream\r\n\r\n",
+        bytes.len()
+    )
+    .into_bytes();
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let resp = client
+        .post(url.as_str())
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(transport)?;
+    let body = json_body(resp).await?;
+    wecom_result(&body)?;
+    body["media_id"].as_str().map(str::to_owned).ok_or_else(|| {
+        ActionError::retryable(format!("upload_media: no media_id in {}", describe(&body)))
+    })
+}
+
+async fn feishu(client: &reqwest::Client, r: &RenderedRobot) -> Result<(), ActionError> {
+    let mut message = r.message.clone();
+    if let Some(secret) = &r.secret {
+        let ts = (now_ms() / 1000).to_string();
+        message["sign"] = crate::crypto::robot::feishu_bot_sign(secret.expose(), &ts).into();
+        message["timestamp"] = ts.into();
+    }
+    let body = post_json(client, &r.webhook, &message).await?;
+    let code = if body.get("code").is_some() {
+        errcode(&body, "code")
+    } else {
+        errcode(&body, "StatusCode")
+    };
+    match code {
+        0 => Ok(()),
+        9499 | 11232 => Err(ActionError::throttled(
+            describe(&body),
+            Duration::from_secs(60),
+        )),
+        _ => Err(ActionError::permanent(describe(&body))),
+    }
+}
+
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    message: &serde_json::Value,
+) -> Result<serde_json::Value, ActionError> {
+    let resp = client
+        .post(url)
+        .json(message)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map_err(transport)?;
+    json_body(resp).await
+}
+
+/// A vendor answer: 5xx and 429 are retried, other non-200 statuses are not, and a 200 must
+/// carry JSON.
+async fn json_body(resp: reqwest::Response) -> Result<serde_json::Value, ActionError> {
+    let status = resp.status();
+    let text = resp.text().await.map_err(transport)?;
+    if !status.is_success() {
+        let reason = format!(
+            "HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        );
+        return Err(if status.is_server_error() || status.as_u16() == 429 {
+            ActionError::retryable(reason)
+        } else {
+            ActionError::permanent(reason)
+        });
+    }
+    serde_json::from_str(&text).map_err(|_| {
+        ActionError::retryable(format!(
+            "not JSON: {}",
+            text.chars().take(200).collect::<String>()
+        ))
+    })
+}
+
+fn transport(e: reqwest::Error) -> ActionError {
+    let mut e = e;
+    // The URL holds the robot's token.
+    e = e.without_url();
+    if e.is_builder() {
+        ActionError::permanent(format!("request: {e}"))
+    } else {
+        ActionError::retryable(format!("request: {e}"))
+    }
+}
+
+/// The error code; a missing or non-numeric one is -2 (not success, not "busy").
+fn errcode(body: &serde_json::Value, key: &str) -> i64 {
+    body.get(key)
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(-2)
+}
+
+fn describe(body: &serde_json::Value) -> String {
+    body.to_string().chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_keeps_a_sliding_minute_and_honours_pauses() {
+        let l = Limiter::default();
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert_eq!(l.acquire("w", 3, t0 + Duration::from_secs(i)), Ok(()));
+        }
+        assert_eq!(
+            l.acquire("w", 3, t0 + Duration::from_secs(10)),
+            Err(Duration::from_secs(50))
+        );
+        assert_eq!(l.acquire("other", 3, t0 + Duration::from_secs(10)), Ok(()));
+        assert_eq!(l.acquire("w", 3, t0 + Duration::from_secs(60)), Ok(()));
+        l.pause("w", Duration::from_secs(600), t0 + Duration::from_secs(61));
+        assert_eq!(
+            l.acquire("w", 3, t0 + Duration::from_secs(161)),
+            Err(Duration::from_secs(500))
+        );
+    }
+
+    #[test]
+    fn webhook_keys_hide_tokens_but_tell_robots_apart() {
+        let a = webhook_key("https://oapi.dingtalk.com/robot/send?access_token=SECRET1");
+        let b = webhook_key("https://oapi.dingtalk.com/robot/send?access_token=SECRET2");
+        assert!(!a.contains("SECRET") && a.starts_with("https://oapi.dingtalk.com/robot/send#"));
+        assert_ne!(a, b);
+    }
+}
