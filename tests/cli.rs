@@ -1,5 +1,6 @@
 //! The real `hookgate` binary: `check` on good and bad files, `serve` on 127.0.0.1:0 with a
-//! URL check and an event over HTTP, `events list`/`show`, and shutdown on SIGTERM.
+//! URL check and an event over HTTP, `events list`/`show`, `explain`, `deliveries list`/`retry`
+//! against a running server, and shutdown on SIGTERM.
 
 mod common;
 
@@ -122,4 +123,153 @@ async fn serve_answers_stores_and_lists() {
     // SIGTERM: a clean exit.
     let status = served.terminate();
     assert!(status.success(), "{status:?}");
+}
+
+const CONTACT_XML: &str = "<xml><ToUserName><![CDATA[ww1]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+<CreateTime>1700000100</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_contact]]></Event>\
+<ChangeType>create_user</ChangeType><UserID><![CDATA[lisi]]></UserID><Name><![CDATA[李四]]></Name>\
+<Department><![CDATA[2]]></Department></xml>";
+
+#[test]
+fn explain_shows_which_rules_fire_and_what_they_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("event.xml");
+    std::fs::write(&event, CONTACT_XML).unwrap();
+    let run = |file: &std::path::Path| {
+        Command::new(BIN)
+            .args([
+                "explain",
+                "--config",
+                "config/examples/wecom-contact-email.toml",
+            ])
+            .args(["--receiver", "contacts"])
+            .arg(file)
+            .env("WECOM_CONTACT_TOKEN", "t")
+            .env(
+                "WECOM_CONTACT_AES_KEY",
+                "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+            )
+            .env("WECOM_CORP_ID", "ww1")
+            .env("SMTP_URL", "smtp://127.0.0.1:25")
+            .env("DEPT_2_MAIL", "hr-a@example.com, hr-b@example.com")
+            .output()
+            .unwrap()
+    };
+    let out = run(&event);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "kind change_contact/create_user",
+        "rule \"mail the department on contact changes\": FIRES",
+        "to: hr-a@example.com, hr-b@example.com",
+        "(one message per recipient)",
+        "subject: 新增成员：李四",
+        "新增时间：2023-11-15 06:15:00",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    std::fs::write(&event, CONTACT_XML.replace("create_user", "create_party")).unwrap();
+    let text = String::from_utf8_lossy(&run(&event).stdout).into_owned();
+    assert!(
+        text.contains("does not fire: when.ChangeType is \"create_party\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn deliveries_list_and_retry_a_dead_delivery() {
+    let sink = common::sink::Sink::start(&[400]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+path = "${{HOOKGATE_DB}}"
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/wecom"
+token = "tok"
+encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+receive_id = "ww1"
+[[rules]]
+name = "forward"
+[[rules.actions]]
+kind = "http"
+url = "{}"
+"#,
+            sink.url("/in")
+        ),
+    )
+    .unwrap();
+    let served = common::Served::start(&config, &[("HOOKGATE_DB", db.as_os_str())]);
+    let env = hookgate::crypto::envelope::Envelope::new(
+        "tok".into(),
+        vec![
+            hookgate::crypto::envelope::AesKey::from_encoding_aes_key(
+                "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+            )
+            .unwrap(),
+        ],
+        "ww1".into(),
+    );
+    let (q, body) = common::wecom_post(
+        &env,
+        "ww1",
+        CONTACT_XML,
+        &(common::now_ms() / 1000).to_string(),
+    );
+    let req = format!(
+        "POST /wecom?{q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(common::raw(served.addr, req.as_bytes()).await.status, 200);
+
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("HOOKGATE_DB", &db)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    common::eventually(10, "the delivery is dead", || {
+        cli(&["deliveries", "list", "--status", "dead"])
+            .1
+            .contains("HTTP 400")
+    })
+    .await;
+    let (ok, list) = cli(&["deliveries", "list"]);
+    assert!(
+        ok && list.contains("forward#0") && list.contains("dead"),
+        "{list}"
+    );
+    let (ok, out) = cli(&["deliveries", "retry", "--dead"]);
+    assert!(ok && out.contains("1 delivery queued"), "{out}");
+    // The running server picks it up (it polls) and the sink now answers 200.
+    common::eventually(10, "done after the retry", || {
+        cli(&["deliveries", "list", "--status", "done"])
+            .1
+            .contains("forward#0")
+    })
+    .await;
+    assert_eq!(sink.received().len(), 2);
+    let (ok, out) = cli(&["deliveries", "retry", "999"]);
+    assert!(!ok && out.contains("no dead or pending delivery"), "{out}");
+    assert!(served.terminate().success());
 }
