@@ -29,6 +29,16 @@ pub struct EventView<'a> {
     pub fields: &'a Map<String, Json>,
 }
 
+/// Why a rule does or does not fire, cheap to make.
+enum Check {
+    Fires,
+    Receiver,
+    /// The index of the first `when` condition that failed.
+    When(usize),
+    IfFalse,
+    IfFailed(String),
+}
+
 /// Whether one rule fires for an event (`hookgate explain`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -198,19 +208,24 @@ impl RuleSet {
     }
 
     /// Every action that fires for the event, in file order, honouring `stop`. A condition
-    /// that fails to evaluate does not match (and is logged).
+    /// that fails to evaluate does not match (and is logged). This runs on the callback path:
+    /// nothing is formatted for rules that do not fire.
     pub fn matching(&self, ev: &EventView<'_>) -> Vec<Match> {
         let mut out = Vec::new();
-        for v in self.verdicts(ev) {
-            if v.fired {
-                let rule = &self.rules[v.index];
-                for (j, action) in rule.actions.iter().enumerate() {
-                    out.push(Match {
-                        rule: rule.name.clone(),
-                        action: j,
-                        kind: action.kind(),
-                    });
-                }
+        let mut ctx: Option<Value> = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !matches!(self.check(i, rule, ev, &mut ctx), Check::Fires) {
+                continue;
+            }
+            for (j, action) in rule.actions.iter().enumerate() {
+                out.push(Match {
+                    rule: rule.name.clone(),
+                    action: j,
+                    kind: action.kind(),
+                });
+            }
+            if rule.stop {
+                break;
             }
         }
         out
@@ -222,7 +237,22 @@ impl RuleSet {
         let mut out = Vec::new();
         let mut ctx: Option<Value> = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            let why_not = self.why_not(i, rule, ev, &mut ctx);
+            let why_not = match self.check(i, rule, ev, &mut ctx) {
+                Check::Fires => None,
+                Check::Receiver => Some(format!(
+                    "receiver {:?} is not in {:?}",
+                    ev.receiver,
+                    rule.receivers.as_deref().unwrap_or_default()
+                )),
+                Check::When(c) => {
+                    let c = &rule.when[c];
+                    let actual = lookup(ev.fields, &c.path)
+                        .map_or_else(|| "missing".to_owned(), |v| v.to_string());
+                    Some(format!("when.{} is {actual}, not one of {:?}", c.path, c.any_of))
+                }
+                Check::IfFalse => Some("if is false".into()),
+                Check::IfFailed(e) => Some(format!("if failed: {e}")),
+            };
             let fired = why_not.is_none();
             out.push(Verdict {
                 index: i,
@@ -237,44 +267,31 @@ impl RuleSet {
         out
     }
 
-    fn why_not(
-        &self,
-        i: usize,
-        rule: &Rule,
-        ev: &EventView<'_>,
-        ctx: &mut Option<Value>,
-    ) -> Option<String> {
+    fn check(&self, i: usize, rule: &Rule, ev: &EventView<'_>, ctx: &mut Option<Value>) -> Check {
         if let Some(receivers) = &rule.receivers
             && !receivers.iter().any(|r| r == ev.receiver)
         {
-            return Some(format!(
-                "receiver {:?} is not in {receivers:?}",
-                ev.receiver
-            ));
+            return Check::Receiver;
         }
-        for c in &rule.when {
-            if !field_matches(ev.fields, &c.path, &c.any_of) {
-                let actual = lookup(ev.fields, &c.path)
-                    .map_or_else(|| "missing".to_owned(), |v| v.to_string());
-                return Some(format!(
-                    "when.{} is {actual}, not one of {:?}",
-                    c.path, c.any_of
-                ));
-            }
+        if let Some(c) = rule
+            .when
+            .iter()
+            .position(|c| !field_matches(ev.fields, &c.path, &c.any_of))
+        {
+            return Check::When(c);
         }
         if rule.condition.is_some() {
-            let ctx =
-                ctx.get_or_insert_with(|| Value::from(minijinja::value::Serde(self.context(ev))));
+            let ctx = ctx.get_or_insert_with(|| Value::from(minijinja::value::Serde(self.context(ev))));
             match self.condition(i, ctx) {
                 Ok(true) => {}
-                Ok(false) => return Some("if is false".into()),
+                Ok(false) => return Check::IfFalse,
                 Err(e) => {
                     tracing::warn!(rule = %rule.name, error = %e, "Rule condition failed; the rule does not fire.");
-                    return Some(format!("if failed: {e}"));
+                    return Check::IfFailed(e);
                 }
             }
         }
-        None
+        Check::Fires
     }
 
     fn condition(&self, rule: usize, ctx: &Value) -> Result<bool, String> {
@@ -331,6 +348,9 @@ fn field_matches(fields: &Map<String, Json>, path: &str, any_of: &[String]) -> b
 
 /// The value at a dotted path.
 fn lookup<'a>(fields: &'a Map<String, Json>, path: &str) -> Option<&'a Json> {
+    if !path.contains('.') {
+        return fields.get(path);
+    }
     let mut parts = path.split('.');
     let mut value = fields.get(parts.next()?);
     for p in parts {
@@ -340,13 +360,12 @@ fn lookup<'a>(fields: &'a Map<String, Json>, path: &str) -> Option<&'a Json> {
 }
 
 fn scalar_in(value: &Json, any_of: &[String]) -> bool {
-    let text = match value {
-        Json::String(s) => s.clone(),
-        Json::Number(n) => n.to_string(),
-        Json::Bool(b) => b.to_string(),
-        _ => return false,
-    };
-    any_of.contains(&text)
+    match value {
+        Json::String(s) => any_of.iter().any(|a| a == s),
+        Json::Number(n) => any_of.contains(&n.to_string()),
+        Json::Bool(b) => any_of.iter().any(|a| a == if *b { "true" } else { "false" }),
+        _ => false,
+    }
 }
 
 /// `BTreeMap` of tables as the config keeps them.
