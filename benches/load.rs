@@ -7,7 +7,9 @@
 //! 2. Steady 2,000/s, fully durable: an open-loop generator over 32 keep-alive connections;
 //!    latency counts from each request's scheduled send time, so a stall is not hidden.
 //!
-//! 3. The same wrk run against the receiver users write by hand (`benches/go-receiver`, Go
+//! 3. Fully durable with one rule whose `http` action posts each event to a local sink:
+//!    accepts/s under wrk, then how long until every delivery is done (deliveries/s).
+//! 4. The same wrk run against the receiver users write by hand (`benches/go-receiver`, Go
 //!    stdlib, no store), when `go` is installed, so the comparison is made in the same run.
 //!
 //! Each run reports req/s, latency percentiles, non-2xx replies, events stored, and the
@@ -95,16 +97,20 @@ fn main() {
     let runs = [
         ("hookgate, synchronous=normal", "normal"),
         ("hookgate, synchronous=full", "full"),
+        ("hookgate, full, 1 http action", "action"),
         ("Go stdlib receiver, no store", "go"),
     ];
+    let sink = Sink::start();
     for (name, which) in runs {
         let server = match which {
             "go" => match Server::start_go(dir.path()) {
                 Some(s) => s,
                 None => continue,
             },
-            sync => Server::start(dir.path(), sync),
+            "action" => Server::start(dir.path(), "full", &sink.rule()),
+            sync => Server::start(dir.path(), sync, ""),
         };
+        let began = Instant::now();
         let out = Command::new("wrk")
             .args(["-t", &THREADS.to_string(), "-c", &CONNECTIONS.to_string()])
             .args(["-d", &format!("{secs}s"), "--latency", "-s"])
@@ -115,6 +121,7 @@ fn main() {
             .output()
             .expect("wrk");
         let text = String::from_utf8_lossy(&out.stdout);
+        let delivered = (which == "action").then(|| server.wait_for_deliveries(began));
         let (rss, stored) = server.finish();
         let field = |prefix: &str| {
             text.lines()
@@ -134,12 +141,22 @@ fn main() {
             field("wrapped="),
         )
         .unwrap();
+        if let Some((done, elapsed)) = delivered {
+            writeln!(
+                table,
+                "    the http action: {done} deliveries done {:.1} s after the load began: {:.0} deliveries/s end to end (sink got {})",
+                elapsed.as_secs_f64(),
+                done as f64 / elapsed.as_secs_f64(),
+                sink.count(),
+            )
+            .unwrap();
+        }
         if !out.status.success() {
             eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
         }
     }
 
-    let server = Server::start(dir.path(), "full");
+    let server = Server::start(dir.path(), "full", "");
     let steady = steady(server.addr, STEADY_RATE, Duration::from_secs(secs));
     let (rss, stored) = server.finish();
     writeln!(
@@ -214,8 +231,9 @@ struct Server {
 }
 
 impl Server {
-    /// `hookgate serve` on a fresh store, logging as it does by default (info).
-    fn start(dir: &Path, synchronous: &str) -> Server {
+    /// `hookgate serve` on a fresh store, logging as it does by default (info); `extra` is
+    /// more TOML (rules).
+    fn start(dir: &Path, synchronous: &str, extra: &str) -> Server {
         let db = dir.join(format!("load-{synchronous}-{}.db", unix_secs()));
         let config = dir.join("load.toml");
         std::fs::write(
@@ -223,7 +241,7 @@ impl Server {
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = {:?}\nsynchronous = \"{synchronous}\"\n\
                  [[receivers]]\nname = \"hr\"\nvendor = \"wecom\"\npath = \"/wecom\"\ntoken = \"{TOKEN}\"\n\
-                 encoding_aes_key = \"{KEY}\"\nreceive_id = \"{CORP}\"\n",
+                 encoding_aes_key = \"{KEY}\"\nreceive_id = \"{CORP}\"\n{extra}",
                 db.display().to_string()
             ),
         )
@@ -271,6 +289,22 @@ impl Server {
         Server { child, addr, db }
     }
 
+    /// Waits (two minutes at most) until every stored event's delivery is done; how many,
+    /// and how long since `began`.
+    fn wait_for_deliveries(&self, began: Instant) -> (i64, Duration) {
+        let db = self.db.as_ref().unwrap();
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let done = count("SELECT count(*) FROM deliveries WHERE status = 'done'");
+            if done >= count("SELECT count(*) FROM events") || Instant::now() > deadline {
+                return (done, began.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Peak RSS in KiB, then SIGTERM; returns it with the number of events stored.
     fn finish(mut self) -> (u64, Option<i64>) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -291,6 +325,77 @@ impl Server {
                 .unwrap()
         });
         (rss, stored)
+    }
+}
+
+/// A local HTTP sink for the `http` action: answers 200 at once, counts requests.
+struct Sink {
+    addr: SocketAddr,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let c = count.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((stream, _)) = listener.accept().await {
+                    let c = c.clone();
+                    tokio::spawn(async move {
+                        let mut stream = tokio::io::BufReader::new(stream);
+                        // Keep-alive HTTP/1.1: headers, Content-Length body, 200.
+                        loop {
+                            let mut len = 0usize;
+                            let mut line = String::new();
+                            loop {
+                                line.clear();
+                                if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if line == "\r\n" {
+                                    break;
+                                }
+                                if let Some((k, v)) = line.split_once(':')
+                                    && k.eq_ignore_ascii_case("content-length")
+                                {
+                                    len = v.trim().parse().unwrap_or(0);
+                                }
+                            }
+                            let mut body = vec![0; len];
+                            if stream.read_exact(&mut body).await.is_err() {
+                                return;
+                            }
+                            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if stream.get_mut().write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        Sink { addr, count }
+    }
+
+    fn rule(&self) -> String {
+        format!(
+            "[[rules]]\nname = \"forward\"\n[[rules.actions]]\nkind = \"http\"\nurl = \"http://{}/in\"\n",
+            self.addr
+        )
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

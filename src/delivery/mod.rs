@@ -67,6 +67,8 @@ impl Worker {
         let mut running: JoinSet<()> = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
+            // Finished tasks stay in the set until joined: reap them all before counting.
+            while running.try_join_next().is_some() {}
             let room = this.config.concurrency.saturating_sub(running.len());
             let mut more = false;
             if room > 0 {
