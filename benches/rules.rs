@@ -36,7 +36,11 @@ fn thousand_rules() -> String {
         )
         .unwrap();
         if i % 10 == 0 {
-            writeln!(s, "if = \"UserID is startingwith('u{i}') or Department == '{i}'\"").unwrap();
+            writeln!(
+                s,
+                "if = \"UserID is startingwith('u{i}') or Department == '{i}'\""
+            )
+            .unwrap();
         }
         s.push_str("[[rules.actions]]\nkind = \"log\"\nmessage = \"{{ UserID }}\"\n");
     }

@@ -3,6 +3,7 @@
 //! jitter, or dead (permanent failure, or failing past the deadline). A delivery that was
 //! running when the process died is claimed again after restart (at-least-once).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,8 @@ use crate::store::{ClaimedDelivery, Outcome, Store};
 /// How often the worker looks for due deliveries it was not told about (another process,
 /// `hookgate deliveries retry`).
 const POLL: Duration = Duration::from_secs(1);
+/// Deliveries claimed per free slot: a claim is a store transaction.
+const CLAIM_AHEAD: usize = 4;
 /// How long in-flight deliveries may finish after shutdown begins; the rest run again later.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -65,23 +68,30 @@ impl Worker {
         let this = Arc::new(self);
         let notify = this.store.due_notify();
         let mut running: JoinSet<()> = JoinSet::new();
+        // Claimed (marked running in the store) but not started yet: claiming several
+        // slots' worth at once saves store transactions. After a crash they run again,
+        // like any delivery left running.
+        let mut queue: VecDeque<ClaimedDelivery> = VecDeque::new();
+        let batch = this.config.concurrency.saturating_mul(CLAIM_AHEAD);
         tokio::pin!(shutdown);
         loop {
             // Finished tasks stay in the set until joined: reap them all before counting.
             while running.try_join_next().is_some() {}
-            let room = this.config.concurrency.saturating_sub(running.len());
             let mut more = false;
-            if room > 0 {
-                match this.store.claim(now_ms(), room).await {
-                    Ok(batch) => {
-                        more = batch.len() == room;
-                        for d in batch {
-                            let this = this.clone();
-                            running.spawn(async move { this.deliver(d).await });
-                        }
+            if queue.len() < this.config.concurrency {
+                let want = batch - queue.len();
+                match this.store.claim(now_ms(), want).await {
+                    Ok(claimed) => {
+                        more = claimed.len() == want;
+                        queue.extend(claimed);
                     }
                     Err(e) => warn!(error = %e, "Could not claim deliveries; trying again."),
                 }
+            }
+            while running.len() < this.config.concurrency {
+                let Some(d) = queue.pop_front() else { break };
+                let this = this.clone();
+                running.spawn(async move { this.deliver(d).await });
             }
             let wait = if more {
                 Duration::ZERO

@@ -248,7 +248,10 @@ impl RuleSet {
                     let c = &rule.when[c];
                     let actual = lookup(ev.fields, &c.path)
                         .map_or_else(|| "missing".to_owned(), |v| v.to_string());
-                    Some(format!("when.{} is {actual}, not one of {:?}", c.path, c.any_of))
+                    Some(format!(
+                        "when.{} is {actual}, not one of {:?}",
+                        c.path, c.any_of
+                    ))
                 }
                 Check::IfFalse => Some("if is false".into()),
                 Check::IfFailed(e) => Some(format!("if failed: {e}")),
@@ -281,7 +284,8 @@ impl RuleSet {
             return Check::When(c);
         }
         if rule.condition.is_some() {
-            let ctx = ctx.get_or_insert_with(|| Value::from(minijinja::value::Serde(self.context(ev))));
+            let ctx =
+                ctx.get_or_insert_with(|| Value::from(minijinja::value::Serde(self.context(ev))));
             match self.condition(i, ctx) {
                 Ok(true) => {}
                 Ok(false) => return Check::IfFalse,
@@ -363,7 +367,9 @@ fn scalar_in(value: &Json, any_of: &[String]) -> bool {
     match value {
         Json::String(s) => any_of.iter().any(|a| a == s),
         Json::Number(n) => any_of.contains(&n.to_string()),
-        Json::Bool(b) => any_of.iter().any(|a| a == if *b { "true" } else { "false" }),
+        Json::Bool(b) => any_of
+            .iter()
+            .any(|a| a == if *b { "true" } else { "false" }),
         _ => false,
     }
 }

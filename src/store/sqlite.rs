@@ -51,7 +51,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error         TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at_ms) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries (status, id);
 PRAGMA user_version = 1;
 ";
 
