@@ -95,7 +95,7 @@ pub enum DeliveriesCommand {
 
 fn parse_status(s: &str) -> Result<DeliveryStatus, String> {
     DeliveryStatus::parse(s)
-        .ok_or_else(|| format!("{s:?} is not one of pending, running, done, dead, failed"))
+        .ok_or_else(|| format!("{s:?} is not one of waiting, pending, running, done, dead, failed"))
 }
 
 #[derive(Debug, Subcommand)]

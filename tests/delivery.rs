@@ -204,3 +204,84 @@ async fn events_no_rule_matches_get_no_delivery() {
     assert!(srv.deliveries().is_empty());
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn the_actions_of_a_rule_run_in_order_and_stop_at_a_dead_one() {
+    let sink = Sink::start(&[200, 400]).await;
+    let rules = format!(
+        r#"
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/wecom"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+receive_id = "{CORP}"
+
+[[rules]]
+name = "chain"
+[[rules.actions]]
+kind = "http"
+url = "{0}/first"
+[[rules.actions]]
+kind = "http"
+url = "{0}/second"
+[[rules.actions]]
+kind = "http"
+url = "{0}/third"
+"#,
+        format!("http://{}", sink.addr)
+    );
+    let srv = start("", &rules).await;
+    callback(&srv, "lisi").await;
+    common::eventually_or(
+        10,
+        "first done, second dead, third skipped",
+        || {
+            let d = srv.deliveries();
+            d.len() == 3
+                && d.iter()
+                    .all(|d| matches!(d.status, DeliveryStatus::Done | DeliveryStatus::Dead))
+        },
+        || format!("{:#?}", srv.deliveries()),
+    )
+    .await;
+    let paths: Vec<String> = sink.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        ["/first", "/second"],
+        "in order, and nothing after the dead one"
+    );
+    let mut d = srv.deliveries();
+    d.sort_by_key(|d| d.action);
+    assert_eq!(
+        d.iter().map(|d| d.status).collect::<Vec<_>>(),
+        [
+            DeliveryStatus::Done,
+            DeliveryStatus::Dead,
+            DeliveryStatus::Dead
+        ]
+    );
+    assert!(
+        d[2].last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("skipped: action 1"),
+        "{:?}",
+        d[2]
+    );
+    // Retrying every dead one runs the second again, then the third after it.
+    srv.store
+        .requeue(RequeueTarget::AllDead, now_ms(), now_ms() + 60_000)
+        .await
+        .unwrap();
+    common::eventually(10, "all done", || {
+        srv.deliveries()
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Done)
+    })
+    .await;
+    let paths: Vec<String> = sink.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/first", "/second", "/second", "/third"]);
+    srv.stop().await;
+}

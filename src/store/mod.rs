@@ -76,6 +76,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
+    /// After an earlier action of the same rule, which is not done yet.
+    Waiting,
     Pending,
     Running,
     Done,
@@ -87,6 +89,7 @@ pub enum DeliveryStatus {
 impl DeliveryStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Waiting => "waiting",
             Self::Pending => "pending",
             Self::Running => "running",
             Self::Done => "done",
@@ -97,6 +100,7 @@ impl DeliveryStatus {
 
     pub fn parse(s: &str) -> Option<Self> {
         [
+            Self::Waiting,
             Self::Pending,
             Self::Running,
             Self::Done,

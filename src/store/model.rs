@@ -1,7 +1,8 @@
-//! Model test of the delivery state machine (pending → running → done | pending (retry,
-//! defer) | dead; running → pending on restart; dead → pending on requeue): random sequences
-//! of operations run against the real SQLite store and a plain in-memory model, compared
-//! after every step.
+//! Model test of the delivery state machine (waiting → pending → running → done | pending
+//! (retry, defer) | dead; the next action of a rule leaves waiting when its predecessor is
+//! done and is skipped (dead) when it dies; running → pending on restart; dead → pending or
+//! waiting on requeue): random sequences of operations run against the real SQLite store and
+//! a plain in-memory model, compared after every step.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +34,10 @@ enum Op {
     },
     Restart,
     RequeueDead,
+    /// `deliveries retry ID` on the `nth` dead delivery.
+    RequeueOne {
+        nth: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..4, 0u8..4, 0i64..3_000).prop_map(|(nth, how, delay)| Op::Finish { nth, how, delay }),
         1 => Just(Op::Restart),
         1 => Just(Op::RequeueDead),
+        1 => (0u8..4).prop_map(|nth| Op::RequeueOne { nth }),
     ]
 }
 
@@ -53,10 +59,18 @@ struct Row {
     next_at: i64,
 }
 
+/// Model-only bookkeeping beside each row.
+#[derive(Debug, Clone, Default)]
+struct Links {
+    after: Option<i64>,
+    skipped: bool,
+}
+
 #[derive(Default)]
 struct Model {
     events: BTreeMap<u8, Vec<i64>>,
     rows: BTreeMap<i64, Row>,
+    links: BTreeMap<i64, Links>,
     next_id: i64,
 }
 
@@ -70,6 +84,25 @@ impl Model {
             .collect();
         due.sort();
         due.into_iter().take(limit).map(|(_, id)| id).collect()
+    }
+
+    fn successor(&self, id: i64) -> Option<i64> {
+        self.links
+            .iter()
+            .find(|(_, l)| l.after == Some(id))
+            .map(|(s, _)| *s)
+    }
+
+    fn unskip(&mut self, id: i64) {
+        let mut next = id;
+        while let Some(s) = self.successor(next) {
+            if !(self.links[&s].skipped && self.rows[&s].status == DeliveryStatus::Dead) {
+                break;
+            }
+            self.rows.get_mut(&s).unwrap().status = DeliveryStatus::Waiting;
+            self.links.get_mut(&s).unwrap().skipped = false;
+            next = s;
+        }
     }
 
     fn running(&self) -> Vec<i64> {
@@ -114,16 +147,28 @@ fn run(ops: Vec<Op>) {
                     let known = model.events.contains_key(&key);
                     assert_eq!(stored.duplicate, known, "{key}");
                     if !known {
-                        let mut ids = Vec::new();
+                        let mut ids: Vec<i64> = Vec::new();
                         for _ in 0..actions {
                             model.next_id += 1;
+                            let after = ids.last().copied();
                             ids.push(model.next_id);
                             model.rows.insert(
                                 model.next_id,
                                 Row {
-                                    status: DeliveryStatus::Pending,
+                                    status: if after.is_some() {
+                                        DeliveryStatus::Waiting
+                                    } else {
+                                        DeliveryStatus::Pending
+                                    },
                                     attempts: 0,
                                     next_at: now,
+                                },
+                            );
+                            model.links.insert(
+                                model.next_id,
+                                Links {
+                                    after,
+                                    skipped: false,
                                 },
                             );
                         }
@@ -166,7 +211,16 @@ fn run(ops: Vec<Op>) {
                     store.finish(id, outcome.clone(), now).await.unwrap();
                     let r = model.rows.get_mut(&id).unwrap();
                     match outcome {
-                        Outcome::Done => r.status = DeliveryStatus::Done,
+                        Outcome::Done => {
+                            r.status = DeliveryStatus::Done;
+                            if let Some(s) = model.successor(id) {
+                                let s = model.rows.get_mut(&s).unwrap();
+                                if s.status == DeliveryStatus::Waiting {
+                                    s.status = DeliveryStatus::Pending;
+                                    s.next_at = now;
+                                }
+                            }
+                        }
                         Outcome::Retry { at_ms, .. } => {
                             r.status = DeliveryStatus::Pending;
                             r.next_at = at_ms;
@@ -176,7 +230,18 @@ fn run(ops: Vec<Op>) {
                             r.next_at = at_ms;
                             r.attempts = r.attempts.saturating_sub(1);
                         }
-                        Outcome::Dead { .. } => r.status = DeliveryStatus::Dead,
+                        Outcome::Dead { .. } => {
+                            r.status = DeliveryStatus::Dead;
+                            let mut next = id;
+                            while let Some(s) = model.successor(next) {
+                                if model.rows[&s].status != DeliveryStatus::Waiting {
+                                    break;
+                                }
+                                model.rows.get_mut(&s).unwrap().status = DeliveryStatus::Dead;
+                                model.links.get_mut(&s).unwrap().skipped = true;
+                                next = s;
+                            }
+                        }
                     }
                 }
                 Op::Restart => {
@@ -190,15 +255,47 @@ fn run(ops: Vec<Op>) {
                         }
                     }
                 }
+                Op::RequeueOne { nth } => {
+                    let dead: Vec<i64> = model
+                        .rows
+                        .iter()
+                        .filter(|(_, r)| r.status == DeliveryStatus::Dead)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    let Some(&id) = dead.get(usize::from(nth) % dead.len().max(1)) else {
+                        continue;
+                    };
+                    let n = store
+                        .requeue(RequeueTarget::Id(id), now, i64::MAX)
+                        .await
+                        .unwrap();
+                    assert_eq!(n, 1);
+                    let skipped = model.links[&id].skipped;
+                    let r = model.rows.get_mut(&id).unwrap();
+                    r.status = if skipped {
+                        DeliveryStatus::Waiting
+                    } else {
+                        DeliveryStatus::Pending
+                    };
+                    r.next_at = now;
+                    model.links.get_mut(&id).unwrap().skipped = false;
+                    model.unskip(id);
+                }
                 Op::RequeueDead => {
                     let n = store
                         .requeue(RequeueTarget::AllDead, now, i64::MAX)
                         .await
                         .unwrap();
                     let mut m = 0;
-                    for r in model.rows.values_mut() {
+                    for (id, r) in model.rows.iter_mut() {
                         if r.status == DeliveryStatus::Dead {
-                            r.status = DeliveryStatus::Pending;
+                            let l = model.links.get_mut(id).unwrap();
+                            r.status = if l.skipped {
+                                DeliveryStatus::Waiting
+                            } else {
+                                DeliveryStatus::Pending
+                            };
+                            l.skipped = false;
                             r.next_at = now;
                             m += 1;
                         }

@@ -42,7 +42,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     rule               TEXT    NOT NULL,
     action             INTEGER NOT NULL,
     kind               TEXT    NOT NULL,
-    status             TEXT    NOT NULL,   -- pending | running | done | dead
+    status             TEXT    NOT NULL,   -- waiting | pending | running | done | dead
+    -- The previous action of the same rule and event: this one waits until it is done.
+    after_id           INTEGER REFERENCES deliveries (id),
+    -- Dead only because an earlier action of its rule is dead.
+    skipped            INTEGER NOT NULL DEFAULT 0,
     attempts           INTEGER NOT NULL DEFAULT 0,
     next_attempt_at_ms INTEGER NOT NULL,
     deadline_ms        INTEGER NOT NULL,
@@ -51,6 +55,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error         TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at_ms) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_after ON deliveries (after_id) WHERE after_id IS NOT NULL;
 PRAGMA user_version = 1;
 ";
 
@@ -482,20 +487,28 @@ fn insert_event(
         });
     };
     if !deliveries.is_empty() {
+        // The actions of one rule run in order: each after the previous one is done.
         let mut add = tx.prepare_cached(
-            "INSERT INTO deliveries (event_id, rule, action, kind, status, next_attempt_at_ms,
-                                     deadline_ms, created_at_ms, updated_at_ms)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?5, ?5)",
+            "INSERT INTO deliveries (event_id, rule, action, kind, status, after_id,
+                                     next_attempt_at_ms, deadline_ms, created_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 IS NULL THEN 'pending' ELSE 'waiting' END, ?5,
+                     ?6, ?7, ?6, ?6)",
         )?;
+        let mut previous: Option<(&str, i64)> = None;
         for d in deliveries {
+            let after = previous
+                .filter(|(rule, _)| *rule == d.rule)
+                .map(|(_, id)| id);
             add.execute(params![
                 id,
                 d.rule,
                 d.action as i64,
                 d.kind,
+                after,
                 e.received_at_ms(),
                 d.deadline_ms
             ])?;
+            previous = Some((d.rule.as_str(), tx.last_insert_rowid()));
         }
     }
     Ok(Stored {
@@ -555,10 +568,18 @@ fn finish(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     match outcome {
-        Outcome::Done => tx.execute(
-            "UPDATE deliveries SET status = 'done', updated_at_ms = ?2 WHERE id = ?1",
-            params![id, now_ms],
-        ),
+        Outcome::Done => {
+            tx.execute(
+                "UPDATE deliveries SET status = 'done', updated_at_ms = ?2 WHERE id = ?1",
+                params![id, now_ms],
+            )?;
+            // The rule's next action may run now.
+            tx.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2, updated_at_ms = ?2
+                 WHERE after_id = ?1 AND status = 'waiting'",
+                params![id, now_ms],
+            )
+        }
         Outcome::Retry { at_ms, error } => tx.execute(
             "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2, last_error = ?3,
                                    updated_at_ms = ?4 WHERE id = ?1",
@@ -570,12 +591,57 @@ fn finish(
                                    attempts = max(attempts - 1, 0), updated_at_ms = ?3 WHERE id = ?1",
             params![id, at_ms, now_ms],
         ),
-        Outcome::Dead { error } => tx.execute(
-            "UPDATE deliveries SET status = 'dead', last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",
-            params![id, error, now_ms],
-        ),
+        Outcome::Dead { error } => {
+            tx.execute(
+                "UPDATE deliveries SET status = 'dead', last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",
+                params![id, error, now_ms],
+            )?;
+            // The rule's later actions will not run: dead too, marked as skipped.
+            let mut next = id;
+            loop {
+                let skipped: Option<(i64, i64)> = tx
+                    .query_row(
+                        "UPDATE deliveries SET status = 'dead', skipped = 1, updated_at_ms = ?2,
+                                last_error = 'skipped: action ' || ?3 || ' of the rule is dead'
+                         WHERE after_id = ?1 AND status = 'waiting' RETURNING id, action",
+                        params![next, now_ms, action_of(tx, id)?],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                match skipped {
+                    Some((succ, _)) => next = succ,
+                    None => break,
+                }
+            }
+            Ok(0)
+        }
     }
     .map(drop)
+}
+
+fn action_of(tx: &rusqlite::Transaction<'_>, id: i64) -> rusqlite::Result<i64> {
+    tx.query_row("SELECT action FROM deliveries WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+}
+
+/// Sends the skipped successors of `id` back to waiting (their predecessor runs again).
+fn unskip(tx: &rusqlite::Transaction<'_>, id: i64, now_ms: i64) -> rusqlite::Result<()> {
+    let mut next = id;
+    loop {
+        let succ: Option<i64> = tx
+            .query_row(
+                "UPDATE deliveries SET status = 'waiting', skipped = 0, last_error = NULL, updated_at_ms = ?2
+                 WHERE after_id = ?1 AND status = 'dead' AND skipped = 1 RETURNING id",
+                params![next, now_ms],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match succ {
+            Some(s) => next = s,
+            None => return Ok(()),
+        }
+    }
 }
 
 fn requeue(
@@ -585,12 +651,20 @@ fn requeue(
     deadline_ms: i64,
 ) -> rusqlite::Result<usize> {
     match target {
-        RequeueTarget::Id(id) => tx.execute(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2, deadline_ms = ?3,
-                                   updated_at_ms = ?2
-             WHERE id = ?1 AND status IN ('dead', 'pending')",
-            params![id, now_ms, deadline_ms],
-        ),
+        RequeueTarget::Id(id) => {
+            // A skipped one waits for its predecessor again; any other runs now.
+            let n = tx.execute(
+                "UPDATE deliveries SET status = CASE WHEN skipped = 1 THEN 'waiting' ELSE 'pending' END,
+                                       skipped = 0, next_attempt_at_ms = ?2, deadline_ms = ?3,
+                                       updated_at_ms = ?2
+                 WHERE id = ?1 AND status IN ('dead', 'pending')",
+                params![id, now_ms, deadline_ms],
+            )?;
+            if n > 0 {
+                unskip(tx, *id, now_ms)?;
+            }
+            Ok(n)
+        }
         // Left running by a process that died: run again (at-least-once), same deadline.
         RequeueTarget::Running => tx.execute(
             "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?1, updated_at_ms = ?1
@@ -598,7 +672,8 @@ fn requeue(
             params![now_ms],
         ),
         RequeueTarget::AllDead => tx.execute(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?1, deadline_ms = ?2,
+            "UPDATE deliveries SET status = CASE WHEN skipped = 1 THEN 'waiting' ELSE 'pending' END,
+                                   skipped = 0, next_attempt_at_ms = ?1, deadline_ms = ?2,
                                    updated_at_ms = ?1
              WHERE status = 'dead'",
             params![now_ms, deadline_ms],
