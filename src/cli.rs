@@ -75,7 +75,7 @@ pub enum Command {
 pub enum DeliveriesCommand {
     /// The newest deliveries, one per line.
     List {
-        /// pending, running, done, dead, or failed (pending after a failure).
+        /// waiting, pending, running, done, dead, or failed (pending after a failure).
         #[arg(long, value_parser = parse_status)]
         status: Option<DeliveryStatus>,
         /// Only the deliveries of this event.
