@@ -32,3 +32,5 @@ pub mod delivery;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod vendor;

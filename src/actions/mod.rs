@@ -13,6 +13,24 @@ use std::time::Duration;
 use crate::config::{Config, Connection};
 use crate::rules::Rendered;
 
+/// A one-file `multipart/form-data` body (WeCom media uploads): (content type, body).
+pub(crate) fn multipart(field: &str, path: &std::path::Path, bytes: &[u8]) -> (String, Vec<u8>) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().replace(['"', '\r', '\n'], "_"))
+        .unwrap_or_else(|| "file".into());
+    let boundary = format!("hookgate{:016x}", rand::random::<u64>());
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"; \
+         filelength={}\r\nContent-Type: application/octet-stream\r\n\r\n",
+        bytes.len()
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
 /// A robot webhook as logs and `explain` show it: no token.
 pub fn webhook_key(url: &str) -> String {
     robot::webhook_key(url)
@@ -101,6 +119,7 @@ impl Actions {
                         .map_err(|e| anyhow::anyhow!("connections.{name}: {e}"))?;
                     mailers.insert(name.clone(), mailer);
                 }
+                Connection::WeCom(_) | Connection::DingTalk(_) => {}
             }
         }
         Ok(Self {

@@ -211,25 +211,10 @@ async fn wecom_upload(
     let upload_path = url.path().replace("/webhook/send", "/webhook/upload_media");
     url.set_path(&upload_path);
     url.query_pairs_mut().append_pair("type", "file");
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().replace(['"', '\r', '\n'], "_"))
-        .unwrap_or_else(|| "file".into());
-    let boundary = format!("hookgate{:016x}", rand::random::<u64>());
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; filename=\"{name}\"; filelength={}\r\n\
-         Content-Type: application/octet-stream\r\n\r\n",
-        bytes.len()
-    )
-    .into_bytes();
-    body.extend_from_slice(&bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (content_type, body) = super::multipart("media", path, &bytes);
     let resp = client
         .post(url.as_str())
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header(reqwest::header::CONTENT_TYPE, content_type)
         .body(body)
         .timeout(Duration::from_secs(60))
         .send()

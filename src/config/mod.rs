@@ -2,6 +2,7 @@
 //! Validation is pure: `${VAR}` values come from a lookup passed in, and every problem is
 //! reported at once with its key and file line. Clients and sockets are built elsewhere.
 
+mod connections;
 mod env;
 mod raw;
 mod rules;
@@ -123,6 +124,44 @@ pub enum MpMode {
 #[derive(Debug, Clone)]
 pub enum Connection {
     Smtp(SmtpConnection),
+    WeCom(WeComConnection),
+    DingTalk(DingTalkConnection),
+}
+
+impl Connection {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Connection::Smtp(_) => "smtp",
+            Connection::WeCom(_) => "wecom",
+            Connection::DingTalk(_) => "dingtalk",
+        }
+    }
+}
+
+/// A WeCom self-built app: its token comes from `gettoken?corpid&corpsecret`.
+#[derive(Debug, Clone)]
+pub struct WeComConnection {
+    pub corp_id: String,
+    pub secret: Secret<String>,
+    /// The app's AgentId, for work notifications (`message/send`).
+    pub agent_id: Option<i64>,
+    /// Default `https://qyapi.weixin.qq.com`.
+    pub api_base: String,
+}
+
+/// A DingTalk internal app: AppKey/AppSecret; the robot code for group messages.
+#[derive(Debug, Clone)]
+pub struct DingTalkConnection {
+    pub app_key: String,
+    pub app_secret: Secret<String>,
+    /// The app robot's code (`robotCode`); default the AppKey.
+    pub robot_code: String,
+    /// The app's AgentId, for work notifications (`asyncsend_v2`).
+    pub agent_id: Option<i64>,
+    /// Default `https://oapi.dingtalk.com` (old API).
+    pub api_base: String,
+    /// Default `https://api.dingtalk.com` (v1.0 API).
+    pub new_api_base: String,
 }
 
 /// An SMTP server as a lettre URL: `smtp://` (plain), `smtp://…?tls=required` (STARTTLS),

@@ -85,10 +85,48 @@ impl RawReceiver {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConnection {
     pub kind: S<String>,
+    // smtp
     pub url: S<String>,
     pub from: S<String>,
     pub ca_file: S<String>,
     pub timeout: S<u64>,
+    // wecom
+    pub corp_id: S<String>,
+    pub secret: S<String>,
+    pub agent_id: S<i64>,
+    // dingtalk
+    pub app_key: S<String>,
+    pub app_secret: S<String>,
+    pub robot_code: S<String>,
+    // both: API hosts (private deployments, tests)
+    pub api_base: S<String>,
+    pub new_api_base: S<String>,
+}
+
+impl RawConnection {
+    /// The kind-specific keys that are set, for the "does not apply" check.
+    pub fn keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        fn span<T>(v: &S<T>) -> Option<std::ops::Range<usize>> {
+            v.as_ref().map(Spanned::span)
+        }
+        [
+            ("url", span(&self.url)),
+            ("from", span(&self.from)),
+            ("ca_file", span(&self.ca_file)),
+            ("timeout", span(&self.timeout)),
+            ("corp_id", span(&self.corp_id)),
+            ("secret", span(&self.secret)),
+            ("agent_id", span(&self.agent_id)),
+            ("app_key", span(&self.app_key)),
+            ("app_secret", span(&self.app_secret)),
+            ("robot_code", span(&self.robot_code)),
+            ("api_base", span(&self.api_base)),
+            ("new_api_base", span(&self.new_api_base)),
+        ]
+        .into_iter()
+        .filter_map(|(k, s)| Some((k, s?)))
+        .collect()
+    }
 }
 
 /// `[delivery]`: the worker and its retry policy.

@@ -1,5 +1,5 @@
-//! Validation of what happens after a callback is stored: `[connections.*]`, `[tables.*]`,
-//! `[delivery]` and `[[rules]]` with their actions. Every template and `if` expression is
+//! Validation of what happens after a callback is stored: `[tables.*]`, `[delivery]` and
+//! `[[rules]]` with their actions. Every template and `if` expression is
 //! compiled here, so `hookgate check` reports its problem with the rule, field and line.
 
 use std::collections::{BTreeMap, HashSet};
@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawAction, RawConnection, RawDelivery, RawRule, S};
+use super::raw::{RawAction, RawDelivery, RawRule, S};
 use super::validate::Ctx;
 use super::{
-    Action, Condition, Connection, DeliveryConfig, Receiver, RobotVendor, Rule, SmtpConnection,
+    Action, Condition, Connection, DeliveryConfig, Receiver, RobotVendor, Rule,
 };
 use crate::secret::Secret;
 
@@ -66,88 +66,6 @@ const FEISHU_TYPES: &[(&str, &[&str])] = &[
 ];
 
 impl Ctx<'_> {
-    pub(super) fn connections(
-        &mut self,
-        raw: &BTreeMap<String, Spanned<RawConnection>>,
-    ) -> BTreeMap<String, Connection> {
-        let mut out = BTreeMap::new();
-        for (name, c) in raw {
-            let prefix = format!("connections.{name}");
-            let span = Some(c.span());
-            let c = c.get_ref();
-            let kind = self.string(&c.kind, &format!("{prefix}.kind"));
-            match kind.as_deref() {
-                Some("smtp") => {
-                    let url = self.string(&c.url, &format!("{prefix}.url"));
-                    let from = self.string(&c.from, &format!("{prefix}.from"));
-                    if c.url.is_none() {
-                        self.err(
-                            span.clone(),
-                            format!("{prefix}.url"),
-                            "missing (required for kind smtp)",
-                        );
-                    }
-                    if c.from.is_none() {
-                        self.err(
-                            span.clone(),
-                            format!("{prefix}.from"),
-                            "missing (required for kind smtp)",
-                        );
-                    }
-                    if let Some(u) = &url
-                        && !(u.starts_with("smtp://") || u.starts_with("smtps://"))
-                    {
-                        let s = c.url.as_ref().map(Spanned::span);
-                        // The URL may hold a password: name the scheme only.
-                        self.err(
-                            s,
-                            format!("{prefix}.url"),
-                            "must start with smtp:// or smtps://",
-                        );
-                    }
-                    if let Some(f) = &from
-                        && !syntax::mailbox_ok(f)
-                    {
-                        let s = c.from.as_ref().map(Spanned::span);
-                        self.err(
-                            s,
-                            format!("{prefix}.from"),
-                            format!("{f:?} is not an email address"),
-                        );
-                    }
-                    let ca_file = self.string(&c.ca_file, &format!("{prefix}.ca_file"));
-                    if let (Some(url), Some(from)) = (url, from) {
-                        out.insert(
-                            name.clone(),
-                            Connection::Smtp(SmtpConnection {
-                                url: Secret::new(url),
-                                from,
-                                ca_file: ca_file.map(Into::into),
-                                timeout: Duration::from_secs(
-                                    c.timeout.as_ref().map_or(30, |t| *t.get_ref()),
-                                ),
-                            }),
-                        );
-                    }
-                }
-                Some(other) => {
-                    let s = c.kind.as_ref().map(Spanned::span);
-                    self.err(
-                        s,
-                        format!("{prefix}.kind"),
-                        format!("{other:?} is not one of \"smtp\""),
-                    );
-                }
-                None => {
-                    if c.kind.is_none() {
-                        self.err(span, format!("{prefix}.kind"), "missing");
-                    }
-                }
-            }
-        }
-        out
-    }
-
     pub(super) fn tables(
         &mut self,
         raw: &BTreeMap<String, Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
@@ -721,7 +639,7 @@ fn message_problem(
 }
 
 /// Syntax checks without pulling the mail and HTTP stacks into the core crate (fuzz builds it).
-mod syntax {
+pub(super) mod syntax {
     /// `Name <user@host>` or `user@host`.
     pub fn mailbox_ok(s: &str) -> bool {
         let s = s.trim();

@@ -136,6 +136,19 @@ pub struct DeliveryFilter {
     pub limit: usize,
 }
 
+/// A group chat in the registry: the vendor's chat id for a `group_create` key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupRow {
+    pub connection: String,
+    pub key: String,
+    pub chat_id: String,
+    /// DingTalk's `cid…` id, which the v1.0 robot API takes.
+    pub open_conversation_id: Option<String>,
+    pub name: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
 /// Which deliveries `requeue` sends back to pending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequeueTarget {
@@ -234,6 +247,44 @@ impl Store {
     ) -> Result<usize, StoreError> {
         match &*self.backend {
             Backend::Sqlite(s) => s.requeue(target, now_ms, deadline_ms).await,
+        }
+    }
+
+    /// A cached vendor access token and when it expires.
+    pub fn token(&self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.token(key),
+        }
+    }
+
+    pub async fn put_token(&self, key: &str, token: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.put_token(key.to_owned(), token.to_owned(), expires_at_ms).await,
+        }
+    }
+
+    /// Drops the cached token if it is still `token` (another process may have refreshed it).
+    pub async fn forget_token(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.forget_token(key.to_owned(), token.to_owned()).await,
+        }
+    }
+
+    pub fn group(&self, connection: &str, key: &str) -> Result<Option<GroupRow>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.group(connection, key),
+        }
+    }
+
+    pub fn groups(&self, limit: usize) -> Result<Vec<GroupRow>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.groups(limit),
+        }
+    }
+
+    pub async fn put_group(&self, group: GroupRow) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.put_group(group).await,
         }
     }
 

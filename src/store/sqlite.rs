@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus, ListFilter, NewDelivery, Outcome,
+    ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus, GroupRow, ListFilter, NewDelivery, Outcome,
     RequeueTarget, StoreError, Stored, StoredEvent,
 };
 use crate::config::{StoreConfig, Synchronous};
@@ -56,6 +56,23 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at_ms) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_after ON deliveries (after_id) WHERE after_id IS NOT NULL;
+-- Vendor access tokens, so a restart or a second process does not storm gettoken.
+CREATE TABLE IF NOT EXISTS tokens (
+    key           TEXT    PRIMARY KEY,
+    token         TEXT    NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+-- Group chats created by group_create: one per (connection, key), never two.
+CREATE TABLE IF NOT EXISTS groups (
+    connection           TEXT    NOT NULL,
+    key                  TEXT    NOT NULL,
+    chat_id              TEXT    NOT NULL,
+    open_conversation_id TEXT,
+    name                 TEXT    NOT NULL,
+    created_at_ms        INTEGER NOT NULL,
+    updated_at_ms        INTEGER NOT NULL,
+    PRIMARY KEY (connection, key)
+);
 PRAGMA user_version = 1;
 ";
 
@@ -83,7 +100,14 @@ enum Op {
         deadline_ms: i64,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
+    /// Small writes (tokens, the group registry): run in the batch's transaction.
+    Write {
+        f: WriteFn,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
+
+type WriteFn = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize> + Send>;
 
 impl Op {
     fn fail(self, e: &StoreError) {
@@ -92,6 +116,7 @@ impl Op {
             Op::Claim { reply, .. } => drop(reply.send(Err(e.clone()))),
             Op::Finish { reply, .. } => drop(reply.send(Err(e.clone()))),
             Op::Requeue { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Write { reply, .. } => drop(reply.send(Err(e.clone()))),
         }
     }
 }
@@ -250,6 +275,81 @@ impl Sqlite {
         .await
     }
 
+    async fn write(&self, f: WriteFn) -> Result<usize, StoreError> {
+        self.call(|reply| Op::Write { f, reply }).await
+    }
+
+    pub(super) fn token(&self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row(
+            "SELECT token, expires_at_ms FROM tokens WHERE key = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(query_error)
+    }
+
+    pub(super) async fn put_token(&self, key: String, token: String, expires_at_ms: i64) -> Result<(), StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "INSERT INTO tokens (key, token, expires_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET token = ?2, expires_at_ms = ?3",
+                params![key, token, expires_at_ms],
+            )
+        }))
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn forget_token(&self, key: String, token: String) -> Result<(), StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute("DELETE FROM tokens WHERE key = ?1 AND token = ?2", params![key, token])
+        }))
+        .await
+        .map(drop)
+    }
+
+    pub(super) fn group(&self, connection: &str, key: &str) -> Result<Option<GroupRow>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row(
+            "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
+             FROM groups WHERE connection = ?1 AND key = ?2",
+            [connection, key],
+            row_to_group,
+        )
+        .optional()
+        .map_err(query_error)
+    }
+
+    pub(super) fn groups(&self, limit: usize) -> Result<Vec<GroupRow>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare(
+                "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
+                 FROM groups ORDER BY created_at_ms DESC LIMIT ?1",
+            )
+            .map_err(query_error)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map([limit], row_to_group).map_err(query_error)?;
+        rows.collect::<Result<_, _>>().map_err(query_error)
+    }
+
+    /// Records a created group; a row that exists keeps its chat id (first one wins).
+    pub(super) async fn put_group(&self, g: GroupRow) -> Result<(), StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "INSERT INTO groups (connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (connection, key) DO UPDATE SET name = ?5, updated_at_ms = ?7,
+                     open_conversation_id = coalesce(?4, open_conversation_id)",
+                params![g.connection, g.key, g.chat_id, g.open_conversation_id, g.name, g.created_at_ms, g.updated_at_ms],
+            )
+        }))
+        .await
+        .map(drop)
+    }
+
     pub(super) fn due_notify(&self) -> Arc<tokio::sync::Notify> {
         self.due.clone()
     }
@@ -334,6 +434,18 @@ impl Sqlite {
         .optional()
         .map_err(query_error)
     }
+}
+
+fn row_to_group(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
+    Ok(GroupRow {
+        connection: r.get(0)?,
+        key: r.get(1)?,
+        chat_id: r.get(2)?,
+        open_conversation_id: r.get(3)?,
+        name: r.get(4)?,
+        created_at_ms: r.get(5)?,
+        updated_at_ms: r.get(6)?,
+    })
 }
 
 fn query_error(e: rusqlite::Error) -> StoreError {
@@ -438,6 +550,7 @@ fn run_batch(
                 *wake |= n > 0;
                 Done::Requeue(reply, n)
             }
+            Op::Write { f, reply } => Done::Requeue(reply, f(&tx)?),
         });
     }
     tx.commit()?;

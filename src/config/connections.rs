@@ -1,0 +1,145 @@
+//! Validation of `[connections.NAME]`: SMTP servers, WeCom apps and DingTalk apps that
+//! actions name with `via`. Secrets come from `${VAR}`; API base URLs are overridable for
+//! private deployments and tests.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawConnection, S};
+use super::rules::syntax;
+use super::validate::Ctx;
+use super::{Connection, DingTalkConnection, SmtpConnection, WeComConnection};
+use crate::secret::Secret;
+
+const KINDS: &[(&str, &[&str])] = &[
+    ("smtp", &["url", "from", "ca_file", "timeout"]),
+    ("wecom", &["corp_id", "secret", "agent_id", "api_base"]),
+    (
+        "dingtalk",
+        &["app_key", "app_secret", "robot_code", "agent_id", "api_base", "new_api_base"],
+    ),
+];
+
+impl Ctx<'_> {
+    pub(super) fn connections(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<RawConnection>>,
+    ) -> BTreeMap<String, Connection> {
+        let mut out = BTreeMap::new();
+        for (name, c) in raw {
+            let prefix = format!("connections.{name}");
+            let table = c.span();
+            let c = c.get_ref();
+            let Some(kind) = self.string(&c.kind, &format!("{prefix}.kind")) else {
+                if c.kind.is_none() {
+                    self.err(Some(table), format!("{prefix}.kind"), "missing");
+                }
+                continue;
+            };
+            let Some((_, allowed)) = KINDS.iter().find(|(k, _)| *k == kind) else {
+                let s = c.kind.as_ref().map(Spanned::span);
+                let kinds: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+                self.err(s, format!("{prefix}.kind"), format!("{kind:?} is not one of {}", kinds.join(", ")));
+                continue;
+            };
+            for (key, span) in c.keys() {
+                if !allowed.contains(&key) {
+                    self.err(Some(span), format!("{prefix}.{key}"), format!("does not apply to kind {kind}"));
+                }
+            }
+            let before = self.errors_len();
+            let conn = match kind.as_str() {
+                "smtp" => self.smtp(&prefix, c, &table).map(Connection::Smtp),
+                "wecom" => self.wecom(&prefix, c, &table).map(Connection::WeCom),
+                _ => self.dingtalk(&prefix, c, &table).map(Connection::DingTalk),
+            };
+            if let Some(conn) = conn
+                && self.errors_len() == before
+            {
+                out.insert(name.clone(), conn);
+            }
+        }
+        out
+    }
+
+    fn need(&mut self, prefix: &str, key: &str, v: &S<String>, table: &std::ops::Range<usize>, kind: &str) -> Option<String> {
+        if v.is_none() {
+            self.err(Some(table.clone()), format!("{prefix}.{key}"), format!("missing (required for kind {kind})"));
+            return None;
+        }
+        let value = self.string(v, &format!("{prefix}.{key}"))?;
+        if value.is_empty() {
+            let s = v.as_ref().map(Spanned::span);
+            self.err(s, format!("{prefix}.{key}"), "is empty");
+            return None;
+        }
+        Some(value)
+    }
+
+    fn base(&mut self, prefix: &str, key: &str, v: &S<String>, default: &str) -> String {
+        let Some(value) = self.string(v, &format!("{prefix}.{key}")) else {
+            return default.to_owned();
+        };
+        if !(value.starts_with("https://") || value.starts_with("http://")) {
+            let s = v.as_ref().map(Spanned::span);
+            self.err(s, format!("{prefix}.{key}"), format!("{value:?} is not an http(s):// URL"));
+        }
+        value.trim_end_matches('/').to_owned()
+    }
+
+    fn smtp(&mut self, prefix: &str, c: &RawConnection, table: &std::ops::Range<usize>) -> Option<SmtpConnection> {
+        let url = self.need(prefix, "url", &c.url, table, "smtp");
+        let from = self.need(prefix, "from", &c.from, table, "smtp");
+        if let Some(u) = &url
+            && !(u.starts_with("smtp://") || u.starts_with("smtps://"))
+        {
+            let s = c.url.as_ref().map(Spanned::span);
+            // The URL may hold a password: name the scheme only.
+            self.err(s, format!("{prefix}.url"), "must start with smtp:// or smtps://");
+        }
+        if let Some(f) = &from
+            && !syntax::mailbox_ok(f)
+        {
+            let s = c.from.as_ref().map(Spanned::span);
+            self.err(s, format!("{prefix}.from"), format!("{f:?} is not an email address"));
+        }
+        let ca_file = self.string(&c.ca_file, &format!("{prefix}.ca_file"));
+        Some(SmtpConnection {
+            url: Secret::new(url?),
+            from: from?,
+            ca_file: ca_file.map(Into::into),
+            timeout: Duration::from_secs(c.timeout.as_ref().map_or(30, |t| *t.get_ref()).max(1)),
+        })
+    }
+
+    fn wecom(&mut self, prefix: &str, c: &RawConnection, table: &std::ops::Range<usize>) -> Option<WeComConnection> {
+        let corp_id = self.need(prefix, "corp_id", &c.corp_id, table, "wecom");
+        let secret = self.need(prefix, "secret", &c.secret, table, "wecom");
+        let api_base = self.base(prefix, "api_base", &c.api_base, "https://qyapi.weixin.qq.com");
+        Some(WeComConnection {
+            corp_id: corp_id?,
+            secret: Secret::new(secret?),
+            agent_id: c.agent_id.as_ref().map(|a| *a.get_ref()),
+            api_base,
+        })
+    }
+
+    fn dingtalk(&mut self, prefix: &str, c: &RawConnection, table: &std::ops::Range<usize>) -> Option<DingTalkConnection> {
+        let app_key = self.need(prefix, "app_key", &c.app_key, table, "dingtalk");
+        let app_secret = self.need(prefix, "app_secret", &c.app_secret, table, "dingtalk");
+        let robot_code = self.string(&c.robot_code, &format!("{prefix}.robot_code"));
+        let api_base = self.base(prefix, "api_base", &c.api_base, "https://oapi.dingtalk.com");
+        let new_api_base = self.base(prefix, "new_api_base", &c.new_api_base, "https://api.dingtalk.com");
+        let app_key = app_key?;
+        Some(DingTalkConnection {
+            robot_code: robot_code.unwrap_or_else(|| app_key.clone()),
+            app_key,
+            app_secret: Secret::new(app_secret?),
+            agent_id: c.agent_id.as_ref().map(|a| *a.get_ref()),
+            api_base,
+            new_api_base,
+        })
+    }
+}

@@ -1,0 +1,94 @@
+//! Vendor app APIs (WeCom, DingTalk) for the actions that act as an app rather than a robot:
+//! managed access tokens (`token`), one client per `[connections.*]` (`wecom`, `dingtalk`)
+//! that refreshes and retries once on an expired-token answer and classifies errcodes.
+
+pub mod dingtalk;
+pub mod token;
+pub mod wecom;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::actions::ActionError;
+use crate::config::{Config, Connection};
+use crate::store::Store;
+
+/// Every vendor app connection of the config, by name.
+#[derive(Default)]
+pub struct Apis {
+    pub wecom: HashMap<String, Arc<wecom::WeCom>>,
+    pub dingtalk: HashMap<String, Arc<dingtalk::DingTalk>>,
+}
+
+impl Apis {
+    pub fn new(config: &Config, http: &reqwest::Client, store: &Store) -> Self {
+        let mut apis = Apis::default();
+        for (name, c) in &config.connections {
+            match c {
+                Connection::WeCom(w) => {
+                    apis.wecom.insert(
+                        name.clone(),
+                        Arc::new(wecom::WeCom::new(name, w.clone(), http.clone(), store.clone())),
+                    );
+                }
+                Connection::DingTalk(d) => {
+                    apis.dingtalk.insert(
+                        name.clone(),
+                        Arc::new(dingtalk::DingTalk::new(name, d.clone(), http.clone(), store.clone())),
+                    );
+                }
+                Connection::Smtp(_) => {}
+            }
+        }
+        apis
+    }
+}
+
+/// A vendor answer as JSON: 5xx and 429 are retried, other non-2xx statuses are not (their
+/// body is returned with the status for the caller to read), transport failures are retried.
+pub(crate) async fn json_answer(
+    req: reqwest::RequestBuilder,
+) -> Result<(reqwest::StatusCode, serde_json::Value), ActionError> {
+    let resp = req.send().await.map_err(|e| {
+        // URLs carry secrets (corpsecret, access_token): never in messages.
+        let e = e.without_url();
+        if e.is_builder() {
+            ActionError::permanent(format!("request: {e}"))
+        } else {
+            ActionError::retryable(format!("request: {e}"))
+        }
+    })?;
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| ActionError::retryable(format!("reading the answer: {}", e.without_url())))?;
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(ActionError::retryable(format!("HTTP {status}: {}", snippet(&text))));
+    }
+    match serde_json::from_str(&text) {
+        Ok(v) => Ok((status, v)),
+        Err(_) if status.is_success() => Err(ActionError::retryable(format!("not JSON: {}", snippet(&text)))),
+        Err(_) => Err(ActionError::permanent(format!("HTTP {status}: {}", snippet(&text)))),
+    }
+}
+
+pub(crate) fn snippet(text: &str) -> String {
+    text.chars().take(300).collect()
+}
+
+/// `errcode` (or `code`) of an oapi-style answer; -2 when absent.
+pub(crate) fn errcode(body: &serde_json::Value) -> i64 {
+    body.get("errcode")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(-2)
+}
+
+pub(crate) fn errmsg(body: &serde_json::Value) -> String {
+    let msg = body
+        .get("errmsg")
+        .or_else(|| body.get("message"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    snippet(msg)
+}
