@@ -200,7 +200,7 @@ fn serve(cli: &Cli) -> Result<()> {
             tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");
         }
         let rules = Arc::new(RuleSet::new(&config).map_err(|e| anyhow::anyhow!(e))?);
-        let actions = Arc::new(Actions::new(&config)?);
+        let actions = Arc::new(Actions::new(&config, &store)?);
         let state = Arc::new(AppState::new(&config, rules.clone(), store.clone()));
         let worker = Worker::new(store, rules, actions, config.delivery.clone());
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -430,6 +430,7 @@ fn describe(r: &crate::rules::Rendered) -> String {
             s.push_str(&format!("\n{}", h.body));
             s
         }
+        Rendered::App(a) => format!("via: {} ({:?})\n{:#?}", a.via, a.vendor, a.op),
         Rendered::Robot(r) => {
             let mut s = format!("POST {}\n", crate::actions::webhook_key(&r.webhook));
             if r.secret.is_some() {

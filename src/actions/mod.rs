@@ -3,9 +3,12 @@
 //! "busy") or permanent (other 4xx, 5xx SMTP replies, bad addresses); the delivery worker
 //! decides what to do with that.
 
+mod app;
 mod email;
 mod http;
 mod robot;
+
+pub use app::{Person, wecom_chat_id};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -96,6 +99,9 @@ pub struct Actions {
     http: reqwest::Client,
     mailers: HashMap<String, email::Mailer>,
     robots: robot::Limiter,
+    apis: crate::vendor::Apis,
+    store: crate::store::Store,
+    directory: app::Directory,
 }
 
 /// rustls needs a process-wide crypto provider before any client is built; ring is the one
@@ -105,7 +111,7 @@ pub fn install_crypto_provider() {
 }
 
 impl Actions {
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, store: &crate::store::Store) -> anyhow::Result<Self> {
         install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
@@ -123,9 +129,12 @@ impl Actions {
             }
         }
         Ok(Self {
+            apis: crate::vendor::Apis::new(config, &http, store),
             http,
             mailers,
             robots: robot::Limiter::default(),
+            store: store.clone(),
+            directory: app::Directory::default(),
         })
     }
 
@@ -150,6 +159,8 @@ impl Actions {
             Rendered::Http(h) => h.timeout + slack,
             // An upload (60 s) and a send (15 s).
             Rendered::Robot(_) => Duration::from_secs(75) + slack,
+            // A token, directory pages, several calls.
+            Rendered::App(_) => Duration::from_secs(180),
             Rendered::Email(m) => {
                 let per_message = self
                     .mailers
@@ -184,6 +195,9 @@ impl Actions {
                 mailer.send(m, attempt).await
             }
             Rendered::Robot(r) => robot::send(&self.http, &self.robots, r, attempt).await,
+            Rendered::App(a) => {
+                app::run(&self.apis, &self.store, &self.directory, a, attempt).await
+            }
         }
     }
 }

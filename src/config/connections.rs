@@ -18,7 +18,14 @@ const KINDS: &[(&str, &[&str])] = &[
     ("wecom", &["corp_id", "secret", "agent_id", "api_base"]),
     (
         "dingtalk",
-        &["app_key", "app_secret", "robot_code", "agent_id", "api_base", "new_api_base"],
+        &[
+            "app_key",
+            "app_secret",
+            "robot_code",
+            "agent_id",
+            "api_base",
+            "new_api_base",
+        ],
     ),
 ];
 
@@ -41,12 +48,20 @@ impl Ctx<'_> {
             let Some((_, allowed)) = KINDS.iter().find(|(k, _)| *k == kind) else {
                 let s = c.kind.as_ref().map(Spanned::span);
                 let kinds: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
-                self.err(s, format!("{prefix}.kind"), format!("{kind:?} is not one of {}", kinds.join(", ")));
+                self.err(
+                    s,
+                    format!("{prefix}.kind"),
+                    format!("{kind:?} is not one of {}", kinds.join(", ")),
+                );
                 continue;
             };
             for (key, span) in c.keys() {
                 if !allowed.contains(&key) {
-                    self.err(Some(span), format!("{prefix}.{key}"), format!("does not apply to kind {kind}"));
+                    self.err(
+                        Some(span),
+                        format!("{prefix}.{key}"),
+                        format!("does not apply to kind {kind}"),
+                    );
                 }
             }
             let before = self.errors_len();
@@ -64,9 +79,20 @@ impl Ctx<'_> {
         out
     }
 
-    fn need(&mut self, prefix: &str, key: &str, v: &S<String>, table: &std::ops::Range<usize>, kind: &str) -> Option<String> {
+    fn need(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        v: &S<String>,
+        table: &std::ops::Range<usize>,
+        kind: &str,
+    ) -> Option<String> {
         if v.is_none() {
-            self.err(Some(table.clone()), format!("{prefix}.{key}"), format!("missing (required for kind {kind})"));
+            self.err(
+                Some(table.clone()),
+                format!("{prefix}.{key}"),
+                format!("missing (required for kind {kind})"),
+            );
             return None;
         }
         let value = self.string(v, &format!("{prefix}.{key}"))?;
@@ -84,12 +110,21 @@ impl Ctx<'_> {
         };
         if !(value.starts_with("https://") || value.starts_with("http://")) {
             let s = v.as_ref().map(Spanned::span);
-            self.err(s, format!("{prefix}.{key}"), format!("{value:?} is not an http(s):// URL"));
+            self.err(
+                s,
+                format!("{prefix}.{key}"),
+                format!("{value:?} is not an http(s):// URL"),
+            );
         }
         value.trim_end_matches('/').to_owned()
     }
 
-    fn smtp(&mut self, prefix: &str, c: &RawConnection, table: &std::ops::Range<usize>) -> Option<SmtpConnection> {
+    fn smtp(
+        &mut self,
+        prefix: &str,
+        c: &RawConnection,
+        table: &std::ops::Range<usize>,
+    ) -> Option<SmtpConnection> {
         let url = self.need(prefix, "url", &c.url, table, "smtp");
         let from = self.need(prefix, "from", &c.from, table, "smtp");
         if let Some(u) = &url
@@ -97,13 +132,21 @@ impl Ctx<'_> {
         {
             let s = c.url.as_ref().map(Spanned::span);
             // The URL may hold a password: name the scheme only.
-            self.err(s, format!("{prefix}.url"), "must start with smtp:// or smtps://");
+            self.err(
+                s,
+                format!("{prefix}.url"),
+                "must start with smtp:// or smtps://",
+            );
         }
         if let Some(f) = &from
             && !syntax::mailbox_ok(f)
         {
             let s = c.from.as_ref().map(Spanned::span);
-            self.err(s, format!("{prefix}.from"), format!("{f:?} is not an email address"));
+            self.err(
+                s,
+                format!("{prefix}.from"),
+                format!("{f:?} is not an email address"),
+            );
         }
         let ca_file = self.string(&c.ca_file, &format!("{prefix}.ca_file"));
         Some(SmtpConnection {
@@ -114,10 +157,20 @@ impl Ctx<'_> {
         })
     }
 
-    fn wecom(&mut self, prefix: &str, c: &RawConnection, table: &std::ops::Range<usize>) -> Option<WeComConnection> {
+    fn wecom(
+        &mut self,
+        prefix: &str,
+        c: &RawConnection,
+        table: &std::ops::Range<usize>,
+    ) -> Option<WeComConnection> {
         let corp_id = self.need(prefix, "corp_id", &c.corp_id, table, "wecom");
         let secret = self.need(prefix, "secret", &c.secret, table, "wecom");
-        let api_base = self.base(prefix, "api_base", &c.api_base, "https://qyapi.weixin.qq.com");
+        let api_base = self.base(
+            prefix,
+            "api_base",
+            &c.api_base,
+            "https://qyapi.weixin.qq.com",
+        );
         Some(WeComConnection {
             corp_id: corp_id?,
             secret: Secret::new(secret?),
@@ -126,12 +179,22 @@ impl Ctx<'_> {
         })
     }
 
-    fn dingtalk(&mut self, prefix: &str, c: &RawConnection, table: &std::ops::Range<usize>) -> Option<DingTalkConnection> {
+    fn dingtalk(
+        &mut self,
+        prefix: &str,
+        c: &RawConnection,
+        table: &std::ops::Range<usize>,
+    ) -> Option<DingTalkConnection> {
         let app_key = self.need(prefix, "app_key", &c.app_key, table, "dingtalk");
         let app_secret = self.need(prefix, "app_secret", &c.app_secret, table, "dingtalk");
         let robot_code = self.string(&c.robot_code, &format!("{prefix}.robot_code"));
         let api_base = self.base(prefix, "api_base", &c.api_base, "https://oapi.dingtalk.com");
-        let new_api_base = self.base(prefix, "new_api_base", &c.new_api_base, "https://api.dingtalk.com");
+        let new_api_base = self.base(
+            prefix,
+            "new_api_base",
+            &c.new_api_base,
+            "https://api.dingtalk.com",
+        );
         let app_key = app_key?;
         Some(DingTalkConnection {
             robot_code: robot_code.unwrap_or_else(|| app_key.clone()),

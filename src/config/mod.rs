@@ -2,6 +2,7 @@
 //! Validation is pure: `${VAR}` values come from a lookup passed in, and every problem is
 //! reported at once with its key and file line. Clients and sockets are built elsewhere.
 
+mod app_actions;
 mod connections;
 mod env;
 mod raw;
@@ -246,6 +247,43 @@ pub enum Action {
         /// Messages a minute this webhook accepts (the vendors allow 20; Feishu 100).
         per_minute: u32,
     },
+    /// A group chat for `key`, created once: a key that exists is a success doing nothing.
+    GroupCreate {
+        via: String,
+        vendor: AppVendor,
+        key: String,
+        name: String,
+        owner: String,
+        members: Vec<Member>,
+        /// Sent as text right after creation (a new WeCom group shows in clients only then).
+        first_message: Option<String>,
+    },
+    GroupUpdate {
+        via: String,
+        vendor: AppVendor,
+        target: GroupTarget,
+        name: Option<String>,
+        owner: Option<String>,
+        add_members: Vec<Member>,
+        remove_members: Vec<Member>,
+    },
+    /// `message`: WeCom `appchat/send` body (msgtype + its object) or DingTalk
+    /// `{ msgKey, msgParam }` for `robot/groupMessages/send`; strings are templates.
+    GroupSend {
+        via: String,
+        vendor: AppVendor,
+        target: GroupTarget,
+        message: serde_json::Value,
+    },
+    /// A work notification to people (WeCom `message/send`, DingTalk `asyncsend_v2`).
+    Notify {
+        via: String,
+        vendor: AppVendor,
+        users: Vec<Member>,
+        /// Department ids (templates) the vendor fans out itself.
+        departments: Vec<String>,
+        message: serde_json::Value,
+    },
 }
 
 /// Group robots reached through a webhook URL.
@@ -269,6 +307,36 @@ impl RobotVendor {
     }
 }
 
+/// Which vendor app a `via` connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppVendor {
+    WeCom,
+    DingTalk,
+}
+
+/// People for a group or a notification: a user id (a template; several may come out,
+/// comma- or space-separated), or every member of a department looked up in the directory.
+#[derive(Debug, Clone)]
+pub enum Member {
+    User(String),
+    Department {
+        /// A template.
+        id: String,
+        /// The connection whose directory is asked; default the action's `via`.
+        via: Option<String>,
+        recursive: bool,
+    },
+}
+
+/// Which group an update or a message goes to.
+#[derive(Debug, Clone)]
+pub enum GroupTarget {
+    /// The `key` of a `group_create` (a template), looked up in the group registry.
+    Key(String),
+    /// A vendor chat id (a template): WeCom chatid, DingTalk openConversationId (`cid…`).
+    ChatId(String),
+}
+
 impl Action {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -276,6 +344,10 @@ impl Action {
             Action::Http { .. } => "http",
             Action::Email { .. } => "email",
             Action::Robot { vendor, .. } => vendor.kind(),
+            Action::GroupCreate { .. } => "group_create",
+            Action::GroupUpdate { .. } => "group_update",
+            Action::GroupSend { .. } => "group_send",
+            Action::Notify { .. } => "notify",
         }
     }
 
@@ -324,8 +396,76 @@ impl Action {
                 out.push(("webhook".into(), webhook));
                 json_templates(&mut out, "message".into(), message);
             }
+            Action::GroupCreate {
+                key,
+                name,
+                owner,
+                members,
+                first_message,
+                ..
+            } => {
+                out.push(("key".into(), key));
+                out.push(("name".into(), name));
+                out.push(("owner".into(), owner));
+                member_templates(&mut out, "members", members);
+                if let Some(m) = first_message {
+                    out.push(("first_message".into(), m));
+                }
+            }
+            Action::GroupUpdate {
+                target,
+                name,
+                owner,
+                add_members,
+                remove_members,
+                ..
+            } => {
+                target_template(&mut out, target);
+                if let Some(n) = name {
+                    out.push(("name".into(), n));
+                }
+                if let Some(o) = owner {
+                    out.push(("owner".into(), o));
+                }
+                member_templates(&mut out, "add_members", add_members);
+                member_templates(&mut out, "remove_members", remove_members);
+            }
+            Action::GroupSend {
+                target, message, ..
+            } => {
+                target_template(&mut out, target);
+                json_templates(&mut out, "message".into(), message);
+            }
+            Action::Notify {
+                users,
+                departments,
+                message,
+                ..
+            } => {
+                member_templates(&mut out, "users", users);
+                for (i, d) in departments.iter().enumerate() {
+                    out.push((format!("departments[{i}]"), d));
+                }
+                json_templates(&mut out, "message".into(), message);
+            }
         }
         out
+    }
+}
+
+fn target_template<'a>(out: &mut Vec<(String, &'a str)>, target: &'a GroupTarget) {
+    match target {
+        GroupTarget::Key(k) => out.push(("key".into(), k)),
+        GroupTarget::ChatId(c) => out.push(("chat_id".into(), c)),
+    }
+}
+
+fn member_templates<'a>(out: &mut Vec<(String, &'a str)>, name: &str, members: &'a [Member]) {
+    for (i, m) in members.iter().enumerate() {
+        match m {
+            Member::User(u) => out.push((format!("{name}[{i}]"), u)),
+            Member::Department { id, .. } => out.push((format!("{name}[{i}].department"), id)),
+        }
     }
 }
 

@@ -176,6 +176,17 @@ pub struct RawAction {
     // robots
     pub webhook: S<String>,
     pub per_minute: S<u64>,
+    // vendor apps: groups and notifications
+    pub key: S<String>,
+    pub chat_id: S<String>,
+    pub name: S<String>,
+    pub owner: S<String>,
+    pub members: S<toml::Value>,
+    pub add_members: S<toml::Value>,
+    pub remove_members: S<toml::Value>,
+    pub first_message: S<String>,
+    pub users: S<toml::Value>,
+    pub departments: S<toml::Value>,
 }
 
 impl RawAction {
@@ -202,6 +213,16 @@ impl RawAction {
             ("one_per_recipient", span(&self.one_per_recipient)),
             ("webhook", span(&self.webhook)),
             ("per_minute", span(&self.per_minute)),
+            ("key", span(&self.key)),
+            ("chat_id", span(&self.chat_id)),
+            ("name", span(&self.name)),
+            ("owner", span(&self.owner)),
+            ("members", span(&self.members)),
+            ("add_members", span(&self.add_members)),
+            ("remove_members", span(&self.remove_members)),
+            ("first_message", span(&self.first_message)),
+            ("users", span(&self.users)),
+            ("departments", span(&self.departments)),
         ]
         .into_iter()
         .filter_map(|(k, s)| Some((k, s?)))

@@ -9,9 +9,7 @@ use toml::Spanned;
 
 use super::raw::{RawAction, RawDelivery, RawRule, S};
 use super::validate::Ctx;
-use super::{
-    Action, Condition, Connection, DeliveryConfig, Receiver, RobotVendor, Rule,
-};
+use super::{Action, Condition, Connection, DeliveryConfig, Receiver, RobotVendor, Rule};
 use crate::secret::Secret;
 
 /// Action kinds and the keys each takes besides `kind`.
@@ -37,6 +35,24 @@ const ACTION_KEYS: &[(&str, &[&str])] = &[
     ("dingtalk_robot", ROBOT_KEYS),
     ("wecom_robot", ROBOT_KEYS),
     ("feishu_robot", ROBOT_KEYS),
+    (
+        "group_create",
+        &["via", "key", "name", "owner", "members", "first_message"],
+    ),
+    (
+        "group_update",
+        &[
+            "via",
+            "key",
+            "chat_id",
+            "name",
+            "owner",
+            "add_members",
+            "remove_members",
+        ],
+    ),
+    ("group_send", &["via", "key", "chat_id", "message"]),
+    ("notify", &["via", "users", "departments", "message"]),
 ];
 
 const ROBOT_KEYS: &[&str] = &["webhook", "secret", "message", "per_minute"];
@@ -278,6 +294,10 @@ impl Ctx<'_> {
         out
     }
 
+    pub(super) fn template_at(&mut self, key: &str, value: &S<String>) -> Option<String> {
+        self.template(key, value)
+    }
+
     fn template(&mut self, key: &str, value: &S<String>) -> Option<String> {
         let text = self.string(value, key)?;
         if let Some(problem) = crate::rules::template_problem(&text) {
@@ -285,6 +305,17 @@ impl Ctx<'_> {
             self.err(s, key, problem);
         }
         Some(text)
+    }
+
+    pub(super) fn need_template(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        value: &S<String>,
+        table: &std::ops::Range<usize>,
+        kind: &str,
+    ) -> Option<String> {
+        self.required_template(prefix, key, value, table, kind)
     }
 
     fn required_template(
@@ -307,7 +338,7 @@ impl Ctx<'_> {
     }
 
     /// `to`, `cc`, `bcc`: one template or a list of them.
-    fn template_list(&mut self, key: &str, value: &S<toml::Value>) -> Vec<String> {
+    pub(super) fn template_list(&mut self, key: &str, value: &S<toml::Value>) -> Vec<String> {
         let Some(v) = value else {
             return Vec::new();
         };
@@ -496,6 +527,9 @@ impl Ctx<'_> {
             "dingtalk_robot" => self.robot(prefix, a, &table, RobotVendor::DingTalk)?,
             "wecom_robot" => self.robot(prefix, a, &table, RobotVendor::WeCom)?,
             "feishu_robot" => self.robot(prefix, a, &table, RobotVendor::Feishu)?,
+            "group_create" | "group_update" | "group_send" | "notify" => {
+                self.app_action(prefix, a, &table, &kind, connections)?
+            }
             _ => return None,
         };
         (self.errors_len() == before).then_some(action)
@@ -567,7 +601,7 @@ impl Ctx<'_> {
     }
 
     /// A TOML value as JSON, `${VAR}` filled in and every string compiled as a template.
-    fn json_template(
+    pub(super) fn json_template(
         &mut self,
         key: &str,
         span: std::ops::Range<usize>,

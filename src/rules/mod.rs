@@ -12,7 +12,9 @@ use serde_json::{Map, Value as Json};
 
 use crate::config::{Action, Config, Rule};
 
-pub use render::{Rendered, RenderedEmail, RenderedHttp, RenderedRobot};
+pub use render::{
+    AppOp, People, Rendered, RenderedApp, RenderedEmail, RenderedHttp, RenderedRobot, Target,
+};
 
 /// Bounds what one template can make the renderer do (loops over huge ranges and the like).
 const FUEL: u64 = 200_000;

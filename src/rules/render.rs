@@ -5,7 +5,7 @@ use std::time::Duration;
 use minijinja::Value;
 
 use super::{EventView, RuleSet};
-use crate::config::{Action, RobotVendor};
+use crate::config::{Action, AppVendor, GroupTarget, Member, RobotVendor};
 use crate::secret::Secret;
 
 /// An action ready to run.
@@ -18,6 +18,59 @@ pub enum Rendered {
     Http(RenderedHttp),
     Email(RenderedEmail),
     Robot(RenderedRobot),
+    App(RenderedApp),
+}
+
+/// A vendor-app action (groups, notifications) with its templates rendered.
+#[derive(Debug, Clone)]
+pub struct RenderedApp {
+    pub via: String,
+    pub vendor: AppVendor,
+    pub op: AppOp,
+}
+
+#[derive(Debug, Clone)]
+pub enum AppOp {
+    GroupCreate {
+        key: String,
+        name: String,
+        owner: String,
+        members: Vec<People>,
+        first_message: Option<String>,
+    },
+    GroupUpdate {
+        target: Target,
+        name: Option<String>,
+        owner: Option<String>,
+        add_members: Vec<People>,
+        remove_members: Vec<People>,
+    },
+    GroupSend {
+        target: Target,
+        message: serde_json::Value,
+    },
+    Notify {
+        users: Vec<People>,
+        departments: Vec<String>,
+        message: serde_json::Value,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Key(String),
+    ChatId(String),
+}
+
+/// Rendered people: user ids, or a department to look up when the action runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum People {
+    User(String),
+    Department {
+        id: String,
+        via: Option<String>,
+        recursive: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +114,12 @@ impl Rendered {
             Rendered::Http(_) => "http",
             Rendered::Email(_) => "email",
             Rendered::Robot(r) => r.vendor.kind(),
+            Rendered::App(a) => match a.op {
+                AppOp::GroupCreate { .. } => "group_create",
+                AppOp::GroupUpdate { .. } => "group_update",
+                AppOp::GroupSend { .. } => "group_send",
+                AppOp::Notify { .. } => "notify",
+            },
         }
     }
 }
@@ -151,7 +210,126 @@ pub(super) fn render(
             message: render_json(message, "message".into(), &field)?,
             per_minute: *per_minute,
         }),
+        Action::GroupCreate {
+            via,
+            vendor,
+            members,
+            first_message,
+            ..
+        } => app(
+            via,
+            *vendor,
+            AppOp::GroupCreate {
+                key: nonempty("key", field("key")?)?,
+                name: field("name")?,
+                owner: field("owner")?,
+                members: people("members", members, &field)?,
+                first_message: first_message
+                    .as_ref()
+                    .map(|_| field("first_message"))
+                    .transpose()?,
+            },
+        ),
+        Action::GroupUpdate {
+            via,
+            vendor,
+            target,
+            name,
+            owner,
+            add_members,
+            remove_members,
+        } => app(
+            via,
+            *vendor,
+            AppOp::GroupUpdate {
+                target: render_target(target, &field)?,
+                name: name.as_ref().map(|_| field("name")).transpose()?,
+                owner: owner.as_ref().map(|_| field("owner")).transpose()?,
+                add_members: people("add_members", add_members, &field)?,
+                remove_members: people("remove_members", remove_members, &field)?,
+            },
+        ),
+        Action::GroupSend {
+            via,
+            vendor,
+            target,
+            message,
+        } => app(
+            via,
+            *vendor,
+            AppOp::GroupSend {
+                target: render_target(target, &field)?,
+                message: render_json(message, "message".into(), &field)?,
+            },
+        ),
+        Action::Notify {
+            via,
+            vendor,
+            users,
+            departments,
+            message,
+        } => app(
+            via,
+            *vendor,
+            AppOp::Notify {
+                users: people("users", users, &field)?,
+                departments: addresses(list("departments", departments.len())?),
+                message: render_json(message, "message".into(), &field)?,
+            },
+        ),
     })
+}
+
+fn app(via: &str, vendor: AppVendor, op: AppOp) -> Rendered {
+    Rendered::App(RenderedApp {
+        via: via.to_owned(),
+        vendor,
+        op,
+    })
+}
+
+fn nonempty(name: &str, value: String) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Err(format!("{name} rendered empty"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn render_target(
+    target: &GroupTarget,
+    field: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Target, String> {
+    Ok(match target {
+        GroupTarget::Key(_) => Target::Key(nonempty("key", field("key")?)?),
+        GroupTarget::ChatId(_) => Target::ChatId(nonempty("chat_id", field("chat_id")?)?),
+    })
+}
+
+/// Members as rendered: a user template may yield several ids (comma or space separated).
+fn people(
+    name: &str,
+    members: &[Member],
+    field: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Vec<People>, String> {
+    let mut out = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        match m {
+            Member::User(_) => {
+                out.extend(
+                    addresses(vec![field(&format!("{name}[{i}]"))?])
+                        .into_iter()
+                        .map(People::User),
+                );
+            }
+            Member::Department { via, recursive, .. } => out.push(People::Department {
+                id: nonempty("department", field(&format!("{name}[{i}].department"))?)?,
+                via: via.clone(),
+                recursive: *recursive,
+            }),
+        }
+    }
+    Ok(out)
 }
 
 /// The JSON value with each string replaced by its rendered template (named by path, as

@@ -257,9 +257,17 @@ impl Store {
         }
     }
 
-    pub async fn put_token(&self, key: &str, token: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+    pub async fn put_token(
+        &self,
+        key: &str,
+        token: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
         match &*self.backend {
-            Backend::Sqlite(s) => s.put_token(key.to_owned(), token.to_owned(), expires_at_ms).await,
+            Backend::Sqlite(s) => {
+                s.put_token(key.to_owned(), token.to_owned(), expires_at_ms)
+                    .await
+            }
         }
     }
 

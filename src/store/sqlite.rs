@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus, GroupRow, ListFilter, NewDelivery, Outcome,
-    RequeueTarget, StoreError, Stored, StoredEvent,
+    ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus, GroupRow, ListFilter,
+    NewDelivery, Outcome, RequeueTarget, StoreError, Stored, StoredEvent,
 };
 use crate::config::{StoreConfig, Synchronous};
 use crate::event::Event;
@@ -290,7 +290,12 @@ impl Sqlite {
         .map_err(query_error)
     }
 
-    pub(super) async fn put_token(&self, key: String, token: String, expires_at_ms: i64) -> Result<(), StoreError> {
+    pub(super) async fn put_token(
+        &self,
+        key: String,
+        token: String,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
         self.write(Box::new(move |tx| {
             tx.execute(
                 "INSERT INTO tokens (key, token, expires_at_ms) VALUES (?1, ?2, ?3)
@@ -304,13 +309,20 @@ impl Sqlite {
 
     pub(super) async fn forget_token(&self, key: String, token: String) -> Result<(), StoreError> {
         self.write(Box::new(move |tx| {
-            tx.execute("DELETE FROM tokens WHERE key = ?1 AND token = ?2", params![key, token])
+            tx.execute(
+                "DELETE FROM tokens WHERE key = ?1 AND token = ?2",
+                params![key, token],
+            )
         }))
         .await
         .map(drop)
     }
 
-    pub(super) fn group(&self, connection: &str, key: &str) -> Result<Option<GroupRow>, StoreError> {
+    pub(super) fn group(
+        &self,
+        connection: &str,
+        key: &str,
+    ) -> Result<Option<GroupRow>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
             "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms

@@ -28,8 +28,14 @@ impl DingTalk {
         let secret = conn.app_secret.expose().clone();
         Self {
             name: name.to_owned(),
-            old_token: TokenCache::new(super::token::key("dingtalk-oapi", &conn.app_key, &secret), store.clone()),
-            new_token: TokenCache::new(super::token::key("dingtalk-api", &conn.app_key, &secret), store),
+            old_token: TokenCache::new(
+                super::token::key("dingtalk-oapi", &conn.app_key, &secret),
+                store.clone(),
+            ),
+            new_token: TokenCache::new(
+                super::token::key("dingtalk-api", &conn.app_key, &secret),
+                store,
+            ),
             conn,
             http,
         }
@@ -67,14 +73,24 @@ impl DingTalk {
     async fn fetch_new_token(&self) -> Result<(String, i64), ActionError> {
         let req = self
             .http
-            .post(format!("{}/v1.0/oauth2/accessToken", self.conn.new_api_base))
+            .post(format!(
+                "{}/v1.0/oauth2/accessToken",
+                self.conn.new_api_base
+            ))
             .json(&json!({"appKey": self.conn.app_key, "appSecret": self.conn.app_secret.expose()}))
             .timeout(Duration::from_secs(15));
         let (status, body) = json_answer(req).await?;
         match body["accessToken"].as_str() {
-            Some(t) if status.is_success() => Ok((t.to_owned(), body["expireIn"].as_i64().unwrap_or(7200))),
-            _ if matches!(status.as_u16(), 400 | 401 | 403) => Err(self.wrong_secret(&snippet(&body.to_string()))),
-            _ => Err(ActionError::retryable(format!("oauth2/accessToken: HTTP {status}: {}", snippet(&body.to_string())))),
+            Some(t) if status.is_success() => {
+                Ok((t.to_owned(), body["expireIn"].as_i64().unwrap_or(7200)))
+            }
+            _ if matches!(status.as_u16(), 400 | 401 | 403) => {
+                Err(self.wrong_secret(&snippet(&body.to_string())))
+            }
+            _ => Err(ActionError::retryable(format!(
+                "oauth2/accessToken: HTTP {status}: {}",
+                snippet(&body.to_string())
+            ))),
         }
     }
 
@@ -141,7 +157,8 @@ impl DingTalk {
                 continue;
             }
             let lower = code.to_ascii_lowercase();
-            if lower.contains("toofast") || lower.contains("too.fast") || lower.contains("throttl") {
+            if lower.contains("toofast") || lower.contains("too.fast") || lower.contains("throttl")
+            {
                 return Err(ActionError::throttled(reason, Duration::from_secs(60)));
             }
             return Err(ActionError::permanent(reason));

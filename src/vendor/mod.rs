@@ -28,13 +28,23 @@ impl Apis {
                 Connection::WeCom(w) => {
                     apis.wecom.insert(
                         name.clone(),
-                        Arc::new(wecom::WeCom::new(name, w.clone(), http.clone(), store.clone())),
+                        Arc::new(wecom::WeCom::new(
+                            name,
+                            w.clone(),
+                            http.clone(),
+                            store.clone(),
+                        )),
                     );
                 }
                 Connection::DingTalk(d) => {
                     apis.dingtalk.insert(
                         name.clone(),
-                        Arc::new(dingtalk::DingTalk::new(name, d.clone(), http.clone(), store.clone())),
+                        Arc::new(dingtalk::DingTalk::new(
+                            name,
+                            d.clone(),
+                            http.clone(),
+                            store.clone(),
+                        )),
                     );
                 }
                 Connection::Smtp(_) => {}
@@ -64,12 +74,21 @@ pub(crate) async fn json_answer(
         .await
         .map_err(|e| ActionError::retryable(format!("reading the answer: {}", e.without_url())))?;
     if status.is_server_error() || status.as_u16() == 429 {
-        return Err(ActionError::retryable(format!("HTTP {status}: {}", snippet(&text))));
+        return Err(ActionError::retryable(format!(
+            "HTTP {status}: {}",
+            snippet(&text)
+        )));
     }
     match serde_json::from_str(&text) {
         Ok(v) => Ok((status, v)),
-        Err(_) if status.is_success() => Err(ActionError::retryable(format!("not JSON: {}", snippet(&text)))),
-        Err(_) => Err(ActionError::permanent(format!("HTTP {status}: {}", snippet(&text)))),
+        Err(_) if status.is_success() => Err(ActionError::retryable(format!(
+            "not JSON: {}",
+            snippet(&text)
+        ))),
+        Err(_) => Err(ActionError::permanent(format!(
+            "HTTP {status}: {}",
+            snippet(&text)
+        ))),
     }
 }
 

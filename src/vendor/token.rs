@@ -76,5 +76,8 @@ impl TokenCache {
 pub fn key(vendor: &str, app: &str, secret: &str) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(secret.as_bytes());
-    format!("{vendor}:{app}:{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
+    format!(
+        "{vendor}:{app}:{:02x}{:02x}{:02x}{:02x}",
+        d[0], d[1], d[2], d[3]
+    )
 }

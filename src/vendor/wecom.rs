@@ -47,7 +47,9 @@ impl WeCom {
             0 => {
                 let token = body["access_token"].as_str().unwrap_or_default().to_owned();
                 if token.is_empty() {
-                    return Err(ActionError::retryable("gettoken: no access_token in the answer"));
+                    return Err(ActionError::retryable(
+                        "gettoken: no access_token in the answer",
+                    ));
                 }
                 Ok((token, body["expires_in"].as_i64().unwrap_or(7200)))
             }
@@ -83,7 +85,12 @@ impl WeCom {
 
     /// Calls `path` with the token; refreshes and retries once if the token was stale.
     /// `body` None is a GET with `query`, Some a POST of JSON.
-    pub async fn call(&self, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<Value, ActionError> {
+    pub async fn call(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, ActionError> {
         for attempt in 0..2 {
             let token = self.token.get(|| self.fetch_token()).await?;
             let url = format!("{}{path}", self.conn.api_base);
@@ -127,9 +134,12 @@ impl WeCom {
             let (_, answer) = json_answer(req).await?;
             match errcode(&answer) {
                 0 => {
-                    return answer["media_id"].as_str().map(str::to_owned).ok_or_else(|| {
-                        ActionError::retryable("media/upload: no media_id in the answer")
-                    });
+                    return answer["media_id"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            ActionError::retryable("media/upload: no media_id in the answer")
+                        });
                 }
                 code if TOKEN_EXPIRED.contains(&code) && attempt == 0 => {
                     self.token.invalidate(&token).await;

@@ -68,7 +68,7 @@ async fn serve(config: Config, db: PathBuf, dir: tempfile::TempDir) -> TestServe
     let addr = listener.local_addr().unwrap();
     let rules = Arc::new(RuleSet::new(&config).unwrap());
     let state = Arc::new(AppState::new(&config, rules.clone(), store.clone()));
-    let actions = Arc::new(Actions::new(&config).unwrap());
+    let actions = Arc::new(Actions::new(&config, &store).unwrap());
     let worker = Worker::new(store.clone(), rules, actions, config.delivery.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let (halt, halted) = tokio::sync::watch::channel(false);

@@ -1,0 +1,416 @@
+//! Validation of the vendor-app actions: `group_create`, `group_update`, `group_send` and
+//! `notify`, which act through a `[connections.*]` of kind wecom or dingtalk (`via`).
+//! Message bodies are checked against the documented shapes of that vendor's API.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::raw::{RawAction, S};
+use super::validate::Ctx;
+use super::{Action, AppVendor, Connection, GroupTarget, Member};
+
+/// WeCom `appchat/send` and `message/send` types with their required keys (`a|b`: either).
+const WECOM_GROUP: &[(&str, &[&str])] = &[
+    ("text", &["content"]),
+    ("markdown", &["content"]),
+    ("image", &["media_id|path"]),
+    ("file", &["media_id|path"]),
+    ("textcard", &["title", "description", "url"]),
+    ("news", &["articles"]),
+];
+const WECOM_NOTIFY: &[(&str, &[&str])] = &[
+    ("text", &["content"]),
+    ("markdown", &["content"]),
+    ("textcard", &["title", "description", "url"]),
+];
+/// DingTalk `robot/groupMessages/send` msgKeys and their msgParam keys.
+const DINGTALK_GROUP: &[(&str, &[&str])] = &[
+    ("sampleText", &["content"]),
+    ("sampleMarkdown", &["title", "text"]),
+    ("sampleLink", &["text", "title", "picUrl", "messageUrl"]),
+    ("sampleImageMsg", &["photoURL"]),
+    ("sampleFile", &["mediaId", "fileName", "fileType"]),
+    (
+        "sampleActionCard",
+        &["title", "text", "singleTitle", "singleURL"],
+    ),
+    (
+        "sampleActionCard2",
+        &[
+            "title",
+            "text",
+            "actionTitle1",
+            "actionURL1",
+            "actionTitle2",
+            "actionURL2",
+        ],
+    ),
+    (
+        "sampleActionCard3",
+        &[
+            "title",
+            "text",
+            "actionTitle1",
+            "actionURL1",
+            "actionTitle2",
+            "actionURL2",
+            "actionTitle3",
+            "actionURL3",
+        ],
+    ),
+    (
+        "sampleActionCard4",
+        &[
+            "title",
+            "text",
+            "actionTitle1",
+            "actionURL1",
+            "actionTitle2",
+            "actionURL2",
+            "actionTitle3",
+            "actionURL3",
+            "actionTitle4",
+            "actionURL4",
+        ],
+    ),
+    (
+        "sampleActionCard5",
+        &[
+            "title",
+            "text",
+            "actionTitle1",
+            "actionURL1",
+            "actionTitle2",
+            "actionURL2",
+            "actionTitle3",
+            "actionURL3",
+            "actionTitle4",
+            "actionURL4",
+            "actionTitle5",
+            "actionURL5",
+        ],
+    ),
+    (
+        "sampleActionCard6",
+        &[
+            "title",
+            "text",
+            "buttonTitle1",
+            "buttonUrl1",
+            "buttonTitle2",
+            "buttonUrl2",
+        ],
+    ),
+];
+/// DingTalk `asyncsend_v2` msg types.
+const DINGTALK_NOTIFY: &[(&str, &[&str])] = &[
+    ("text", &["content"]),
+    ("markdown", &["title", "text"]),
+    ("link", &["messageUrl", "picUrl", "title", "text"]),
+    ("action_card", &["title", "markdown"]),
+    ("oa", &["message_url", "head", "body"]),
+];
+
+impl Ctx<'_> {
+    pub(super) fn app_action(
+        &mut self,
+        prefix: &str,
+        a: &RawAction,
+        table: &Range<usize>,
+        kind: &str,
+        connections: &BTreeMap<String, Connection>,
+    ) -> Option<Action> {
+        let via = self.string(&a.via, &format!("{prefix}.via"));
+        let vendor = match (&via, via.as_deref().and_then(|v| connections.get(v))) {
+            (None, _) => {
+                if a.via.is_none() {
+                    self.err(
+                        Some(table.clone()),
+                        format!("{prefix}.via"),
+                        "missing (a wecom or dingtalk connection)",
+                    );
+                }
+                None
+            }
+            (Some(_), Some(Connection::WeCom(_))) => Some(AppVendor::WeCom),
+            (Some(_), Some(Connection::DingTalk(_))) => Some(AppVendor::DingTalk),
+            (Some(v), _) => {
+                let s = a.via.as_ref().map(Spanned::span);
+                self.err(
+                    s,
+                    format!("{prefix}.via"),
+                    format!("no wecom or dingtalk connection named {v:?}"),
+                );
+                None
+            }
+        };
+        let t = |ctx: &mut Self, key: &str, v: &S<String>| {
+            ctx.template_at(&format!("{prefix}.{key}"), v)
+        };
+        let action = match kind {
+            "group_create" => {
+                let key = self.need_template(prefix, "key", &a.key, table, kind);
+                let name = self.need_template(prefix, "name", &a.name, table, kind);
+                let owner = self.need_template(prefix, "owner", &a.owner, table, kind);
+                if a.members.is_none() {
+                    self.err(
+                        Some(table.clone()),
+                        format!("{prefix}.members"),
+                        "missing (required for kind group_create)",
+                    );
+                }
+                let members = self.members(&format!("{prefix}.members"), &a.members, connections);
+                let first_message = t(self, "first_message", &a.first_message);
+                Action::GroupCreate {
+                    via: via?,
+                    vendor: vendor?,
+                    key: key?,
+                    name: name?,
+                    owner: owner?,
+                    members,
+                    first_message,
+                }
+            }
+            "group_update" => {
+                let target = self.target(prefix, a, table);
+                let name = t(self, "name", &a.name);
+                let owner = t(self, "owner", &a.owner);
+                let add_members = self.members(
+                    &format!("{prefix}.add_members"),
+                    &a.add_members,
+                    connections,
+                );
+                let remove_members = self.members(
+                    &format!("{prefix}.remove_members"),
+                    &a.remove_members,
+                    connections,
+                );
+                if name.is_none()
+                    && owner.is_none()
+                    && add_members.is_empty()
+                    && remove_members.is_empty()
+                {
+                    self.err(
+                        Some(table.clone()),
+                        prefix,
+                        "group_update needs name, owner, add_members or remove_members",
+                    );
+                }
+                Action::GroupUpdate {
+                    via: via?,
+                    vendor: vendor?,
+                    target: target?,
+                    name,
+                    owner,
+                    add_members,
+                    remove_members,
+                }
+            }
+            "group_send" => {
+                let target = self.target(prefix, a, table);
+                let message = self.app_message(prefix, a, table, vendor, true)?;
+                Action::GroupSend {
+                    via: via?,
+                    vendor: vendor?,
+                    target: target?,
+                    message,
+                }
+            }
+            _ => {
+                let users = self.members(&format!("{prefix}.users"), &a.users, connections);
+                let departments =
+                    self.template_list(&format!("{prefix}.departments"), &a.departments);
+                if users.is_empty() && departments.is_empty() {
+                    self.err(
+                        Some(table.clone()),
+                        format!("{prefix}.users"),
+                        "notify needs users or departments",
+                    );
+                }
+                let message = self.app_message(prefix, a, table, vendor, false)?;
+                Action::Notify {
+                    via: via?,
+                    vendor: vendor?,
+                    users,
+                    departments,
+                    message,
+                }
+            }
+        };
+        Some(action)
+    }
+
+    /// `key` or `chat_id`, exactly one.
+    fn target(&mut self, prefix: &str, a: &RawAction, table: &Range<usize>) -> Option<GroupTarget> {
+        match (&a.key, &a.chat_id) {
+            (Some(_), None) => self
+                .template_at(&format!("{prefix}.key"), &a.key)
+                .map(GroupTarget::Key),
+            (None, Some(_)) => self
+                .template_at(&format!("{prefix}.chat_id"), &a.chat_id)
+                .map(GroupTarget::ChatId),
+            (Some(_), Some(c)) => {
+                self.err(
+                    Some(c.span()),
+                    format!("{prefix}.chat_id"),
+                    "give key or chat_id, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.err(
+                    Some(table.clone()),
+                    format!("{prefix}.key"),
+                    "missing (the group_create key, or chat_id)",
+                );
+                None
+            }
+        }
+    }
+
+    /// People: a string, or a list of strings and `{ department = ID, via = "…", recursive = false }`.
+    fn members(
+        &mut self,
+        key: &str,
+        value: &S<toml::Value>,
+        connections: &BTreeMap<String, Connection>,
+    ) -> Vec<Member> {
+        let Some(v) = value else {
+            return Vec::new();
+        };
+        let items: Vec<&toml::Value> = match v.get_ref() {
+            toml::Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let item_key = format!("{key}[{i}]");
+            match item {
+                toml::Value::String(s) => {
+                    if let Some(t) =
+                        self.template_at(&item_key, &Some(Spanned::new(v.span(), s.clone())))
+                    {
+                        out.push(Member::User(t));
+                    }
+                }
+                toml::Value::Table(t) => {
+                    let unknown: Vec<&String> = t
+                        .keys()
+                        .filter(|k| !["department", "via", "recursive"].contains(&k.as_str()))
+                        .collect();
+                    if !unknown.is_empty() {
+                        self.err(
+                            Some(v.span()),
+                            item_key.clone(),
+                            format!("unknown key {:?} (department, via, recursive)", unknown[0]),
+                        );
+                        continue;
+                    }
+                    let id = match t.get("department") {
+                        Some(toml::Value::Integer(n)) => n.to_string(),
+                        Some(toml::Value::String(s)) => s.clone(),
+                        _ => {
+                            self.err(
+                                Some(v.span()),
+                                format!("{item_key}.department"),
+                                "missing (a department id)",
+                            );
+                            continue;
+                        }
+                    };
+                    let Some(id) = self.template_at(
+                        &format!("{item_key}.department"),
+                        &Some(Spanned::new(v.span(), id)),
+                    ) else {
+                        continue;
+                    };
+                    let via = t.get("via").and_then(|x| x.as_str()).map(str::to_owned);
+                    if let Some(name) = &via
+                        && !matches!(
+                            connections.get(name),
+                            Some(Connection::WeCom(_) | Connection::DingTalk(_))
+                        )
+                    {
+                        self.err(
+                            Some(v.span()),
+                            format!("{item_key}.via"),
+                            format!("no wecom or dingtalk connection named {name:?}"),
+                        );
+                    }
+                    let recursive = t
+                        .get("recursive")
+                        .and_then(toml::Value::as_bool)
+                        .unwrap_or(false);
+                    out.push(Member::Department { id, via, recursive });
+                }
+                _ => self.err(
+                    Some(v.span()),
+                    item_key,
+                    "must be a user id or { department = ID }",
+                ),
+            }
+        }
+        out
+    }
+
+    fn app_message(
+        &mut self,
+        prefix: &str,
+        a: &RawAction,
+        table: &Range<usize>,
+        vendor: Option<AppVendor>,
+        group: bool,
+    ) -> Option<serde_json::Value> {
+        let key = format!("{prefix}.message");
+        let Some(raw) = &a.message else {
+            self.err(Some(table.clone()), key, "missing");
+            return None;
+        };
+        let message = self.json_template(&key, raw.span(), raw.get_ref())?;
+        let problem = match (vendor?, group) {
+            (AppVendor::DingTalk, true) => {
+                // { msgKey = "sampleMarkdown", msgParam = { title, text } }
+                shape(&message, "msgKey", "msgParam", DINGTALK_GROUP)
+            }
+            (AppVendor::WeCom, true) => shape(&message, "msgtype", "", WECOM_GROUP),
+            (AppVendor::WeCom, false) => shape(&message, "msgtype", "", WECOM_NOTIFY),
+            (AppVendor::DingTalk, false) => shape(&message, "msgtype", "", DINGTALK_NOTIFY),
+        };
+        if let Some(p) = problem {
+            self.err(Some(raw.span()), key, p);
+        }
+        Some(message)
+    }
+}
+
+/// What is missing from a message: the type key names the type; the body is under
+/// `body_key`, or (empty) under the type's own name.
+fn shape(
+    m: &serde_json::Value,
+    type_key: &str,
+    body_key: &str,
+    types: &[(&str, &[&str])],
+) -> Option<String> {
+    let names: Vec<&str> = types.iter().map(|(t, _)| *t).collect();
+    let Some(t) = m.get(type_key).and_then(|v| v.as_str()) else {
+        return Some(format!("needs {type_key} = one of {}", names.join(", ")));
+    };
+    let Some((_, required)) = types.iter().find(|(n, _)| *n == t) else {
+        return Some(format!(
+            "{type_key} {t:?} is not one of {}",
+            names.join(", ")
+        ));
+    };
+    let body_key = if body_key.is_empty() { t } else { body_key };
+    let Some(body) = m.get(body_key).and_then(|b| b.as_object()) else {
+        return Some(format!("needs a {body_key} table for {type_key} {t:?}"));
+    };
+    for req in *required {
+        if !req.split('|').any(|k| body.contains_key(k)) {
+            return Some(format!("{body_key}.{req} is required for {type_key} {t:?}"));
+        }
+    }
+    None
+}
