@@ -136,6 +136,8 @@ impl Ctx<'_> {
             }
             (Some(_), Some(Connection::WeCom(_))) => Some(AppVendor::WeCom),
             (Some(_), Some(Connection::DingTalk(_))) => Some(AppVendor::DingTalk),
+            // Declared with errors of its own, already reported.
+            (Some(v), None) if self.declared_connections.contains(v) => None,
             (Some(v), _) => {
                 let s = a.via.as_ref().map(Spanned::span);
                 self.err(

@@ -187,7 +187,9 @@ impl Ctx<'_> {
     ) -> Option<DingTalkConnection> {
         let app_key = self.need(prefix, "app_key", &c.app_key, table, "dingtalk");
         let app_secret = self.need(prefix, "app_secret", &c.app_secret, table, "dingtalk");
-        let robot_code = self.string(&c.robot_code, &format!("{prefix}.robot_code"));
+        let robot_code = self
+            .string(&c.robot_code, &format!("{prefix}.robot_code"))
+            .filter(|r| !r.is_empty());
         let api_base = self.base(prefix, "api_base", &c.api_base, "https://oapi.dingtalk.com");
         let new_api_base = self.base(
             prefix,

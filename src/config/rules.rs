@@ -490,7 +490,11 @@ impl Ctx<'_> {
                         format!("{prefix}.via"),
                         "missing (the name of an smtp connection)",
                     ),
-                    Some(v) if !matches!(connections.get(v), Some(Connection::Smtp(_))) => {
+                    Some(v)
+                        if !matches!(connections.get(v), Some(Connection::Smtp(_)))
+                            && !(self.declared_connections.contains(v)
+                                && !connections.contains_key(v)) =>
+                    {
                         let s = a.via.as_ref().map(Spanned::span);
                         self.err(
                             s,

@@ -29,6 +29,7 @@ pub fn parse(
         src,
         lookup,
         errors: Vec::new(),
+        declared_connections: HashSet::new(),
     };
     let doc = DeTable::parse(src).map_err(|e| vec![ctx.toml_error(&e)])?;
     let mut unknown = Vec::new();
@@ -123,6 +124,9 @@ pub(super) struct Ctx<'a> {
     src: &'a str,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
+    /// Connections declared in the file, valid or not: a `via` naming one with its own
+    /// errors is not reported again.
+    pub(super) declared_connections: HashSet<String>,
 }
 
 impl Ctx<'_> {
@@ -208,6 +212,7 @@ impl Ctx<'_> {
                 receivers.push(receiver);
             }
         }
+        self.declared_connections = raw.connections.keys().cloned().collect();
         let connections = self.connections(&raw.connections);
         let tables = self.tables(&raw.tables);
         let delivery = self.delivery(&raw.delivery);

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod sink;
 pub mod smtp;
 pub mod vendors;
@@ -27,7 +28,7 @@ pub struct TestServer {
     pub config: Config,
     pub store: Store,
     pub db: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -41,7 +42,7 @@ pub async fn start(server_keys: &str, receivers: &str) -> TestServer {
         toml::Value::String(db.display().to_string())
     );
     let config = config::parse(&src, &|_| None).unwrap_or_else(|e| panic!("{e:?}"));
-    serve(config, db, dir).await
+    serve(config, db, Some(dir)).await
 }
 
 /// Starts the server on a whole config file's text, `${VAR}` from `vars`; the store goes in
@@ -49,6 +50,20 @@ pub async fn start(server_keys: &str, receivers: &str) -> TestServer {
 pub async fn start_file(src: &str, vars: &[(&str, &str)]) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hookgate.db");
+    start_file_on(src, vars, db, Some(dir)).await
+}
+
+/// [`start_file`] on a given store file (to restart on the same store).
+pub async fn start_file_at(src: &str, vars: &[(&str, &str)], db: &std::path::Path) -> TestServer {
+    start_file_on(src, vars, db.to_owned(), None).await
+}
+
+async fn start_file_on(
+    src: &str,
+    vars: &[(&str, &str)],
+    db: PathBuf,
+    dir: Option<tempfile::TempDir>,
+) -> TestServer {
     let db_text = db.display().to_string();
     let lookup = |name: &str| match name {
         "HOOKGATE_DB" => Some(db_text.clone()),
@@ -62,7 +77,7 @@ pub async fn start_file(src: &str, vars: &[(&str, &str)]) -> TestServer {
     serve(config, db, dir).await
 }
 
-async fn serve(config: Config, db: PathBuf, dir: tempfile::TempDir) -> TestServer {
+async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> TestServer {
     let store = Store::open(&config.store).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,0 +1,368 @@
+//! Vendor-app actions against the fake WeCom and DingTalk APIs (tests/common/apps.rs): the
+//! token manager (one fetch for many concurrent deliveries, one refresh after a forced
+//! expiry and no failure, no refetch after a restart), wrong secrets and 60020 as clear
+//! permanent failures, one group per key however often it is created, and the DingTalk
+//! approval seed recipe from `config/examples/` end to end.
+
+mod common;
+
+use common::apps::{AppState, Apps};
+use common::{eventually_or, now_ms, start_file, start_file_at, wecom_post};
+use hookgate::crypto::envelope::{AesKey, Envelope};
+use hookgate::store::DeliveryStatus;
+use serde_json::json;
+
+const TOKEN: &str = "appToken";
+const KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+const CORP: &str = "ww8f3c1e2d4b5a6978";
+
+fn wecom_state() -> AppState {
+    AppState {
+        corp_id: CORP.into(),
+        secret: "app-secret".into(),
+        agent_id: 1000002,
+        departments: [(
+            "2".to_owned(),
+            vec![
+                json!({"userid": "zhangsan", "name": "张三", "email": "zhangsan@example.com"}),
+                json!({"userid": "lisi", "name": "李四", "email": ""}),
+            ],
+        )]
+        .into(),
+        ..AppState::default()
+    }
+}
+
+fn wecom_config(apps: &Apps, secret: &str, rules: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "${{HOOKGATE_LISTEN}}"
+[store]
+path = "${{HOOKGATE_DB}}"
+[delivery]
+first_retry = 1
+max_backoff = 1
+concurrency = 16
+
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/wecom"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+receive_id = "{CORP}"
+
+[connections.corp]
+kind = "wecom"
+corp_id = "{CORP}"
+secret = "{secret}"
+agent_id = 1000002
+api_base = "{}"
+{rules}
+"#,
+        apps.base()
+    )
+}
+
+const NOTIFY: &str = r#"
+[[rules]]
+name = "tell"
+[[rules.actions]]
+kind = "notify"
+via = "corp"
+users = ["{{ UserID }}", { department = 2 }]
+message = { msgtype = "text", text = { content = "{{ UserID }} 已入职" } }
+"#;
+
+async fn contact(srv: &common::TestServer, user: &str) {
+    let env = Envelope::new(
+        TOKEN.into(),
+        vec![AesKey::from_encoding_aes_key(KEY).unwrap()],
+        CORP.into(),
+    );
+    let xml = format!(
+        "<xml><ToUserName>{CORP}</ToUserName><FromUserName>sys</FromUserName><CreateTime>1700000100</CreateTime>\
+         <MsgType>event</MsgType><Event>change_contact</Event><ChangeType>create_user</ChangeType>\
+         <UserID>{user}</UserID><Department>2</Department></xml>"
+    );
+    let (q, body) = wecom_post(&env, CORP, &xml, &(now_ms() / 1000).to_string());
+    let r = srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+async fn all_done(srv: &common::TestServer, n: usize) {
+    eventually_or(
+        20,
+        "all deliveries done",
+        || {
+            let d = srv.deliveries();
+            d.len() == n && d.iter().all(|d| d.status == DeliveryStatus::Done)
+        },
+        || format!("{:#?}", srv.deliveries()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn many_deliveries_share_one_token_and_an_expiry_costs_one_refresh() {
+    let apps = Apps::start(wecom_state()).await;
+    let srv = start_file(&wecom_config(&apps, "app-secret", NOTIFY), &[]).await;
+    for i in 0..20 {
+        contact(&srv, &format!("u{i}")).await;
+    }
+    all_done(&srv, 20).await;
+    assert_eq!(
+        apps.calls("/cgi-bin/gettoken"),
+        1,
+        "20 concurrent deliveries, one token"
+    );
+    let n = apps.notifications();
+    assert_eq!(n.len(), 20);
+    // The department was looked up (and cached), its members added to the user.
+    assert!(
+        n.iter()
+            .all(|m| m["touser"].as_str().unwrap().ends_with("|zhangsan|lisi")),
+        "{n:?}"
+    );
+    assert!(
+        apps.calls("/cgi-bin/user/list") <= 2,
+        "{}",
+        apps.calls("/cgi-bin/user/list")
+    );
+
+    // The vendor expires the token mid-run: one refresh, no failed delivery.
+    apps.expire_tokens();
+    for i in 20..30 {
+        contact(&srv, &format!("u{i}")).await;
+    }
+    all_done(&srv, 30).await;
+    assert_eq!(apps.calls("/cgi-bin/gettoken"), 2);
+    assert!(
+        srv.deliveries().iter().all(|d| d.attempts == 1),
+        "no attempt failed"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_reuses_the_stored_token() {
+    let apps = Apps::start(wecom_state()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let config = wecom_config(&apps, "app-secret", NOTIFY);
+    let srv = start_file_at(&config, &[], &db).await;
+    contact(&srv, "a").await;
+    all_done(&srv, 1).await;
+    srv.stop().await;
+    let srv = start_file_at(&config, &[], &db).await;
+    contact(&srv, "b").await;
+    all_done(&srv, 2).await;
+    assert_eq!(apps.calls("/cgi-bin/gettoken"), 1);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_secret_and_an_untrusted_ip_fail_with_the_fix_named() {
+    let apps = Apps::start(wecom_state()).await;
+    let srv = start_file(&wecom_config(&apps, "not-the-secret", NOTIFY), &[]).await;
+    contact(&srv, "a").await;
+    eventually_or(
+        10,
+        "dead",
+        || {
+            srv.deliveries()
+                .first()
+                .is_some_and(|d| d.status == DeliveryStatus::Dead)
+        },
+        || format!("{:?}", srv.deliveries()),
+    )
+    .await;
+    let err = srv.deliveries()[0].last_error.clone().unwrap();
+    assert!(
+        err.contains("connections.corp: corp_id or secret is wrong"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-secret"));
+    srv.stop().await;
+
+    let mut state = wecom_state();
+    state.ip_blocked = true;
+    let apps = Apps::start(state).await;
+    let srv = start_file(&wecom_config(&apps, "app-secret", NOTIFY), &[]).await;
+    contact(&srv, "a").await;
+    eventually_or(
+        10,
+        "dead",
+        || {
+            srv.deliveries()
+                .first()
+                .is_some_and(|d| d.status == DeliveryStatus::Dead)
+        },
+        || format!("{:?}", srv.deliveries()),
+    )
+    .await;
+    let err = srv.deliveries()[0].last_error.clone().unwrap();
+    assert!(
+        err.contains("60020") && err.contains("trusted IPs"),
+        "{err}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn one_wecom_group_per_key_even_when_creation_is_retried() {
+    let mut state = wecom_state();
+    // The first message after the first create fails (busy): the delivery runs again.
+    state
+        .scripted
+        .insert("/cgi-bin/appchat/send".into(), vec![-1]);
+    let apps = Apps::start(state).await;
+    let rules = r#"
+[[rules]]
+name = "item group"
+[[rules.actions]]
+kind = "group_create"
+via = "corp"
+key = "item-{{ CreateTime }}"
+name = "事项 {{ UserID }}"
+owner = "{{ UserID }}"
+members = [{ department = 2 }]
+first_message = "本群为事项 {{ CreateTime }} 而建"
+[[rules.actions]]
+kind = "group_send"
+via = "corp"
+key = "item-{{ CreateTime }}"
+message = { msgtype = "markdown", markdown = { content = "**{{ UserID }}** 请处理" } }
+"#;
+    let srv = start_file(&wecom_config(&apps, "app-secret", rules), &[]).await;
+    // Two events for the same item (same CreateTime): one group.
+    contact(&srv, "wangwu").await;
+    contact(&srv, "zhaoliu").await;
+    all_done(&srv, 4).await;
+    let chats = apps.chats();
+    assert_eq!(chats.len(), 1, "{chats:#?}");
+    let (chat_id, chat) = chats.into_iter().next().unwrap();
+    assert_eq!(
+        chat_id,
+        hookgate::actions::wecom_chat_id("corp", "item-1700000100")
+    );
+    assert_eq!(chat.users, ["wangwu", "zhangsan", "lisi"]);
+    assert_eq!(
+        apps.calls("/cgi-bin/appchat/create"),
+        2,
+        "the retry tried, and found its group"
+    );
+    let messages = apps.messages();
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|(_, m)| m["msgtype"] == "text")
+            .count(),
+        1
+    );
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|(_, m)| m["msgtype"] == "markdown")
+            .count(),
+        2
+    );
+    let g = srv.store.group("corp", "item-1700000100").unwrap().unwrap();
+    assert_eq!(g.chat_id, chat_id);
+    srv.stop().await;
+}
+
+fn ding_approval(kind: &str, result: &str) -> String {
+    json!({
+        "EventType": "bpms_instance_change",
+        "processInstanceId": "a1b2c3d4-5678-90ab-cdef",
+        "corpId": "dingcorp",
+        "createTime": 1700000000000i64,
+        "title": "张三提交的差旅报销",
+        "type": kind,
+        "result": result,
+        "staffId": "zhangsan",
+        "url": "https://aflow.dingtalk.com/dingtalk/mobile/homepage.htm#/approval?procInstId=a1b2",
+        "processCode": "PROC-1"
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn dingtalk_approval_seed_creates_one_group_and_closes_it() {
+    let apps = Apps::start(AppState {
+        app_key: "dingappkey".into(),
+        app_secret: "dingsecret".into(),
+        robot_code: "dingappkey".into(),
+        ..AppState::default()
+    })
+    .await;
+    let src = std::fs::read_to_string("config/examples/dingtalk-approval-group.toml").unwrap();
+    let aes = "1234567890123456789012345678901234567890123";
+    let base = apps.base();
+    let srv = start_file(
+        &src,
+        &[
+            ("DING_CALLBACK_TOKEN", "cbtoken"),
+            ("DING_CALLBACK_AES_KEY", aes),
+            ("DING_APP_KEY", "dingappkey"),
+            ("DING_APP_SECRET", "dingsecret"),
+            ("DING_API_BASE", &base),
+            ("DING_NEW_API_BASE", &base),
+            ("APPROVAL_REVIEWERS", "manager01, manager02"),
+        ],
+    )
+    .await;
+    let env = Envelope::new(
+        "cbtoken".into(),
+        vec![AesKey::from_encoding_aes_key(aes).unwrap()],
+        "dingappkey".into(),
+    );
+    for (kind, result) in [("start", ""), ("start", ""), ("finish", "agree")] {
+        let ts = now_ms().to_string();
+        let plain = ding_approval(kind, result);
+        let sealed = env.seal(0, plain.as_bytes(), &ts, "nonce");
+        let body = json!({"encrypt": sealed.encrypt}).to_string();
+        let r = srv
+            .post(
+                &format!(
+                    "/hooks/dingtalk/approvals?signature={}&timestamp={ts}&nonce=nonce",
+                    sealed.msg_signature
+                ),
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        if kind == "finish" {
+            break;
+        }
+        // Let the start's group exist before the (vendor-retried) start and the finish.
+        all_done(&srv, 2).await;
+    }
+    all_done(&srv, 4).await;
+    let chats = apps.chats();
+    assert_eq!(chats.len(), 1, "one group per approval: {chats:#?}");
+    let chat = chats.values().next().unwrap();
+    assert_eq!(chat.name, "【结束】张三提交的差旅报销");
+    assert_eq!(chat.owner, "zhangsan");
+    assert_eq!(chat.users, ["zhangsan", "manager01", "manager02"]);
+    let messages = apps.messages();
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    assert_eq!(messages[0].1["msgKey"], "sampleMarkdown");
+    assert!(
+        messages[0].1["msgParam"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("### 张三提交的差旅报销")
+    );
+    assert_eq!(messages[1].1["msgKey"], "sampleText");
+    assert_eq!(
+        messages[1].1["msgParam"]["content"],
+        "审批「张三提交的差旅报销」已同意，本群完成使命。"
+    );
+    assert_eq!(apps.calls("/gettoken"), 1);
+    assert_eq!(apps.calls("/v1.0/oauth2/accessToken"), 1);
+    srv.stop().await;
+}
