@@ -490,10 +490,11 @@ impl Ctx<'_> {
                         format!("{prefix}.via"),
                         "missing (the name of an smtp connection)",
                     ),
+                    // A declared connection missing from `connections` had errors of its own.
                     Some(v)
                         if !matches!(connections.get(v), Some(Connection::Smtp(_)))
-                            && !(self.declared_connections.contains(v)
-                                && !connections.contains_key(v)) =>
+                            && (connections.contains_key(v)
+                                || !self.declared_connections.contains(v)) =>
                     {
                         let s = a.via.as_ref().map(Spanned::span);
                         self.err(
