@@ -1,5 +1,5 @@
 //! The `hookgate` command line: `serve`, `check`, `explain`, `events list|show`,
-//! `deliveries list|retry`.
+//! `deliveries list|retry`, `groups list|show`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +68,27 @@ pub enum Command {
     Deliveries {
         #[command(subcommand)]
         command: DeliveriesCommand,
+    },
+    /// The group registry: chats made by group_create, by key.
+    Groups {
+        #[command(subcommand)]
+        command: GroupsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// The newest groups, one per line.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One group by its key, as JSON.
+    Show {
+        key: String,
+        /// The connection (needed only when several have this key).
+        #[arg(long)]
+        via: Option<String>,
     },
 }
 
@@ -150,6 +171,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve => serve(&cli),
         Command::Events { command } => events(&cli, command),
         Command::Deliveries { command } => deliveries(&cli, command),
+        Command::Groups { command } => groups(&cli, command),
         Command::Explain {
             receiver,
             event_file,
@@ -345,6 +367,48 @@ fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
                 "{n} deliver{} queued to run now",
                 if n == 1 { "y" } else { "ies" }
             );
+        }
+    }
+    Ok(())
+}
+
+fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
+    let config = load(cli)?;
+    if !config.store.path.exists() {
+        bail!(
+            "no store at {} yet: no group made",
+            config.store.path.display()
+        );
+    }
+    let store = Store::open(&config.store)?;
+    match command {
+        GroupsCommand::List { limit } => {
+            println!(
+                "{:<12}  {:<32}  {:<34}  {:<25}  NAME",
+                "CONNECTION", "KEY", "CHAT ID", "CREATED"
+            );
+            for g in store.groups(*limit)? {
+                println!(
+                    "{:<12}  {:<32}  {:<34}  {:<25}  {}",
+                    g.connection,
+                    g.key,
+                    g.chat_id,
+                    format_ms(g.created_at_ms),
+                    g.name
+                );
+            }
+        }
+        GroupsCommand::Show { key, via } => {
+            let found: Vec<_> = store
+                .groups(usize::MAX)?
+                .into_iter()
+                .filter(|g| &g.key == key && via.as_ref().is_none_or(|v| &g.connection == v))
+                .collect();
+            match found.as_slice() {
+                [] => bail!("no group with key {key:?}"),
+                [g] => println!("{}", serde_json::to_string_pretty(g)?),
+                _ => bail!("several connections have key {key:?}: give --via"),
+            }
         }
     }
     Ok(())

@@ -273,3 +273,58 @@ url = "{}"
     assert!(!ok && out.contains("no dead or pending delivery"), "{out}");
     assert!(served.terminate().success());
 }
+
+#[tokio::test]
+async fn groups_list_and_show_read_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        "[store]\npath = \"${HOOKGATE_DB}\"\n[[receivers]]\nname = \"hr\"\nvendor = \"dingtalk_robot\"\npath = \"/r\"\napp_secret = \"s\"\n",
+    )
+    .unwrap();
+    let store = hookgate::store::Store::open(&hookgate::config::StoreConfig {
+        path: db.clone(),
+        synchronous: hookgate::config::Synchronous::Normal,
+    })
+    .unwrap();
+    store
+        .put_group(hookgate::store::GroupRow {
+            connection: "ding".into(),
+            key: "proc-1".into(),
+            chat_id: "chat0001".into(),
+            open_conversation_id: Some("cid0001".into()),
+            name: "审批·差旅".into(),
+            created_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_000_000,
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("HOOKGATE_DB", &db)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, list) = run(&["groups", "list"]);
+    assert!(
+        ok && list.contains("proc-1") && list.contains("chat0001") && list.contains("审批·差旅"),
+        "{list}"
+    );
+    let (ok, show) = run(&["groups", "show", "proc-1"]);
+    assert!(ok, "{show}");
+    let g: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(g["open_conversation_id"], "cid0001");
+    let (ok, out) = run(&["groups", "show", "nope"]);
+    assert!(!ok && out.contains("no group with key"), "{out}");
+}
