@@ -504,12 +504,12 @@ fn describe(r: &crate::rules::Rendered) -> String {
             s
         }
         Rendered::Email(m) => {
-            let mut s = format!("via: {}\nto: {}\n", m.via, m.to.join(", "));
+            let mut s = format!("via: {}\nto: {}\n", m.via, crate::rules::join_people(&m.to));
             if !m.cc.is_empty() {
-                s.push_str(&format!("cc: {}\n", m.cc.join(", ")));
+                s.push_str(&format!("cc: {}\n", crate::rules::join_people(&m.cc)));
             }
             if !m.bcc.is_empty() {
-                s.push_str(&format!("bcc: {}\n", m.bcc.join(", ")));
+                s.push_str(&format!("bcc: {}\n", crate::rules::join_people(&m.bcc)));
             }
             if m.one_per_recipient {
                 s.push_str("(one message per recipient)\n");

@@ -10,6 +10,14 @@ use super::{ActionError, Attempt};
 use crate::config::SmtpConnection;
 use crate::rules::RenderedEmail;
 
+/// Addresses after departments were resolved.
+#[derive(Debug, Default)]
+pub(super) struct Recipients {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+}
+
 pub(super) struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     timeout: std::time::Duration,
@@ -63,8 +71,9 @@ impl Mailer {
         self.timeout
     }
 
-    pub(super) async fn send(&self, m: &RenderedEmail, a: Attempt<'_>) -> Result<(), ActionError> {
-        if m.to.is_empty() && m.cc.is_empty() && m.bcc.is_empty() {
+    /// Sends `m` to the resolved addresses (departments already looked up).
+    pub(super) async fn send(&self, m: &RenderedEmail, r: &Recipients, a: Attempt<'_>) -> Result<(), ActionError> {
+        if r.to.is_empty() && r.cc.is_empty() && r.bcc.is_empty() {
             return Err(ActionError::permanent("no recipients after rendering"));
         }
         let parse = |list: &[String]| -> Result<Vec<Mailbox>, ActionError> {
@@ -75,7 +84,7 @@ impl Mailer {
                 })
                 .collect()
         };
-        let (to, cc, bcc) = (parse(&m.to)?, parse(&m.cc)?, parse(&m.bcc)?);
+        let (to, cc, bcc) = (parse(&r.to)?, parse(&r.cc)?, parse(&r.bcc)?);
         let groups: Vec<Vec<Mailbox>> = if m.one_per_recipient && to.len() > 1 {
             to.into_iter().map(|t| vec![t]).collect()
         } else {

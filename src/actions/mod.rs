@@ -192,13 +192,58 @@ impl Actions {
                 let mailer = self.mailers.get(&m.via).ok_or_else(|| {
                     ActionError::permanent(format!("no smtp connection named {:?}", m.via))
                 })?;
-                mailer.send(m, attempt).await
+                let recipients = email::Recipients {
+                    to: self.addresses(&m.to, attempt).await?,
+                    cc: self.addresses(&m.cc, attempt).await?,
+                    bcc: self.addresses(&m.bcc, attempt).await?,
+                };
+                mailer.send(m, &recipients, attempt).await
             }
             Rendered::Robot(r) => robot::send(&self.http, &self.robots, r, attempt).await,
             Rendered::App(a) => {
                 app::run(&self.apis, &self.store, &self.directory, a, attempt).await
             }
         }
+    }
+}
+
+impl Actions {
+    /// Email addresses for people: addresses as written; departments through the directory.
+    /// Members without a visible address are named in the log, not dropped silently.
+    async fn addresses(&self, people: &[crate::rules::People], a: Attempt<'_>) -> Result<Vec<String>, ActionError> {
+        use crate::rules::People;
+        let mut out = Vec::new();
+        for p in people {
+            match p {
+                People::User(addr) => out.push(addr.clone()),
+                People::Department { id, via, recursive } => {
+                    let via = via.as_deref().unwrap_or_default();
+                    let members = self.directory.members(&self.apis, via, id, *recursive).await?;
+                    let (with, without): (Vec<_>, Vec<_>) = members.into_iter().partition(|m| !m.email.is_empty());
+                    if !without.is_empty() {
+                        let ids: Vec<&str> = without.iter().map(|m| m.userid.as_str()).collect();
+                        tracing::warn!(
+                            delivery = a.delivery_id,
+                            department = %id,
+                            connection = %via,
+                            members = %ids.join(","),
+                            "Department members without an email address visible to the app get no mail \
+                             (WeCom hides email from apps created after 2022-06-20; see the README)."
+                        );
+                    }
+                    if with.is_empty() {
+                        return Err(ActionError::permanent(format!(
+                            "department {id} via {via}: none of its {} members has an email address visible to the app",
+                            without.len()
+                        )));
+                    }
+                    out.extend(with.into_iter().map(|m| m.email));
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|a| seen.insert(a.to_ascii_lowercase()));
+        Ok(out)
     }
 }
 

@@ -272,8 +272,24 @@ impl Ctx<'_> {
         }
     }
 
+    /// Email recipients: addresses, or departments whose members' addresses come from the
+    /// directory of the `via` connection (required there: the action's own `via` is SMTP).
+    pub(super) fn recipients(
+        &mut self,
+        key: &str,
+        value: &S<toml::Value>,
+        connections: &BTreeMap<String, Connection>,
+    ) -> Vec<Member> {
+        let members = self.members(key, value, connections);
+        if members.iter().any(|m| matches!(m, Member::Department { via: None, .. })) {
+            let s = value.as_ref().map(Spanned::span);
+            self.err(s, key, "a department needs via = \"<wecom or dingtalk connection>\" here");
+        }
+        members
+    }
+
     /// People: a string, or a list of strings and `{ department = ID, via = "…", recursive = false }`.
-    fn members(
+    pub(super) fn members(
         &mut self,
         key: &str,
         value: &S<toml::Value>,

@@ -228,9 +228,11 @@ pub enum Action {
     },
     Email {
         via: String,
-        to: Vec<String>,
-        cc: Vec<String>,
-        bcc: Vec<String>,
+        /// Addresses (templates), or `{ department = ID, via = "CONNECTION" }`: the members'
+        /// addresses from the WeCom or DingTalk directory.
+        to: Vec<Member>,
+        cc: Vec<Member>,
+        bcc: Vec<Member>,
         subject: String,
         body: String,
         html: Option<String>,
@@ -353,11 +355,6 @@ impl Action {
 
     /// Every template the action holds, by field name (list items as `to[0]`).
     pub fn templates(&self) -> Vec<(String, &str)> {
-        fn list<'a>(out: &mut Vec<(String, &'a str)>, name: &str, items: &'a [String]) {
-            for (i, t) in items.iter().enumerate() {
-                out.push((format!("{name}[{i}]"), t.as_str()));
-            }
-        }
         let mut out: Vec<(String, &str)> = Vec::new();
         match self {
             Action::Log { message, .. } => out.push(("message".into(), message)),
@@ -381,9 +378,9 @@ impl Action {
                 html,
                 ..
             } => {
-                list(&mut out, "to", to);
-                list(&mut out, "cc", cc);
-                list(&mut out, "bcc", bcc);
+                member_templates(&mut out, "to", to);
+                member_templates(&mut out, "cc", cc);
+                member_templates(&mut out, "bcc", bcc);
                 out.push(("subject".into(), subject));
                 out.push(("body".into(), body));
                 if let Some(h) = html {

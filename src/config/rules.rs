@@ -505,7 +505,7 @@ impl Ctx<'_> {
                     }
                     _ => {}
                 }
-                let to = self.template_list(&format!("{prefix}.to"), &a.to);
+                let to = self.recipients(&format!("{prefix}.to"), &a.to, connections);
                 if a.to.is_none() {
                     self.err(
                         Some(table.clone()),
@@ -513,8 +513,8 @@ impl Ctx<'_> {
                         "missing (required for kind email)",
                     );
                 }
-                let cc = self.template_list(&format!("{prefix}.cc"), &a.cc);
-                let bcc = self.template_list(&format!("{prefix}.bcc"), &a.bcc);
+                let cc = self.recipients(&format!("{prefix}.cc"), &a.cc, connections);
+                let bcc = self.recipients(&format!("{prefix}.bcc"), &a.bcc, connections);
                 let subject = self.required_template(prefix, "subject", &a.subject, &table, &kind);
                 let body = self.required_template(prefix, "body", &a.body, &table, &kind);
                 let html = self.template(&format!("{prefix}.html"), &a.html);

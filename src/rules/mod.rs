@@ -14,6 +14,7 @@ use crate::config::{Action, Config, Rule};
 
 pub use render::{
     AppOp, People, Rendered, RenderedApp, RenderedEmail, RenderedHttp, RenderedRobot, Target,
+    join_people,
 };
 
 /// Bounds what one template can make the renderer do (loops over huge ranges and the like).
@@ -514,8 +515,8 @@ from = "IT <it@example.com>"
             panic!("not an email")
         };
         assert_eq!(
-            m.to,
-            ["zhangsan@example.com", "a@example.com", "b@example.com"]
+            join_people(&m.to),
+            "zhangsan@example.com, a@example.com, b@example.com"
         );
         assert_eq!(m.subject, "新增成员：zhangsan");
         assert_eq!(

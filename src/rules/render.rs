@@ -62,6 +62,29 @@ pub enum Target {
     ChatId(String),
 }
 
+impl std::fmt::Display for People {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            People::User(u) => f.write_str(u),
+            People::Department { id, via, recursive } => {
+                write!(f, "[department {id}")?;
+                if let Some(v) = via {
+                    write!(f, " via {v}")?;
+                }
+                if *recursive {
+                    f.write_str(" with sub-departments")?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+/// Joins people for display.
+pub fn join_people(people: &[People]) -> String {
+    people.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
 /// Rendered people: user ids, or a department to look up when the action runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum People {
@@ -98,9 +121,10 @@ pub struct RenderedHttp {
 #[derive(Debug, Clone)]
 pub struct RenderedEmail {
     pub via: String,
-    pub to: Vec<String>,
-    pub cc: Vec<String>,
-    pub bcc: Vec<String>,
+    /// Addresses, or departments resolved to their members' addresses when sent.
+    pub to: Vec<People>,
+    pub cc: Vec<People>,
+    pub bcc: Vec<People>,
     pub subject: String,
     pub body: String,
     pub html: Option<String>,
@@ -189,9 +213,9 @@ pub(super) fn render(
             ..
         } => Rendered::Email(RenderedEmail {
             via: via.clone(),
-            to: addresses(list("to", to.len())?),
-            cc: addresses(list("cc", cc.len())?),
-            bcc: addresses(list("bcc", bcc.len())?),
+            to: people("to", to, &field)?,
+            cc: people("cc", cc, &field)?,
+            bcc: people("bcc", bcc, &field)?,
             subject: field("subject")?,
             body: field("body")?,
             html: html.as_ref().map(|_| field("html")).transpose()?,
