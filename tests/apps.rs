@@ -366,3 +366,72 @@ async fn dingtalk_approval_seed_creates_one_group_and_closes_it() {
     assert_eq!(apps.calls("/v1.0/oauth2/accessToken"), 1);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn dingtalk_departments_are_paged_and_walked_for_notifications() {
+    let apps = Apps::start(AppState {
+        app_key: "dingappkey".into(),
+        app_secret: "dingsecret".into(),
+        agent_id: 77,
+        departments: [
+            (
+                "1".to_owned(),
+                vec![
+                    json!({"userid": "a"}),
+                    json!({"userid": "b"}),
+                    json!({"userid": "c"}),
+                ],
+            ),
+            (
+                "5".to_owned(),
+                vec![json!({"userid": "d"}), json!({"userid": "a"})],
+            ),
+        ]
+        .into(),
+        sub_departments: [("1".to_owned(), vec!["5".to_owned()])].into(),
+        ..AppState::default()
+    })
+    .await;
+    let rules = format!(
+        r#"
+[connections.ding]
+kind = "dingtalk"
+app_key = "dingappkey"
+app_secret = "dingsecret"
+agent_id = 77
+api_base = "{0}"
+new_api_base = "{0}"
+
+[[rules]]
+name = "remind"
+[[rules.actions]]
+kind = "notify"
+via = "ding"
+users = [{{ department = 1, recursive = true }}]
+departments = ["9"]
+message = {{ msgtype = "markdown", markdown = {{ title = "待办", text = "**{{{{ UserID }}}}** 入职，请处理" }} }}
+"#,
+        apps.base()
+    );
+    let config = wecom_config(&apps, "unused", &rules).replace(
+        &format!("[connections.corp]\nkind = \"wecom\"\ncorp_id = \"{CORP}\"\nsecret = \"unused\"\nagent_id = 1000002\napi_base = \"{}\"\n", apps.base()),
+        "",
+    );
+    let srv = start_file(&config, &[]).await;
+    contact(&srv, "newbie").await;
+    all_done(&srv, 1).await;
+    let n = apps.notifications();
+    assert_eq!(n.len(), 1);
+    assert_eq!(
+        n[0]["userid_list"], "a,b,c,d",
+        "paged, walked, duplicates dropped"
+    );
+    assert_eq!(n[0]["dept_id_list"], "9");
+    assert_eq!(n[0]["msg"]["markdown"]["text"], "**newbie** 入职，请处理");
+    assert_eq!(
+        apps.calls("/topapi/v2/user/list"),
+        3,
+        "two pages for 1, one for 5"
+    );
+    srv.stop().await;
+}

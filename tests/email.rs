@@ -226,3 +226,79 @@ async fn a_mail_server_outage_delays_mail_and_loses_none() {
     assert_eq!(subjects, ["成员 a", "成员 b", "成员 c"]);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn seed_recipe_with_the_wecom_directory_mails_every_member() {
+    use common::apps::{AppState, Apps};
+    use serde_json::json;
+    let apps = Apps::start(AppState {
+        corp_id: CORP.into(),
+        secret: "contacts-secret".into(),
+        departments: [
+            (
+                "1".to_owned(),
+                vec![json!({"userid": "boss", "name": "老板", "email": "boss@example.com"})],
+            ),
+            (
+                "2".to_owned(),
+                vec![
+                    json!({"userid": "zhangsan", "name": "张三", "email": "zhangsan@example.com"}),
+                    json!({"userid": "wangwu", "name": "王五", "biz_mail": "wangwu@corp.example.com"}),
+                    // Hidden from apps made after 2022-06-20: logged, not mailed.
+                    json!({"userid": "lisi", "name": "李四", "email": ""}),
+                ],
+            ),
+        ]
+        .into(),
+        ..AppState::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(dir.path(), &[]);
+    let url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let base = apps.base();
+    let src =
+        std::fs::read_to_string("config/examples/wecom-contact-email-directory.toml").unwrap();
+    let srv = start_file(
+        &src,
+        &[
+            ("WECOM_CONTACT_TOKEN", TOKEN),
+            ("WECOM_CONTACT_AES_KEY", KEY),
+            ("WECOM_CORP_ID", CORP),
+            ("WECOM_APP_SECRET", "contacts-secret"),
+            ("WECOM_API_BASE", &base),
+            ("SMTP_URL", &url),
+        ],
+    )
+    .await;
+    callback(
+        &srv,
+        "/hooks/wecom/contacts",
+        &contact("create_user", "lisi", "1,2"),
+    )
+    .await;
+    eventually(20, "three mails", || smtp.messages().len() == 3).await;
+    let mut to: Vec<String> = smtp.messages().into_iter().map(|m| m.to).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        [
+            "boss@example.com",
+            "wangwu@corp.example.com",
+            "zhangsan@example.com"
+        ]
+    );
+    assert!(
+        smtp.messages()
+            .iter()
+            .all(|m| m.subject == "新增成员：李四")
+    );
+    eventually(10, "delivery done", || {
+        srv.deliveries()
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Done)
+    })
+    .await;
+    assert_eq!(apps.calls("/cgi-bin/gettoken"), 1);
+    srv.stop().await;
+}

@@ -72,7 +72,12 @@ impl Mailer {
     }
 
     /// Sends `m` to the resolved addresses (departments already looked up).
-    pub(super) async fn send(&self, m: &RenderedEmail, r: &Recipients, a: Attempt<'_>) -> Result<(), ActionError> {
+    pub(super) async fn send(
+        &self,
+        m: &RenderedEmail,
+        r: &Recipients,
+        a: Attempt<'_>,
+    ) -> Result<(), ActionError> {
         if r.to.is_empty() && r.cc.is_empty() && r.bcc.is_empty() {
             return Err(ActionError::permanent("no recipients after rendering"));
         }

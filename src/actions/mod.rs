@@ -210,7 +210,11 @@ impl Actions {
 impl Actions {
     /// Email addresses for people: addresses as written; departments through the directory.
     /// Members without a visible address are named in the log, not dropped silently.
-    async fn addresses(&self, people: &[crate::rules::People], a: Attempt<'_>) -> Result<Vec<String>, ActionError> {
+    async fn addresses(
+        &self,
+        people: &[crate::rules::People],
+        a: Attempt<'_>,
+    ) -> Result<Vec<String>, ActionError> {
         use crate::rules::People;
         let mut out = Vec::new();
         for p in people {
@@ -218,8 +222,12 @@ impl Actions {
                 People::User(addr) => out.push(addr.clone()),
                 People::Department { id, via, recursive } => {
                     let via = via.as_deref().unwrap_or_default();
-                    let members = self.directory.members(&self.apis, via, id, *recursive).await?;
-                    let (with, without): (Vec<_>, Vec<_>) = members.into_iter().partition(|m| !m.email.is_empty());
+                    let members = self
+                        .directory
+                        .members(&self.apis, via, id, *recursive)
+                        .await?;
+                    let (with, without): (Vec<_>, Vec<_>) =
+                        members.into_iter().partition(|m| !m.email.is_empty());
                     if !without.is_empty() {
                         let ids: Vec<&str> = without.iter().map(|m| m.userid.as_str()).collect();
                         tracing::warn!(

@@ -281,9 +281,16 @@ impl Ctx<'_> {
         connections: &BTreeMap<String, Connection>,
     ) -> Vec<Member> {
         let members = self.members(key, value, connections);
-        if members.iter().any(|m| matches!(m, Member::Department { via: None, .. })) {
+        if members
+            .iter()
+            .any(|m| matches!(m, Member::Department { via: None, .. }))
+        {
             let s = value.as_ref().map(Spanned::span);
-            self.err(s, key, "a department needs via = \"<wecom or dingtalk connection>\" here");
+            self.err(
+                s,
+                key,
+                "a department needs via = \"<wecom or dingtalk connection>\" here",
+            );
         }
         members
     }

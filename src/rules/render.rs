@@ -82,7 +82,11 @@ impl std::fmt::Display for People {
 
 /// Joins people for display.
 pub fn join_people(people: &[People]) -> String {
-    people.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    people
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Rendered people: user ids, or a department to look up when the action runs.
@@ -346,11 +350,19 @@ fn people(
                         .map(People::User),
                 );
             }
-            Member::Department { via, recursive, .. } => out.push(People::Department {
-                id: nonempty("department", field(&format!("{name}[{i}].department"))?)?,
-                via: via.clone(),
-                recursive: *recursive,
-            }),
+            Member::Department { via, recursive, .. } => {
+                // "1,2" (WeCom's Department field) is two departments.
+                let ids = field(&format!("{name}[{i}].department"))?;
+                let ids = addresses(vec![ids]);
+                if ids.is_empty() {
+                    return Err(format!("{name}[{i}].department rendered empty"));
+                }
+                out.extend(ids.into_iter().map(|id| People::Department {
+                    id,
+                    via: via.clone(),
+                    recursive: *recursive,
+                }));
+            }
         }
     }
     Ok(out)
