@@ -435,3 +435,141 @@ message = {{ msgtype = "markdown", markdown = {{ title = "待办", text = "**{{{
     );
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn dingtalk_robot_seed_sends_every_message_type_to_the_group() {
+    let mut chats = std::collections::BTreeMap::new();
+    chats.insert(
+        "chatOPS".to_owned(),
+        common::apps::Chat {
+            name: "运维群".into(),
+            owner: "zhangsan".into(),
+            users: vec!["zhangsan".into()],
+            open_id: "cidOPS1".into(),
+        },
+    );
+    let apps = Apps::start(AppState {
+        app_key: "dingappkey".into(),
+        app_secret: "dingsecret".into(),
+        robot_code: "dingrobot01".into(),
+        chats,
+        ..AppState::default()
+    })
+    .await;
+    let src =
+        std::fs::read_to_string("config/examples/dingtalk-robot-group-messages.toml").unwrap();
+    let base = apps.base();
+    let srv = start_file(
+        &src,
+        &[
+            ("DING_APP_KEY", "dingappkey"),
+            ("DING_APP_SECRET", "dingsecret"),
+            ("DING_ROBOT_CODE", "dingrobot01"),
+            ("DING_API_BASE", &base),
+            ("DING_NEW_API_BASE", &base),
+        ],
+    )
+    .await;
+    let commands = ["状态", "链接", "图片", "文件", "审批", "你好"];
+    for (i, cmd) in commands.iter().enumerate() {
+        let body = json!({
+            "conversationId": "cidOPS1", "msgId": format!("msg{i}"), "senderNick": "张三",
+            "conversationType": "2", "msgtype": "text", "text": {"content": format!(" {cmd}")},
+            "createAt": now_ms(), "chatbotUserId": "$:LWCP_v1:$bot", "isAdmin": false
+        })
+        .to_string();
+        let ts = now_ms().to_string();
+        let sign = hookgate::crypto::robot::sign("dingsecret", &ts);
+        let r = srv
+            .post(
+                "/hooks/dingtalk/robot",
+                &[
+                    ("timestamp", &ts),
+                    ("sign", &sign),
+                    ("Content-Type", "application/json"),
+                ],
+                body.as_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    all_done(&srv, commands.len()).await;
+    let mut keys: Vec<String> = apps
+        .messages()
+        .iter()
+        .map(|(open, m)| {
+            assert_eq!(open, "cidOPS1");
+            m["msgKey"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "sampleActionCard2",
+            "sampleFile",
+            "sampleImageMsg",
+            "sampleLink",
+            "sampleMarkdown",
+            "sampleText"
+        ]
+    );
+    let card = apps
+        .messages()
+        .into_iter()
+        .find(|(_, m)| m["msgKey"] == "sampleActionCard2")
+        .unwrap();
+    assert_eq!(card.1["msgParam"]["text"], "张三 申请今晚发布，请审批");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn wecom_group_messages_upload_media_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("chart.png");
+    std::fs::write(&png, b"\x89PNG chart").unwrap();
+    let mut state = wecom_state();
+    state
+        .chats
+        .insert("opsroom".into(), common::apps::Chat::default());
+    let apps = Apps::start(state).await;
+    let rules = format!(
+        r#"
+[[rules]]
+name = "post"
+[[rules.actions]]
+kind = "group_send"
+via = "corp"
+chat_id = "opsroom"
+message = {{ msgtype = "image", image = {{ path = "{}" }} }}
+[[rules.actions]]
+kind = "group_send"
+via = "corp"
+chat_id = "opsroom"
+message = {{ msgtype = "textcard", textcard = {{ title = "新成员 {{{{ UserID }}}}", description = "请安排入职", url = "https://example.com", btntxt = "详情" }} }}
+[[rules.actions]]
+kind = "group_send"
+via = "corp"
+chat_id = "opsroom"
+message = {{ msgtype = "news", news = {{ articles = [{{ title = "入职指南", url = "https://example.com/guide" }}] }} }}
+"#,
+        png.display()
+    );
+    let srv = start_file(&wecom_config(&apps, "app-secret", &rules), &[]).await;
+    contact(&srv, "newbie").await;
+    all_done(&srv, 3).await;
+    let sent: Vec<String> = apps
+        .messages()
+        .iter()
+        .map(|(_, m)| m["msgtype"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sent, ["image", "textcard", "news"], "in order");
+    let media_id = apps.messages()[0].1["image"]["media_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let uploaded = apps.state.lock().unwrap().media[&media_id].clone();
+    assert!(uploaded.windows(10).any(|w| w == b"\x89PNG chart"));
+    assert_eq!(apps.calls("/cgi-bin/media/upload"), 1);
+    srv.stop().await;
+}
