@@ -328,3 +328,60 @@ async fn groups_list_and_show_read_the_registry() {
     let (ok, out) = run(&["groups", "show", "nope"]);
     assert!(!ok && out.contains("no group with key"), "{out}");
 }
+
+/// Every commented-out example in the example config is valid once uncommented, so the
+/// documentation cannot drift from what `check` accepts.
+#[test]
+fn the_commented_examples_in_the_example_config_are_valid() {
+    let src = std::fs::read_to_string("config/hookgate.example.toml").unwrap();
+    let looks_like_toml = |l: &str| {
+        l.starts_with('[')
+            || l.split_once('=').is_some_and(|(k, _)| {
+                !k.trim().is_empty()
+                    && k.trim()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+    };
+    let uncommented: String = src
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if looks_like_toml(rest) => format!("{rest}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert!(uncommented.matches("kind = \"group_create\"").count() == 1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("full.toml");
+    std::fs::write(&file, uncommented).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["check", "--config"]).arg(&file);
+    for var in [
+        "SMTP_PASSWORD",
+        "ERP_HOOK_SECRET",
+        "DING_ROBOT_TOKEN",
+        "DING_ROBOT_SECRET",
+        "WECOM_ROBOT_KEY",
+        "LARK_HOOK_ID",
+        "LARK_HOOK_SECRET",
+        "WECOM_CORP_ID",
+        "WECOM_APP_SECRET",
+        "DING_APP_KEY",
+        "DING_APP_SECRET",
+        "DING_ROBOT_CODE",
+    ] {
+        cmd.env(var, "x");
+    }
+    cmd.env(
+        "WECOM_HR_OLD_AES_KEY",
+        "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+    );
+    let out = cmd.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("group_create, group_update, group_send, notify"),
+        "{text}"
+    );
+}

@@ -777,6 +777,63 @@ level = "loud"
     }
 
     #[test]
+    fn app_action_problems_are_named() {
+        let errs = errors(
+            r#"
+[connections.ding]
+kind = "dingtalk"
+app_key = "k"
+app_secret = "s"
+corp_id = "ww1"
+[connections.mail]
+kind = "smtp"
+url = "smtp://127.0.0.1"
+from = "a@example.com"
+
+[[rules]]
+name = "r"
+[[rules.actions]]
+kind = "group_send"
+via = "mail"
+key = "k"
+chat_id = "c"
+message = { msgKey = "sampleText", msgParam = { content = "x" } }
+[[rules.actions]]
+kind = "group_send"
+via = "ding"
+key = "k"
+message = { msgKey = "sampleActionCard1", msgParam = { title = "t" } }
+[[rules.actions]]
+kind = "group_create"
+via = "ding"
+key = "k"
+name = "n"
+owner = "o"
+members = [{ dept = 2 }]
+[[rules.actions]]
+kind = "email"
+via = "mail"
+to = [{ department = 2 }]
+subject = "s"
+body = "b"
+"#,
+        );
+        for want in [
+            "line 13: connections.ding.corp_id: does not apply to kind dingtalk",
+            "line 23: rules[0].actions[0].via: no wecom or dingtalk connection named \"mail\"",
+            "line 25: rules[0].actions[0].chat_id: give key or chat_id, not both",
+            "line 31: rules[0].actions[1].message: msgKey \"sampleActionCard1\" is not one of",
+            "line 38: rules[0].actions[2].members[0]: unknown key \"dept\"",
+            "line 42: rules[0].actions[3].to: a department needs via",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_valid_rule_file_parses() {
         let errs = errors(
             r#"
