@@ -5,7 +5,7 @@
 //! People may be user ids or departments, resolved through the directory when the action runs.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -35,10 +35,13 @@ pub struct Person {
 /// (connection, department, recursive).
 type DepartmentKey = (String, String, bool);
 
-/// Department member lists, cached briefly.
+type Entry = Arc<tokio::sync::Mutex<Option<(Instant, Vec<Person>)>>>;
+
+/// Department member lists, cached briefly; one lookup per department however many
+/// deliveries ask at once (each entry's async lock is held across its fetch).
 #[derive(Default)]
 pub(super) struct Directory {
-    cache: Mutex<HashMap<DepartmentKey, (Instant, Vec<Person>)>>,
+    cache: Mutex<HashMap<DepartmentKey, Entry>>,
 }
 
 impl Directory {
@@ -51,11 +54,15 @@ impl Directory {
         recursive: bool,
     ) -> Result<Vec<Person>, ActionError> {
         let key = (via.to_owned(), dept.to_owned(), recursive);
-        if let Some((at, people)) = self
+        let entry = self
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut cached = entry.lock().await;
+        if let Some((at, people)) = &*cached
             && at.elapsed() < DIRECTORY_TTL
         {
             return Ok(people.clone());
@@ -69,10 +76,7 @@ impl Directory {
                 "no wecom or dingtalk connection named {via:?}"
             )));
         };
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (Instant::now(), people.clone()));
+        *cached = Some((Instant::now(), people.clone()));
         Ok(people)
     }
 
