@@ -221,24 +221,128 @@ fn serve(cli: &Cli) -> Result<()> {
         for r in &config.receivers {
             tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");
         }
-        let rules = Arc::new(RuleSet::new(&config).map_err(|e| anyhow::anyhow!(e))?);
-        let actions = Arc::new(Actions::new(&config, &store)?);
-        let state = Arc::new(AppState::new(&config, rules.clone(), store.clone()));
-        let worker = Worker::new(store, rules, actions, config.delivery.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (app, engine) = build(&config, &store, &metrics)?;
+        let gw = Arc::new(server::Gateway::new(app, store.clone(), metrics.clone()));
+        let engine = Arc::new(arc_swap::ArcSwap::from_pointee(engine));
+        let worker = Worker::new(store.clone(), engine.clone(), metrics.clone(), gw.worker_beat.clone());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let worker = tokio::spawn(worker.run(until_stopped(stopped.clone())));
-        let server = server::run(listener, state, until_stopped(stopped));
+        let reloader = tokio::spawn(reload_loop(
+            cli.config.clone(),
+            config,
+            gw.clone(),
+            engine,
+            until_stopped(stopped.clone()),
+        ));
+        let server = server::run(listener, gw, until_stopped(stopped));
         let signal = async {
             shutdown_signal().await;
             let _ = stop.send(true);
         };
         tokio::join!(server, signal);
         let _ = worker.await;
+        let _ = reloader.await;
         Ok(())
     })
+}
+
+/// The request-side state and the worker's engine for one config.
+fn build(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<(AppState, crate::delivery::Engine)> {
+    let rules = Arc::new(RuleSet::new(config).map_err(|e| anyhow::anyhow!(e))?);
+    let actions = Arc::new(Actions::new(config, store, metrics.clone())?);
+    let app = AppState::new(config, rules.clone(), store.clone());
+    let engine = crate::delivery::Engine {
+        rules,
+        actions,
+        config: config.delivery.clone(),
+    };
+    Ok((app, engine))
+}
+
+/// How often the config file is checked for changes (SIGHUP reloads at once).
+const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reloads on SIGHUP and when the file's contents change: the new file is validated first;
+/// a file with problems is logged, problem by problem, and the running config stays.
+async fn reload_loop(
+    path: PathBuf,
+    mut current: Config,
+    gw: Arc<server::Gateway>,
+    engine: Arc<arc_swap::ArcSwap<crate::delivery::Engine>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let digest = |p: &std::path::Path| {
+        std::fs::read(p).ok().map(|b| {
+            use sha2::Digest;
+            sha2::Sha256::digest(&b).to_vec()
+        })
+    };
+    let mut seen = digest(&path);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    tokio::pin!(shutdown);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let forced = tokio::select! {
+            () = &mut shutdown => return,
+            () = hangup => true,
+            () = tokio::time::sleep(RELOAD_POLL) => false,
+        };
+        let now = digest(&path);
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        let config = match config::load(&path) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in &errors.errors {
+                    tracing::error!(file = %path.display(), problem = %e, "Config reload rejected; the running config stays.");
+                }
+                gw.metrics.reload("rejected");
+                continue;
+            }
+        };
+        if config.server.listen != current.server.listen || config.store.path != current.store.path
+        {
+            tracing::warn!("server.listen and store.path take effect only after a restart.");
+        }
+        match build(&config, &gw.store, &gw.metrics) {
+            Ok((app, new_engine)) => {
+                gw.swap(app);
+                engine.store(Arc::new(new_engine));
+                gw.metrics.reload("ok");
+                tracing::info!(
+                    receivers = config.receivers.len(),
+                    rules = config.rules.len(),
+                    "Config reloaded."
+                );
+                current = config;
+            }
+            Err(e) => {
+                gw.metrics.reload("rejected");
+                tracing::error!(error = %e, "Config reload rejected; the running config stays.");
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

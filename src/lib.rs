@@ -29,6 +29,8 @@ pub mod cli;
 #[cfg(feature = "server")]
 pub mod delivery;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 pub mod store;

@@ -111,7 +111,11 @@ pub fn install_crypto_provider() {
 }
 
 impl Actions {
-    pub fn new(config: &Config, store: &crate::store::Store) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &Config,
+        store: &crate::store::Store,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Self> {
         install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
@@ -129,7 +133,7 @@ impl Actions {
             }
         }
         Ok(Self {
-            apis: crate::vendor::Apis::new(config, &http, store),
+            apis: crate::vendor::Apis::new(config, &http, store, &metrics),
             http,
             mailers,
             robots: robot::Limiter::default(),

@@ -70,6 +70,24 @@ pub enum OpenError {
 }
 
 impl OpenError {
+    /// A short, stable name for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::BadSignature => "bad_signature",
+            Self::StaleTimestamp { .. } => "stale_timestamp",
+            Self::Base64
+            | Self::CipherLength(_)
+            | Self::Padding
+            | Self::IllegalBuffer
+            | Self::NotUtf8 => "undecryptable",
+            Self::ReceiveId { .. } => "receive_id",
+            Self::BadToken => "bad_token",
+            Self::Missing(_) | Self::Malformed { .. } => "malformed",
+            Self::Method => "method",
+            Self::PlaintextRefused => "plaintext_refused",
+        }
+    }
+
     /// The WXBizMsgCrypt return code the official SDKs give for this failure (WeCom, WeChat MP).
     pub fn wxbiz_code(&self) -> Option<i32> {
         Some(match self {

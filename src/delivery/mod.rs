@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::actions::{Actions, Attempt};
 use crate::config::DeliveryConfig;
+use crate::metrics::Metrics;
 use crate::rules::{EventView, RuleSet};
 use crate::store::{ClaimedDelivery, Outcome, Store};
 
@@ -24,11 +25,19 @@ const CLAIM_AHEAD: usize = 4;
 /// How long in-flight deliveries may finish after shutdown begins; the rest run again later.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// What the worker runs with; swapped whole when the config is reloaded.
+pub struct Engine {
+    pub rules: Arc<RuleSet>,
+    pub actions: Arc<Actions>,
+    pub config: DeliveryConfig,
+}
+
 pub struct Worker {
     store: Store,
-    rules: Arc<RuleSet>,
-    actions: Arc<Actions>,
-    config: DeliveryConfig,
+    engine: Arc<arc_swap::ArcSwap<Engine>>,
+    metrics: Arc<Metrics>,
+    /// Unix ms of the last loop, for `/readyz`.
+    beat: Arc<std::sync::atomic::AtomicI64>,
 }
 
 pub fn now_ms() -> i64 {
@@ -51,15 +60,15 @@ pub fn backoff(attempt: u32, first: Duration, max: Duration) -> Duration {
 impl Worker {
     pub fn new(
         store: Store,
-        rules: Arc<RuleSet>,
-        actions: Arc<Actions>,
-        config: DeliveryConfig,
+        engine: Arc<arc_swap::ArcSwap<Engine>>,
+        metrics: Arc<Metrics>,
+        beat: Arc<std::sync::atomic::AtomicI64>,
     ) -> Self {
         Self {
             store,
-            rules,
-            actions,
-            config,
+            engine,
+            metrics,
+            beat,
         }
     }
 
@@ -72,13 +81,16 @@ impl Worker {
         // slots' worth at once saves store transactions. After a crash they run again,
         // like any delivery left running.
         let mut queue: VecDeque<ClaimedDelivery> = VecDeque::new();
-        let batch = this.config.concurrency.saturating_mul(CLAIM_AHEAD);
         tokio::pin!(shutdown);
         loop {
+            this.beat
+                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+            let concurrency = this.engine.load().config.concurrency;
+            let batch = concurrency.saturating_mul(CLAIM_AHEAD);
             // Finished tasks stay in the set until joined: reap them all before counting.
             while running.try_join_next().is_some() {}
             let mut more = false;
-            if queue.len() < this.config.concurrency {
+            if queue.len() < concurrency {
                 let want = batch - queue.len();
                 match this.store.claim(now_ms(), want).await {
                     Ok(claimed) => {
@@ -88,7 +100,7 @@ impl Worker {
                     Err(e) => warn!(error = %e, "Could not claim deliveries; trying again."),
                 }
             }
-            while running.len() < this.config.concurrency {
+            while running.len() < concurrency {
                 let Some(d) = queue.pop_front() else { break };
                 let this = this.clone();
                 running.spawn(async move { this.deliver(d).await });
@@ -106,7 +118,7 @@ impl Worker {
             tokio::select! {
                 () = notify.notified() => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
-                () = tokio::time::sleep(wait), if running.len() < this.config.concurrency => {}
+                () = tokio::time::sleep(wait), if running.len() < concurrency => {}
                 () = &mut shutdown => break,
             }
         }
@@ -123,6 +135,7 @@ impl Worker {
     }
 
     async fn deliver(&self, d: ClaimedDelivery) {
+        let engine = self.engine.load_full();
         let empty = serde_json::Map::new();
         let view = EventView {
             id: d.event.id,
@@ -138,11 +151,11 @@ impl Worker {
             rule: &d.rule,
             receiver: &d.event.receiver,
         };
-        let outcome = match self.rules.render(&d.rule, d.action, &view) {
+        let outcome = match engine.rules.render(&d.rule, d.action, &view) {
             Err(e) => Outcome::Dead {
                 error: format!("render: {e}"),
             },
-            Ok(rendered) => match self.actions.run(&rendered, attempt).await {
+            Ok(rendered) => match engine.actions.run(&rendered, attempt).await {
                 Ok(()) => Outcome::Done,
                 Err(e) if e.throttled => Outcome::Defer {
                     at_ms: now_ms()
@@ -151,8 +164,11 @@ impl Worker {
                 },
                 Err(e) if !e.retryable => Outcome::Dead { error: e.reason },
                 Err(e) => {
-                    let mut delay =
-                        backoff(d.attempts, self.config.first_retry, self.config.max_backoff);
+                    let mut delay = backoff(
+                        d.attempts,
+                        engine.config.first_retry,
+                        engine.config.max_backoff,
+                    );
                     if let Some(after) = e.retry_after {
                         delay = delay.max(after);
                     }
@@ -170,6 +186,15 @@ impl Worker {
                 }
             },
         };
+        self.metrics.delivery(
+            &d.kind,
+            match &outcome {
+                Outcome::Done => "done",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Defer { .. } => "deferred",
+                Outcome::Dead { .. } => "dead",
+            },
+        );
         match &outcome {
             Outcome::Done => {
                 info!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, attempts = d.attempts, "Delivered.")

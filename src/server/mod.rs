@@ -1,6 +1,7 @@
-//! The HTTP server: hyper 1 over tokio. Routes a path to its receiver, enforces the body
-//! limit and read timeouts, opens the callback through [`crate::ingress`], and answers only
-//! after [`crate::store::Store::accept`] committed. `run(listener, state, shutdown)` makes the
+//! The HTTP server: hyper 1 over tokio. Serves `/healthz`, `/readyz` and `/metrics`, routes
+//! other paths to their receiver, enforces the body limit and read timeouts, opens the
+//! callback through [`crate::ingress`], and answers only after [`crate::store::Store::accept`]
+//! committed. `run(listener, state, shutdown)` makes the
 //! server a value that tests bind to `127.0.0.1:0`.
 
 mod body;
@@ -23,8 +24,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, Receiver, ServerConfig};
 use crate::ingress::{self, Headers, Method};
+use crate::metrics::Metrics;
 use crate::rules::{EventView, RuleSet};
 use crate::store::{NewDelivery, Store};
+use std::sync::atomic::AtomicI64;
 
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -56,8 +59,41 @@ impl AppState {
     }
 }
 
-/// Serves connections from `listener` until `shutdown` resolves, then drains.
-pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+/// What the server and the delivery worker share for the life of the process: the current
+/// config-derived state (swapped whole on reload; a request keeps the one it started with),
+/// the store, the metrics, and the worker's heartbeat for `/readyz`.
+pub struct Gateway {
+    app: arc_swap::ArcSwap<AppState>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Unix ms of the worker's last loop; 0 while no worker runs.
+    pub worker_beat: Arc<AtomicI64>,
+}
+
+impl Gateway {
+    pub fn new(app: AppState, store: Store, metrics: Arc<Metrics>) -> Self {
+        Self {
+            app: arc_swap::ArcSwap::from_pointee(app),
+            store,
+            metrics,
+            worker_beat: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    pub fn app(&self) -> Arc<AppState> {
+        self.app.load_full()
+    }
+
+    /// Installs a new config's state; requests in flight finish with the old one.
+    pub fn swap(&self, app: AppState) {
+        self.app.store(Arc::new(app));
+    }
+}
+
+/// Serves connections from `listener` until `shutdown` resolves, then drains. Header and
+/// body limits come from the config at start (a reload does not change them).
+pub async fn run(listener: TcpListener, gw: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+    let state = gw.app();
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -79,8 +115,8 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Fut
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+        let gw = gw.clone();
+        let service = hyper::service::service_fn(move |req| handle(gw.clone(), req));
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -176,13 +212,60 @@ fn planned_deliveries(state: &AppState, event: &crate::event::Event) -> Vec<NewD
         .collect()
 }
 
+/// Routes the server's own paths, then callbacks; counts each callback once.
 async fn handle(
-    state: Arc<AppState>,
+    gw: Arc<Gateway>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    match req.uri().path() {
+        "/healthz" => return Ok(plain(200, "ok\n")),
+        "/readyz" => return Ok(ready(&gw).await),
+        "/metrics" => return Ok(metrics(&gw)),
+        _ => {}
+    }
+    let state = gw.app();
     let Some(receiver) = state.receivers.get(req.uri().path()) else {
         return Ok(plain(404, "not found\n"));
     };
+    let started = std::time::Instant::now();
+    let (response, outcome, reason) = callback(&state, receiver, req).await;
+    gw.metrics
+        .callback(&receiver.name, receiver.vendor().as_str(), outcome, reason);
+    gw.metrics
+        .latency(&receiver.name, started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// `/readyz`: the store takes a write within 2 s, and the delivery worker is looping.
+async fn ready(gw: &Gateway) -> Response<Full<Bytes>> {
+    match tokio::time::timeout(Duration::from_secs(2), gw.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return respond(503, "text/plain; charset=utf-8", format!("store: {e}\n")),
+        Err(_) => return plain(503, "store: no write within 2 s\n"),
+    }
+    let beat = gw.worker_beat.load(std::sync::atomic::Ordering::Relaxed);
+    if beat == 0 || now_ms() - beat > 10_000 {
+        return plain(503, "delivery worker not running\n");
+    }
+    plain(200, "ready\n")
+}
+
+fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
+    let (pending, oldest) = gw.store.pending_stats().unwrap_or((0, None));
+    let age = oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+    respond(
+        200,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        gw.metrics.render(pending, age),
+    )
+}
+
+/// One callback: (response, outcome label, rejection reason label).
+async fn callback(
+    state: &AppState,
+    receiver: &Receiver,
+    req: Request<Incoming>,
+) -> (Response<Full<Bytes>>, &'static str, &'static str) {
     let method = match *req.method() {
         hyper::Method::GET | hyper::Method::HEAD => Method::Get,
         hyper::Method::POST => Method::Post,
@@ -193,11 +276,17 @@ async fn handle(
         Ok(body) => body,
         Err(e) => {
             warn!(receiver = %receiver.name, status = e.status(), reason = %e, "Callback body refused.");
-            return Ok(respond(
-                e.status(),
-                "text/plain; charset=utf-8",
-                format!("{e}\n"),
-            ));
+            let status = e.status();
+            let reason = if status == 413 {
+                "too_large"
+            } else {
+                "slow_body"
+            };
+            return (
+                respond(status, "text/plain; charset=utf-8", format!("{e}\n")),
+                "rejected",
+                reason,
+            );
         }
     };
     let accepted = match open(receiver, method, &parts, &body) {
@@ -216,36 +305,52 @@ async fn handle(
             );
             debug!(receiver = %receiver.name, body = %ingress::preview(&body), "Rejected body.");
             let text = format!("rejected ({code}): {}\n", rejected.error);
-            return Ok(respond(
-                rejected.status(),
-                "text/plain; charset=utf-8",
-                text,
-            ));
+            return (
+                respond(rejected.status(), "text/plain; charset=utf-8", text),
+                "rejected",
+                rejected.error.label(),
+            );
         }
     };
-    if let Some(event) = accepted.event {
+    let outcome = if let Some(event) = accepted.event {
         let (kind, key) = (event.kind().to_owned(), event.dedupe_key().to_owned());
         debug!(receiver = %receiver.name, raw = %event.raw(), "Decrypted callback.");
-        let deliveries = planned_deliveries(&state, &event);
+        let deliveries = planned_deliveries(state, &event);
         let actions = deliveries.len();
         match state.store.accept(event, deliveries).await {
-            Ok(stored) => info!(
-                receiver = %receiver.name,
-                kind = %kind,
-                event_id = stored.id,
-                duplicate = stored.duplicate,
-                dedupe_key = %key,
-                actions = if stored.duplicate { 0 } else { actions },
-                "Callback accepted."
-            ),
+            Ok(stored) => {
+                info!(
+                    receiver = %receiver.name,
+                    kind = %kind,
+                    event_id = stored.id,
+                    duplicate = stored.duplicate,
+                    dedupe_key = %key,
+                    actions = if stored.duplicate { 0 } else { actions },
+                    "Callback accepted."
+                );
+                if stored.duplicate {
+                    "duplicate"
+                } else {
+                    "accepted"
+                }
+            }
             Err(e) => {
                 error!(receiver = %receiver.name, kind = %kind, error = %e, "Could not store the callback; answering 503 so the vendor retries.");
-                return Ok(plain(503, "store unavailable, retry later\n"));
+                return (
+                    plain(503, "store unavailable, retry later\n"),
+                    "error",
+                    "store",
+                );
             }
         }
     } else {
         info!(receiver = %receiver.name, vendor = %receiver.vendor(), "Answered a URL check or hint; nothing to store.");
-    }
+        "url_check"
+    };
     let reply = accepted.reply;
-    Ok(respond(reply.status, reply.content_type, reply.body))
+    (
+        respond(reply.status, reply.content_type, reply.body),
+        outcome,
+        "",
+    )
 }

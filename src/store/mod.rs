@@ -250,6 +250,20 @@ impl Store {
         }
     }
 
+    /// Deliveries not yet run and the creation time of the oldest.
+    pub fn pending_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.pending_stats(),
+        }
+    }
+
+    /// Commits an empty write transaction: whether the store takes writes now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.ping().await,
+        }
+    }
+
     /// A cached vendor access token and when it expires.
     pub fn token(&self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
         match &*self.backend {

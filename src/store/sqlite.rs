@@ -279,6 +279,22 @@ impl Sqlite {
         self.call(|reply| Op::Write { f, reply }).await
     }
 
+    /// Deliveries not yet run (pending or waiting) and when the oldest was created.
+    pub(super) fn pending_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row(
+            "SELECT count(*), min(created_at_ms) FROM deliveries WHERE status IN ('pending', 'waiting')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(query_error)
+    }
+
+    /// A write transaction that changes nothing: the store takes writes.
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        self.write(Box::new(|_| Ok(0))).await.map(drop)
+    }
+
     pub(super) fn token(&self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(

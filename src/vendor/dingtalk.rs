@@ -17,6 +17,7 @@ pub struct DingTalk {
     pub name: String,
     pub conn: DingTalkConnection,
     http: reqwest::Client,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     old_token: TokenCache,
     new_token: TokenCache,
 }
@@ -24,7 +25,13 @@ pub struct DingTalk {
 const OLD_TOKEN_EXPIRED: &[i64] = &[40014, 42001, 41001];
 
 impl DingTalk {
-    pub fn new(name: &str, conn: DingTalkConnection, http: reqwest::Client, store: Store) -> Self {
+    pub fn new(
+        name: &str,
+        conn: DingTalkConnection,
+        http: reqwest::Client,
+        store: Store,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let secret = conn.app_secret.expose().clone();
         Self {
             name: name.to_owned(),
@@ -38,6 +45,7 @@ impl DingTalk {
             ),
             conn,
             http,
+            metrics,
         }
     }
 
@@ -49,6 +57,7 @@ impl DingTalk {
     }
 
     async fn fetch_old_token(&self) -> Result<(String, i64), ActionError> {
+        self.metrics.token_refresh(&self.name);
         let req = self
             .http
             .get(format!("{}/gettoken", self.conn.api_base))
@@ -71,6 +80,7 @@ impl DingTalk {
     }
 
     async fn fetch_new_token(&self) -> Result<(String, i64), ActionError> {
+        self.metrics.token_refresh(&self.name);
         let req = self
             .http
             .post(format!(
@@ -97,6 +107,7 @@ impl DingTalk {
     /// An old-API failure, classified.
     pub fn old_error(&self, api: &str, body: &Value) -> ActionError {
         let code = errcode(body);
+        self.metrics.vendor_error(&self.name, &code.to_string());
         let reason = format!("DingTalk {api}: errcode {code}: {}", errmsg(body));
         match code {
             -1 => ActionError::retryable(reason),
@@ -150,6 +161,7 @@ impl DingTalk {
                 return Ok(answer);
             }
             let code = answer["code"].as_str().unwrap_or("").to_owned();
+            self.metrics.vendor_error(&self.name, &code);
             let reason = format!("DingTalk {path}: HTTP {status} {code}: {}", errmsg(&answer));
             if (status.as_u16() == 401 || code == "InvalidAuthentication") && attempt == 0 {
                 tracing::info!(connection = %self.name, "DingTalk v1.0 access token stale; refreshing.");

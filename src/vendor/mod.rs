@@ -21,7 +21,12 @@ pub struct Apis {
 }
 
 impl Apis {
-    pub fn new(config: &Config, http: &reqwest::Client, store: &Store) -> Self {
+    pub fn new(
+        config: &Config,
+        http: &reqwest::Client,
+        store: &Store,
+        metrics: &Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let mut apis = Apis::default();
         for (name, c) in &config.connections {
             match c {
@@ -33,6 +38,7 @@ impl Apis {
                             w.clone(),
                             http.clone(),
                             store.clone(),
+                            metrics.clone(),
                         )),
                     );
                 }
@@ -44,6 +50,7 @@ impl Apis {
                             d.clone(),
                             http.clone(),
                             store.clone(),
+                            metrics.clone(),
                         )),
                     );
                 }

@@ -16,6 +16,7 @@ pub struct WeCom {
     pub name: String,
     pub conn: WeComConnection,
     http: reqwest::Client,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     token: TokenCache,
 }
 
@@ -23,17 +24,25 @@ pub struct WeCom {
 const TOKEN_EXPIRED: &[i64] = &[40014, 42001, 41001];
 
 impl WeCom {
-    pub fn new(name: &str, conn: WeComConnection, http: reqwest::Client, store: Store) -> Self {
+    pub fn new(
+        name: &str,
+        conn: WeComConnection,
+        http: reqwest::Client,
+        store: Store,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let key = super::token::key("wecom", &conn.corp_id, conn.secret.expose());
         Self {
             name: name.to_owned(),
             conn,
             http,
+            metrics,
             token: TokenCache::new(key, store),
         }
     }
 
     async fn fetch_token(&self) -> Result<(String, i64), ActionError> {
+        self.metrics.token_refresh(&self.name);
         let req = self
             .http
             .get(format!("{}/cgi-bin/gettoken", self.conn.api_base))
@@ -66,6 +75,7 @@ impl WeCom {
     /// A failed answer as an action error, classified.
     pub fn error(&self, api: &str, body: &Value) -> ActionError {
         let code = errcode(body);
+        self.metrics.vendor_error(&self.name, &code.to_string());
         let reason = format!("WeCom {api}: errcode {code}: {}", errmsg(body));
         match code {
             -1 => ActionError::retryable(reason),

@@ -81,10 +81,19 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
     let store = Store::open(&config.store).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let metrics = Arc::new(hookgate::metrics::Metrics::new());
     let rules = Arc::new(RuleSet::new(&config).unwrap());
-    let state = Arc::new(AppState::new(&config, rules.clone(), store.clone()));
-    let actions = Arc::new(Actions::new(&config, &store).unwrap());
-    let worker = Worker::new(store.clone(), rules, actions, config.delivery.clone());
+    let app = AppState::new(&config, rules.clone(), store.clone());
+    let actions = Arc::new(Actions::new(&config, &store, metrics.clone()).unwrap());
+    let gw = Arc::new(server::Gateway::new(app, store.clone(), metrics.clone()));
+    let engine = Arc::new(arc_swap::ArcSwap::from_pointee(
+        hookgate::delivery::Engine {
+            rules,
+            actions,
+            config: config.delivery.clone(),
+        },
+    ));
+    let worker = Worker::new(store.clone(), engine, metrics, gw.worker_beat.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let (halt, halted) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
@@ -92,7 +101,7 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
         let worker = tokio::spawn(worker.run(async move {
             let _ = w.wait_for(|h| *h).await;
         }));
-        server::run(listener, state, async {
+        server::run(listener, gw, async {
             let _ = stopped.await;
         })
         .await;

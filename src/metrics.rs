@@ -1,0 +1,204 @@
+//! Prometheus metrics (`/metrics`, text format): callbacks by receiver, vendor and outcome,
+//! the callback path's latency, deliveries by action and outcome, vendor errcodes, token
+//! refreshes, and (read from the store at scrape time) the pending depth and the age of the
+//! oldest pending delivery. One `Metrics` per running gateway, shared by `Arc`.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallbackLabels {
+    pub receiver: String,
+    pub vendor: String,
+    /// accepted | duplicate | url_check | rejected | error
+    pub outcome: String,
+    /// Why a callback was rejected (bad_signature, stale, receive_id, malformed, ...); "" else.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    pub receiver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub action: String,
+    /// done | retry | deferred | dead
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VendorErrorLabels {
+    pub connection: String,
+    pub errcode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub connection: String,
+}
+
+type LatencyFamily = Family<ReceiverLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub callbacks: Family<CallbackLabels, Counter>,
+    pub callback_seconds: LatencyFamily,
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    pub vendor_errors: Family<VendorErrorLabels, Counter>,
+    pub token_refreshes: Family<ConnectionLabels, Counter>,
+    pub pending: Gauge<i64, AtomicI64>,
+    pub oldest_pending_seconds: Gauge<f64, AtomicU64>,
+    pub config_reloads: Family<ReloadLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// ok | rejected
+    pub outcome: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~4 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hookgate");
+        let callbacks = Family::<CallbackLabels, Counter>::default();
+        registry.register(
+            "callbacks",
+            "Callbacks by receiver, vendor and outcome (rejections by reason)",
+            callbacks.clone(),
+        );
+        let callback_seconds: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "callback_seconds",
+            "Time from request to reply on the callback path, store commit included",
+            callback_seconds.clone(),
+        );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery attempts by action and outcome (done, retry, deferred, dead)",
+            deliveries.clone(),
+        );
+        let vendor_errors = Family::<VendorErrorLabels, Counter>::default();
+        registry.register(
+            "vendor_errors",
+            "Non-zero errcodes answered by vendor app APIs",
+            vendor_errors.clone(),
+        );
+        let token_refreshes = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "token_refreshes",
+            "Access tokens fetched from a vendor",
+            token_refreshes.clone(),
+        );
+        let pending = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "deliveries_pending",
+            "Deliveries waiting to run (pending or waiting for an earlier action)",
+            pending.clone(),
+        );
+        let oldest_pending_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "oldest_pending_delivery_seconds",
+            "Age of the oldest delivery still waiting to run",
+            oldest_pending_seconds.clone(),
+        );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads by outcome (rejected: the file had problems, the old config stays)",
+            config_reloads.clone(),
+        );
+        Self {
+            registry,
+            callbacks,
+            callback_seconds,
+            deliveries,
+            vendor_errors,
+            token_refreshes,
+            pending,
+            oldest_pending_seconds,
+            config_reloads,
+        }
+    }
+
+    pub fn callback(&self, receiver: &str, vendor: &str, outcome: &str, reason: &str) {
+        self.callbacks
+            .get_or_create(&CallbackLabels {
+                receiver: receiver.to_owned(),
+                vendor: vendor.to_owned(),
+                outcome: outcome.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn latency(&self, receiver: &str, seconds: f64) {
+        self.callback_seconds
+            .get_or_create(&ReceiverLabels {
+                receiver: receiver.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn delivery(&self, action: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn vendor_error(&self, connection: &str, errcode: &str) {
+        self.vendor_errors
+            .get_or_create(&VendorErrorLabels {
+                connection: connection.to_owned(),
+                errcode: errcode.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn token_refresh(&self, connection: &str) {
+        self.token_refreshes
+            .get_or_create(&ConnectionLabels {
+                connection: connection.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, outcome: &str) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with the store-derived gauges set first.
+    pub fn render(&self, pending: i64, oldest_pending_seconds: f64) -> String {
+        self.pending.set(pending);
+        self.oldest_pending_seconds.set(oldest_pending_seconds);
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
