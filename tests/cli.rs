@@ -385,3 +385,68 @@ fn the_commented_examples_in_the_example_config_are_valid() {
         "{text}"
     );
 }
+
+const RECEIVER_A: &str = "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"${HOOKGATE_DB}\"\n\
+[[receivers]]\nname = \"a\"\nvendor = \"dingtalk_robot\"\npath = \"/a\"\napp_secret = \"s\"\n";
+
+#[tokio::test]
+async fn a_changed_config_is_reloaded_and_a_broken_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(&config, RECEIVER_A).unwrap();
+    let served = common::Served::start(&config, &[("HOOKGATE_DB", db.as_os_str())]);
+    let get = |path: &'static str| {
+        let addr = served.addr;
+        async move {
+            common::raw(
+                addr,
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(get("/b").await, 404);
+    // A new receiver appears once the file changes (polled every 2 s).
+    let with_b = format!(
+        "{RECEIVER_A}[[receivers]]\nname = \"b\"\nvendor = \"dingtalk_robot\"\npath = \"/b\"\napp_secret = \"s\"\n"
+    );
+    std::fs::write(&config, &with_b).unwrap();
+    let mut status = 0;
+    for _ in 0..100 {
+        status = get("/b").await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the new receiver answers its bare GET hint");
+    // A broken file is refused: the running config keeps serving.
+    std::fs::write(&config, format!("{with_b}\n[[receivers]]\nname = 1\n")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    // And SIGHUP forces a check too.
+    Command::new("kill")
+        .args(["-HUP", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(get("/a").await, 200);
+    assert_eq!(get("/b").await, 200);
+    let metrics = common::raw(
+        served.addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .text();
+    assert!(
+        metrics.contains("hookgate_config_reloads_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hookgate_config_reloads_total{outcome=\"rejected\"} 2"),
+        "{metrics}"
+    );
+    let status = served.terminate();
+    assert!(status.success(), "{status:?}");
+}

@@ -165,3 +165,76 @@ fn failed(db: &std::path::Path) -> i64 {
     )
     .unwrap()
 }
+
+#[tokio::test]
+async fn sigterm_under_load_loses_no_accepted_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let config_path = dir.path().join("hookgate.toml");
+    std::fs::write(&config_path, config(1)).unwrap();
+    let gateway = Served::start(&config_path, &[("HOOKGATE_DB", db.as_os_str())]);
+    let addr = gateway.addr;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..300u32 {
+        tasks.spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_micros(u64::from(i) * 300)).await;
+            let env = Envelope::new(
+                TOKEN.into(),
+                vec![AesKey::from_encoding_aes_key(KEY).unwrap()],
+                CORP.into(),
+            );
+            let xml = format!(
+                "<xml><ToUserName>{CORP}</ToUserName><FromUserName>u</FromUserName><CreateTime>1</CreateTime>\
+                 <MsgType>text</MsgType><Content>x</Content><MsgId>{i}</MsgId></xml>"
+            );
+            let (q, body) = wecom_post(&env, CORP, &xml, &(now_ms() / 1000).to_string());
+            let req = format!(
+                "POST /wecom?{q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            // A refused connection or a cut-off answer counts as not accepted.
+            let answered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                s.write_all(req.as_bytes()).await.ok()?;
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).await.ok()?;
+                Some(out.starts_with(b"HTTP/1.1 200"))
+            })
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+            (i, answered)
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    let status = gateway.terminate();
+    assert!(status.success(), "{status:?}");
+    let mut accepted = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (i, ok) = r.unwrap();
+        if ok {
+            accepted.push(i);
+        }
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored: std::collections::HashSet<String> = conn
+        .prepare("SELECT dedupe_key FROM events")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        !accepted.is_empty(),
+        "some callbacks were answered before the stop"
+    );
+    for i in &accepted {
+        assert!(
+            stored.contains(&format!("MsgId={i}")),
+            "callback {i} was answered 200 but not stored"
+        );
+    }
+    eprintln!("{} answered 200 before SIGTERM, all stored", accepted.len());
+}

@@ -502,3 +502,53 @@ async fn concurrent_distinct_callbacks_are_all_stored() {
     }
     assert_eq!(srv.events().len(), 32);
 }
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let srv = start("", &receivers()).await;
+    assert_eq!(srv.get("/healthz").await.text(), "ok\n");
+    // Ready once the worker has looped; poll rather than race its first turn.
+    let mut ready = srv.get("/readyz").await;
+    for _ in 0..50 {
+        if ready.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        ready = srv.get("/readyz").await;
+    }
+    assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));
+
+    let env = envelope(KEY, CORP);
+    let ts = (now_ms() / 1000).to_string();
+    let (q, body) = wecom_post(&env, CONTACT, &ts);
+    for _ in 0..2 {
+        assert_eq!(
+            srv.post(&format!("/wecom?{q}"), &[], body.as_bytes())
+                .await
+                .status,
+            200
+        );
+    }
+    let tampered = q.replace("msg_signature=", "msg_signature=0");
+    assert_eq!(
+        srv.post(&format!("/wecom?{tampered}"), &[], body.as_bytes())
+            .await
+            .status,
+        403
+    );
+
+    let m = srv.get("/metrics").await;
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    for want in [
+        r#"hookgate_callbacks_total{receiver="hr",vendor="wecom",outcome="accepted",reason=""} 1"#,
+        r#"hookgate_callbacks_total{receiver="hr",vendor="wecom",outcome="duplicate",reason=""} 1"#,
+        r#"hookgate_callbacks_total{receiver="hr",vendor="wecom",outcome="rejected",reason="bad_signature"} 1"#,
+        r#"hookgate_callback_seconds_count{receiver="hr"} 3"#,
+        "hookgate_deliveries_pending 0",
+        "# EOF",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    srv.stop().await;
+}

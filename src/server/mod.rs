@@ -228,7 +228,7 @@ async fn handle(
         return Ok(plain(404, "not found\n"));
     };
     let started = std::time::Instant::now();
-    let (response, outcome, reason) = callback(&state, receiver, req).await;
+    let (response, outcome, reason) = callback(&state, receiver, req, started).await;
     gw.metrics
         .callback(&receiver.name, receiver.vendor().as_str(), outcome, reason);
     gw.metrics
@@ -265,7 +265,9 @@ async fn callback(
     state: &AppState,
     receiver: &Receiver,
     req: Request<Incoming>,
+    started: std::time::Instant,
 ) -> (Response<Full<Bytes>>, &'static str, &'static str) {
+    let ms = || started.elapsed().as_secs_f64() * 1000.0;
     let method = match *req.method() {
         hyper::Method::GET | hyper::Method::HEAD => Method::Get,
         hyper::Method::POST => Method::Post,
@@ -275,7 +277,7 @@ async fn callback(
     let body = match body::read(incoming, &parts.headers, &state.limits).await {
         Ok(body) => body,
         Err(e) => {
-            warn!(receiver = %receiver.name, status = e.status(), reason = %e, "Callback body refused.");
+            warn!(receiver = %receiver.name, status = e.status(), reason = %e, latency_ms = ms(), "Callback body refused.");
             let status = e.status();
             let reason = if status == 413 {
                 "too_large"
@@ -301,6 +303,7 @@ async fn callback(
                 code = %code,
                 status = rejected.status(),
                 reason = %rejected.error,
+                latency_ms = ms(),
                 "Callback rejected."
             );
             debug!(receiver = %receiver.name, body = %ingress::preview(&body), "Rejected body.");
@@ -344,7 +347,7 @@ async fn callback(
             }
         }
     } else {
-        info!(receiver = %receiver.name, vendor = %receiver.vendor(), "Answered a URL check or hint; nothing to store.");
+        info!(receiver = %receiver.name, vendor = %receiver.vendor(), latency_ms = ms(), "Answered a URL check or hint; nothing to store.");
         "url_check"
     };
     let reply = accepted.reply;
