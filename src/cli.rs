@@ -59,6 +59,18 @@ pub enum Command {
         /// The decrypted callback body, as `hookgate events show` prints in `raw`.
         event_file: PathBuf,
     },
+    /// Send a URL check (or, with an event file, an event) exactly as the vendor would, to
+    /// the local listener or through the proxy at --url, and say what is wrong if anything.
+    Simulate {
+        #[arg(long)]
+        receiver: String,
+        /// The public URL the vendor calls (through nginx, a load balancer, …); default the
+        /// local listener.
+        #[arg(long)]
+        url: Option<String>,
+        /// A decrypted event to send instead of the URL check (it is stored, rules fire).
+        event_file: Option<PathBuf>,
+    },
     /// Read stored events.
     Events {
         #[command(subcommand)]
@@ -172,6 +184,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Events { command } => events(&cli, command),
         Command::Deliveries { command } => deliveries(&cli, command),
         Command::Groups { command } => groups(&cli, command),
+        Command::Simulate {
+            receiver,
+            url,
+            event_file,
+        } => simulate(&cli, receiver, url.as_deref(), event_file.as_deref()),
         Command::Explain {
             receiver,
             event_file,
@@ -474,6 +491,61 @@ fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn simulate(
+    cli: &Cli,
+    receiver: &str,
+    url: Option<&str>,
+    event_file: Option<&std::path::Path>,
+) -> Result<()> {
+    let config = load(cli)?;
+    let Some(r) = config.receivers.iter().find(|r| r.name == receiver) else {
+        let names: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
+        bail!(
+            "no receiver named {receiver:?} (receivers: {})",
+            names.join(", ")
+        );
+    };
+    let event = event_file
+        .map(|f| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display())))
+        .transpose()?;
+    crate::actions::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .timeout(crate::simulate::TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let local = crate::simulate::local_url(config.server.listen, &r.path);
+    let target = url.unwrap_or(&local).to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let verdict = runtime.block_on(async {
+        let probe = crate::simulate::probe(r, event.as_deref())?;
+        let verdict = crate::simulate::run(&client, r, &probe, &target).await;
+        anyhow::Ok((probe, verdict))
+    })?;
+    let (probe, verdict) = verdict;
+    println!("{} -> {target}", probe.what);
+    println!("{}", verdict.line);
+    if verdict.ok {
+        return Ok(());
+    }
+    // Through a proxy: is hookgate itself fine? Then the proxy is what changes the request.
+    if url.is_some() && event.is_none() {
+        let direct = runtime.block_on(async {
+            let probe = crate::simulate::probe(r, None)?;
+            anyhow::Ok(crate::simulate::run(&client, r, &probe, &local).await)
+        })?;
+        if direct.ok {
+            println!(
+                "Direct to hookgate at {local} the same check passes: the proxy between is what breaks it."
+            );
+        } else {
+            println!("Direct to hookgate at {local}: {}", direct.line);
+        }
+    }
+    bail!("simulation failed")
 }
 
 fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
