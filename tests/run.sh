@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every check and test hookgate has, as CI runs them. Installs what it needs: cargo-fuzz here;
-# the tests install their Python tools (vendor SDKs, aiosmtpd) via tests/py/setup.sh.
+# Every check and test hookgate has, as CI runs them. Installs what it needs: cargo-fuzz and
+# nginx (Debian package) here; the tests install their Python tools (vendor SDKs, aiosmtpd)
+# via tests/py/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,12 @@ echo "== fmt";     cargo fmt --all -- --check
 echo "== clippy";  cargo clippy --all-targets -- -D warnings
 cargo clippy --lib --no-default-features -- -D warnings
 echo "== tests";   cargo test --all-targets
+echo "== nginx in front (docs/deploy.md)"
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null; }
+}
+cargo test --test nginx -- --ignored
 echo "== benches build"; cargo bench --no-run --quiet
 echo "== fuzz targets"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet

@@ -5,11 +5,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 const EXAMPLE: &str = "config/hookgate.example.toml";
 
 /// A one-request-per-connection HTTP proxy that rewrites the request target.
@@ -62,23 +60,7 @@ async fn proxy(upstream: SocketAddr, rewrite: fn(&str) -> String) -> SocketAddr 
 }
 
 fn simulate(addr: SocketAddr, receiver: &str, url: &str) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args([
-            "simulate",
-            "--config",
-            EXAMPLE,
-            "--receiver",
-            receiver,
-            "--url",
-            url,
-        ])
-        .env("HOOKGATE_LISTEN", addr.to_string())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    common::simulate(EXAMPLE, addr, receiver, url)
 }
 
 // Multi-threaded: the CLI runs as a blocking child process while the proxies serve it.

@@ -348,3 +348,25 @@ pub fn python() -> std::path::PathBuf {
         })
         .clone()
 }
+
+/// `hookgate simulate --config CONFIG --receiver R --url URL`, the config's listener being
+/// `listen`: (succeeded, everything it printed).
+pub fn simulate(config: &str, listen: SocketAddr, receiver: &str, url: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args([
+            "simulate",
+            "--config",
+            config,
+            "--receiver",
+            receiver,
+            "--url",
+            url,
+        ])
+        .env("HOOKGATE_LISTEN", listen.to_string())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}

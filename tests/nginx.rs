@@ -1,0 +1,164 @@
+//! nginx in front of hookgate with the configuration `docs/deploy.md` documents (taken from
+//! the document itself), and `hookgate simulate --url` through it for every vendor.
+//! Needs nginx from Debian's packages: `tests/run.sh` installs it and runs this test with
+//! `--ignored`; a plain `cargo test` skips it.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+const EXAMPLE: &str = "config/hookgate.example.toml";
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The documented server block, pointed at `upstream` and listening on `port`, no TLS;
+/// `mistake` swaps in the classic error of a `proxy_pass` with a URI part.
+fn documented_config(
+    upstream: std::net::SocketAddr,
+    port: u16,
+    prefix: &std::path::Path,
+    mistake: bool,
+) -> String {
+    let doc = std::fs::read_to_string("docs/deploy.md").unwrap();
+    let block = doc
+        .split("# hookgate-nginx-begin")
+        .nth(1)
+        .and_then(|rest| rest.split("# hookgate-nginx-end").next())
+        .expect("docs/deploy.md holds the nginx block between its markers");
+    let server: String = block
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("ssl_certificate"))
+        .map(|l| {
+            let l = l
+                .replace("server 127.0.0.1:8080;", &format!("server {upstream};"))
+                .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port};"));
+            if mistake {
+                l.replace(
+                    "proxy_pass http://hookgate;",
+                    "proxy_pass http://hookgate/;",
+                )
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let p = prefix.display();
+    format!(
+        "daemon off;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\nevents {{}}\n\
+         http {{\n access_log off;\n client_body_temp_path {p}/body;\n proxy_temp_path {p}/proxy;\n\
+         fastcgi_temp_path {p}/fastcgi;\n uwsgi_temp_path {p}/uwsgi;\n scgi_temp_path {p}/scgi;\n{server}\n}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx: tests/run.sh installs it and runs this with --ignored"]
+async fn simulate_passes_through_the_documented_nginx_for_every_vendor() {
+    let nginx_bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nginx is not installed (apt-get install nginx; tests/run.sh does it)");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let served = common::Served::start(
+        std::path::Path::new(EXAMPLE),
+        &[
+            ("HOOKGATE_LISTEN", "127.0.0.1:0".as_ref()),
+            ("HOOKGATE_DB", db.as_os_str()),
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _nginx = start_nginx(
+        nginx_bin,
+        dir.path(),
+        &documented_config(served.addr, port, dir.path(), false),
+        port,
+    )
+    .await;
+    for (receiver, path) in [
+        ("hr", "/hooks/wecom/hr"),
+        ("mp", "/hooks/wechat/mp"),
+        ("ding", "/hooks/dingtalk/app"),
+        ("lark", "/hooks/feishu/app"),
+        ("bot", "/hooks/dingtalk/robot"),
+    ] {
+        let (ok, text) = simulate(
+            served.addr,
+            &format!("http://127.0.0.1:{port}{path}"),
+            receiver,
+        );
+        assert!(
+            ok && text.contains("OK:"),
+            "{receiver} through nginx:\n{text}"
+        );
+    }
+
+    // The classic mistake, `proxy_pass http://hookgate/;`, strips /hooks/: simulate says so.
+    let wrong = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _bad = start_nginx(
+        nginx_bin,
+        wrong.path(),
+        &documented_config(served.addr, port, wrong.path(), true),
+        port,
+    )
+    .await;
+    let (ok, text) = simulate(
+        served.addr,
+        &format!("http://127.0.0.1:{port}/hooks/wecom/hr"),
+        "hr",
+    );
+    assert!(!ok && text.contains("hookgate answered 404"), "{text}");
+}
+
+fn simulate(listen: std::net::SocketAddr, url: &str, receiver: &str) -> (bool, String) {
+    common::simulate(EXAMPLE, listen, receiver, url)
+}
+
+async fn start_nginx(bin: &str, prefix: &std::path::Path, config: &str, port: u16) -> Nginx {
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(&conf, config).unwrap();
+    let nginx = Nginx(
+        Command::new(bin)
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(&conf)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait (10 s at most) for nginx to listen.
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        up,
+        "nginx did not start: {}",
+        std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default()
+    );
+    nginx
+}
