@@ -4,18 +4,20 @@
 //! 1. Saturation: `wrk -t2 -c32` with unique signed ~1 KiB WeCom text callbacks (each its own
 //!    MsgId, so every request is a real insert, never a dedupe hit), once with
 //!    `synchronous = "normal"` and once fully durable (`"full"`, the default).
-//! 2. Steady 2,000/s, fully durable: an open-loop generator over 32 keep-alive connections;
-//!    latency counts from each request's scheduled send time, so a stall is not hidden.
-//!
+//! 2. Fully durable with one `log` rule firing for every callback (#5's setup).
 //! 3. Fully durable with one rule whose `http` action posts each event to a local sink:
 //!    accepts/s under wrk, then how long until every delivery is done (deliveries/s).
-//! 4. The same wrk run against the receiver users write by hand (`benches/go-receiver`, Go
-//!    stdlib, no store), when `go` is installed, so the comparison is made in the same run.
+//! 4. The same wrk run against the receivers users write by hand, so the comparisons are
+//!    made in the same run: Go stdlib (`benches/go-receiver`, when `go` is installed) and
+//!    Python (`benches/py-receiver`: wechatpy under gunicorn, one worker per core).
+//! 5. Steady 1,000/s and 2,000/s, fully durable: an open-loop generator over 32 keep-alive
+//!    connections; latency counts from each request's scheduled send time, so a stall is not
+//!    hidden.
 //!
 //! Each run reports req/s, latency percentiles, non-2xx replies, events stored, and the
 //! server's peak RSS (VmHWM). hookgate logs at its default level (one info line per
 //! callback), as deployed. `HOOKGATE_LOAD_SECS` sets the run length (default 10);
-//! `HOOKGATE_LOAD_RUNS=normal,full,action,go,steady` picks runs.
+//! `HOOKGATE_LOAD_RUNS=normal,full,log,action,go,py,steady` picks runs.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -34,7 +36,10 @@ const THREADS: usize = 2;
 const CONNECTIONS: usize = 32;
 /// Requests prepared per wrk thread per second of run: above any rate this machine reaches.
 const CEILING_PER_THREAD: usize = 40_000;
-const STEADY_RATE: u64 = 2_000;
+/// Steady open-loop rates: the issue's 1,000/s and STACK.md's 2,000/s.
+const STEADY_RATES: [u64; 2] = [1_000, 2_000];
+/// One rule that fires for every callback and logs a line (the issue's benchmark setup).
+const LOG_RULE: &str = "[[rules]]\nname = \"log\"\n[[rules.actions]]\nkind = \"log\"\nmessage = \"{{ event.kind }} {{ MsgId }}\"\n";
 
 const LUA: &str = r#"
 -- Each wrk thread streams its own file of unique requests, one "path body" per line.
@@ -98,8 +103,10 @@ fn main() {
     let runs = [
         ("hookgate, synchronous=normal", "normal"),
         ("hookgate, synchronous=full", "full"),
+        ("hookgate, full, 1 log rule", "log"),
         ("hookgate, full, 1 http action", "action"),
         ("Go stdlib receiver, no store", "go"),
+        ("Python wechatpy + gunicorn", "py"),
     ];
     let sink = Sink::start();
     // HOOKGATE_LOAD_RUNS=normal,full,action,go,steady picks runs (default all).
@@ -118,6 +125,11 @@ fn main() {
                 None => continue,
             },
             "action" => Server::start(dir.path(), "full", &sink.rule()),
+            "log" => Server::start(dir.path(), "full", LOG_RULE),
+            "py" => match Server::start_python() {
+                Some(s) => s,
+                None => continue,
+            },
             sync => Server::start(dir.path(), sync, ""),
         };
         let began = Instant::now();
@@ -170,22 +182,24 @@ fn main() {
         print!("{table}");
         return;
     }
-    let server = Server::start(dir.path(), "full", "");
-    let steady = steady(server.addr, STEADY_RATE, Duration::from_secs(secs));
-    let (rss, stored) = server.finish();
-    writeln!(
-        table,
-        "steady {STEADY_RATE}/s over {CONNECTIONS} connections for {secs}s, synchronous=full: sent {}  p50 {:.2?}  p99 {:.2?}  p99.9 {:.2?}  max {:.2?}  non-2xx {}  stored {}  peak RSS {:.1} MiB",
-        steady.sent,
-        steady.percentile(50.0),
-        steady.percentile(99.0),
-        steady.percentile(99.9),
-        steady.percentile(100.0),
-        steady.non_2xx,
-        stored.unwrap_or(0),
-        rss as f64 / 1024.0,
-    )
-    .unwrap();
+    for rate in STEADY_RATES {
+        let server = Server::start(dir.path(), "full", "");
+        let steady = steady(server.addr, rate, Duration::from_secs(secs));
+        let (rss, stored) = server.finish();
+        writeln!(
+            table,
+            "steady {rate}/s over {CONNECTIONS} connections for {secs}s, synchronous=full: sent {}  p50 {:.2?}  p99 {:.2?}  p99.9 {:.2?}  max {:.2?}  non-2xx {}  stored {}  peak RSS {:.1} MiB",
+            steady.sent,
+            steady.percentile(50.0),
+            steady.percentile(99.0),
+            steady.percentile(99.9),
+            steady.percentile(100.0),
+            steady.non_2xx,
+            stored.unwrap_or(0),
+            rss as f64 / 1024.0,
+        )
+        .unwrap();
+    }
     print!("{table}");
 }
 
@@ -286,7 +300,66 @@ impl Server {
         Some(Self::spawn(cmd, None))
     }
 
-    fn spawn(mut cmd: Command, db: Option<PathBuf>) -> Server {
+    /// The hand-written Python receiver (`benches/py-receiver`) under gunicorn, one worker
+    /// per core, from the project's Python tools (`tests/py/setup.sh`).
+    fn start_python() -> Option<Server> {
+        let setup = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/setup.sh"))
+            .output()
+            .ok()?;
+        if !setup.status.success() {
+            eprintln!("tests/py/setup.sh failed: no Python reference run");
+            return None;
+        }
+        let python = String::from_utf8_lossy(&setup.stdout).trim().to_owned();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut cmd = Command::new(python);
+        cmd.args([
+            "-m",
+            "gunicorn",
+            "-k",
+            "gthread",
+            "--threads",
+            "8",
+            "--backlog",
+            "1024",
+        ])
+        .args(["-w", &cores.to_string(), "-b", &format!("127.0.0.1:{port}")])
+        .args([
+            "--chdir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/benches/py-receiver"),
+        ])
+        .arg("app:app")
+        .env("HG_TOKEN", TOKEN)
+        .env("HG_KEY", KEY)
+        .env("HG_CORP", CORP);
+        Some(Self::spawn_with(cmd, None, |line| {
+            line.split("Listening at: http://")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+        }))
+    }
+
+    fn spawn(cmd: Command, db: Option<PathBuf>) -> Server {
+        Self::spawn_with(cmd, db, |line| {
+            line.split("addr=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+        })
+    }
+
+    fn spawn_with(
+        mut cmd: Command,
+        db: Option<PathBuf>,
+        listening: fn(&str) -> Option<SocketAddr>,
+    ) -> Server {
         let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
@@ -294,8 +367,8 @@ impl Server {
                 .next()
                 .expect("the server exited before listening")
                 .unwrap();
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            if let Some(addr) = listening(&line) {
+                break addr;
             }
         };
         // Keep draining the log so the server never blocks on a full pipe.
@@ -321,13 +394,7 @@ impl Server {
 
     /// Peak RSS in KiB, then SIGTERM; returns it with the number of events stored.
     fn finish(mut self) -> (u64, Option<i64>) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let rss = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0);
+        let rss = tree_hwm_kib(self.child.id());
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -347,6 +414,23 @@ impl Server {
         });
         (rss, stored)
     }
+}
+
+/// Peak RSS (VmHWM) of a process and all its descendants (gunicorn's workers), in KiB.
+fn tree_hwm_kib(pid: u32) -> u64 {
+    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    hwm + children
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(tree_hwm_kib)
+        .sum::<u64>()
 }
 
 /// A local HTTP sink for the `http` action: answers 200 at once, counts requests.
