@@ -239,6 +239,7 @@ fn serve(cli: &Cli) -> Result<()> {
             tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");
         }
         let metrics = Arc::new(crate::metrics::Metrics::new());
+        let config_admin = config.server.admin_listen;
         let (app, engine) = build(&config, &store, &metrics)?;
         let gw = Arc::new(server::Gateway::new(app, store.clone(), metrics.clone()));
         let engine = Arc::new(arc_swap::ArcSwap::from_pointee(engine));
@@ -255,6 +256,16 @@ fn serve(cli: &Cli) -> Result<()> {
             engine,
             until_stopped(stopped.clone()),
         ));
+        let admin = match config_admin {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding server.admin_listen {addr}"))?;
+                tracing::info!(addr = %l.local_addr()?, "Admin listener (metrics, health) ready.");
+                Some(tokio::spawn(server::serve(l, gw.clone(), server::Role::Admin, until_stopped(stopped.clone()))))
+            }
+            None => None,
+        };
         let server = server::run(listener, gw, until_stopped(stopped));
         let signal = async {
             shutdown_signal().await;
@@ -263,6 +274,9 @@ fn serve(cli: &Cli) -> Result<()> {
         tokio::join!(server, signal);
         let _ = worker.await;
         let _ = reloader.await;
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
         Ok(())
     })
 }

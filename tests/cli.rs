@@ -450,3 +450,94 @@ async fn a_changed_config_is_reloaded_and_a_broken_one_is_not() {
     let status = served.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn json_logs_and_an_admin_listener_for_metrics() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"{admin}\"\nmetrics_path = \"/internal/metrics\"\n\
+             [store]\npath = {:?}\n[[receivers]]\nname = \"a\"\nvendor = \"dingtalk_robot\"\npath = \"/a\"\napp_secret = \"s3cr3t-app\"\n",
+            dir.path().join("db").display().to_string()
+        ),
+    )
+    .unwrap();
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Guard(
+        Command::new(BIN)
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    // Every line is a JSON object; the first names the address.
+    let first = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(v["fields"]["message"], "hookgate listening.");
+    let addr: std::net::SocketAddr = v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+    let get = |a: std::net::SocketAddr, path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        async move { common::raw(a, req.as_bytes()).await }
+    };
+    // Wait for the admin listener.
+    let mut m = None;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(admin).await.is_ok() {
+            m = Some(get(admin, "/internal/metrics").await);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let m = m.expect("the admin listener did not come up");
+    assert_eq!(m.status, 200);
+    assert!(
+        m.text().contains("hookgate_deliveries_pending 0"),
+        "{}",
+        m.text()
+    );
+    assert_eq!(get(admin, "/healthz").await.status, 200);
+    assert_eq!(
+        get(admin, "/a").await.status,
+        404,
+        "no callbacks on the admin listener"
+    );
+    assert_eq!(
+        get(addr, "/internal/metrics").await.status,
+        404,
+        "metrics moved off the main listener"
+    );
+    assert_eq!(get(addr, "/a").await.status, 200);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    assert!(child.0.wait().unwrap().success());
+    let rest: Vec<String> = rx.try_iter().collect();
+    for l in &rest {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v.is_object());
+        assert!(!l.contains("s3cr3t-app"), "a secret in the log: {l}");
+    }
+}

@@ -46,6 +46,11 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// For the `datetime` template filter. Default Asia/Shanghai.
     pub timezone: jiff::tz::TimeZone,
+    /// Where Prometheus scrapes. Default `/metrics`.
+    pub metrics_path: String,
+    /// A separate listener for `/metrics`, `/healthz` and `/readyz` (say on 127.0.0.1 only);
+    /// when set, the callback listener no longer serves the metrics.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]

@@ -33,6 +33,8 @@ pub struct RawServer {
     pub header_read_timeout: S<u64>,
     pub body_read_timeout: S<u64>,
     pub timezone: S<String>,
+    pub metrics_path: S<String>,
+    pub admin_listen: S<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

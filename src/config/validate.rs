@@ -212,6 +212,14 @@ impl Ctx<'_> {
                 receivers.push(receiver);
             }
         }
+        if let Some(r) = receivers.iter().find(|r| r.path == server.metrics_path) {
+            let span = raw.server.metrics_path.as_ref().map(Spanned::span);
+            self.err(
+                span,
+                "server.metrics_path",
+                format!("{:?} is receiver {:?}'s path", r.path, r.name),
+            );
+        }
         self.declared_connections = raw.connections.keys().cloned().collect();
         let connections = self.connections(&raw.connections);
         let tables = self.tables(&raw.tables);
@@ -259,9 +267,36 @@ impl Ctx<'_> {
                 jiff::tz::TimeZone::UTC
             }),
         };
+        let metrics_path = self
+            .string(&raw.metrics_path, "server.metrics_path")
+            .unwrap_or_else(|| "/metrics".into());
+        if !metrics_path.starts_with('/') || metrics_path.contains(['?', '#', ' ']) {
+            let span = raw.metrics_path.as_ref().map(Spanned::span);
+            self.err(
+                span,
+                "server.metrics_path",
+                format!("{metrics_path:?} must start with '/' and hold no '?', '#' or spaces"),
+            );
+        }
+        let admin_listen = self
+            .string(&raw.admin_listen, "server.admin_listen")
+            .and_then(|a| {
+                a.parse()
+                    .map_err(|e| {
+                        let span = raw.admin_listen.as_ref().map(Spanned::span);
+                        self.err(
+                            span,
+                            "server.admin_listen",
+                            format!("{a:?} is not an address:port ({e})"),
+                        );
+                    })
+                    .ok()
+            });
         ServerConfig {
             listen,
             timezone,
+            metrics_path,
+            admin_listen,
             body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
             header_read_timeout: secs(&raw.header_read_timeout, 10),
             body_read_timeout: secs(&raw.body_read_timeout, 10),

@@ -64,6 +64,10 @@ impl AppState {
 /// the store, the metrics, and the worker's heartbeat for `/readyz`.
 pub struct Gateway {
     app: arc_swap::ArcSwap<AppState>,
+    /// Where `/metrics` is served, and whether the callback listener serves it (not when a
+    /// separate admin listener does). Fixed at start.
+    metrics_path: String,
+    metrics_on_main: bool,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     /// Unix ms of the worker's last loop; 0 while no worker runs.
@@ -73,6 +77,8 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(app: AppState, store: Store, metrics: Arc<Metrics>) -> Self {
         Self {
+            metrics_path: app.limits.metrics_path.clone(),
+            metrics_on_main: app.limits.admin_listen.is_none(),
             app: arc_swap::ArcSwap::from_pointee(app),
             store,
             metrics,
@@ -90,9 +96,28 @@ impl Gateway {
     }
 }
 
+/// Which paths a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Callbacks, `/healthz`, `/readyz`, and the metrics unless an admin listener has them.
+    Main,
+    /// Only `/healthz`, `/readyz` and the metrics (`[server] admin_listen`).
+    Admin,
+}
+
 /// Serves connections from `listener` until `shutdown` resolves, then drains. Header and
 /// body limits come from the config at start (a reload does not change them).
 pub async fn run(listener: TcpListener, gw: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+    serve(listener, gw, Role::Main, shutdown).await;
+}
+
+/// [`run`] for either role.
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    role: Role,
+    shutdown: impl Future<Output = ()>,
+) {
     let state = gw.app();
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -116,7 +141,7 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, shutdown: impl Future<
         };
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
-        let service = hyper::service::service_fn(move |req| handle(gw.clone(), req));
+        let service = hyper::service::service_fn(move |req| handle(gw.clone(), role, req));
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -215,12 +240,16 @@ fn planned_deliveries(state: &AppState, event: &crate::event::Event) -> Vec<NewD
 /// Routes the server's own paths, then callbacks; counts each callback once.
 async fn handle(
     gw: Arc<Gateway>,
+    role: Role,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     match req.uri().path() {
         "/healthz" => return Ok(plain(200, "ok\n")),
         "/readyz" => return Ok(ready(&gw).await),
-        "/metrics" => return Ok(metrics(&gw)),
+        p if p == gw.metrics_path && (role == Role::Admin || gw.metrics_on_main) => {
+            return Ok(metrics(&gw));
+        }
+        _ if role == Role::Admin => return Ok(plain(404, "not found\n")),
         _ => {}
     }
     let state = gw.app();
