@@ -19,9 +19,9 @@ use crate::event::Event;
 const MAX_BATCH: usize = 512;
 /// Callbacks waiting for the writer before `accept` itself waits (backpressure).
 const QUEUE: usize = 4096;
-/// The writer checkpoints by itself only when the WAL reaches this many pages (64 MiB with
+/// The writer checkpoints by itself only when the WAL reaches this many pages (8 MiB with
 /// 4 KiB pages): a bound for when the checkpointer cannot keep up, not the normal path.
-const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+const WRITER_CHECKPOINT_PAGES: u32 = 2_048;
 /// Least time between two background checkpoints, so each copies many commits at once.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
