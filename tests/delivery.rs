@@ -285,3 +285,41 @@ url = "{0}/third"
     assert_eq!(paths, ["/first", "/second", "/second", "/third"]);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_delayed_action_waits_for_its_time() {
+    let sink = Sink::start(&[]).await;
+    let rules = format!(
+        r#"
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/wecom"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+receive_id = "{CORP}"
+
+[[rules]]
+name = "later"
+[[rules.actions]]
+kind = "http"
+url = "{}"
+after = "2s"
+"#,
+        sink.url("/later")
+    );
+    let srv = start("", &rules).await;
+    let sent = now_ms();
+    callback(&srv, "lisi").await;
+    let d = srv.deliveries();
+    assert_eq!(d.len(), 1);
+    assert!(
+        d[0].next_attempt_at_ms >= sent + 1_900 && d[0].next_attempt_at_ms <= now_ms() + 2_000,
+        "{d:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert!(sink.received().is_empty(), "not before its time");
+    eventually(10, "sent once due", || sink.received().len() == 1).await;
+    assert!(now_ms() - sent >= 1_900);
+    srv.stop().await;
+}

@@ -189,6 +189,8 @@ pub struct RawAction {
     pub first_message: S<String>,
     pub users: S<toml::Value>,
     pub departments: S<toml::Value>,
+    /// Any kind: run this long after the event ("90s", "15m", "24h", "2d", "1h30m").
+    pub after: S<String>,
 }
 
 impl RawAction {

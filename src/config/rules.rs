@@ -184,10 +184,13 @@ impl Ctx<'_> {
                 );
             }
             let mut actions = Vec::new();
+            let mut delays = Vec::new();
             for (j, a) in r.actions.iter().enumerate() {
-                if let Some(action) = self.action(&format!("{prefix}.actions[{j}]"), a, connections)
-                {
+                let key = format!("{prefix}.actions[{j}]");
+                let delay = self.delay(&key, &a.get_ref().after);
+                if let Some(action) = self.action(&key, a, connections) {
                     actions.push(action);
+                    delays.push(delay);
                 }
             }
             if self.errors_len() > errors_before {
@@ -201,6 +204,7 @@ impl Ctx<'_> {
                     condition,
                     stop: r.stop.as_ref().is_some_and(|s| *s.get_ref()),
                     actions,
+                    delays,
                 });
             }
         }
@@ -292,6 +296,19 @@ impl Ctx<'_> {
             }
         }
         out
+    }
+
+    /// `after = "24h"` on any action.
+    fn delay(&mut self, prefix: &str, value: &S<String>) -> Option<Duration> {
+        let text = self.string(value, &format!("{prefix}.after"))?;
+        match super::parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let s = value.as_ref().map(Spanned::span);
+                self.err(s, format!("{prefix}.after"), e);
+                None
+            }
+        }
     }
 
     pub(super) fn template_at(&mut self, key: &str, value: &S<String>) -> Option<String> {

@@ -57,6 +57,8 @@ pub struct Match {
     pub rule: String,
     pub action: usize,
     pub kind: &'static str,
+    /// `after = …`: how long after the event it runs.
+    pub delay: Option<std::time::Duration>,
 }
 
 /// The rules of one config, with every template compiled.
@@ -225,6 +227,7 @@ impl RuleSet {
                     rule: rule.name.clone(),
                     action: j,
                     kind: action.kind(),
+                    delay: rule.delays.get(j).copied().flatten(),
                 });
             }
             if rule.stop {

@@ -228,11 +228,19 @@ fn planned_deliveries(state: &AppState, event: &crate::event::Event) -> Vec<NewD
         .rules
         .matching(&view)
         .into_iter()
-        .map(|m| NewDelivery {
-            rule: m.rule,
-            action: m.action,
-            kind: m.kind.to_owned(),
-            deadline_ms,
+        .map(|m| {
+            let delay_ms = m
+                .delay
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4));
+            let due_ms = event.received_at_ms().saturating_add(delay_ms);
+            NewDelivery {
+                rule: m.rule,
+                action: m.action,
+                kind: m.kind.to_owned(),
+                due_ms,
+                // The retry window starts when the action is due.
+                deadline_ms: deadline_ms.saturating_add(delay_ms),
+            }
         })
         .collect()
 }

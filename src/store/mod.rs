@@ -37,6 +37,8 @@ pub struct NewDelivery {
     pub rule: String,
     pub action: usize,
     pub kind: String,
+    /// Not before this (the event's time, or later for `after = …`).
+    pub due_ms: i64,
     /// After this, a failing delivery goes dead instead of retrying.
     pub deadline_ms: i64,
 }

@@ -140,6 +140,7 @@ fn run(ops: Vec<Op>) {
                             rule: "r".into(),
                             action: a.into(),
                             kind: "log".into(),
+                            due_ms: now,
                             deadline_ms: i64::MAX,
                         })
                         .collect();

@@ -633,7 +633,7 @@ fn insert_event(
             "INSERT INTO deliveries (event_id, rule, action, kind, status, after_id,
                                      next_attempt_at_ms, deadline_ms, created_at_ms, updated_at_ms)
              VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 IS NULL THEN 'pending' ELSE 'waiting' END, ?5,
-                     ?6, ?7, ?6, ?6)",
+                     max(?6, ?8), ?7, ?6, ?6)",
         )?;
         let mut previous: Option<(&str, i64)> = None;
         for d in deliveries {
@@ -647,7 +647,8 @@ fn insert_event(
                 d.kind,
                 after,
                 e.received_at_ms(),
-                d.deadline_ms
+                d.deadline_ms,
+                d.due_ms
             ])?;
             previous = Some((d.rule.as_str(), tx.last_insert_rowid()));
         }
@@ -714,9 +715,10 @@ fn finish(
                 "UPDATE deliveries SET status = 'done', updated_at_ms = ?2 WHERE id = ?1",
                 params![id, now_ms],
             )?;
-            // The rule's next action may run now.
+            // The rule's next action may run now (or when its own delay is over).
             tx.execute(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2, updated_at_ms = ?2
+                "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = max(next_attempt_at_ms, ?2),
+                                       updated_at_ms = ?2
                  WHERE after_id = ?1 AND status = 'waiting'",
                 params![id, now_ms],
             )
