@@ -108,7 +108,8 @@ pub enum GroupsCommand {
 pub enum DeliveriesCommand {
     /// The newest deliveries, one per line.
     List {
-        /// waiting, pending, running, done, dead, or failed (pending after a failure).
+        /// waiting, pending, running, done, dead, cancelled, failed (pending after a failure)
+        /// or scheduled (timers not due yet).
         #[arg(long, value_parser = parse_status)]
         status: Option<DeliveryStatus>,
         /// Only the deliveries of this event.
@@ -116,6 +117,13 @@ pub enum DeliveriesCommand {
         event: Option<i64>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+    /// Call off a pending delivery (a timer) by id, or every one with a key.
+    Cancel {
+        #[arg(required_unless_present = "key", conflicts_with = "key")]
+        id: Option<i64>,
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Run a dead delivery (or every dead one) again now, with a fresh retry deadline.
     Retry {
@@ -128,7 +136,7 @@ pub enum DeliveriesCommand {
 
 fn parse_status(s: &str) -> Result<DeliveryStatus, String> {
     DeliveryStatus::parse(s)
-        .ok_or_else(|| format!("{s:?} is not one of waiting, pending, running, done, dead, failed"))
+        .ok_or_else(|| format!("{s:?} is not one of waiting, pending, running, done, dead, cancelled, failed, scheduled"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -460,8 +468,8 @@ fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
                 limit: *limit,
             };
             println!(
-                "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<7}  {:>3}  {:<25}  LAST ERROR",
-                "ID", "EVENT", "RECEIVER", "RULE", "ACTION", "STATUS", "TRY", "NEXT ATTEMPT"
+                "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<9}  {:>3}  {:<25}  {:<20}  LAST ERROR",
+                "ID", "EVENT", "RECEIVER", "RULE", "ACTION", "STATUS", "TRY", "NEXT ATTEMPT", "KEY"
             );
             for d in store.deliveries(&filter)? {
                 let next = if d.status == DeliveryStatus::Pending {
@@ -470,7 +478,7 @@ fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
                     "-".into()
                 };
                 println!(
-                    "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<7}  {:>3}  {:<25}  {}",
+                    "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<9}  {:>3}  {:<25}  {:<20}  {}",
                     d.id,
                     d.event_id,
                     d.receiver,
@@ -479,9 +487,23 @@ fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
                     d.status.as_str(),
                     d.attempts,
                     next,
+                    d.key.as_deref().unwrap_or("-"),
                     d.last_error.as_deref().unwrap_or("")
                 );
             }
+        }
+        DeliveriesCommand::Cancel { id, key } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+            let n = runtime.block_on(store.cancel(
+                key.clone(),
+                *id,
+                "cancelled by hookgate deliveries cancel",
+                now_ms(),
+            ))?;
+            if n == 0 && id.is_some() {
+                bail!("no pending or waiting delivery with that id");
+            }
+            println!("{n} deliver{} cancelled", if n == 1 { "y" } else { "ies" });
         }
         DeliveriesCommand::Retry { id, dead } => {
             let target = match (id, dead) {
@@ -685,6 +707,12 @@ fn describe(r: &crate::rules::Rendered) -> String {
             s
         }
         Rendered::App(a) => format!("via: {} ({:?})\n{:#?}", a.via, a.vendor, a.op),
+        Rendered::Cancel { key, rules } if rules.is_empty() => {
+            format!("cancels every pending delivery with key {key:?}")
+        }
+        Rendered::Cancel { key, rules } => {
+            format!("cancels the pending deliveries with key {key:?} of rules {rules:?}")
+        }
         Rendered::Robot(r) => {
             let mut s = format!("POST {}\n", crate::actions::webhook_key(&r.webhook));
             if r.secret.is_some() {

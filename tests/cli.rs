@@ -541,3 +541,85 @@ async fn json_logs_and_an_admin_listener_for_metrics() {
         assert!(!l.contains("s3cr3t-app"), "a secret in the log: {l}");
     }
 }
+
+#[tokio::test]
+async fn scheduled_deliveries_are_listed_and_cancelled_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+path = "${HOOKGATE_DB}"
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/wecom"
+token = "tok"
+encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+receive_id = "ww1"
+[[rules]]
+name = "remind tomorrow"
+[[rules.actions]]
+kind = "log"
+message = "still open: {{ UserID }}"
+after = "1d"
+key = "item-{{ UserID }}"
+"#,
+    )
+    .unwrap();
+    let served = common::Served::start(&config, &[("HOOKGATE_DB", db.as_os_str())]);
+    let env = hookgate::crypto::envelope::Envelope::new(
+        "tok".into(),
+        vec![
+            hookgate::crypto::envelope::AesKey::from_encoding_aes_key(
+                "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+            )
+            .unwrap(),
+        ],
+        "ww1".into(),
+    );
+    let (q, body) = common::wecom_post(
+        &env,
+        "ww1",
+        CONTACT_XML,
+        &(common::now_ms() / 1000).to_string(),
+    );
+    let req = format!(
+        "POST /wecom?{q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(common::raw(served.addr, req.as_bytes()).await.status, 200);
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("HOOKGATE_DB", &db)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, list) = cli(&["deliveries", "list", "--status", "scheduled"]);
+    assert!(
+        ok && list.contains("item-lisi") && list.contains("remind tomorrow#0"),
+        "{list}"
+    );
+    let (ok, out) = cli(&["deliveries", "cancel", "--key", "item-lisi"]);
+    assert!(ok && out.contains("1 delivery cancelled"), "{out}");
+    let (ok, list) = cli(&["deliveries", "list", "--status", "cancelled"]);
+    assert!(
+        ok && list.contains("item-lisi") && list.contains("hookgate deliveries cancel"),
+        "{list}"
+    );
+    let (ok, list) = cli(&["deliveries", "list", "--status", "scheduled"]);
+    assert!(ok && !list.contains("item-lisi"), "{list}");
+    assert!(served.terminate().success());
+}

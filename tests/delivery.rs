@@ -323,3 +323,84 @@ after = "2s"
     assert!(now_ms() - sent >= 1_900);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_later_event_cancels_a_pending_timer_by_key() {
+    let sink = Sink::start(&[]).await;
+    let rules = format!(
+        r#"
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/wecom"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+receive_id = "{CORP}"
+
+[[rules]]
+name = "remind"
+when = {{ ChangeType = "create_user" }}
+[[rules.actions]]
+kind = "http"
+url = "{}"
+after = "2s"
+key = "user-{{{{ UserID }}}}"
+
+[[rules]]
+name = "settle"
+when = {{ ChangeType = "delete_user" }}
+[[rules.actions]]
+kind = "cancel"
+key = "user-{{{{ UserID }}}}"
+"#,
+        sink.url("/remind")
+    );
+    let srv = start("", &rules).await;
+    callback(&srv, "lisi").await;
+    callback(&srv, "wangwu").await;
+    let scheduled = srv
+        .store
+        .deliveries(&hookgate::store::DeliveryFilter {
+            status: Some(DeliveryStatus::Scheduled),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(scheduled.len(), 2);
+    assert!(
+        scheduled
+            .iter()
+            .any(|d| d.key.as_deref() == Some("user-lisi"))
+    );
+    // lisi leaves before the reminder is due: it is called off; wangwu's still runs.
+    let ts = (now_ms() / 1000).to_string();
+    let (q, body) = wecom_post(
+        &envelope(),
+        CORP,
+        &contact("lisi").replace("create_user", "delete_user"),
+        &ts,
+    );
+    assert_eq!(
+        srv.post(&format!("/wecom?{q}"), &[], body.as_bytes())
+            .await
+            .status,
+        200
+    );
+    eventually(10, "wangwu's reminder sent", || sink.received().len() == 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(sink.received().len(), 1, "lisi's reminder never goes out");
+    let d = srv.deliveries();
+    let lisi = d
+        .iter()
+        .find(|d| d.key.as_deref() == Some("user-lisi"))
+        .unwrap();
+    assert_eq!(lisi.status, DeliveryStatus::Cancelled);
+    assert!(
+        lisi.last_error
+            .as_deref()
+            .unwrap()
+            .contains("cancelled by rule \"settle\""),
+        "{lisi:?}"
+    );
+    srv.stop().await;
+}

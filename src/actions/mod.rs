@@ -159,7 +159,7 @@ impl Actions {
     fn deadline(&self, action: &Rendered) -> Duration {
         let slack = Duration::from_secs(5);
         match action {
-            Rendered::Log { .. } => slack,
+            Rendered::Log { .. } | Rendered::Cancel { .. } => slack,
             Rendered::Http(h) => h.timeout + slack,
             // An upload (60 s) and a send (15 s).
             Rendered::Robot(_) => Duration::from_secs(75) + slack,
@@ -191,6 +191,8 @@ impl Actions {
                 log(*level, attempt, message);
                 Ok(())
             }
+            // Done when its event was stored; never a delivery.
+            Rendered::Cancel { .. } => Ok(()),
             Rendered::Http(h) => http::send(&self.http, h, attempt).await,
             Rendered::Email(m) => {
                 let mailer = self.mailers.get(&m.via).ok_or_else(|| {

@@ -207,6 +207,8 @@ pub struct Rule {
     pub actions: Vec<Action>,
     /// Per action (same index): how long after the event it runs; `None` at once.
     pub delays: Vec<Option<Duration>>,
+    /// Per action: the `key` template that a later `cancel` names (and a group's key).
+    pub keys: Vec<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +286,9 @@ pub enum Action {
         target: GroupTarget,
         message: serde_json::Value,
     },
+    /// Calls off the pending (delayed) deliveries whose `key` renders the same, when the event
+    /// is stored; of the named rules only, if any. Not a delivery itself.
+    Cancel { key: String, rules: Vec<String> },
     /// A work notification to people (WeCom `message/send`, DingTalk `asyncsend_v2`).
     Notify {
         via: String,
@@ -357,6 +362,7 @@ impl Action {
             Action::GroupUpdate { .. } => "group_update",
             Action::GroupSend { .. } => "group_send",
             Action::Notify { .. } => "notify",
+            Action::Cancel { .. } => "cancel",
         }
     }
 
@@ -440,6 +446,7 @@ impl Action {
                 target_template(&mut out, target);
                 json_templates(&mut out, "message".into(), message);
             }
+            Action::Cancel { key, .. } => out.push(("key".into(), key)),
             Action::Notify {
                 users,
                 departments,

@@ -191,6 +191,8 @@ pub struct RawAction {
     pub departments: S<toml::Value>,
     /// Any kind: run this long after the event ("90s", "15m", "24h", "2d", "1h30m").
     pub after: S<String>,
+    /// `cancel`: only deliveries of these rules.
+    pub rules: S<toml::Value>,
 }
 
 impl RawAction {
@@ -217,7 +219,7 @@ impl RawAction {
             ("one_per_recipient", span(&self.one_per_recipient)),
             ("webhook", span(&self.webhook)),
             ("per_minute", span(&self.per_minute)),
-            ("key", span(&self.key)),
+            ("rules", span(&self.rules)),
             ("chat_id", span(&self.chat_id)),
             ("name", span(&self.name)),
             ("owner", span(&self.owner)),

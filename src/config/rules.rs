@@ -53,6 +53,7 @@ const ACTION_KEYS: &[(&str, &[&str])] = &[
     ),
     ("group_send", &["via", "key", "chat_id", "message"]),
     ("notify", &["via", "users", "departments", "message"]),
+    ("cancel", &["rules"]),
 ];
 
 const ROBOT_KEYS: &[&str] = &["webhook", "secret", "message", "per_minute"];
@@ -185,12 +186,17 @@ impl Ctx<'_> {
             }
             let mut actions = Vec::new();
             let mut delays = Vec::new();
+            let mut keys = Vec::new();
             for (j, a) in r.actions.iter().enumerate() {
                 let key = format!("{prefix}.actions[{j}]");
                 let delay = self.delay(&key, &a.get_ref().after);
+                // `key` correlates any action with a later `cancel` (for group actions it is
+                // also the group's key).
+                let correlation = self.template_at(&format!("{key}.key"), &a.get_ref().key);
                 if let Some(action) = self.action(&key, a, connections) {
                     actions.push(action);
                     delays.push(delay);
+                    keys.push(correlation);
                 }
             }
             if self.errors_len() > errors_before {
@@ -205,6 +211,7 @@ impl Ctx<'_> {
                     stop: r.stop.as_ref().is_some_and(|s| *s.get_ref()),
                     actions,
                     delays,
+                    keys,
                 });
             }
         }
@@ -551,6 +558,28 @@ impl Ctx<'_> {
             "feishu_robot" => self.robot(prefix, a, &table, RobotVendor::Feishu)?,
             "group_create" | "group_update" | "group_send" | "notify" => {
                 self.app_action(prefix, a, &table, &kind, connections)?
+            }
+            "cancel" => {
+                let key = self.need_template(prefix, "key", &a.key, &table, &kind);
+                let rules = match &a.rules {
+                    None => Vec::new(),
+                    Some(v) => match v.get_ref() {
+                        toml::Value::String(s) => vec![s.clone()],
+                        toml::Value::Array(items) if items.iter().all(|i| i.is_str()) => items
+                            .iter()
+                            .filter_map(|i| i.as_str().map(str::to_owned))
+                            .collect(),
+                        _ => {
+                            self.err(
+                                Some(v.span()),
+                                format!("{prefix}.rules"),
+                                "must be a rule name or a list of them",
+                            );
+                            Vec::new()
+                        }
+                    },
+                };
+                Action::Cancel { key: key?, rules }
             }
             _ => return None,
         };

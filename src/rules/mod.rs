@@ -59,6 +59,10 @@ pub struct Match {
     pub kind: &'static str,
     /// `after = …`: how long after the event it runs.
     pub delay: Option<std::time::Duration>,
+    /// The rendered `key` (a `cancel` calls off pending deliveries with the same key).
+    pub key: Option<String>,
+    /// For a `cancel`: the rules whose deliveries it calls off (empty: all).
+    pub cancel: Option<Vec<String>>,
 }
 
 /// The rules of one config, with every template compiled.
@@ -177,6 +181,11 @@ impl RuleSet {
                     env.add_template_owned(name.clone(), src.to_owned())
                         .map_err(|e| format!("{name}: {}", describe(&e)))?;
                 }
+                if let Some(Some(key)) = rule.keys.get(j) {
+                    let name = template_name(i, j, "correlation");
+                    env.add_template_owned(name.clone(), key.clone())
+                        .map_err(|e| format!("{name}: {}", describe(&e)))?;
+                }
             }
         }
         let tables = serde_json::to_value(&config.tables).unwrap_or(Json::Null);
@@ -223,11 +232,33 @@ impl RuleSet {
                 continue;
             }
             for (j, action) in rule.actions.iter().enumerate() {
+                let key = match rule.keys.get(j) {
+                    Some(Some(_)) => {
+                        let ctx = ctx.get_or_insert_with(|| {
+                            Value::from(minijinja::value::Serde(self.context(ev)))
+                        });
+                        match self.render_field(i, j, "correlation", ctx) {
+                            Ok(k) if !k.trim().is_empty() => Some(k),
+                            Ok(_) => None,
+                            Err(e) => {
+                                tracing::warn!(rule = %rule.name, action = j, error = %e, "Action key did not render; no key.");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                let cancel = match action {
+                    Action::Cancel { rules, .. } => Some(rules.clone()),
+                    _ => None,
+                };
                 out.push(Match {
                     rule: rule.name.clone(),
                     action: j,
                     kind: action.kind(),
                     delay: rule.delays.get(j).copied().flatten(),
+                    key,
+                    cancel,
                 });
             }
             if rule.stop {

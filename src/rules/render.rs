@@ -19,6 +19,11 @@ pub enum Rendered {
     Email(RenderedEmail),
     Robot(RenderedRobot),
     App(RenderedApp),
+    /// Not sent: what a `cancel` calls off (shown by `explain`).
+    Cancel {
+        key: String,
+        rules: Vec<String>,
+    },
 }
 
 /// A vendor-app action (groups, notifications) with its templates rendered.
@@ -142,6 +147,7 @@ impl Rendered {
             Rendered::Http(_) => "http",
             Rendered::Email(_) => "email",
             Rendered::Robot(r) => r.vendor.kind(),
+            Rendered::Cancel { .. } => "cancel",
             Rendered::App(a) => match a.op {
                 AppOp::GroupCreate { .. } => "group_create",
                 AppOp::GroupUpdate { .. } => "group_update",
@@ -290,6 +296,10 @@ pub(super) fn render(
                 message: render_json(message, "message".into(), &field)?,
             },
         ),
+        Action::Cancel { rules, .. } => Rendered::Cancel {
+            key: nonempty("key", field("key")?)?,
+            rules: rules.clone(),
+        },
         Action::Notify {
             via,
             vendor,

@@ -26,7 +26,7 @@ use crate::config::{Config, Receiver, ServerConfig};
 use crate::ingress::{self, Headers, Method};
 use crate::metrics::Metrics;
 use crate::rules::{EventView, RuleSet};
-use crate::store::{NewDelivery, Store};
+use crate::store::{Cancel, NewDelivery, Store};
 use std::sync::atomic::AtomicI64;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -206,11 +206,15 @@ fn open(
     ingress::open(receiver, &request)
 }
 
-/// One delivery per action of every rule that matches, to commit with the event. Conditions
-/// see `event.id` as 0: the id exists only once the event is stored.
-fn planned_deliveries(state: &AppState, event: &crate::event::Event) -> Vec<NewDelivery> {
+/// One delivery per action of every rule that matches, to commit with the event, and the
+/// `cancel`s to apply in the same transaction. Conditions and keys see `event.id` as 0: the
+/// id exists only once the event is stored.
+fn planned_deliveries(
+    state: &AppState,
+    event: &crate::event::Event,
+) -> (Vec<NewDelivery>, Vec<Cancel>) {
     if state.rules.rules().is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let view = EventView {
         id: 0,
@@ -224,25 +228,38 @@ fn planned_deliveries(state: &AppState, event: &crate::event::Event) -> Vec<NewD
     let deadline_ms = event
         .received_at_ms()
         .saturating_add(state.give_up_after_ms);
-    state
-        .rules
-        .matching(&view)
-        .into_iter()
-        .map(|m| {
-            let delay_ms = m
-                .delay
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4));
-            let due_ms = event.received_at_ms().saturating_add(delay_ms);
-            NewDelivery {
-                rule: m.rule,
-                action: m.action,
-                kind: m.kind.to_owned(),
-                due_ms,
-                // The retry window starts when the action is due.
-                deadline_ms: deadline_ms.saturating_add(delay_ms),
+    let mut deliveries = Vec::new();
+    let mut cancels = Vec::new();
+    for m in state.rules.matching(&view) {
+        if let Some(rules) = m.cancel {
+            if let Some(key) = m.key {
+                cancels.push(Cancel {
+                    key,
+                    rules,
+                    reason: format!(
+                        "cancelled by rule {:?} ({} {})",
+                        m.rule,
+                        event.kind(),
+                        event.dedupe_key()
+                    ),
+                });
             }
-        })
-        .collect()
+            continue;
+        }
+        let delay_ms = m
+            .delay
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4));
+        deliveries.push(NewDelivery {
+            rule: m.rule,
+            action: m.action,
+            kind: m.kind.to_owned(),
+            due_ms: event.received_at_ms().saturating_add(delay_ms),
+            key: m.key,
+            // The retry window starts when the action is due.
+            deadline_ms: deadline_ms.saturating_add(delay_ms),
+        });
+    }
+    (deliveries, cancels)
 }
 
 /// Routes the server's own paths, then callbacks; counts each callback once.
@@ -355,9 +372,9 @@ async fn callback(
     let outcome = if let Some(event) = accepted.event {
         let (kind, key) = (event.kind().to_owned(), event.dedupe_key().to_owned());
         debug!(receiver = %receiver.name, raw = %event.raw(), "Decrypted callback.");
-        let deliveries = planned_deliveries(state, &event);
+        let (deliveries, cancels) = planned_deliveries(state, &event);
         let actions = deliveries.len();
-        match state.store.accept(event, deliveries).await {
+        match state.store.accept(event, deliveries, cancels).await {
             Ok(stored) => {
                 info!(
                     receiver = %receiver.name,

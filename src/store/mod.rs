@@ -39,8 +39,20 @@ pub struct NewDelivery {
     pub kind: String,
     /// Not before this (the event's time, or later for `after = …`).
     pub due_ms: i64,
+    /// The rendered `key`, which a later `cancel` names.
+    pub key: Option<String>,
     /// After this, a failing delivery goes dead instead of retrying.
     pub deadline_ms: i64,
+}
+
+/// Calls off pending deliveries with `key` (of `rules` only, if any), in the transaction that
+/// stores the event whose `cancel` action matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancel {
+    pub key: String,
+    pub rules: Vec<String>,
+    /// Why, kept on each cancelled delivery.
+    pub reason: String,
 }
 
 /// A delivery the worker claimed (now `running`), with its event.
@@ -80,6 +92,10 @@ pub enum Outcome {
 pub enum DeliveryStatus {
     /// After an earlier action of the same rule, which is not done yet.
     Waiting,
+    /// Called off by a `cancel` (or `deliveries cancel`) before it ran.
+    Cancelled,
+    /// A filter only: pending, not tried yet, due later (a timer).
+    Scheduled,
     Pending,
     Running,
     Done,
@@ -92,6 +108,8 @@ impl DeliveryStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Waiting => "waiting",
+            Self::Cancelled => "cancelled",
+            Self::Scheduled => "scheduled",
             Self::Pending => "pending",
             Self::Running => "running",
             Self::Done => "done",
@@ -103,6 +121,8 @@ impl DeliveryStatus {
     pub fn parse(s: &str) -> Option<Self> {
         [
             Self::Waiting,
+            Self::Cancelled,
+            Self::Scheduled,
             Self::Pending,
             Self::Running,
             Self::Done,
@@ -129,6 +149,8 @@ pub struct DeliveryRow {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub last_error: Option<String>,
+    /// The action's `key`, if it has one.
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -216,9 +238,10 @@ impl Store {
         &self,
         event: Event,
         deliveries: Vec<NewDelivery>,
+        cancels: Vec<Cancel>,
     ) -> Result<Stored, StoreError> {
         match &*self.backend {
-            Backend::Sqlite(s) => s.accept(event, deliveries).await,
+            Backend::Sqlite(s) => s.accept(event, deliveries, cancels).await,
         }
     }
 
@@ -309,6 +332,20 @@ impl Store {
     pub async fn put_group(&self, group: GroupRow) -> Result<(), StoreError> {
         match &*self.backend {
             Backend::Sqlite(s) => s.put_group(group).await,
+        }
+    }
+
+    /// Cancels the pending deliveries with `key` (or the one with `id`) and the later actions
+    /// waiting for them; how many.
+    pub async fn cancel(
+        &self,
+        key: Option<String>,
+        id: Option<i64>,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.cancel_now(key, id, reason.to_owned(), now_ms).await,
         }
     }
 

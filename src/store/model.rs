@@ -141,10 +141,14 @@ fn run(ops: Vec<Op>) {
                             action: a.into(),
                             kind: "log".into(),
                             due_ms: now,
+                            key: None,
                             deadline_ms: i64::MAX,
                         })
                         .collect();
-                    let stored = store.accept(event(key, now), deliveries).await.unwrap();
+                    let stored = store
+                        .accept(event(key, now), deliveries, Vec::new())
+                        .await
+                        .unwrap();
                     let known = model.events.contains_key(&key);
                     assert_eq!(stored.duplicate, known, "{key}");
                     if !known {

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus, GroupRow, ListFilter,
+    Cancel, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus, GroupRow, ListFilter,
     NewDelivery, Outcome, RequeueTarget, StoreError, Stored, StoredEvent,
 };
 use crate::config::{StoreConfig, Synchronous};
@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     after_id           INTEGER REFERENCES deliveries (id),
     -- Dead only because an earlier action of its rule is dead.
     skipped            INTEGER NOT NULL DEFAULT 0,
+    -- The action's rendered `key`, which a later `cancel` names.
+    correlation        TEXT,
     attempts           INTEGER NOT NULL DEFAULT 0,
     next_attempt_at_ms INTEGER NOT NULL,
     deadline_ms        INTEGER NOT NULL,
@@ -56,6 +58,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at_ms) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_after ON deliveries (after_id) WHERE after_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries (correlation) WHERE correlation IS NOT NULL;
 -- Vendor access tokens, so a restart or a second process does not storm gettoken.
 CREATE TABLE IF NOT EXISTS tokens (
     key           TEXT    PRIMARY KEY,
@@ -81,6 +84,7 @@ enum Op {
     Accept {
         event: Event,
         deliveries: Vec<NewDelivery>,
+        cancels: Vec<Cancel>,
         reply: oneshot::Sender<Result<Stored, StoreError>>,
     },
     Claim {
@@ -223,10 +227,12 @@ impl Sqlite {
         &self,
         event: Event,
         deliveries: Vec<NewDelivery>,
+        cancels: Vec<Cancel>,
     ) -> Result<Stored, StoreError> {
         self.call(|reply| Op::Accept {
             event,
             deliveries,
+            cancels,
             reply,
         })
         .await
@@ -378,6 +384,30 @@ impl Sqlite {
         .map(drop)
     }
 
+    /// Cancels by key (like a `cancel` action) or one delivery by id; how many.
+    pub(super) async fn cancel_now(
+        &self,
+        key: Option<String>,
+        id: Option<i64>,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(Box::new(move |tx| match (key, id) {
+            (Some(key), _) => cancel(
+                tx,
+                &Cancel {
+                    key,
+                    rules: Vec::new(),
+                    reason,
+                },
+                now_ms,
+            ),
+            (None, Some(id)) => cancel_chain(tx, id, &reason, now_ms),
+            (None, None) => Ok(0),
+        }))
+        .await
+    }
+
     pub(super) fn due_notify(&self) -> Arc<tokio::sync::Notify> {
         self.due.clone()
     }
@@ -398,40 +428,47 @@ impl Sqlite {
         filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let (status, failed) = match filter.status {
-            None => (None, false),
-            Some(DeliveryStatus::Failed) => (Some("pending"), true),
-            Some(s) => (Some(s.as_str()), false),
+        let (status, failed, scheduled) = match filter.status {
+            None => (None, false, false),
+            Some(DeliveryStatus::Failed) => (Some("pending"), true, false),
+            Some(DeliveryStatus::Scheduled) => (Some("pending"), false, true),
+            Some(s) => (Some(s.as_str()), false, false),
         };
+        let now = crate::delivery::now_ms();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT d.id, d.event_id, e.receiver, d.rule, d.action, d.kind, d.status, d.attempts,
-                        d.next_attempt_at_ms, d.created_at_ms, d.updated_at_ms, d.last_error
+                        d.next_attempt_at_ms, d.created_at_ms, d.updated_at_ms, d.last_error, d.correlation
                  FROM deliveries d JOIN events e ON e.id = d.event_id
                  WHERE (?1 IS NULL OR d.status = ?1) AND (NOT ?2 OR d.last_error IS NOT NULL)
                    AND (?3 IS NULL OR d.event_id = ?3)
+                   AND (NOT ?5 OR (d.attempts = 0 AND d.next_attempt_at_ms > ?6))
                  ORDER BY d.id DESC LIMIT ?4",
             )
             .map_err(query_error)?;
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![status, failed, filter.event_id, limit], |r| {
-                let status: String = r.get(6)?;
-                Ok(DeliveryRow {
-                    id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    receiver: r.get(2)?,
-                    rule: r.get(3)?,
-                    action: r.get(4)?,
-                    kind: r.get(5)?,
-                    status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
-                    attempts: r.get(7)?,
-                    next_attempt_at_ms: r.get(8)?,
-                    created_at_ms: r.get(9)?,
-                    updated_at_ms: r.get(10)?,
-                    last_error: r.get(11)?,
-                })
-            })
+            .query_map(
+                params![status, failed, filter.event_id, limit, scheduled, now],
+                |r| {
+                    let status: String = r.get(6)?;
+                    Ok(DeliveryRow {
+                        id: r.get(0)?,
+                        event_id: r.get(1)?,
+                        receiver: r.get(2)?,
+                        rule: r.get(3)?,
+                        action: r.get(4)?,
+                        kind: r.get(5)?,
+                        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
+                        attempts: r.get(7)?,
+                        next_attempt_at_ms: r.get(8)?,
+                        created_at_ms: r.get(9)?,
+                        updated_at_ms: r.get(10)?,
+                        last_error: r.get(11)?,
+                        key: r.get(12)?,
+                    })
+                },
+            )
             .map_err(query_error)?;
         rows.collect::<Result<_, _>>().map_err(query_error)
     }
@@ -547,9 +584,15 @@ fn run_batch(
             Op::Accept {
                 event,
                 deliveries,
+                cancels,
                 reply,
             } => {
                 let stored = insert_event(&tx, &event, &deliveries)?;
+                if !stored.duplicate {
+                    for c in &cancels {
+                        cancel(&tx, c, event.received_at_ms())?;
+                    }
+                }
                 *wake |= !stored.duplicate && !deliveries.is_empty();
                 Done::Accept(reply, stored)
             }
@@ -631,9 +674,10 @@ fn insert_event(
         // The actions of one rule run in order: each after the previous one is done.
         let mut add = tx.prepare_cached(
             "INSERT INTO deliveries (event_id, rule, action, kind, status, after_id,
-                                     next_attempt_at_ms, deadline_ms, created_at_ms, updated_at_ms)
+                                     next_attempt_at_ms, deadline_ms, created_at_ms, updated_at_ms,
+                                     correlation)
              VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 IS NULL THEN 'pending' ELSE 'waiting' END, ?5,
-                     max(?6, ?8), ?7, ?6, ?6)",
+                     max(?6, ?8), ?7, ?6, ?6, ?9)",
         )?;
         let mut previous: Option<(&str, i64)> = None;
         for d in deliveries {
@@ -648,7 +692,8 @@ fn insert_event(
                 after,
                 e.received_at_ms(),
                 d.deadline_ms,
-                d.due_ms
+                d.due_ms,
+                d.key
             ])?;
             previous = Some((d.rule.as_str(), tx.last_insert_rowid()));
         }
@@ -760,6 +805,59 @@ fn finish(
         }
     }
     .map(drop)
+}
+
+/// Calls off the pending and waiting deliveries with the cancel's key, and the later actions
+/// of their rules that wait for them.
+fn cancel(tx: &rusqlite::Transaction<'_>, c: &Cancel, now_ms: i64) -> rusqlite::Result<usize> {
+    let ids: Vec<i64> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, rule FROM deliveries WHERE correlation = ?1 AND status IN ('pending', 'waiting')",
+        )?;
+        let rows = stmt.query_map([&c.key], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|(_, rule)| c.rules.is_empty() || c.rules.contains(rule))
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let mut n = 0;
+    for id in ids {
+        n += cancel_chain(tx, id, &c.reason, now_ms)?;
+    }
+    Ok(n)
+}
+
+/// Cancels a pending or waiting delivery and the later actions of its rule waiting for it.
+fn cancel_chain(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    reason: &str,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let mut n = 0;
+    let mut next = Some(id);
+    while let Some(d) = next {
+        let changed = tx.execute(
+            "UPDATE deliveries SET status = 'cancelled', last_error = ?2, updated_at_ms = ?3
+             WHERE id = ?1 AND status IN ('pending', 'waiting')",
+            params![d, reason, now_ms],
+        )?;
+        if changed == 0 {
+            break;
+        }
+        n += changed;
+        next = tx
+            .query_row(
+                "SELECT id FROM deliveries WHERE after_id = ?1 AND status = 'waiting'",
+                [d],
+                |r| r.get(0),
+            )
+            .optional()?;
+    }
+    Ok(n)
 }
 
 fn action_of(tx: &rusqlite::Transaction<'_>, id: i64) -> rusqlite::Result<i64> {
