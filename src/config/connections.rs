@@ -30,6 +30,26 @@ const KINDS: &[(&str, &[&str])] = &[
 ];
 
 impl Ctx<'_> {
+    /// `agent_id`: an integer, or a string holding one (`"${DING_AGENT_ID}"`).
+    fn agent_id(&mut self, prefix: &str, v: &S<toml::Value>) -> Option<i64> {
+        let v = v.as_ref()?;
+        let key = format!("{prefix}.agent_id");
+        match v.get_ref() {
+            toml::Value::Integer(n) => Some(*n),
+            toml::Value::String(s) => {
+                let text = self.string(&Some(Spanned::new(v.span(), s.clone())), &key)?;
+                text.trim()
+                    .parse()
+                    .map_err(|_| self.err(Some(v.span()), key, format!("{text:?} is not a number")))
+                    .ok()
+            }
+            _ => {
+                self.err(Some(v.span()), key, "must be a number");
+                None
+            }
+        }
+    }
+
     pub(super) fn connections(
         &mut self,
         raw: &BTreeMap<String, Spanned<RawConnection>>,
@@ -174,7 +194,7 @@ impl Ctx<'_> {
         Some(WeComConnection {
             corp_id: corp_id?,
             secret: Secret::new(secret?),
-            agent_id: c.agent_id.as_ref().map(|a| *a.get_ref()),
+            agent_id: self.agent_id(prefix, &c.agent_id),
             api_base,
         })
     }
@@ -202,7 +222,7 @@ impl Ctx<'_> {
             robot_code: robot_code.unwrap_or_else(|| app_key.clone()),
             app_key,
             app_secret: Secret::new(app_secret?),
-            agent_id: c.agent_id.as_ref().map(|a| *a.get_ref()),
+            agent_id: self.agent_id(prefix, &c.agent_id),
             api_base,
             new_api_base,
         })

@@ -95,7 +95,8 @@ pub struct RawConnection {
     // wecom
     pub corp_id: S<String>,
     pub secret: S<String>,
-    pub agent_id: S<i64>,
+    /// An integer, or a string (so that `${VAR}` works).
+    pub agent_id: S<toml::Value>,
     // dingtalk
     pub app_key: S<String>,
     pub app_secret: S<String>,
