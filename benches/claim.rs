@@ -41,15 +41,25 @@ fn main() {
         for i in 0..SCHEDULED {
             // Due over the next 30 days.
             let due = now + 60_000 + (i * 2_592_000_000 / SCHEDULED);
-            add.execute(rusqlite::params![due, due + 86_400_000, now, format!("item-{i}")])
-                .unwrap();
+            add.execute(rusqlite::params![
+                due,
+                due + 86_400_000,
+                now,
+                format!("item-{i}")
+            ])
+            .unwrap();
         }
         drop(add);
         tx.commit().unwrap();
     }
-    eprintln!("stored {SCHEDULED} scheduled deliveries in {:.1?}", started.elapsed());
+    eprintln!(
+        "stored {SCHEDULED} scheduled deliveries in {:.1?}",
+        started.elapsed()
+    );
     let store = Store::open(&config).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut samples = Vec::new();
     let mut claimed = 0usize;
     for round in 0..2_000i64 {
@@ -64,7 +74,9 @@ fn main() {
         };
         assert_eq!(due_now, 1);
         let t = Instant::now();
-        let got = rt.block_on(store.claim(hookgate::delivery::now_ms(), 32)).unwrap();
+        let got = rt
+            .block_on(store.claim(hookgate::delivery::now_ms(), 32))
+            .unwrap();
         samples.push(t.elapsed());
         claimed += got.len();
     }
@@ -79,6 +91,12 @@ fn main() {
         pct(1.0)
     );
     let t = Instant::now();
-    let empty = rt.block_on(store.claim(hookgate::delivery::now_ms(), 32)).unwrap();
-    println!("claim with nothing due: {:.1?} ({} claimed)", t.elapsed(), empty.len());
+    let empty = rt
+        .block_on(store.claim(hookgate::delivery::now_ms(), 32))
+        .unwrap();
+    println!(
+        "claim with nothing due: {:.1?} ({} claimed)",
+        t.elapsed(),
+        empty.len()
+    );
 }

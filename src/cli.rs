@@ -662,6 +662,7 @@ fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -> Result<()
     if config.rules.is_empty() {
         println!("no rules configured");
     }
+    let matches = rules.matching(&view);
     for v in rules.verdicts(&view) {
         if let Some(why) = &v.why_not {
             println!("\nrule {:?}: does not fire: {why}", v.rule);
@@ -669,9 +670,29 @@ fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -> Result<()
         }
         println!("\nrule {:?}: FIRES", v.rule);
         for (j, action) in config.rules[v.index].actions.iter().enumerate() {
+            // When it would run and under which key, as the server would store it.
+            let timing = matches
+                .iter()
+                .find(|m| m.rule == v.rule && m.action == j)
+                .map(|m| {
+                    let mut t = String::new();
+                    if let Some(d) = m.delay {
+                        let due = view.received_at_ms + i64::try_from(d.as_millis()).unwrap_or(0);
+                        t.push_str(&format!(
+                            ", scheduled for {} (after {}s)",
+                            format_ms(due),
+                            d.as_secs()
+                        ));
+                    }
+                    if let (Some(k), None) = (&m.key, &m.cancel) {
+                        t.push_str(&format!(", key {k:?}"));
+                    }
+                    t
+                })
+                .unwrap_or_default();
             match rules.render(&v.rule, j, &view) {
                 Ok(rendered) => println!(
-                    "  action {j} ({}):\n{}",
+                    "  action {j} ({}{timing}):\n{}",
                     action.kind(),
                     indent(&describe(&rendered))
                 ),

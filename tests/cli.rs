@@ -623,3 +623,60 @@ key = "item-{{ UserID }}"
     assert!(ok && !list.contains("item-lisi"), "{list}");
     assert!(served.terminate().success());
 }
+
+#[test]
+fn explain_shows_timers_and_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = dir.path().join("start.json");
+    std::fs::write(&start, r#"{"EventType":"bpms_task_change","processInstanceId":"risk-7","title":"整改","type":"start","staffId":"h1","url":"https://x"}"#).unwrap();
+    let finish = dir.path().join("finish.json");
+    std::fs::write(
+        &finish,
+        std::fs::read_to_string(&start)
+            .unwrap()
+            .replace("start", "finish"),
+    )
+    .unwrap();
+    let run = |file: &std::path::Path| {
+        let out = Command::new(BIN)
+            .args([
+                "explain",
+                "--config",
+                "config/examples/e10-escalation.toml",
+                "--receiver",
+                "approvals",
+            ])
+            .arg(file)
+            .env("DING_CALLBACK_TOKEN", "t")
+            .env(
+                "DING_CALLBACK_AES_KEY",
+                "1234567890123456789012345678901234567890123",
+            )
+            .env("DING_APP_KEY", "k")
+            .env("DING_APP_SECRET", "s")
+            .env("DING_AGENT_ID", "7")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run(&start);
+    assert!(
+        text.contains("action 0 (notify, scheduled for")
+            && text.contains("(after 86400s), key \"risk-7\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("(group_create, scheduled for") && text.contains("(after 172800s)"),
+        "{text}"
+    );
+    let text = run(&finish);
+    assert!(
+        text.contains("cancels every pending delivery with key \"risk-7\""),
+        "{text}"
+    );
+}
