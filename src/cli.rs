@@ -676,6 +676,15 @@ fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -> Result<()
                 .find(|m| m.rule == v.rule && m.action == j)
                 .map(|m| {
                     let mut t = String::new();
+                    if let Some(at) = &m.at {
+                        match crate::rules::parse_time(at, &config.server.timezone) {
+                            Some(ts) => t.push_str(&format!(
+                                ", scheduled for {} (at)",
+                                format_ms(ts.as_millisecond())
+                            )),
+                            None => t.push_str(&format!(", at {at:?} is not a time: runs at once")),
+                        }
+                    }
                     if let Some(d) = m.delay {
                         let due = view.received_at_ms + i64::try_from(d.as_millis()).unwrap_or(0);
                         t.push_str(&format!(

@@ -404,3 +404,52 @@ key = "user-{{{{ UserID }}}}"
     );
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn at_schedules_by_a_time_in_the_event_and_the_past_runs_at_once() {
+    let sink = Sink::start(&[]).await;
+    let rules = format!(
+        r#"
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/wecom"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+receive_id = "{CORP}"
+
+[[rules]]
+name = "on the due date, minus a day"
+[[rules.actions]]
+kind = "http"
+url = "{}"
+at = "{{{{ Due | shift('-1d') }}}}"
+"#,
+        sink.url("/due")
+    );
+    let srv = start("", &rules).await;
+    let send = |due_ms: i64, user: &'static str| {
+        let xml = contact(user).replace("</xml>", &format!("<Due>{due_ms}</Due></xml>"));
+        let ts = (now_ms() / 1000).to_string();
+        wecom_post(&envelope(), CORP, &xml, &ts)
+    };
+    // Due in a day and 2 s: runs in about 2 s. Due yesterday: runs at once.
+    let (q, body) = send(now_ms() + 86_400_000 + 2_000, "later");
+    assert_eq!(
+        srv.post(&format!("/wecom?{q}"), &[], body.as_bytes())
+            .await
+            .status,
+        200
+    );
+    let (q, body) = send(now_ms() - 86_400_000, "past");
+    assert_eq!(
+        srv.post(&format!("/wecom?{q}"), &[], body.as_bytes())
+            .await
+            .status,
+        200
+    );
+    eventually(5, "the past one at once", || sink.received().len() == 1).await;
+    assert_eq!(sink.received().len(), 1);
+    eventually(10, "the later one on time", || sink.received().len() == 2).await;
+    srv.stop().await;
+}

@@ -209,6 +209,8 @@ pub struct Rule {
     pub delays: Vec<Option<Duration>>,
     /// Per action: the `key` template that a later `cancel` names (and a group's key).
     pub keys: Vec<Option<String>>,
+    /// Per action: the `at` template (a time) it waits for.
+    pub ats: Vec<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -192,6 +192,8 @@ pub struct RawAction {
     pub departments: S<toml::Value>,
     /// Any kind: run this long after the event ("90s", "15m", "24h", "2d", "1h30m").
     pub after: S<String>,
+    /// Any kind: run at this time (a template; see `rules::parse_time`).
+    pub at: S<String>,
     /// `cancel`: only deliveries of these rules.
     pub rules: S<toml::Value>,
 }

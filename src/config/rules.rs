@@ -187,9 +187,18 @@ impl Ctx<'_> {
             let mut actions = Vec::new();
             let mut delays = Vec::new();
             let mut keys = Vec::new();
+            let mut ats = Vec::new();
             for (j, a) in r.actions.iter().enumerate() {
                 let key = format!("{prefix}.actions[{j}]");
                 let delay = self.delay(&key, &a.get_ref().after);
+                let at = self.template_at(&format!("{key}.at"), &a.get_ref().at);
+                if let (Some(_), Some(at_span)) = (&a.get_ref().after, &a.get_ref().at) {
+                    self.err(
+                        Some(at_span.span()),
+                        format!("{key}.at"),
+                        "give after or at, not both",
+                    );
+                }
                 // `key` correlates any action with a later `cancel` (for group actions it is
                 // also the group's key).
                 let correlation = self.template_at(&format!("{key}.key"), &a.get_ref().key);
@@ -197,6 +206,7 @@ impl Ctx<'_> {
                     actions.push(action);
                     delays.push(delay);
                     keys.push(correlation);
+                    ats.push(at);
                 }
             }
             if self.errors_len() > errors_before {
@@ -212,6 +222,7 @@ impl Ctx<'_> {
                     actions,
                     delays,
                     keys,
+                    ats,
                 });
             }
         }

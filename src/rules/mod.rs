@@ -61,6 +61,8 @@ pub struct Match {
     pub delay: Option<std::time::Duration>,
     /// The rendered `key` (a `cancel` calls off pending deliveries with the same key).
     pub key: Option<String>,
+    /// The rendered `at = …`: when it runs (see [`parse_time`]).
+    pub at: Option<String>,
     /// For a `cancel`: the rules whose deliveries it calls off (empty: all).
     pub cancel: Option<Vec<String>>,
 }
@@ -86,13 +88,64 @@ fn environment(tz: jiff::tz::TimeZone) -> Environment<'static> {
     env.set_fuel(Some(FUEL));
     // Values are text for mail and chat: no HTML escaping.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    let shift_tz = tz.clone();
     env.add_filter(
         "datetime",
         move |value: Value, format: Option<String>| -> Result<String, minijinja::Error> {
             datetime(&value, format.as_deref(), &tz)
         },
     );
+    env.add_filter(
+        "shift",
+        move |value: Value, by: String| -> Result<String, minijinja::Error> {
+            shift(&value, &by, &shift_tz)
+        },
+    );
     env
+}
+
+/// A point in time as events and templates write it: epoch seconds or milliseconds, RFC 3339
+/// (`2026-11-22T09:00:00+08:00`), or a local `YYYY-MM-DD[ HH:MM[:SS]]` in `tz`.
+pub fn parse_time(text: &str, tz: &jiff::tz::TimeZone) -> Option<jiff::Timestamp> {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<i64>() {
+        let ms = if n.abs() > 100_000_000_000 {
+            n
+        } else {
+            n.saturating_mul(1000)
+        };
+        return jiff::Timestamp::from_millisecond(ms).ok();
+    }
+    if let Ok(ts) = t.parse::<jiff::Timestamp>() {
+        return Some(ts);
+    }
+    let civil = t.parse::<jiff::civil::DateTime>().ok().or_else(|| {
+        t.parse::<jiff::civil::Date>()
+            .ok()
+            .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+    })?;
+    civil.to_zoned(tz.clone()).ok().map(|z| z.timestamp())
+}
+
+/// `shift`: a time moved by a signed duration (`'-1d'`, `'2h30m'`), as local time.
+fn shift(value: &Value, by: &str, tz: &jiff::tz::TimeZone) -> Result<String, minijinja::Error> {
+    let invalid = |m: String| minijinja::Error::new(ErrorKind::InvalidOperation, m);
+    let text = value.to_string();
+    let ts =
+        parse_time(&text, tz).ok_or_else(|| invalid(format!("shift: {text:?} is not a time")))?;
+    let (sign, rest) = match by.trim().strip_prefix('-') {
+        Some(r) => (-1i64, r),
+        None => (1, by.trim().trim_start_matches('+')),
+    };
+    let d = crate::config::parse_duration(rest).map_err(|e| invalid(format!("shift: {e}")))?;
+    let secs = sign * i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
+    let moved = ts
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .map_err(|e| invalid(format!("shift: {e}")))?;
+    Ok(moved
+        .to_zoned(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string())
 }
 
 /// `datetime`: vendor epoch seconds or milliseconds (a number or numeric text) to local time.
@@ -186,6 +239,11 @@ impl RuleSet {
                     env.add_template_owned(name.clone(), key.clone())
                         .map_err(|e| format!("{name}: {}", describe(&e)))?;
                 }
+                if let Some(Some(at)) = rule.ats.get(j) {
+                    let name = template_name(i, j, "at");
+                    env.add_template_owned(name.clone(), at.clone())
+                        .map_err(|e| format!("{name}: {}", describe(&e)))?;
+                }
             }
         }
         let tables = serde_json::to_value(&config.tables).unwrap_or(Json::Null);
@@ -252,12 +310,28 @@ impl RuleSet {
                     Action::Cancel { rules, .. } => Some(rules.clone()),
                     _ => None,
                 };
+                let at = match rule.ats.get(j) {
+                    Some(Some(_)) => {
+                        let ctx = ctx.get_or_insert_with(|| {
+                            Value::from(minijinja::value::Serde(self.context(ev)))
+                        });
+                        match self.render_field(i, j, "at", ctx) {
+                            Ok(t) => Some(t),
+                            Err(e) => {
+                                tracing::warn!(rule = %rule.name, action = j, error = %e, "`at` did not render; the action runs at once.");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
                 out.push(Match {
                     rule: rule.name.clone(),
                     action: j,
                     kind: action.kind(),
                     delay: rule.delays.get(j).copied().flatten(),
                     key,
+                    at,
                     cancel,
                 });
             }
@@ -590,6 +664,32 @@ message = "{{ event.chat_id }} {{ event.receiver }} {{ header.event_type }} {{ f
         assert_eq!(template_problem("{{ a | datetime }} {{ b | upper }}"), None);
         assert!(expression_problem("a ==").is_some());
         assert_eq!(expression_problem("a == 'x' and b"), None);
+    }
+
+    #[test]
+    fn times_parse_and_shift_in_the_configured_zone() {
+        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+        let want = 1_700_000_000_000;
+        for text in [
+            "1700000000",
+            "1700000000000",
+            "2023-11-15T06:13:20+08:00",
+            "2023-11-15 06:13:20",
+        ] {
+            assert_eq!(
+                parse_time(text, &tz).map(|t| t.as_millisecond()),
+                Some(want),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_time("2023-11-15", &tz).map(|t| t.as_millisecond()),
+            Some(1_699_977_600_000)
+        );
+        assert_eq!(parse_time("soon", &tz), None);
+        let v = Value::from("2023-11-15 06:13:20");
+        assert_eq!(shift(&v, "-1d", &tz).unwrap(), "2023-11-14 06:13:20");
+        assert_eq!(shift(&v, "2h30m", &tz).unwrap(), "2023-11-15 08:43:20");
     }
 
     #[test]

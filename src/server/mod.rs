@@ -246,9 +246,18 @@ fn planned_deliveries(
             }
             continue;
         }
-        let delay_ms = m
+        let mut delay_ms = m
             .delay
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4));
+        if let Some(at) = &m.at {
+            match crate::rules::parse_time(at, &state.limits.timezone) {
+                // A time already past runs at once.
+                Some(t) => delay_ms = (t.as_millisecond() - event.received_at_ms()).max(0),
+                None => {
+                    warn!(rule = %m.rule, at = %at, "`at` is not a time; the action runs at once.")
+                }
+            }
+        }
         deliveries.push(NewDelivery {
             rule: m.rule,
             action: m.action,
