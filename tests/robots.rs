@@ -275,9 +275,11 @@ message = {{ msgtype = "text", text = {{ content = "{{{{ UserID }}}}" }} }}
         || format!("{:?} {:?}", statuses(&srv), vendors.answers()),
     )
     .await;
-    // After 130101 the webhook rests for 10 minutes: nothing more is sent to it.
+    // After 130101 the webhook rests for 10 minutes: nothing more is sent to it (sends
+    // already in flight when the vendor began refusing may also get 130101).
+    let seen = vendors.answers().len();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(vendors.answers().len(), 3, "{:?}", vendors.answers());
+    assert_eq!(vendors.answers().len(), seen, "{:?}", vendors.answers());
     let now = now_ms();
     for d in srv
         .deliveries()
