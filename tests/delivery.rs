@@ -448,8 +448,15 @@ at = "{{{{ Due | shift('-1d') }}}}"
             .status,
         200
     );
-    eventually(5, "the past one at once", || sink.received().len() == 1).await;
-    assert_eq!(sink.received().len(), 1);
-    eventually(10, "the later one on time", || sink.received().len() == 2).await;
+    eventually(10, "both sent", || sink.received().len() == 2).await;
+    let users: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            v["fields"]["UserID"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(users, ["past", "later"], "the past one at once, the later one on its time");
     srv.stop().await;
 }
