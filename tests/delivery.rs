@@ -457,6 +457,10 @@ at = "{{{{ Due | shift('-1d') }}}}"
             v["fields"]["UserID"].as_str().unwrap().to_owned()
         })
         .collect();
-    assert_eq!(users, ["past", "later"], "the past one at once, the later one on its time");
+    assert_eq!(
+        users,
+        ["past", "later"],
+        "the past one at once, the later one on its time"
+    );
     srv.stop().await;
 }
