@@ -230,6 +230,13 @@ fn serve(cli: &Cli) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Before anything that takes time: SIGTERM during start-up is a clean stop too, and a
+        // SIGHUP then is a reload, not the default (which would end the process).
+        let stop_signal = shutdown_signal();
+        #[cfg(unix)]
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        #[cfg(not(unix))]
+        let hup = None;
         let store = Store::open(&config.store).context("opening the store")?;
         let resumed = store
             .requeue(crate::store::RequeueTarget::Running, now_ms(), 0)
@@ -262,6 +269,7 @@ fn serve(cli: &Cli) -> Result<()> {
             config,
             gw.clone(),
             engine,
+            hup,
             until_stopped(stopped.clone()),
         ));
         let admin = match config_admin {
@@ -276,7 +284,7 @@ fn serve(cli: &Cli) -> Result<()> {
         };
         let server = server::run(listener, gw, until_stopped(stopped));
         let signal = async {
-            shutdown_signal().await;
+            stop_signal.await;
             let _ = stop.send(true);
         };
         tokio::join!(server, signal);
@@ -316,6 +324,8 @@ async fn reload_loop(
     mut current: Config,
     gw: Arc<server::Gateway>,
     engine: Arc<arc_swap::ArcSwap<crate::delivery::Engine>>,
+    #[cfg(unix)] mut hup: Option<tokio::signal::unix::Signal>,
+    #[cfg(not(unix))] _hup: Option<()>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let digest = |p: &std::path::Path| {
@@ -325,8 +335,6 @@ async fn reload_loop(
         })
     };
     let mut seen = digest(&path);
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::pin!(shutdown);
     loop {
         #[cfg(unix)]
@@ -384,23 +392,31 @@ async fn reload_loop(
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when
+/// first polled), so a signal that arrives while the gateway is still starting is caught too.
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => Box::pin(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }),
+            _ => Box::pin(async {
+                let _ = tokio::signal::ctrl_c().await;
+            }),
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn events(cli: &Cli, command: &EventsCommand) -> Result<()> {
