@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::config::{Credentials, MpMode, Receiver};
 use crate::crypto::Freshness;
 use crate::crypto::envelope::{Envelope, Signed, random_alnum};
+use crate::delivery::now_ms;
 
 /// What vendors leave unencoded in query values.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -43,12 +44,6 @@ enum Expect {
     Ok,
     /// A 403 with this vendor code (the robot probe, which must not store anything).
     Refused(&'static str),
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn nonce() -> String {

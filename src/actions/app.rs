@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ActionError, Attempt};
 use crate::config::AppVendor;
+use crate::delivery::now_ms;
 use crate::rules::{AppOp, People, RenderedApp, Target};
 use crate::store::{GroupRow, Store};
 use crate::vendor::Apis;
@@ -231,10 +232,6 @@ pub(super) async fn run(
     }
 }
 
-fn now_ms() -> i64 {
-    crate::delivery::now_ms()
-}
-
 /// The registry row for a key; absent is retryable: its group_create may not have run yet.
 fn registered(store: &Store, via: &str, key: &str) -> Result<GroupRow, ActionError> {
     store
@@ -277,6 +274,27 @@ fn check_group(
     Ok(())
 }
 
+/// The members of a group to create, owner first if not among them; `None` when the key
+/// already has a group (one group per key: nothing to do).
+async fn new_group_users(
+    apis: &Apis,
+    store: &Store,
+    directory: &Directory,
+    a: &RenderedApp,
+    key: &str,
+    owner: &str,
+    members: &[People],
+) -> Result<Option<Vec<String>>, ActionError> {
+    if store.group(&a.via, key).ok().flatten().is_some() {
+        return Ok(None);
+    }
+    let mut users = directory.user_ids(apis, &a.via, members).await?;
+    if !users.iter().any(|u| u == owner) {
+        users.insert(0, owner.to_owned());
+    }
+    Ok(Some(users))
+}
+
 async fn wecom(
     w: &WeCom,
     apis: &Apis,
@@ -293,13 +311,11 @@ async fn wecom(
             members,
             first_message,
         } => {
-            if store.group(&a.via, key).ok().flatten().is_some() {
+            let Some(users) =
+                new_group_users(apis, store, directory, a, key, owner, members).await?
+            else {
                 return Ok(());
-            }
-            let mut users = directory.user_ids(apis, &a.via, members).await?;
-            if !users.contains(owner) {
-                users.insert(0, owner.clone());
-            }
+            };
             check_group(name, owner, &users, 50, (2, 500), "WeCom")?;
             let chat_id = wecom_chat_id(&a.via, key);
             let body = json!({"name": name, "owner": owner, "userlist": users, "chatid": chat_id});
@@ -436,13 +452,11 @@ async fn dingtalk(
             members,
             first_message,
         } => {
-            if store.group(&a.via, key).ok().flatten().is_some() {
+            let Some(mut users) =
+                new_group_users(apis, store, directory, a, key, owner, members).await?
+            else {
                 return Ok(());
-            }
-            let mut users = directory.user_ids(apis, &a.via, members).await?;
-            if !users.contains(owner) {
-                users.insert(0, owner.clone());
-            }
+            };
             check_group(name, owner, &users, 20, (1, 1000), "DingTalk")?;
             // The owner goes in the first call; the rest are added 40 at a time.
             let owner_pos = users.iter().position(|u| u == owner).unwrap_or(0);

@@ -14,6 +14,7 @@ use md5::Digest;
 
 use super::{ActionError, Attempt};
 use crate::config::RobotVendor;
+use crate::delivery::now_ms;
 use crate::rules::RenderedRobot;
 
 /// WeCom limits: image 2 MB before encoding, upload 20 MB.
@@ -112,10 +113,6 @@ pub(super) async fn send(
         tracing::warn!(webhook = %key, pause_s = pause.as_secs(), delivery = a.delivery_id, "Robot throttled by the vendor; pausing this webhook.");
     }
     result
-}
-
-fn now_ms() -> i64 {
-    crate::delivery::now_ms()
 }
 
 async fn dingtalk(client: &reqwest::Client, r: &RenderedRobot) -> Result<(), ActionError> {

@@ -8,6 +8,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::raw::{RawAction, S};
+use super::rules::message_shape;
 use super::validate::Ctx;
 use super::{Action, AppVendor, Connection, GroupTarget, Member};
 
@@ -395,47 +396,20 @@ impl Ctx<'_> {
         };
         let message = self.json_template(&key, raw.span(), raw.get_ref())?;
         let problem = match (vendor?, group) {
+            // { msgKey = "sampleMarkdown", msgParam = { title, text } }
             (AppVendor::DingTalk, true) => {
-                // { msgKey = "sampleMarkdown", msgParam = { title, text } }
-                shape(&message, "msgKey", "msgParam", DINGTALK_GROUP)
+                message_shape(&message, "msgKey", DINGTALK_GROUP, &|_| "msgParam")
             }
-            (AppVendor::WeCom, true) => shape(&message, "msgtype", "", WECOM_GROUP),
-            (AppVendor::WeCom, false) => shape(&message, "msgtype", "", WECOM_NOTIFY),
-            (AppVendor::DingTalk, false) => shape(&message, "msgtype", "", DINGTALK_NOTIFY),
+            // { msgtype = "text", text = { content } }
+            (AppVendor::WeCom, true) => message_shape(&message, "msgtype", WECOM_GROUP, &|t| t),
+            (AppVendor::WeCom, false) => message_shape(&message, "msgtype", WECOM_NOTIFY, &|t| t),
+            (AppVendor::DingTalk, false) => {
+                message_shape(&message, "msgtype", DINGTALK_NOTIFY, &|t| t)
+            }
         };
         if let Some(p) = problem {
             self.err(Some(raw.span()), key, p);
         }
         Some(message)
     }
-}
-
-/// What is missing from a message: the type key names the type; the body is under
-/// `body_key`, or (empty) under the type's own name.
-fn shape(
-    m: &serde_json::Value,
-    type_key: &str,
-    body_key: &str,
-    types: &[(&str, &[&str])],
-) -> Option<String> {
-    let names: Vec<&str> = types.iter().map(|(t, _)| *t).collect();
-    let Some(t) = m.get(type_key).and_then(|v| v.as_str()) else {
-        return Some(format!("needs {type_key} = one of {}", names.join(", ")));
-    };
-    let Some((_, required)) = types.iter().find(|(n, _)| *n == t) else {
-        return Some(format!(
-            "{type_key} {t:?} is not one of {}",
-            names.join(", ")
-        ));
-    };
-    let body_key = if body_key.is_empty() { t } else { body_key };
-    let Some(body) = m.get(body_key).and_then(|b| b.as_object()) else {
-        return Some(format!("needs a {body_key} table for {type_key} {t:?}"));
-    };
-    for req in *required {
-        if !req.split('|').any(|k| body.contains_key(k)) {
-            return Some(format!("{body_key}.{req} is required for {type_key} {t:?}"));
-        }
-    }
-    None
 }

@@ -706,6 +706,23 @@ fn message_problem(
     types: &[(&str, &[&str])],
     vendor: RobotVendor,
 ) -> Option<String> {
+    // DingTalk and WeCom nest the body under the type's name; Feishu under `content`
+    // (`card` for interactive).
+    message_shape(message, type_key, types, &|t| match (vendor, t) {
+        (RobotVendor::Feishu, "interactive") => "card",
+        (RobotVendor::Feishu, _) => "content",
+        _ => t,
+    })
+}
+
+/// What is missing from a vendor message: `type_key` names its type, one of `types` with the
+/// keys its body requires (`a|b`: either); `body_key` says where the body sits for a type.
+pub(super) fn message_shape(
+    message: &serde_json::Value,
+    type_key: &str,
+    types: &[(&str, &[&str])],
+    body_key: &dyn for<'t> Fn(&'t str) -> &'t str,
+) -> Option<String> {
     let names: Vec<&str> = types.iter().map(|(t, _)| *t).collect();
     let Some(t) = message.get(type_key).and_then(|t| t.as_str()) else {
         return Some(format!("needs {type_key} = one of {}", names.join(", ")));
@@ -716,13 +733,7 @@ fn message_problem(
             names.join(", ")
         ));
     };
-    // DingTalk and WeCom nest the body under the type's name; Feishu under `content`
-    // (`card` for interactive).
-    let body_key = match (vendor, t) {
-        (RobotVendor::Feishu, "interactive") => "card",
-        (RobotVendor::Feishu, _) => "content",
-        _ => t,
-    };
+    let body_key = body_key(t);
     let Some(body) = message.get(body_key).and_then(|b| b.as_object()) else {
         return Some(format!("needs a {body_key} table for {type_key} {t:?}"));
     };

@@ -103,7 +103,7 @@ pub(crate) fn snippet(text: &str) -> String {
     text.chars().take(300).collect()
 }
 
-/// `errcode` (or `code`) of an oapi-style answer; -2 when absent.
+/// `errcode` of an oapi-style answer; -2 when absent.
 pub(crate) fn errcode(body: &serde_json::Value) -> i64 {
     body.get("errcode")
         .and_then(serde_json::Value::as_i64)

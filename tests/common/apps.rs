@@ -7,9 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Default)]
@@ -62,36 +59,9 @@ impl Apps {
             state: Arc::new(Mutex::new(state)),
         };
         let state = apps.state.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let state = state.clone();
-                            async move {
-                                let (parts, body) = req.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                let (status, answer) = handle(&state, &parts, &body);
-                                let mut resp = hyper::Response::new(Full::new(Bytes::from(
-                                    answer.to_string(),
-                                )));
-                                *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                                resp.headers_mut()
-                                    .insert("content-type", "application/json".parse().unwrap());
-                                Ok::<_, std::convert::Infallible>(resp)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        super::http_server(listener, move |parts, body| {
+            let (status, answer) = handle(&state, &parts, &body);
+            (status, "application/json", answer.to_string())
         });
         apps
     }

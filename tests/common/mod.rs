@@ -370,3 +370,47 @@ pub fn simulate(config: &str, listen: SocketAddr, receiver: &str, url: &str) -> 
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
+
+/// A local HTTP/1.1 server for the fake vendors and sinks: every request, its body read
+/// whole, goes to `answer`, which returns (status, content type, body).
+pub fn http_server(
+    listener: TcpListener,
+    answer: impl Fn(hyper::http::request::Parts, bytes::Bytes) -> (u16, &'static str, String)
+    + Send
+    + Sync
+    + 'static,
+) {
+    use http_body_util::BodyExt;
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let answer = answer.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let (status, content_type, text) = answer(parts, body);
+                            let mut resp = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(text),
+                            ));
+                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            resp.headers_mut()
+                                .insert("content-type", content_type.parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}

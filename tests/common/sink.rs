@@ -5,10 +5,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
@@ -42,49 +38,19 @@ impl Sink {
             script: Arc::new(Mutex::new(script.iter().copied().collect())),
         };
         let s = sink.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let s = s.clone();
-                            async move {
-                                let (parts, body) = req.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                s.requests.lock().unwrap().push(Recorded {
-                                    method: parts.method.to_string(),
-                                    path: parts.uri.to_string(),
-                                    headers: parts
-                                        .headers
-                                        .iter()
-                                        .map(|(k, v)| {
-                                            (k.to_string(), v.to_str().unwrap_or("").to_owned())
-                                        })
-                                        .collect(),
-                                    body: String::from_utf8_lossy(&body).into_owned(),
-                                });
-                                let status = s.script.lock().unwrap().pop_front().unwrap_or(200);
-                                let mut resp = hyper::Response::new(Full::new(Bytes::from(
-                                    format!("status {status}"),
-                                )));
-                                *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                                Ok::<_, std::convert::Infallible>(resp)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        super::http_server(listener, move |parts, body| {
+            s.requests.lock().unwrap().push(Recorded {
+                method: parts.method.to_string(),
+                path: parts.uri.to_string(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                    .collect(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            let status = s.script.lock().unwrap().pop_front().unwrap_or(200);
+            (status, "text/plain", format!("status {status}"))
         });
         sink
     }

@@ -10,9 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -57,35 +54,9 @@ impl Vendors {
             })),
         };
         let state = v.state.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let state = state.clone();
-                            async move {
-                                let (parts, body) = req.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                let answer = handle(&state, &parts.uri, &parts.headers, &body);
-                                let mut resp = hyper::Response::new(Full::new(Bytes::from(
-                                    answer.to_string(),
-                                )));
-                                resp.headers_mut()
-                                    .insert("content-type", "application/json".parse().unwrap());
-                                Ok::<_, std::convert::Infallible>(resp)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        super::http_server(listener, move |parts, body| {
+            let answer = handle(&state, &parts.uri, &parts.headers, &body);
+            (200, "application/json", answer.to_string())
         });
         v
     }
