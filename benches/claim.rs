@@ -16,10 +16,14 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
-        path: dir.path().join("claim.db"),
         synchronous: Synchronous::Normal,
+        ..StoreConfig::sqlite(dir.path().join("claim.db"))
     };
-    drop(Store::open(&config).unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    drop(rt.block_on(Store::open(&config)).unwrap());
     let now = hookgate::delivery::now_ms();
     let started = Instant::now();
     {
@@ -56,10 +60,7 @@ fn main() {
         "stored {SCHEDULED} scheduled deliveries in {:.1?}",
         started.elapsed()
     );
-    let store = Store::open(&config).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let store = rt.block_on(Store::open(&config)).unwrap();
     let mut samples = Vec::new();
     let mut claimed = 0usize;
     for round in 0..2_000i64 {

@@ -86,6 +86,8 @@ pub enum Command {
         #[command(subcommand)]
         command: GroupsCommand,
     },
+    /// Create or upgrade the store's schema and exit (`serve` does this on start too).
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +194,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Events { command } => events(&cli, command),
         Command::Deliveries { command } => deliveries(&cli, command),
         Command::Groups { command } => groups(&cli, command),
+        Command::Migrate => migrate(&cli),
         Command::Simulate {
             receiver,
             url,
@@ -237,7 +240,7 @@ fn serve(cli: &Cli) -> Result<()> {
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         #[cfg(not(unix))]
         let hup = None;
-        let store = Store::open(&config.store).context("opening the store")?;
+        let store = Store::open(&config.store).await.context("opening the store")?;
         let resumed = store
             .requeue(crate::store::RequeueTarget::Running, now_ms(), 0)
             .await
@@ -249,7 +252,7 @@ fn serve(cli: &Cli) -> Result<()> {
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, receivers = config.receivers.len(), store = %config.store.path.display(), "hookgate listening.");
+        tracing::info!(%addr, receivers = config.receivers.len(), store = %store.location(), "hookgate listening.");
         for r in &config.receivers {
             tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");
         }
@@ -419,15 +422,44 @@ fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> +
     })
 }
 
+/// The store a command reads (a SQLite file must exist: `nothing` says why it does not), on
+/// a runtime for its calls.
+fn open_existing(config: &Config, nothing: &str) -> Result<(tokio::runtime::Runtime, Store)> {
+    if config.store.url.is_none() && !config.store.path.exists() {
+        bail!("no store at {} yet: {nothing}", config.store.path.display());
+    }
+    crate::actions::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = runtime.block_on(Store::open(&config.store))?;
+    Ok((runtime, store))
+}
+
+fn migrate(cli: &Cli) -> Result<()> {
+    let config = load(cli)?;
+    crate::actions::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = runtime
+        .block_on(Store::open(&config.store))
+        .context("opening the store")?;
+    match store.schema_versions() {
+        (was, now) if was == now => {
+            println!("{}: schema up to date (version {now})", store.location())
+        }
+        (was, now) => println!(
+            "{}: schema migrated from version {was} to {now}",
+            store.location()
+        ),
+    }
+    Ok(())
+}
+
 fn events(cli: &Cli, command: &EventsCommand) -> Result<()> {
     let config = load(cli)?;
-    if !config.store.path.exists() {
-        bail!(
-            "no store at {} yet: nothing has been received",
-            config.store.path.display()
-        );
-    }
-    let store = Store::open(&config.store)?;
+    let (rt, store) = open_existing(&config, "nothing has been received")?;
     match command {
         EventsCommand::List {
             receiver,
@@ -443,7 +475,7 @@ fn events(cli: &Cli, command: &EventsCommand) -> Result<()> {
                 "{:>8}  {:<25}  {:<16}  {:<14}  {:<28}  DEDUPE KEY",
                 "ID", "RECEIVED", "RECEIVER", "VENDOR", "KIND"
             );
-            for e in store.list(&filter)? {
+            for e in rt.block_on(store.list(&filter))? {
                 println!(
                     "{:>8}  {:<25}  {:<16}  {:<14}  {:<28}  {}",
                     e.id,
@@ -455,7 +487,7 @@ fn events(cli: &Cli, command: &EventsCommand) -> Result<()> {
                 );
             }
         }
-        EventsCommand::Show { id } => match store.get(*id)? {
+        EventsCommand::Show { id } => match rt.block_on(store.get(*id))? {
             Some(e) => println!("{}", serde_json::to_string_pretty(&e)?),
             None => bail!("no event with id {id}"),
         },
@@ -465,13 +497,7 @@ fn events(cli: &Cli, command: &EventsCommand) -> Result<()> {
 
 fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
     let config = load(cli)?;
-    if !config.store.path.exists() {
-        bail!(
-            "no store at {} yet: nothing has been received",
-            config.store.path.display()
-        );
-    }
-    let store = Store::open(&config.store)?;
+    let (runtime, store) = open_existing(&config, "nothing has been received")?;
     match command {
         DeliveriesCommand::List {
             status,
@@ -487,7 +513,7 @@ fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
                 "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<9}  {:>3}  {:<25}  {:<20}  LAST ERROR",
                 "ID", "EVENT", "RECEIVER", "RULE", "ACTION", "STATUS", "TRY", "NEXT ATTEMPT", "KEY"
             );
-            for d in store.deliveries(&filter)? {
+            for d in runtime.block_on(store.deliveries(&filter))? {
                 let next = if d.status == DeliveryStatus::Pending {
                     format_ms(d.next_attempt_at_ms)
                 } else {
@@ -509,7 +535,6 @@ fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
             }
         }
         DeliveriesCommand::Cancel { id, key } => {
-            let runtime = tokio::runtime::Builder::new_current_thread().build()?;
             let n = runtime.block_on(store.cancel(
                 key.clone(),
                 *id,
@@ -531,7 +556,6 @@ fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
             let deadline = now.saturating_add(
                 i64::try_from(config.delivery.give_up_after.as_millis()).unwrap_or(i64::MAX),
             );
-            let runtime = tokio::runtime::Builder::new_current_thread().build()?;
             let n = runtime.block_on(store.requeue(target, now, deadline))?;
             if n == 0 && matches!(target, RequeueTarget::Id(_)) {
                 bail!("no dead or pending delivery with that id");
@@ -602,20 +626,14 @@ fn simulate(
 
 fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
     let config = load(cli)?;
-    if !config.store.path.exists() {
-        bail!(
-            "no store at {} yet: no group made",
-            config.store.path.display()
-        );
-    }
-    let store = Store::open(&config.store)?;
+    let (rt, store) = open_existing(&config, "no group made")?;
     match command {
         GroupsCommand::List { limit } => {
             println!(
                 "{:<12}  {:<32}  {:<34}  {:<25}  NAME",
                 "CONNECTION", "KEY", "CHAT ID", "CREATED"
             );
-            for g in store.groups(*limit)? {
+            for g in rt.block_on(store.groups(*limit))? {
                 println!(
                     "{:<12}  {:<32}  {:<34}  {:<25}  {}",
                     g.connection,
@@ -627,8 +645,8 @@ fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
             }
         }
         GroupsCommand::Show { key, via } => {
-            let found: Vec<_> = store
-                .groups(usize::MAX)?
+            let found: Vec<_> = rt
+                .block_on(store.groups(usize::MAX))?
                 .into_iter()
                 .filter(|g| &g.key == key && via.as_ref().is_none_or(|v| &g.connection == v))
                 .collect();

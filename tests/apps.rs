@@ -268,7 +268,12 @@ message = { msgtype = "markdown", markdown = { content = "**{{ UserID }}** è¯·å¤
             .count(),
         2
     );
-    let g = srv.store.group("corp", "item-1700000100").unwrap().unwrap();
+    let g = srv
+        .store
+        .group("corp", "item-1700000100")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(g.chat_id, chat_id);
     srv.stop().await;
 }

@@ -284,11 +284,9 @@ async fn groups_list_and_show_read_the_registry() {
         "[store]\npath = \"${HOOKGATE_DB}\"\n[[receivers]]\nname = \"hr\"\nvendor = \"dingtalk_robot\"\npath = \"/r\"\napp_secret = \"s\"\n",
     )
     .unwrap();
-    let store = hookgate::store::Store::open(&hookgate::config::StoreConfig {
-        path: db.clone(),
-        synchronous: hookgate::config::Synchronous::Normal,
-    })
-    .unwrap();
+    let store = hookgate::store::Store::open(&hookgate::config::StoreConfig::sqlite(&db))
+        .await
+        .unwrap();
     store
         .put_group(hookgate::store::GroupRow {
             connection: "ding".into(),

@@ -365,6 +365,7 @@ key = "user-{{{{ UserID }}}}"
             limit: 10,
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(scheduled.len(), 2);
     assert!(

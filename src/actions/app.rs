@@ -233,9 +233,10 @@ pub(super) async fn run(
 }
 
 /// The registry row for a key; absent is retryable: its group_create may not have run yet.
-fn registered(store: &Store, via: &str, key: &str) -> Result<GroupRow, ActionError> {
+async fn registered(store: &Store, via: &str, key: &str) -> Result<GroupRow, ActionError> {
     store
         .group(via, key)
+        .await
         .map_err(|e| ActionError::retryable(format!("group registry: {e}")))?
         .ok_or_else(|| {
             ActionError::retryable(format!(
@@ -274,6 +275,19 @@ fn check_group(
     Ok(())
 }
 
+/// Held from the registry check to the registry write, in every process on the store:
+/// deliveries for one key (two events of one item, on two replicas) create one group.
+async fn creating(
+    store: &Store,
+    via: &str,
+    key: &str,
+) -> Result<crate::store::StoreLock, ActionError> {
+    store
+        .lock(&format!("group:{via}:{key}"))
+        .await
+        .map_err(|e| ActionError::retryable(format!("group lock: {e}")))
+}
+
 /// The members of a group to create, owner first if not among them; `None` when the key
 /// already has a group (one group per key: nothing to do).
 async fn new_group_users(
@@ -285,7 +299,12 @@ async fn new_group_users(
     owner: &str,
     members: &[People],
 ) -> Result<Option<Vec<String>>, ActionError> {
-    if store.group(&a.via, key).ok().flatten().is_some() {
+    if store
+        .group(&a.via, key)
+        .await
+        .map_err(|e| ActionError::retryable(format!("group registry: {e}")))?
+        .is_some()
+    {
         return Ok(None);
     }
     let mut users = directory.user_ids(apis, &a.via, members).await?;
@@ -311,6 +330,7 @@ async fn wecom(
             members,
             first_message,
         } => {
+            let _creating = creating(store, &a.via, key).await?;
             let Some(users) =
                 new_group_users(apis, store, directory, a, key, owner, members).await?
             else {
@@ -341,7 +361,7 @@ async fn wecom(
             remove_members,
         } => {
             let (chat_id, key) = match target {
-                Target::Key(k) => (registered(store, &a.via, k)?.chat_id, Some(k)),
+                Target::Key(k) => (registered(store, &a.via, k).await?.chat_id, Some(k)),
                 Target::ChatId(c) => (c.clone(), None),
             };
             let mut body = json!({"chatid": chat_id});
@@ -367,7 +387,7 @@ async fn wecom(
         }
         AppOp::GroupSend { target, message } => {
             let chat_id = match target {
-                Target::Key(k) => registered(store, &a.via, k)?.chat_id,
+                Target::Key(k) => registered(store, &a.via, k).await?.chat_id,
                 Target::ChatId(c) => c.clone(),
             };
             let mut body = wecom_media(w, message.clone()).await?;
@@ -452,6 +472,7 @@ async fn dingtalk(
             members,
             first_message,
         } => {
+            let _creating = creating(store, &a.via, key).await?;
             let Some(mut users) =
                 new_group_users(apis, store, directory, a, key, owner, members).await?
             else {
@@ -504,7 +525,7 @@ async fn dingtalk(
             remove_members,
         } => {
             let (chat_id, key) = match target {
-                Target::Key(k) => (registered(store, &a.via, k)?.chat_id, Some(k)),
+                Target::Key(k) => (registered(store, &a.via, k).await?.chat_id, Some(k)),
                 Target::ChatId(c) => (c.clone(), None),
             };
             let add = directory.user_ids(apis, &a.via, add_members).await?;
@@ -550,7 +571,8 @@ async fn dingtalk(
         }
         AppOp::GroupSend { target, message } => {
             let open_id = match target {
-                Target::Key(k) => registered(store, &a.via, k)?
+                Target::Key(k) => registered(store, &a.via, k)
+                    .await?
                     .open_conversation_id
                     .ok_or_else(|| {
                         ActionError::permanent(format!(

@@ -98,7 +98,6 @@ pub struct Attempt<'a> {
 pub struct Actions {
     http: reqwest::Client,
     mailers: HashMap<String, email::Mailer>,
-    robots: robot::Limiter,
     apis: crate::vendor::Apis,
     store: crate::store::Store,
     directory: app::Directory,
@@ -136,7 +135,6 @@ impl Actions {
             apis: crate::vendor::Apis::new(config, &http, store, &metrics),
             http,
             mailers,
-            robots: robot::Limiter::default(),
             store: store.clone(),
             directory: app::Directory::default(),
         })
@@ -205,7 +203,7 @@ impl Actions {
                 };
                 mailer.send(m, &recipients, attempt).await
             }
-            Rendered::Robot(r) => robot::send(&self.http, &self.robots, r, attempt).await,
+            Rendered::Robot(r) => robot::send(&self.http, &self.store, r, attempt).await,
             Rendered::App(a) => {
                 app::run(&self.apis, &self.store, &self.directory, a, attempt).await
             }

@@ -3,11 +3,10 @@
 //! `upload_media` first) and Feishu custom bots (`timestamp` + `sign` in the body). Vendors
 //! report errors as HTTP 200 with a non-zero `errcode` (`code` for Feishu); throttling
 //! answers (DingTalk 130101, WeCom 45009, Feishu 9499/11232) pause that webhook and defer
-//! the delivery. Each webhook also keeps to its per-minute budget before sending.
+//! the delivery. Each webhook also keeps to its per-minute budget before sending; budgets and
+//! pauses live in the store, so replicas on one database share them.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use md5::Digest;
@@ -16,58 +15,11 @@ use super::{ActionError, Attempt};
 use crate::config::RobotVendor;
 use crate::delivery::now_ms;
 use crate::rules::RenderedRobot;
+use crate::store::Store;
 
 /// WeCom limits: image 2 MB before encoding, upload 20 MB.
 const WECOM_IMAGE_MAX: u64 = 2 * 1024 * 1024;
 const WECOM_FILE_MAX: u64 = 20 * 1024 * 1024;
-
-/// Per-webhook sliding-minute budgets and throttle pauses.
-#[derive(Default)]
-pub(super) struct Limiter {
-    state: Mutex<HashMap<String, Webhook>>,
-}
-
-#[derive(Default)]
-struct Webhook {
-    sent: VecDeque<Instant>,
-    paused_until: Option<Instant>,
-}
-
-impl Limiter {
-    /// Takes one send from the webhook's budget, or says how long to wait for one.
-    pub(super) fn acquire(&self, key: &str, per_minute: u32, now: Instant) -> Result<(), Duration> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let w = state.entry(key.to_owned()).or_default();
-        if let Some(until) = w.paused_until {
-            if until > now {
-                return Err(until - now);
-            }
-            w.paused_until = None;
-        }
-        let minute = Duration::from_secs(60);
-        while w
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= minute)
-        {
-            w.sent.pop_front();
-        }
-        if w.sent.len() >= per_minute as usize {
-            let oldest = *w.sent.front().unwrap_or(&now);
-            return Err((oldest + minute)
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1)));
-        }
-        w.sent.push_back(now);
-        Ok(())
-    }
-
-    /// The vendor said "too fast": nothing goes to this webhook for `pause`.
-    pub(super) fn pause(&self, key: &str, pause: Duration, now: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.entry(key.to_owned()).or_default().paused_until = Some(now + pause);
-    }
-}
 
 /// The webhook without its query (which holds the token): the limiter key and what logs show.
 pub(super) fn webhook_key(url: &str) -> String {
@@ -89,15 +41,19 @@ pub(super) fn webhook_key(url: &str) -> String {
 
 pub(super) async fn send(
     client: &reqwest::Client,
-    limiter: &Limiter,
+    store: &Store,
     r: &RenderedRobot,
     a: Attempt<'_>,
 ) -> Result<(), ActionError> {
     let key = webhook_key(&r.webhook);
-    if let Err(wait) = limiter.acquire(&key, r.per_minute, Instant::now()) {
+    let wait = store
+        .rate_take(&key, r.per_minute, now_ms())
+        .await
+        .map_err(|e| ActionError::retryable(format!("rate limit: {e}")))?;
+    if let Some(wait) = wait {
         return Err(ActionError::throttled(
             format!("{key}: per-minute budget used"),
-            wait,
+            Duration::from_millis(u64::try_from(wait).unwrap_or(1)),
         ));
     }
     let result = match r.vendor {
@@ -109,7 +65,10 @@ pub(super) async fn send(
         && e.throttled
         && let Some(pause) = e.retry_after
     {
-        limiter.pause(&key, pause, Instant::now());
+        let until = now_ms() + i64::try_from(pause.as_millis()).unwrap_or(i64::MAX / 4);
+        if let Err(e) = store.rate_pause(&key, until).await {
+            tracing::warn!(webhook = %key, error = %e, "Could not record the pause in the store.");
+        }
         tracing::warn!(webhook = %key, pause_s = pause.as_secs(), delivery = a.delivery_id, "Robot throttled by the vendor; pausing this webhook.");
     }
     result
@@ -311,26 +270,6 @@ fn describe(body: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_limiter_keeps_a_sliding_minute_and_honours_pauses() {
-        let l = Limiter::default();
-        let t0 = Instant::now();
-        for i in 0..3 {
-            assert_eq!(l.acquire("w", 3, t0 + Duration::from_secs(i)), Ok(()));
-        }
-        assert_eq!(
-            l.acquire("w", 3, t0 + Duration::from_secs(10)),
-            Err(Duration::from_secs(50))
-        );
-        assert_eq!(l.acquire("other", 3, t0 + Duration::from_secs(10)), Ok(()));
-        assert_eq!(l.acquire("w", 3, t0 + Duration::from_secs(60)), Ok(()));
-        l.pause("w", Duration::from_secs(600), t0 + Duration::from_secs(61));
-        assert_eq!(
-            l.acquire("w", 3, t0 + Duration::from_secs(161)),
-            Err(Duration::from_secs(500))
-        );
-    }
 
     #[test]
     fn webhook_keys_hide_tokens_but_tell_robots_apart() {

@@ -41,6 +41,10 @@ pub struct RawServer {
 pub struct RawStore {
     pub path: S<String>,
     pub synchronous: S<String>,
+    pub url: S<String>,
+    pub pool_size: S<u64>,
+    pub lease: S<String>,
+    pub ca_file: S<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -323,10 +323,64 @@ impl Ctx<'_> {
                 Synchronous::Full
             }
         };
-        StoreConfig {
-            path: path.into(),
+        let mut store = StoreConfig {
             synchronous,
+            ..StoreConfig::sqlite(path)
+        };
+        if let Some(url) = self.string(&raw.url, "store.url") {
+            let span = raw.url.as_ref().map(Spanned::span);
+            if raw.path.is_some() {
+                self.err(
+                    span.clone(),
+                    "store.url",
+                    "set either path (SQLite) or url (PostgreSQL), not both",
+                );
+            }
+            if raw.synchronous.is_some() {
+                let s = raw.synchronous.as_ref().map(Spanned::span);
+                self.err(s, "store.synchronous", "applies to SQLite only; PostgreSQL's durability is the server's synchronous_commit");
+            }
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                self.err(
+                    span,
+                    "store.url",
+                    "must start with postgres:// (or postgresql://)",
+                );
+            } else if let Some(e) = postgres_url_problem(&url) {
+                self.err(span, "store.url", e);
+            }
+            store.url = Some(Secret::new(url));
+        } else {
+            for (key, set) in [
+                ("pool_size", raw.pool_size.as_ref().map(Spanned::span)),
+                ("ca_file", raw.ca_file.as_ref().map(Spanned::span)),
+                ("lease", raw.lease.as_ref().map(Spanned::span)),
+            ] {
+                if set.is_some() {
+                    self.err(
+                        set,
+                        format!("store.{key}"),
+                        "applies to a PostgreSQL store (url) only",
+                    );
+                }
+            }
         }
+        if let Some(n) = &raw.pool_size {
+            match usize::try_from(*n.get_ref()) {
+                Ok(n @ 1..=1000) => store.pool_size = n,
+                _ => self.err(Some(n.span()), "store.pool_size", "must be 1 to 1000"),
+            }
+        }
+        if let Some(text) = self.string(&raw.lease, "store.lease") {
+            let span = raw.lease.as_ref().map(Spanned::span);
+            match super::parse_duration(&text) {
+                Ok(d) if d >= Duration::from_secs(1) => store.lease = d,
+                Ok(_) => self.err(span, "store.lease", "must be at least 1s"),
+                Err(e) => self.err(span, "store.lease", e),
+            }
+        }
+        store.ca_file = self.string(&raw.ca_file, "store.ca_file").map(Into::into);
+        store
     }
 
     fn receiver(&mut self, prefix: &str, spanned: &Spanned<RawReceiver>) -> Option<Receiver> {
@@ -692,4 +746,15 @@ receive_id = "ww1"
         let errors = parse("[server]\nlisten = \n", &env).unwrap_err();
         assert_eq!(errors[0].line, Some(2));
     }
+}
+
+/// What is wrong with a PostgreSQL URL (the driver's own parser, when it is built in).
+#[cfg(feature = "server")]
+fn postgres_url_problem(url: &str) -> Option<String> {
+    crate::store::postgres_url_problem(url)
+}
+
+#[cfg(not(feature = "server"))]
+fn postgres_url_problem(_: &str) -> Option<String> {
+    None
 }

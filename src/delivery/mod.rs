@@ -1,7 +1,8 @@
 //! The delivery worker: claims due deliveries from the store, renders each action against its
 //! stored event, runs it, and records the outcome: done, retry with exponential backoff and
 //! jitter, or dead (permanent failure, or failing past the deadline). A delivery that was
-//! running when the process died is claimed again after restart (at-least-once).
+//! running when the process died is claimed again after restart, or on PostgreSQL by another
+//! replica once its lease lapses (at-least-once).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -57,6 +58,18 @@ pub fn backoff(attempt: u32, first: Duration, max: Duration) -> Duration {
     half + Duration::from_millis(jitter)
 }
 
+/// The store's upkeep (lease renewal, lapsed claims, old rate entries) every so often.
+async fn maintain(store: Store) {
+    let mut every = tokio::time::interval(store.maintain_every());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = store.maintain(now_ms()).await {
+            warn!(error = %e, "Store upkeep failed; trying again.");
+        }
+    }
+}
+
 impl Worker {
     pub fn new(
         store: Store,
@@ -76,6 +89,8 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let this = Arc::new(self);
         let notify = this.store.due_notify();
+        // Its own task: leases are renewed even while every slot is busy.
+        let upkeep = tokio::spawn(maintain(this.store.clone()));
         let mut running: JoinSet<()> = JoinSet::new();
         // Claimed (marked running in the store) but not started yet: claiming several
         // slots' worth at once saves store transactions. After a crash they run again,
@@ -108,7 +123,7 @@ impl Worker {
             let wait = if more {
                 Duration::ZERO
             } else {
-                match this.store.next_due() {
+                match this.store.next_due().await {
                     Ok(Some(at)) => {
                         Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(POLL)
                     }
@@ -132,6 +147,7 @@ impl Worker {
                 warn!("Deliveries still running at shutdown will run again after restart.");
             }
         }
+        upkeep.abort();
     }
 
     async fn deliver(&self, d: ClaimedDelivery) {

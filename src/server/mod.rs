@@ -281,7 +281,7 @@ async fn handle(
         "/healthz" => return Ok(plain(200, "ok\n")),
         "/readyz" => return Ok(ready(&gw).await),
         p if p == gw.metrics_path && (role == Role::Admin || gw.metrics_on_main) => {
-            return Ok(metrics(&gw));
+            return Ok(metrics(&gw).await);
         }
         _ if role == Role::Admin => return Ok(plain(404, "not found\n")),
         _ => {}
@@ -313,8 +313,8 @@ async fn ready(gw: &Gateway) -> Response<Full<Bytes>> {
     plain(200, "ready\n")
 }
 
-fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
-    let (pending, oldest) = gw.store.pending_stats().unwrap_or((0, None));
+async fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
+    let (pending, oldest) = gw.store.pending_stats().await.unwrap_or((0, None));
     let age = oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
     respond(
         200,

@@ -1,12 +1,26 @@
 //! The durable store behind one boundary: the callback path calls [`Store::accept`] and
-//! answers the vendor only after it returned `Ok`. SQLite (embedded, WAL) today; a PostgreSQL
-//! backend is one more [`Backend`] arm, invisible to the server.
+//! answers the vendor only after it returned `Ok`. Two backends with one behaviour: SQLite
+//! (embedded, WAL, one process) and PostgreSQL (shared by replicas: claims with leases, rate
+//! limits, token refreshes and group creation serialised through the database).
 
+mod lock;
 #[cfg(test)]
 mod model;
+mod pg_tls;
+mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+pub use lock::StoreLock;
+
+/// What is wrong with a `[store] url`, if anything (for `hookgate check`).
+pub fn postgres_url_problem(url: &str) -> Option<String> {
+    pg_tls::parse_url(url, false).err()
+}
 
 use crate::config::StoreConfig;
 use crate::event::Event;
@@ -190,18 +204,26 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+type Source = Arc<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the store at {path}: {source}")]
     Open {
         path: String,
         #[source]
-        source: Arc<dyn std::error::Error + Send + Sync>,
+        source: Source,
     },
+    #[error(
+        "the store's schema is at version {found}, newer than this hookgate knows ({known}); run a newer hookgate"
+    )]
+    TooNew { found: i64, known: i64 },
     #[error("commit failed: {0}")]
-    Commit(#[source] Arc<rusqlite::Error>),
+    Commit(#[source] Source),
     #[error("query failed: {0}")]
-    Query(#[source] Arc<rusqlite::Error>),
+    Query(#[source] Source),
+    #[error("the database is unreachable: {0}")]
+    Unavailable(#[source] Source),
     #[error("the store is shut down")]
     Closed,
 }
@@ -209,40 +231,74 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the caller may try again later (the vendor does, after our 503).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Commit(_) | Self::Closed)
+        matches!(self, Self::Commit(_) | Self::Unavailable(_) | Self::Closed)
     }
 }
 
 enum Backend {
     Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+/// Dispatches a call to the backend; both have the same methods.
+macro_rules! backend {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &*$self.backend {
+            Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
+        }
+    };
 }
 
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<Backend>,
+    locks: Arc<lock::Local>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store and starts its writer.
-    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+    /// Opens the store (SQLite at `path`, or PostgreSQL at `url`), brings its schema up to
+    /// date, and starts its writers.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let backend = match &config.url {
+            Some(url) => Backend::Postgres(postgres::Postgres::open(url.expose(), config).await?),
+            None => Backend::Sqlite(sqlite::Sqlite::open(config)?),
+        };
         Ok(Self {
-            backend: Arc::new(Backend::Sqlite(sqlite::Sqlite::open(config)?)),
+            backend: Arc::new(backend),
+            locks: Arc::default(),
         })
     }
 
+    /// The schema version before and after bringing it up to date (`hookgate migrate`).
+    pub fn schema_versions(&self) -> (i64, i64) {
+        backend!(self, b => b.schema_versions())
+    }
+
+    /// Where the store is, for logs: the SQLite file, or the database without credentials.
+    pub fn location(&self) -> String {
+        backend!(self, b => b.location())
+    }
+
+    /// Which backend, for logs: `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match &*self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
     /// Durably stores `event` and its deliveries unless an event with its receiver and dedupe
-    /// key exists (then nothing is added). Returns only after the commit is on disk (per the
-    /// configured `synchronous`).
+    /// key exists (then nothing is added). Returns only after the commit is durable (per the
+    /// configured `synchronous`, or PostgreSQL's `synchronous_commit`).
     pub async fn accept(
         &self,
         event: Event,
         deliveries: Vec<NewDelivery>,
         cancels: Vec<Cancel>,
     ) -> Result<Stored, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.accept(event, deliveries, cancels).await,
-        }
+        backend!(self, b => b.accept(event, deliveries, cancels).await)
     }
 
     /// Marks up to `limit` due deliveries running (one more attempt each) and returns them.
@@ -251,16 +307,12 @@ impl Store {
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.claim(now_ms, limit).await,
-        }
+        backend!(self, b => b.claim(now_ms, limit).await)
     }
 
     /// Records how a claimed delivery ended.
     pub async fn finish(&self, id: i64, outcome: Outcome, now_ms: i64) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.finish(id, outcome, now_ms).await,
-        }
+        backend!(self, b => b.finish(id, outcome, now_ms).await)
     }
 
     /// Sends dead (or pending) deliveries back to run now, with a fresh deadline; how many.
@@ -270,30 +322,36 @@ impl Store {
         now_ms: i64,
         deadline_ms: i64,
     ) -> Result<usize, StoreError> {
+        backend!(self, b => b.requeue(target, now_ms, deadline_ms).await)
+    }
+
+    /// Periodic upkeep by the worker: renews this process's claims, frees the claims of
+    /// processes that stopped renewing them (PostgreSQL), forgets old rate-limit entries.
+    pub async fn maintain(&self, now_ms: i64) -> Result<usize, StoreError> {
+        backend!(self, b => b.maintain(now_ms).await)
+    }
+
+    /// How often [`Store::maintain`] should run.
+    pub fn maintain_every(&self) -> Duration {
         match &*self.backend {
-            Backend::Sqlite(s) => s.requeue(target, now_ms, deadline_ms).await,
+            Backend::Sqlite(_) => Duration::from_secs(30),
+            Backend::Postgres(p) => p.maintain_every(),
         }
     }
 
     /// Deliveries not yet run and the creation time of the oldest.
-    pub fn pending_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.pending_stats(),
-        }
+    pub async fn pending_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
+        backend!(self, b => b.pending_stats().await)
     }
 
-    /// Commits an empty write transaction: whether the store takes writes now.
+    /// Whether the store takes writes now.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.ping().await,
-        }
+        backend!(self, b => b.ping().await)
     }
 
     /// A cached vendor access token and when it expires.
-    pub fn token(&self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.token(key),
-        }
+    pub async fn token(&self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
+        backend!(self, b => b.token(key).await)
     }
 
     pub async fn put_token(
@@ -302,37 +360,51 @@ impl Store {
         token: &str,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => {
-                s.put_token(key.to_owned(), token.to_owned(), expires_at_ms)
-                    .await
-            }
-        }
+        backend!(self, b => b.put_token(key.to_owned(), token.to_owned(), expires_at_ms).await)
     }
 
     /// Drops the cached token if it is still `token` (another process may have refreshed it).
     pub async fn forget_token(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.forget_token(key.to_owned(), token.to_owned()).await,
-        }
+        backend!(self, b => b.forget_token(key.to_owned(), token.to_owned()).await)
     }
 
-    pub fn group(&self, connection: &str, key: &str) -> Result<Option<GroupRow>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.group(connection, key),
-        }
+    pub async fn group(&self, connection: &str, key: &str) -> Result<Option<GroupRow>, StoreError> {
+        backend!(self, b => b.group(connection, key).await)
     }
 
-    pub fn groups(&self, limit: usize) -> Result<Vec<GroupRow>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.groups(limit),
-        }
+    pub async fn groups(&self, limit: usize) -> Result<Vec<GroupRow>, StoreError> {
+        backend!(self, b => b.groups(limit).await)
     }
 
     pub async fn put_group(&self, group: GroupRow) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.put_group(group).await,
-        }
+        backend!(self, b => b.put_group(group).await)
+    }
+
+    /// Takes one send from `key`'s sliding-minute budget of `per_minute`, shared by every
+    /// process on this store; `Some(ms)` to wait when it is used up or the key is paused.
+    pub async fn rate_take(
+        &self,
+        key: &str,
+        per_minute: u32,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        backend!(self, b => b.rate_take(key.to_owned(), per_minute, now_ms).await)
+    }
+
+    /// Nothing is sent to `key` before `until_ms` (the vendor said "too fast").
+    pub async fn rate_pause(&self, key: &str, until_ms: i64) -> Result<(), StoreError> {
+        backend!(self, b => b.rate_pause(key.to_owned(), until_ms).await)
+    }
+
+    /// Holds `name` against every other holder in this process and, on PostgreSQL, in every
+    /// replica (an advisory lock), until the returned guard is dropped.
+    pub async fn lock(&self, name: &str) -> Result<StoreLock, StoreError> {
+        let local = self.locks.acquire(name).await;
+        let remote = match &*self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.lock(name).await?),
+        };
+        Ok(StoreLock::new(local, remote))
     }
 
     /// Cancels the pending deliveries with `key` (or the one with `id`) and the later actions
@@ -344,40 +416,69 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.cancel_now(key, id, reason.to_owned(), now_ms).await,
-        }
+        backend!(self, b => b.cancel_now(key, id, reason.to_owned(), now_ms).await)
     }
 
     /// Woken when deliveries were added or re-queued by this process.
     pub fn due_notify(&self) -> Arc<tokio::sync::Notify> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.due_notify(),
-        }
+        backend!(self, b => b.due_notify())
     }
 
     /// When the earliest pending delivery is due, if any is.
-    pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.next_due(),
-        }
+    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        backend!(self, b => b.next_due().await)
     }
 
-    pub fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.deliveries(filter),
-        }
+    pub async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        backend!(self, b => b.deliveries(filter).await)
     }
 
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<StoredEvent>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.list(filter),
-        }
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        backend!(self, b => b.list(filter).await)
     }
 
-    pub fn get(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(s) => s.get(id),
+    pub async fn get(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
+        backend!(self, b => b.get(id).await)
+    }
+}
+
+impl StoredEvent {
+    /// An event row; the fields are parsed again from the body (it parsed when accepted; if
+    /// that ever fails, the raw text is still there to read).
+    fn from_row(
+        id: i64,
+        receiver: String,
+        vendor: String,
+        kind: String,
+        dedupe_key: String,
+        received_at_ms: i64,
+        raw: String,
+    ) -> Self {
+        let fields = crate::event::parse_fields(&raw)
+            .map(serde_json::Value::Object)
+            .unwrap_or(serde_json::Value::Null);
+        Self {
+            id,
+            receiver,
+            vendor,
+            kind,
+            dedupe_key,
+            received_at_ms,
+            fields,
+            raw,
         }
     }
 }
+
+/// The wait before the oldest of `count` sends in the last minute leaves the window, or
+/// `None` when another send fits.
+fn rate_wait(count: i64, oldest_ms: Option<i64>, per_minute: u32, now_ms: i64) -> Option<i64> {
+    (count >= i64::from(per_minute))
+        .then(|| (oldest_ms.unwrap_or(now_ms) + RATE_WINDOW_MS - now_ms).max(1))
+}
+
+/// The rate limits' window: vendors count robot messages per minute.
+const RATE_WINDOW_MS: i64 = 60_000;

@@ -25,7 +25,9 @@ const WRITER_CHECKPOINT_PAGES: u32 = 2_048;
 /// Least time between two background checkpoints, so each copies many commits at once.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-const SCHEMA: &str = "
+/// The schema, one step per version (`PRAGMA user_version` records how far a file is).
+/// Step 1 is written with `IF NOT EXISTS` because files made before versioning hold it.
+const MIGRATIONS: &[&str] = &["
 CREATE TABLE IF NOT EXISTS events (
     id             INTEGER PRIMARY KEY,
     receiver       TEXT    NOT NULL,
@@ -76,8 +78,18 @@ CREATE TABLE IF NOT EXISTS groups (
     updated_at_ms        INTEGER NOT NULL,
     PRIMARY KEY (connection, key)
 );
-PRAGMA user_version = 1;
-";
+", "
+-- Robot sends in the last minute and vendor-imposed pauses: the per-webhook rate limits.
+CREATE TABLE robot_sends (
+    key   TEXT    NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX robot_sends_key ON robot_sends (key, at_ms);
+CREATE TABLE robot_pauses (
+    key      TEXT    PRIMARY KEY,
+    until_ms INTEGER NOT NULL
+);
+"];
 
 /// What the writer thread does; each batch of ops shares one transaction.
 enum Op {
@@ -148,6 +160,9 @@ impl Done {
 }
 
 pub(super) struct Sqlite {
+    path: std::path::PathBuf,
+    /// Schema version found on opening, and now.
+    versions: (i64, i64),
     ops: mpsc::Sender<Op>,
     reader: Mutex<Connection>,
     /// Woken after a commit that added or re-queued deliveries.
@@ -180,10 +195,14 @@ impl Sqlite {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_error(path, e))?;
         }
-        let writer = connect(path, config.synchronous)?;
-        writer
-            .execute_batch(SCHEMA)
-            .map_err(|e| open_error(path, e))?;
+        let mut writer = connect(path, config.synchronous)?;
+        let versions = migrate(&mut writer).map_err(|e| match e {
+            Migration::TooNew(found) => StoreError::TooNew {
+                found,
+                known: MIGRATIONS.len() as i64,
+            },
+            Migration::Sql(e) => open_error(path, e),
+        })?;
         writer
             .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
             .and_then(|()| {
@@ -205,10 +224,20 @@ impl Sqlite {
             .spawn(move || write_loop(writer, rx, committed, notify))
             .map_err(|e| open_error(path, e))?;
         Ok(Self {
+            path: path.to_owned(),
+            versions,
             ops,
             reader: Mutex::new(reader),
             due,
         })
+    }
+
+    pub(super) fn schema_versions(&self) -> (i64, i64) {
+        self.versions
+    }
+
+    pub(super) fn location(&self) -> String {
+        self.path.display().to_string()
     }
 
     async fn call<T>(
@@ -286,7 +315,7 @@ impl Sqlite {
     }
 
     /// Deliveries not yet run (pending or waiting) and when the oldest was created.
-    pub(super) fn pending_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
+    pub(super) async fn pending_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
             "SELECT count(*), min(created_at_ms) FROM deliveries WHERE status IN ('pending', 'waiting')",
@@ -301,7 +330,7 @@ impl Sqlite {
         self.write(Box::new(|_| Ok(0))).await.map(drop)
     }
 
-    pub(super) fn token(&self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
+    pub(super) async fn token(&self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
             "SELECT token, expires_at_ms FROM tokens WHERE key = ?1",
@@ -340,7 +369,7 @@ impl Sqlite {
         .map(drop)
     }
 
-    pub(super) fn group(
+    pub(super) async fn group(
         &self,
         connection: &str,
         key: &str,
@@ -356,7 +385,7 @@ impl Sqlite {
         .map_err(query_error)
     }
 
-    pub(super) fn groups(&self, limit: usize) -> Result<Vec<GroupRow>, StoreError> {
+    pub(super) async fn groups(&self, limit: usize) -> Result<Vec<GroupRow>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn
             .prepare(
@@ -408,12 +437,52 @@ impl Sqlite {
         .await
     }
 
+    pub(super) async fn rate_take(
+        &self,
+        key: String,
+        per_minute: u32,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let wait = rate_take(tx, &key, per_minute, now_ms)?;
+            let _ = reply.send(wait);
+            Ok(0)
+        }))
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    pub(super) async fn rate_pause(&self, key: String, until_ms: i64) -> Result<(), StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "INSERT INTO robot_pauses (key, until_ms) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET until_ms = max(until_ms, ?2)",
+                params![key, until_ms],
+            )
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// One process owns the file, so no claim needs renewing: only old rate entries go.
+    pub(super) async fn maintain(&self, now_ms: i64) -> Result<usize, StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "DELETE FROM robot_sends WHERE at_ms <= ?1",
+                [now_ms - super::RATE_WINDOW_MS],
+            )?;
+            tx.execute("DELETE FROM robot_pauses WHERE until_ms <= ?1", [now_ms])
+        }))
+        .await
+    }
+
     pub(super) fn due_notify(&self) -> Arc<tokio::sync::Notify> {
         self.due.clone()
     }
 
     /// When the earliest pending delivery is due.
-    pub(super) fn next_due(&self) -> Result<Option<i64>, StoreError> {
+    pub(super) async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
             "SELECT min(next_attempt_at_ms) FROM deliveries WHERE status = 'pending'",
@@ -423,7 +492,7 @@ impl Sqlite {
         .map_err(query_error)
     }
 
-    pub(super) fn deliveries(
+    pub(super) async fn deliveries(
         &self,
         filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
@@ -473,7 +542,7 @@ impl Sqlite {
         rows.collect::<Result<_, _>>().map_err(query_error)
     }
 
-    pub(super) fn list(&self, filter: &ListFilter) -> Result<Vec<StoredEvent>, StoreError> {
+    pub(super) async fn list(&self, filter: &ListFilter) -> Result<Vec<StoredEvent>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn
             .prepare_cached(
@@ -489,7 +558,7 @@ impl Sqlite {
         rows.collect::<Result<_, _>>().map_err(query_error)
     }
 
-    pub(super) fn get(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
+    pub(super) async fn get(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
             "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events WHERE id = ?1",
@@ -518,22 +587,74 @@ fn query_error(e: rusqlite::Error) -> StoreError {
 }
 
 fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let raw: String = row.get(6)?;
-    // The body parsed when it was accepted, so it parses again; should that ever fail, the
-    // raw text is still there to read.
-    let fields = crate::event::parse_fields(&raw)
-        .map(serde_json::Value::Object)
-        .unwrap_or(serde_json::Value::Null);
-    Ok(StoredEvent {
-        id: row.get(0)?,
-        receiver: row.get(1)?,
-        vendor: row.get(2)?,
-        kind: row.get(3)?,
-        dedupe_key: row.get(4)?,
-        received_at_ms: row.get(5)?,
-        fields,
-        raw,
-    })
+    Ok(StoredEvent::from_row(
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+enum Migration {
+    TooNew(i64),
+    Sql(rusqlite::Error),
+}
+
+/// Applies the missing steps of [`MIGRATIONS`], each in its own transaction with the version
+/// bump; returns the version found and the version now.
+fn migrate(conn: &mut Connection) -> Result<(i64, i64), Migration> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(Migration::Sql)?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(Migration::TooNew(found));
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(Migration::Sql)?;
+        tx.execute_batch(step).map_err(Migration::Sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(Migration::Sql)?;
+        tx.commit().map_err(Migration::Sql)?;
+    }
+    Ok((found, known))
+}
+
+/// The sliding-minute budget of a robot webhook (see [`super::Store::rate_take`]).
+fn rate_take(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    per_minute: u32,
+    now_ms: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let paused: Option<i64> = tx
+        .query_row(
+            "SELECT until_ms FROM robot_pauses WHERE key = ?1 AND until_ms > ?2",
+            params![key, now_ms],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(until) = paused {
+        return Ok(Some(until - now_ms));
+    }
+    let (count, oldest): (i64, Option<i64>) = tx.query_row(
+        "SELECT count(*), min(at_ms) FROM robot_sends WHERE key = ?1 AND at_ms > ?2",
+        params![key, now_ms - super::RATE_WINDOW_MS],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let wait = super::rate_wait(count, oldest, per_minute, now_ms);
+    if wait.is_none() {
+        tx.execute(
+            "INSERT INTO robot_sends (key, at_ms) VALUES (?1, ?2)",
+            params![key, now_ms],
+        )?;
+    }
+    Ok(wait)
 }
 
 /// The writer thread: take one op, then everything else already queued, run them in one

@@ -44,10 +44,16 @@ impl TokenCache {
         {
             return Ok(token.expose().clone());
         }
-        if let Ok(Some((token, expires))) = self.store.token(&self.key)
-            && expires - MARGIN_MS > now
-        {
-            *cached = Some((Secret::new(token.clone()), expires));
+        if let Some(token) = self.stored(&mut cached, now).await {
+            return Ok(token);
+        }
+        // Across replicas: one refreshes, the others wait here and then find its token.
+        let _refreshing = self
+            .store
+            .lock(&format!("token:{}", self.key))
+            .await
+            .map_err(|e| ActionError::retryable(format!("token lock: {e}")))?;
+        if let Some(token) = self.stored(&mut cached, now).await {
             return Ok(token);
         }
         let (token, lifetime_s) = fetch().await?;
@@ -57,6 +63,17 @@ impl TokenCache {
         }
         *cached = Some((Secret::new(token.clone()), expires));
         Ok(token)
+    }
+
+    /// The token in the store, if it is still good for a while.
+    async fn stored(&self, cached: &mut Option<(Secret<String>, i64)>, now: i64) -> Option<String> {
+        match self.store.token(&self.key).await {
+            Ok(Some((token, expires))) if expires - MARGIN_MS > now => {
+                *cached = Some((Secret::new(token.clone()), expires));
+                Some(token)
+            }
+            _ => None,
+        }
     }
 
     /// The vendor said `token` is invalid or expired: forget it, once. Callers that saw the

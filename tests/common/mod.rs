@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod pg;
 pub mod sink;
 pub mod smtp;
 pub mod vendors;
@@ -28,6 +29,7 @@ pub struct TestServer {
     pub config: Config,
     pub store: Store,
     pub db: PathBuf,
+    reader: Reader,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -77,8 +79,66 @@ async fn start_file_on(
     serve(config, db, dir).await
 }
 
+/// With `HOOKGATE_TEST_STORE=postgres` the in-process server keeps its store in PostgreSQL:
+/// a schema named after the SQLite path it would have used (so a restart on the same path
+/// finds the same data). The same tests then run on the other backend.
+fn test_store(mut config: Config, db: &std::path::Path) -> Config {
+    if std::env::var("HOOKGATE_TEST_STORE").as_deref() == Ok("postgres") {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        db.hash(&mut h);
+        let schema = format!("p_{:016x}", h.finish());
+        pg::psql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
+        config.store = hookgate::config::StoreConfig {
+            pool_size: 8,
+            lease: Duration::from_secs(5),
+            ..hookgate::config::StoreConfig::postgres(pg::schema_url(&schema))
+        };
+    }
+    config
+}
+
+/// Reads the store for the synchronous helpers ([`TestServer::deliveries`], …) on a thread
+/// of its own with its own handle, so they can block inside any test runtime.
+struct Reader {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce(&tokio::runtime::Runtime, &Store) + Send>;
+
+impl Reader {
+    fn new(config: hookgate::config::StoreConfig) -> Self {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let store = rt.block_on(Store::open(&config)).unwrap();
+            for job in rx {
+                job(&rt, &store);
+            }
+        });
+        Self { jobs }
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&tokio::runtime::Runtime, &Store) -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.jobs
+            .send(Box::new(move |rt, store| {
+                let _ = tx.send(f(rt, store));
+            }))
+            .unwrap();
+        rx.recv().unwrap()
+    }
+}
+
 async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> TestServer {
-    let store = Store::open(&config.store).unwrap();
+    let config = test_store(config, &db);
+    let store = Store::open(&config.store).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics = Arc::new(hookgate::metrics::Metrics::new());
@@ -110,6 +170,7 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
     });
     TestServer {
         addr,
+        reader: Reader::new(config.store.clone()),
         config,
         store,
         db,
@@ -126,21 +187,23 @@ impl TestServer {
     }
 
     pub fn events(&self) -> Vec<StoredEvent> {
-        self.store
-            .list(&ListFilter {
+        self.reader.run(|rt, store| {
+            rt.block_on(store.list(&ListFilter {
                 limit: 1000,
                 ..Default::default()
-            })
+            }))
             .unwrap()
+        })
     }
 
     pub fn deliveries(&self) -> Vec<DeliveryRow> {
-        self.store
-            .deliveries(&DeliveryFilter {
+        self.reader.run(|rt, store| {
+            rt.block_on(store.deliveries(&DeliveryFilter {
                 limit: 1000,
                 ..Default::default()
-            })
+            }))
             .unwrap()
+        })
     }
 
     pub async fn get(&self, path_and_query: &str) -> Response {

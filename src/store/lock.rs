@@ -1,0 +1,69 @@
+//! Named locks: an async mutex per name inside the process, plus (PostgreSQL) a session
+//! advisory lock that the other replicas see. Token refreshes and group creation take one, so
+//! N processes refresh a token once and create an item's group once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OwnedMutexGuard;
+
+/// The process-local half: one async mutex per name, dropped when nobody holds or waits.
+#[derive(Default)]
+pub(super) struct Local {
+    names: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+pub(super) struct LocalGuard {
+    guard: Option<OwnedMutexGuard<()>>,
+    name: String,
+    local: Arc<Local>,
+}
+
+impl Local {
+    pub(super) async fn acquire(self: &Arc<Self>, name: &str) -> LocalGuard {
+        let mutex = {
+            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            names.entry(name.to_owned()).or_default().clone()
+        };
+        LocalGuard {
+            guard: Some(mutex.lock_owned().await),
+            name: name.to_owned(),
+            local: self.clone(),
+        }
+    }
+}
+
+impl Drop for LocalGuard {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut names = self.local.names.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map still holds it: nobody waits, forget the name.
+        if names
+            .get(&self.name)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            names.remove(&self.name);
+        }
+    }
+}
+
+/// Held until dropped; the remote half is released before the local one.
+pub struct StoreLock {
+    remote: Option<super::postgres::AdvisoryLock>,
+    _local: LocalGuard,
+}
+
+impl StoreLock {
+    pub(super) fn new(local: LocalGuard, remote: Option<super::postgres::AdvisoryLock>) -> Self {
+        Self {
+            remote,
+            _local: local,
+        }
+    }
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        drop(self.remote.take());
+    }
+}

@@ -1,0 +1,604 @@
+//! The store's behaviour, run on both backends (each test twice: `sqlite::` and `postgres::`,
+//! the latter on a scratch PostgreSQL from `tests/pg/start.sh`), plus what only several
+//! PostgreSQL replicas can show: leases, shared rate limits and locks, migrations.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    Cancel, DeliveryFilter, DeliveryStatus, GroupRow, ListFilter, NewDelivery, Outcome,
+    RequeueTarget, Store, StoreError,
+};
+use crate::config::StoreConfig;
+use crate::crypto::Verified;
+use crate::event::{Event, Vendor};
+
+#[path = "../../tests/common/pg.rs"]
+mod pg;
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// A new, empty store's config: a file in `dir`, or a fresh schema.
+    pub(super) fn config(self, dir: &Path, tag: &str) -> StoreConfig {
+        match self {
+            Backend::Sqlite => StoreConfig::sqlite(dir.join(format!("{tag}.db"))),
+            Backend::Postgres => StoreConfig {
+                pool_size: 8,
+                ..StoreConfig::postgres(pg::fresh_url(tag))
+            },
+        }
+    }
+}
+
+fn event(key: &str, now: i64) -> Event {
+    let xml = format!("<xml><MsgType>text</MsgType><MsgId>{key}</MsgId></xml>");
+    Event::parse("r", Vendor::WeCom, Verified::new(xml), now).unwrap()
+}
+
+fn delivery(rule: &str, action: usize, due_ms: i64, key: Option<&str>) -> NewDelivery {
+    NewDelivery {
+        rule: rule.into(),
+        action,
+        kind: "log".into(),
+        due_ms,
+        key: key.map(Into::into),
+        deadline_ms: i64::MAX,
+    }
+}
+
+async fn statuses(store: &Store) -> Vec<(i64, DeliveryStatus)> {
+    let mut rows: Vec<_> = store
+        .deliveries(&DeliveryFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d.status))
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    rows
+}
+
+/// Each test once per backend.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$name(super::Backend::Sqlite.config(dir.path(), stringify!($name))).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$name(super::Backend::Postgres.config(dir.path(), stringify!($name))).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    a_retry_is_a_duplicate_and_adds_nothing,
+    concurrent_copies_of_one_callback_store_one_event,
+    a_rules_actions_run_in_order_and_a_dead_one_skips_the_rest,
+    timers_wait_and_cancels_call_them_off,
+    a_cancel_sees_only_what_was_stored_before_it,
+    tokens_and_groups_are_kept,
+    robot_budgets_slide_over_a_minute_and_pauses_hold,
+    a_named_lock_is_held_until_dropped,
+    reopening_migrates_nothing_twice,
+    events_are_listed_and_read_back,
+);
+
+async fn a_retry_is_a_duplicate_and_adds_nothing(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let first = store
+        .accept(event("1", 10), vec![delivery("r", 0, 10, None)], vec![])
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    let again = store
+        .accept(event("1", 20), vec![delivery("r", 0, 20, None)], vec![])
+        .await
+        .unwrap();
+    assert_eq!((again.id, again.duplicate), (first.id, true));
+    assert_eq!(statuses(&store).await.len(), 1);
+}
+
+async fn concurrent_copies_of_one_callback_store_one_event(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        // 20 distinct callbacks, each arriving 10 times at once.
+        let key = (i % 20).to_string();
+        tasks.push(tokio::spawn(async move {
+            store
+                .accept(event(&key, 1), vec![delivery("r", 0, 1, None)], vec![])
+                .await
+                .unwrap()
+        }));
+    }
+    let mut new = 0;
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let s = t.await.unwrap();
+        new += usize::from(!s.duplicate);
+        ids.insert(s.id);
+    }
+    assert_eq!((new, ids.len()), (20, 20));
+    assert_eq!(statuses(&store).await.len(), 20);
+}
+
+async fn a_rules_actions_run_in_order_and_a_dead_one_skips_the_rest(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let ds = (0..3).map(|a| delivery("r", a, 100, None)).collect();
+    store.accept(event("1", 100), ds, vec![]).await.unwrap();
+    use DeliveryStatus::{Dead, Done, Pending, Running, Waiting};
+    let ids: Vec<i64> = statuses(&store).await.iter().map(|r| r.0).collect();
+    assert_eq!(
+        statuses(&store).await,
+        vec![(ids[0], Pending), (ids[1], Waiting), (ids[2], Waiting)]
+    );
+    let claimed = store.claim(100, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].id, claimed[0].attempts), (ids[0], 1));
+    assert_eq!(claimed[0].event.dedupe_key, event("1", 0).dedupe_key());
+    store.finish(ids[0], Outcome::Done, 110).await.unwrap();
+    assert_eq!(statuses(&store).await[1], (ids[1], Pending));
+    let claimed = store.claim(110, 10).await.unwrap();
+    assert_eq!(claimed[0].id, ids[1]);
+    assert_eq!(statuses(&store).await[1], (ids[1], Running));
+    // A retry comes back later; a deferral does not count as an attempt.
+    store
+        .finish(
+            ids[1],
+            Outcome::Retry {
+                at_ms: 500,
+                error: "e".into(),
+            },
+            120,
+        )
+        .await
+        .unwrap();
+    assert!(store.claim(499, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due().await.unwrap(), Some(500));
+    let again = store.claim(500, 10).await.unwrap();
+    assert_eq!(again[0].attempts, 2);
+    store
+        .finish(ids[1], Outcome::Defer { at_ms: 600 }, 500)
+        .await
+        .unwrap();
+    let again = store.claim(600, 10).await.unwrap();
+    assert_eq!(again[0].attempts, 2);
+    store
+        .finish(ids[1], Outcome::Dead { error: "no".into() }, 600)
+        .await
+        .unwrap();
+    let rows = store
+        .deliveries(&DeliveryFilter {
+            status: Some(Dead),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0].last_error.as_deref(),
+        Some("skipped: action 1 of the rule is dead")
+    );
+    // Retrying the dead one puts its skipped successor back to waiting for it.
+    let n = store
+        .requeue(RequeueTarget::Id(ids[1]), 700, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        statuses(&store).await,
+        vec![(ids[0], Done), (ids[1], Pending), (ids[2], Waiting)]
+    );
+    assert_eq!(store.pending_stats().await.unwrap(), (2, Some(100)));
+}
+
+async fn timers_wait_and_cancels_call_them_off(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let ds = vec![
+        delivery("remind", 0, 5_000, Some("item-1")),
+        delivery("remind", 1, 5_000, Some("item-1")),
+        delivery("other", 0, 5_000, Some("item-1")),
+    ];
+    store.accept(event("1", 0), ds, vec![]).await.unwrap();
+    assert!(store.claim(4_999, 10).await.unwrap().is_empty());
+    let scheduled = store
+        .deliveries(&DeliveryFilter {
+            status: Some(DeliveryStatus::Scheduled),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // "Scheduled" compares with the wall clock: these are due at 5 s after the epoch.
+    assert!(scheduled.is_empty());
+    // A later event cancels the key, for one rule only.
+    let cancel = Cancel {
+        key: "item-1".into(),
+        rules: vec!["remind".into()],
+        reason: "finished".into(),
+    };
+    store
+        .accept(event("2", 1_000), vec![], vec![cancel.clone()])
+        .await
+        .unwrap();
+    let rows = statuses(&store).await;
+    assert_eq!(
+        rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        [
+            DeliveryStatus::Cancelled,
+            DeliveryStatus::Cancelled,
+            DeliveryStatus::Pending
+        ]
+    );
+    // The same event again cancels nothing more; the CLI's cancel by key takes the rest.
+    store
+        .accept(event("2", 1_000), vec![], vec![cancel])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .cancel(Some("item-1".into()), None, "by hand", 2_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.cancel(None, Some(rows[0].0), "x", 1).await.unwrap(),
+        0
+    );
+}
+
+async fn a_cancel_sees_only_what_was_stored_before_it(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let cancel = || Cancel {
+        key: "k".into(),
+        rules: vec![],
+        reason: "called off".into(),
+    };
+    // A timer, its cancel, then a new timer with the same key (which must stay).
+    let a = store
+        .accept(
+            event("a", 1),
+            vec![delivery("r", 0, 9_000, Some("k"))],
+            vec![],
+        )
+        .await
+        .unwrap();
+    store
+        .accept(event("b", 2), vec![], vec![cancel()])
+        .await
+        .unwrap();
+    let c = store
+        .accept(
+            event("c", 3),
+            vec![delivery("r", 0, 9_000, Some("k"))],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let rows = store
+        .deliveries(&DeliveryFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let of = |id| rows.iter().find(|d| d.event_id == id).unwrap().status;
+    assert_eq!(of(a.id), DeliveryStatus::Cancelled);
+    assert_eq!(of(c.id), DeliveryStatus::Pending);
+}
+
+async fn tokens_and_groups_are_kept(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    assert_eq!(store.token("app").await.unwrap(), None);
+    store.put_token("app", "t1", 99).await.unwrap();
+    store.put_token("app", "t2", 100).await.unwrap();
+    // Forgetting a token another process already replaced does nothing.
+    store.forget_token("app", "t1").await.unwrap();
+    assert_eq!(store.token("app").await.unwrap(), Some(("t2".into(), 100)));
+    store.forget_token("app", "t2").await.unwrap();
+    assert_eq!(store.token("app").await.unwrap(), None);
+
+    let group = |chat: &str, name: &str, open: Option<&str>| GroupRow {
+        connection: "dt".into(),
+        key: "item".into(),
+        chat_id: chat.into(),
+        open_conversation_id: open.map(Into::into),
+        name: name.into(),
+        created_at_ms: 1,
+        updated_at_ms: 2,
+    };
+    store.put_group(group("chat1", "A", None)).await.unwrap();
+    store
+        .put_group(group("chat2", "B", Some("cid1")))
+        .await
+        .unwrap();
+    let g = store.group("dt", "item").await.unwrap().unwrap();
+    assert_eq!(
+        (g.chat_id.as_str(), g.name.as_str()),
+        ("chat1", "B"),
+        "the first chat id stays"
+    );
+    assert_eq!(g.open_conversation_id.as_deref(), Some("cid1"));
+    assert_eq!(store.groups(10).await.unwrap().len(), 1);
+    assert_eq!(store.group("dt", "other").await.unwrap(), None);
+}
+
+async fn robot_budgets_slide_over_a_minute_and_pauses_hold(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let s = 1_000;
+    for i in 0..3 {
+        assert_eq!(store.rate_take("w", 3, i * s).await.unwrap(), None);
+    }
+    assert_eq!(store.rate_take("w", 3, 10 * s).await.unwrap(), Some(50 * s));
+    assert_eq!(store.rate_take("other", 3, 10 * s).await.unwrap(), None);
+    assert_eq!(store.rate_take("w", 3, 60 * s).await.unwrap(), None);
+    store.rate_pause("w", 661 * s).await.unwrap();
+    assert_eq!(
+        store.rate_take("w", 3, 161 * s).await.unwrap(),
+        Some(500 * s)
+    );
+    store.maintain(700 * s).await.unwrap();
+    assert_eq!(store.rate_take("w", 3, 700 * s).await.unwrap(), None);
+}
+
+async fn a_named_lock_is_held_until_dropped(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let held = store.lock("group:dt:item").await.unwrap();
+    let other = store.clone();
+    let waiter = tokio::spawn(async move { other.lock("group:dt:item").await.map(drop) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "a second holder got in");
+    // Other names are free.
+    drop(store.lock("group:dt:else").await.unwrap());
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the lock was not released")
+        .unwrap()
+        .unwrap();
+}
+
+async fn reopening_migrates_nothing_twice(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let (was, now) = store.schema_versions();
+    assert_eq!(was, 0);
+    assert!(now >= 1);
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let store = Store::open(&config).await.unwrap();
+    assert_eq!(store.schema_versions(), (now, now));
+}
+
+async fn events_are_listed_and_read_back(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    for i in 0..3 {
+        store
+            .accept(event(&i.to_string(), i), vec![], vec![])
+            .await
+            .unwrap();
+    }
+    let all = store
+        .list(&ListFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all[0].id > all[1].id, "newest first");
+    let one = store.get(all[0].id).await.unwrap().unwrap();
+    assert_eq!(one, all[0]);
+    assert_eq!(one.fields["MsgId"], "2");
+    assert_eq!(store.get(9_999).await.unwrap(), None);
+    store.ping().await.unwrap();
+}
+
+// What only replicas sharing a PostgreSQL database show.
+
+fn replica_config(url: &str, lease: Duration) -> StoreConfig {
+    StoreConfig {
+        pool_size: 4,
+        lease,
+        ..StoreConfig::postgres(url)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_renewing_loses_its_claims_to_another() {
+    let url = pg::fresh_url("lease");
+    let a = Store::open(&replica_config(&url, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let b = Store::open(&replica_config(&url, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    a.accept(event("1", 0), vec![delivery("r", 0, 0, None)], vec![])
+        .await
+        .unwrap();
+    let claimed = a.claim(0, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Nobody else gets it while the claim holds, and renewing moves the lease on.
+    assert!(b.claim(0, 10).await.unwrap().is_empty());
+    a.maintain(9_000).await.unwrap();
+    assert_eq!(b.maintain(15_000).await.unwrap(), 0, "renewed at 9 s");
+    // A stops renewing (it died): after its lease B frees the claim and runs it.
+    assert_eq!(b.maintain(19_001).await.unwrap(), 1);
+    let again = b.claim(19_001, 10).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 2));
+    // A's late outcome must not overwrite B's claim.
+    a.finish(claimed[0].id, Outcome::Done, 19_002)
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&b).await[0].1,
+        DeliveryStatus::Running,
+        "a lapsed claim finished the delivery"
+    );
+    b.finish(claimed[0].id, Outcome::Done, 19_003)
+        .await
+        .unwrap();
+    assert_eq!(statuses(&b).await[0].1, DeliveryStatus::Done);
+    // Starting a replica frees only lapsed claims, not those of live replicas.
+    b.accept(event("2", 0), vec![delivery("r", 0, 0, None)], vec![])
+        .await
+        .unwrap();
+    b.claim(20_000, 10).await.unwrap();
+    assert_eq!(
+        a.requeue(RequeueTarget::Running, 20_001, 0).await.unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_claim_disjoint_deliveries() {
+    let url = pg::fresh_url("claims");
+    let config = replica_config(&url, Duration::from_secs(30));
+    let stores = [
+        Store::open(&config).await.unwrap(),
+        Store::open(&config).await.unwrap(),
+        Store::open(&config).await.unwrap(),
+    ];
+    for i in 0..300 {
+        stores[i % 3]
+            .accept(
+                event(&i.to_string(), 0),
+                vec![delivery("r", 0, 0, None)],
+                vec![],
+            )
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for s in &stores {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = s.claim(1, 7).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|d| d.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!((n, all.len()), (300, 300), "a delivery was claimed twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_robot_budgets_and_locks() {
+    let url = pg::fresh_url("shared");
+    let config = replica_config(&url, Duration::from_secs(30));
+    let a = Store::open(&config).await.unwrap();
+    let b = Store::open(&config).await.unwrap();
+    let mut granted = 0;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            s.rate_take("robot", 20, 1_000).await
+        }));
+    }
+    for t in tasks {
+        granted += usize::from(t.await.unwrap().unwrap().is_none());
+    }
+    assert_eq!(granted, 20);
+    b.rate_pause("robot", 600_000).await.unwrap();
+    assert_eq!(
+        a.rate_take("robot", 20, 100_000).await.unwrap(),
+        Some(500_000)
+    );
+
+    let held = a.lock("token:x").await.unwrap();
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock("token:x").await.map(drop) })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "two replicas held one lock");
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    let schema = pg::fresh_schema("newer");
+    let url = pg::schema_url(&schema);
+    drop(Store::open(&StoreConfig::postgres(&url)).await.unwrap());
+    pg::psql(&format!(
+        "INSERT INTO {schema}.hookgate_schema VALUES (99, 0)"
+    ));
+    match Store::open(&StoreConfig::postgres(&url)).await {
+        Err(StoreError::TooNew { found: 99, .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened a store from the future"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgres_with_the_servers_ca() {
+    crate::actions::install_crypto_provider();
+    let url = format!("{}&sslmode=require", pg::fresh_url("tls"));
+    let config = StoreConfig {
+        ca_file: Some(pg::server_cert()),
+        ..StoreConfig::postgres(&url)
+    };
+    let store = Store::open(&config).await.unwrap();
+    store.accept(event("1", 0), vec![], vec![]).await.unwrap();
+    let app = format!("hookgate-tls-{}", std::process::id());
+    drop(store);
+    // Every connection of that store went over TLS: prove one does.
+    let config = StoreConfig {
+        ca_file: Some(pg::server_cert()),
+        ..StoreConfig::postgres(format!("{url}&application_name={app}"))
+    };
+    let store = Arc::new(Store::open(&config).await.unwrap());
+    store.ping().await.unwrap();
+    let ssl = pg::psql(&format!(
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.application_name = '{app}'"
+    ));
+    assert_eq!(ssl, "t");
+    // Verified against the system's roots instead, the self-signed certificate is refused.
+    let untrusted = StoreConfig::postgres(url.replace("sslmode=require", "sslmode=verify-full"));
+    let e = Store::open(&untrusted)
+        .await
+        .err()
+        .expect("an unknown issuer was trusted");
+    assert!(e.to_string().contains("certificate"), "{e}");
+}
