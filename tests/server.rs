@@ -442,17 +442,13 @@ async fn store_failure_answers_503_and_the_retry_is_stored() {
     let env = envelope(KEY, CORP);
     let ts = (now_ms() / 1000).to_string();
     // Make every insert fail, as a full disk would.
-    let conn = rusqlite::Connection::open(&srv.db).unwrap();
-    conn.execute_batch(
-        "CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
-    )
-    .unwrap();
+    srv.fail_inserts(true);
     let (q, body) = wecom_post(&env, CONTACT, &ts);
     let r = srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await;
     assert_eq!(r.status, 503);
     assert!(srv.events().is_empty());
     // The vendor retries after the disk is fixed: stored exactly once.
-    conn.execute_batch("DROP TRIGGER fail;").unwrap();
+    srv.fail_inserts(false);
     let r = srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await;
     assert_eq!(r.status, 200);
     assert_eq!(srv.events().len(), 1);

@@ -660,6 +660,17 @@ impl Ctx<'_> {
     }
 }
 
+/// What is wrong with a PostgreSQL URL (the driver's own parser, when it is built in).
+#[cfg(feature = "server")]
+fn postgres_url_problem(url: &str) -> Option<String> {
+    crate::store::postgres_url_problem(url)
+}
+
+#[cfg(not(feature = "server"))]
+fn postgres_url_problem(_: &str) -> Option<String> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -748,13 +759,3 @@ receive_id = "ww1"
     }
 }
 
-/// What is wrong with a PostgreSQL URL (the driver's own parser, when it is built in).
-#[cfg(feature = "server")]
-fn postgres_url_problem(url: &str) -> Option<String> {
-    crate::store::postgres_url_problem(url)
-}
-
-#[cfg(not(feature = "server"))]
-fn postgres_url_problem(_: &str) -> Option<String> {
-    None
-}

@@ -29,6 +29,8 @@ pub struct TestServer {
     pub config: Config,
     pub store: Store,
     pub db: PathBuf,
+    /// The PostgreSQL schema when the tests run on that backend.
+    pub schema: Option<String>,
     reader: Reader,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -82,7 +84,8 @@ async fn start_file_on(
 /// With `HOOKGATE_TEST_STORE=postgres` the in-process server keeps its store in PostgreSQL:
 /// a schema named after the SQLite path it would have used (so a restart on the same path
 /// finds the same data). The same tests then run on the other backend.
-fn test_store(mut config: Config, db: &std::path::Path) -> Config {
+fn test_store(mut config: Config, db: &std::path::Path) -> (Config, Option<String>) {
+    let mut on = None;
     if std::env::var("HOOKGATE_TEST_STORE").as_deref() == Ok("postgres") {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -94,8 +97,9 @@ fn test_store(mut config: Config, db: &std::path::Path) -> Config {
             lease: Duration::from_secs(5),
             ..hookgate::config::StoreConfig::postgres(pg::schema_url(&schema))
         };
+        on = Some(schema);
     }
-    config
+    (config, on)
 }
 
 /// Reads the store for the synchronous helpers ([`TestServer::deliveries`], …) on a thread
@@ -137,7 +141,7 @@ impl Reader {
 }
 
 async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> TestServer {
-    let config = test_store(config, &db);
+    let (config, schema) = test_store(config, &db);
     let store = Store::open(&config.store).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -174,6 +178,7 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
         config,
         store,
         db,
+        schema,
         _dir: dir,
         stop: Some(stop),
         task: Some(task),
@@ -184,6 +189,31 @@ impl TestServer {
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap();
+    }
+
+    /// Makes every event insert fail (as a full disk or a broken database would), or not.
+    pub fn fail_inserts(&self, fail: bool) {
+        match (&self.schema, fail) {
+            (None, true) => rusqlite::Connection::open(&self.db)
+                .unwrap()
+                .execute_batch(
+                    "CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+                )
+                .unwrap(),
+            (None, false) => rusqlite::Connection::open(&self.db)
+                .unwrap()
+                .execute_batch("DROP TRIGGER fail;")
+                .unwrap(),
+            (Some(s), true) => {
+                pg::psql(&format!(
+                    "CREATE FUNCTION {s}.fail() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql;
+                     CREATE TRIGGER fail BEFORE INSERT ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.fail();"
+                ));
+            }
+            (Some(s), false) => {
+                pg::psql(&format!("DROP TRIGGER fail ON {s}.events"));
+            }
+        }
     }
 
     pub fn events(&self) -> Vec<StoredEvent> {
