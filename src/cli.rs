@@ -235,12 +235,26 @@ fn serve(cli: &Cli) -> Result<()> {
     runtime.block_on(async {
         // Before anything that takes time: SIGTERM during start-up is a clean stop too, and a
         // SIGHUP then is a reload, not the default (which would end the process).
-        let stop_signal = shutdown_signal();
+        let mut stop_signal = shutdown_signal();
         #[cfg(unix)]
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         #[cfg(not(unix))]
         let hup = None;
-        let store = Store::open(&config.store).await.context("opening the store")?;
+        let store = loop {
+            match Store::open(&config.store).await {
+                Ok(store) => break store,
+                // A database that is down now (a restart, a failover) may be back soon: wait
+                // for it rather than exit; the vendors retry meanwhile.
+                Err(e) if config.store.url.is_some() && !matches!(e, crate::store::StoreError::TooNew { .. }) => {
+                    tracing::error!(error = %e, "Cannot reach the store; trying again in 2 s.");
+                    tokio::select! {
+                        () = &mut stop_signal => return Ok(()),
+                        () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    }
+                }
+                Err(e) => return Err(e).context("opening the store"),
+            }
+        };
         let resumed = store
             .requeue(crate::store::RequeueTarget::Running, now_ms(), 0)
             .await

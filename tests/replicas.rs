@@ -76,6 +76,16 @@ impl Replicas {
         Served::start(&self.dir.path().join("hookgate.toml"), &vars)
     }
 
+    /// A [`Cut`] in front of the database, and the store URL that goes through it.
+    async fn through_cut(&self) -> (Cut, String) {
+        let server = pg::server_addr();
+        let (cut, proxy) = Cut::start(server).await;
+        (
+            cut,
+            self.url.replace(&server.to_string(), &proxy.to_string()),
+        )
+    }
+
     async fn store(&self) -> Store {
         Store::open(&StoreConfig::postgres(&self.url))
             .await
@@ -542,18 +552,7 @@ impl Cut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_database_answers_503_and_the_gateway_recovers_without_a_restart() {
     let replicas = Replicas::new("lost", &wecom_config(""));
-    let server: SocketAddr = "127.0.0.1:55432".parse().unwrap();
-    let pg_port = pg::server_url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.split('/').next())
-        .unwrap()
-        .to_owned();
-    let upstream = SocketAddr::new(server.ip(), pg_port.parse().unwrap());
-    let (cut, proxy) = Cut::start(upstream).await;
-    let through = replicas
-        .url
-        .replace(&format!("127.0.0.1:{pg_port}"), &proxy.to_string());
+    let (cut, through) = replicas.through_cut().await;
     let gw = replicas.start(Some(&through), &[]);
     assert_eq!(status(gw.addr, &wecom_request(1)).await, 200);
     assert_eq!(status(gw.addr, &get("/readyz")).await, 200);
@@ -590,5 +589,73 @@ async fn a_lost_database_answers_503_and_the_gateway_recovers_without_a_restart(
         .await
         .unwrap();
     assert_eq!(events.len(), 2);
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_while_the_database_is_down_waits_for_it() {
+    let replicas = Replicas::new("late", &wecom_config(""));
+    let (cut, through) = replicas.through_cut().await;
+    cut.set_down(true);
+    let up = {
+        let cut = cut.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cut.set_down(false);
+        }
+    };
+    let starting = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let gw = replicas.start(Some(&through), &[]);
+        (gw, started.elapsed(), replicas)
+    });
+    up.await;
+    let (gw, waited, _replicas) = starting.await.unwrap();
+    assert!(
+        waited >= Duration::from_secs(3),
+        "listening before the store opened"
+    );
+    assert_eq!(status(gw.addr, &wecom_request(1)).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_the_cli_work_on_the_shared_store() {
+    let gate = Gate::default();
+    let sink = gate.start().await;
+    let replicas = Replicas::new("cli", &wecom_config(&http_rule(sink)));
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(args)
+            .arg("--config")
+            .arg(replicas.dir.path().join("hookgate.toml"))
+            .env("HOOKGATE_STORE_URL", &replicas.url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let first = cli(&["migrate"]);
+    assert!(
+        first.contains("schema migrated from version 0 to"),
+        "{first}"
+    );
+    assert!(!first.contains("@"), "credentials in the output: {first}");
+    let again = cli(&["migrate"]);
+    assert!(again.contains("schema up to date"), "{again}");
+    let gw = replicas.start(None, &[]);
+    assert_eq!(status(gw.addr, &wecom_request(7)).await, 200);
+    eventually_or(
+        10,
+        "delivered",
+        || gate.answered.lock().unwrap().len() == 1,
+        String::new,
+    )
+    .await;
+    let events = cli(&["events", "list"]);
+    assert!(events.contains("MsgId=7"), "{events}");
+    let listed = cli(&["deliveries", "list", "--status", "done"]);
+    assert!(listed.contains("forward#0"), "{listed}");
     drop(gw);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check and test hookgate has, as CI runs them. Installs what it needs: cargo-fuzz and
 # nginx (Debian package) here; the tests install their Python tools (vendor SDKs, aiosmtpd)
-# via tests/py/setup.sh.
+# via tests/py/setup.sh and start a scratch PostgreSQL (Debian package) via tests/pg/start.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,9 @@ echo "== fmt";     cargo fmt --all -- --check
 echo "== clippy";  cargo clippy --all-targets -- -D warnings
 cargo clippy --lib --no-default-features -- -D warnings
 echo "== tests";   cargo test --all-targets
+echo "== the in-process suites again, on the PostgreSQL store"
+HOOKGATE_TEST_STORE=postgres cargo test --test server --test delivery --test robots \
+  --test apps --test email --test escalation
 echo "== nginx in front (docs/deploy.md)"
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null 2>&1 ||

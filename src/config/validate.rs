@@ -737,6 +737,45 @@ receive_id = "ww1"
     }
 
     #[test]
+    fn a_postgres_store_and_its_mistakes() {
+        let pg = GOOD.replace(
+            "[[receivers]]",
+            "[store]\nurl = \"postgres://hg:secret@db:5432/hookgate?sslmode=verify-full\"\npool_size = 4\nlease = \"45s\"\n\n[[receivers]]",
+        );
+        let c = parse(&pg, &env).unwrap();
+        assert_eq!(
+            c.store.url.as_ref().map(|u| u.expose().as_str()),
+            Some("postgres://hg:secret@db:5432/hookgate?sslmode=verify-full")
+        );
+        assert_eq!(
+            (c.store.pool_size, c.store.lease),
+            (4, Duration::from_secs(45))
+        );
+        let bad = GOOD.replace(
+            "[[receivers]]",
+            "[store]\npath = \"x.db\"\nurl = \"postgres://db/h?sslmode=sometimes\"\nsynchronous = \"full\"\n\n[[receivers]]",
+        );
+        let errors = parse(&bad, &env).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        for want in [
+            "line 7: store.url: set either path (SQLite) or url (PostgreSQL), not both",
+            "line 8: store.synchronous: applies to SQLite only",
+            "line 7: store.url: not a PostgreSQL URL",
+        ] {
+            assert!(
+                text.iter().any(|t| t.starts_with(want)),
+                "{want}: {text:#?}"
+            );
+        }
+        let sqlite_only = GOOD.replace("[[receivers]]", "[store]\nlease = \"1m\"\n\n[[receivers]]");
+        let errors = parse(&sqlite_only, &env).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "line 6: store.lease: applies to a PostgreSQL store (url) only"
+        );
+    }
+
+    #[test]
     fn duplicate_paths_are_named() {
         let second = GOOD
             .split("[[receivers]]")
@@ -758,4 +797,3 @@ receive_id = "ww1"
         assert_eq!(errors[0].line, Some(2));
     }
 }
-

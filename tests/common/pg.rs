@@ -22,14 +22,19 @@ pub fn server_url() -> &'static str {
     })
 }
 
+/// Where the scratch server listens.
+pub fn server_addr() -> std::net::SocketAddr {
+    let host_port = server_url()
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap();
+    host_port.parse().unwrap()
+}
+
 /// The CA that signed the scratch server's certificate (for the TLS test).
 pub fn server_cert() -> std::path::PathBuf {
-    let port = server_url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.split('/').next())
-        .unwrap()
-        .to_owned();
+    let port = server_addr().port();
     std::path::PathBuf::from(format!("/tmp/hookgate-pg-{port}/ca.crt"))
 }
 
