@@ -13,11 +13,15 @@
 //! 5. Steady 1,000/s and 2,000/s, fully durable: an open-loop generator over 32 keep-alive
 //!    connections; latency counts from each request's scheduled send time, so a stall is not
 //!    hidden.
+//! 6. On PostgreSQL (a local server from `tests/pg/start.sh` with durability on: fsync and
+//!    synchronous_commit, as deployed): one replica under `wrk -t2 -c32`, then two replicas
+//!    on the same database, each under its own `wrk -t1 -c16` at the same time (the sum is
+//!    the pair's rate).
 //!
 //! Each run reports req/s, latency percentiles, non-2xx replies, events stored, and the
 //! server's peak RSS (VmHWM). hookgate logs at its default level (one info line per
 //! callback), as deployed. `HOOKGATE_LOAD_SECS` sets the run length (default 10);
-//! `HOOKGATE_LOAD_RUNS=normal,full,log,action,go,py,steady` picks runs.
+//! `HOOKGATE_LOAD_RUNS=normal,full,log,action,go,py,steady,pg` picks runs.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -51,7 +55,8 @@ function setup(thread)
   table.insert(threads, thread)
 end
 function init(args)
-  f = assert(io.open(args[1] .. "/reqs-" .. id .. ".txt"))
+  -- args[2]: the first file's number (two wrk processes read different files).
+  f = assert(io.open(args[1] .. "/reqs-" .. (id + tonumber(args[2] or "0")) .. ".txt"))
   wrapped = 0
 end
 function request()
@@ -133,24 +138,13 @@ fn main() {
             sync => Server::start(dir.path(), sync, ""),
         };
         let began = Instant::now();
-        let out = Command::new("wrk")
-            .args(["-t", &THREADS.to_string(), "-c", &CONNECTIONS.to_string()])
-            .args(["-d", &format!("{secs}s"), "--latency", "-s"])
-            .arg(dir.path().join("load.lua"))
-            .arg(format!("http://{}/", server.addr))
-            .arg("--")
-            .arg(dir.path())
-            .output()
-            .expect("wrk");
+        let out = wrk(dir.path(), server.addr, THREADS, CONNECTIONS, 0, secs)
+            .wait_with_output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let delivered = (which == "action").then(|| server.wait_for_deliveries(began));
         let (rss, stored) = server.finish();
-        let field = |prefix: &str| {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix(prefix))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_else(|| "0".into())
-        };
+        let field = |prefix: &str| wrk_field(&text, prefix);
         writeln!(
             table,
             "wrk -t{THREADS} -c{CONNECTIONS} -d{secs}s, {name:<29}: {:>9} req/s  p50 {:>8}  p99 {:>8}  non-2xx {}  stored {}  peak RSS {:.1} MiB  (request files wrapped: {})",
@@ -178,6 +172,9 @@ fn main() {
         }
     }
 
+    if wanted("pg") {
+        postgres(dir.path(), secs, &mut table);
+    }
     if !wanted("steady") {
         print!("{table}");
         return;
@@ -203,12 +200,115 @@ fn main() {
     print!("{table}");
 }
 
+/// wrk with `threads` threads over `connections`, reading request files from number `first`.
+fn wrk(
+    dir: &Path,
+    addr: SocketAddr,
+    threads: usize,
+    connections: usize,
+    first: usize,
+    secs: u64,
+) -> Child {
+    Command::new("wrk")
+        .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
+        .args(["-d", &format!("{secs}s"), "--latency", "-s"])
+        .arg(dir.join("load.lua"))
+        .arg(format!("http://{addr}/"))
+        .arg("--")
+        .arg(dir)
+        .arg(first.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("wrk")
+}
+
+/// A number after `prefix` on a line of wrk's report.
+fn wrk_field(text: &str, prefix: &str) -> String {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| "0".into())
+}
+
+/// Run 6: one and two replicas on a durable local PostgreSQL.
+fn postgres(dir: &Path, secs: u64, table: &mut String) {
+    let started = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pg/start.sh"))
+        .env("HOOKGATE_PG_PORT", "55439")
+        .env("HOOKGATE_PG_DIR", "/tmp/hookgate-pg-bench")
+        .env("HOOKGATE_PG_DURABLE", "1")
+        .output()
+        .expect("tests/pg/start.sh");
+    if !started.status.success() {
+        eprintln!("no PostgreSQL (tests/pg/start.sh failed): no PostgreSQL runs");
+        return;
+    }
+    let server = String::from_utf8_lossy(&started.stdout).trim().to_owned();
+    let psql = |sql: &str| -> String {
+        let out = Command::new("psql")
+            .args([server.as_str(), "-q", "-t", "-A", "-c", sql])
+            .output()
+            .expect("psql");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    for replicas in [1usize, 2] {
+        let schema = format!("load_{replicas}_{}", unix_secs());
+        psql(&format!("CREATE SCHEMA {schema}"));
+        let url = format!("{server}?options=-c%20search_path%3D{schema}");
+        let servers: Vec<Server> = (0..replicas)
+            .map(|_| Server::start_on(dir, &format!("url = {url:?}"), ""))
+            .collect();
+        let per = CONNECTIONS / replicas;
+        let threads = THREADS / replicas;
+        let runs: Vec<Child> = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| wrk(dir, s.addr, threads, per, i * threads, secs))
+            .collect();
+        let reports: Vec<String> = runs
+            .into_iter()
+            .map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned())
+            .collect();
+        let rate: f64 = reports
+            .iter()
+            .map(|r| wrk_field(r, "Requests/sec:").parse::<f64>().unwrap_or(0.0))
+            .sum();
+        let rss: Vec<String> = servers
+            .into_iter()
+            .map(|s| format!("{:.1}", s.finish().0 as f64 / 1024.0))
+            .collect();
+        writeln!(
+            table,
+            "PostgreSQL (durable), {replicas} replica{}, wrk -c{CONNECTIONS} in all: {rate:>9.0} req/s  p50 {:>8}  p99 {:>8}  non-2xx {}  stored {}  peak RSS {} MiB",
+            if replicas == 1 { "" } else { "s" },
+            reports.iter().map(|r| wrk_field(r, "50%")).collect::<Vec<_>>().join("/"),
+            reports.iter().map(|r| wrk_field(r, "99%")).collect::<Vec<_>>().join("/"),
+            reports
+                .iter()
+                .map(|r| wrk_field(r, "Non-2xx or 3xx responses:"))
+                .collect::<Vec<_>>()
+                .join("/"),
+            psql(&format!("SELECT count(*) FROM {schema}.events")),
+            rss.join("/"),
+        )
+        .unwrap();
+        psql(&format!("DROP SCHEMA {schema} CASCADE"));
+    }
+}
+
 fn envelope() -> Envelope {
     Envelope::new(
         TOKEN.into(),
         vec![AesKey::from_encoding_aes_key(KEY).unwrap()],
         CORP.into(),
     )
+}
+
+fn rand_suffix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn unix_secs() -> String {
@@ -263,14 +363,25 @@ impl Server {
     /// more TOML (rules).
     fn start(dir: &Path, synchronous: &str, extra: &str) -> Server {
         let db = dir.join(format!("load-{synchronous}-{}.db", unix_secs()));
-        let config = dir.join("load.toml");
+        let store = format!(
+            "path = {:?}\nsynchronous = \"{synchronous}\"",
+            db.display().to_string()
+        );
+        Server {
+            db: Some(db),
+            ..Self::start_on(dir, &store, extra)
+        }
+    }
+
+    /// `hookgate serve` with `store` as its `[store]` keys.
+    fn start_on(dir: &Path, store: &str, extra: &str) -> Server {
+        let config = dir.join(format!("load-{}.toml", rand_suffix()));
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = {:?}\nsynchronous = \"{synchronous}\"\n\
+                "[server]\nlisten = \"127.0.0.1:0\"\n[store]\n{store}\n\
                  [[receivers]]\nname = \"hr\"\nvendor = \"wecom\"\npath = \"/wecom\"\ntoken = \"{TOKEN}\"\n\
-                 encoding_aes_key = \"{KEY}\"\nreceive_id = \"{CORP}\"\n{extra}",
-                db.display().to_string()
+                 encoding_aes_key = \"{KEY}\"\nreceive_id = \"{CORP}\"\n{extra}"
             ),
         )
         .unwrap();
@@ -278,7 +389,7 @@ impl Server {
         cmd.args(["serve", "--config"])
             .arg(&config)
             .env_remove("RUST_LOG");
-        Self::spawn(cmd, Some(db))
+        Self::spawn(cmd, None)
     }
 
     /// The Go stdlib receiver from `benches/go-receiver`, when `go` is installed.

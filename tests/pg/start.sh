@@ -2,7 +2,8 @@
 # Starts a throwaway PostgreSQL for the tests (once; later calls find it running) and prints
 # its URL. Installs Debian's postgresql if missing. TLS is on with a certificate for
 # 127.0.0.1 from a test CA; plain connections
-# work too; ca.crt beside the data signed it. Durability is off: these databases are scratch.
+# work too; ca.crt beside the data signed it. Durability is off (these databases are scratch)
+# unless HOOKGATE_PG_DURABLE=1 (the benchmarks: fsync, synchronous_commit on, as deployed).
 #   HOOKGATE_PG_PORT (55432)  HOOKGATE_PG_DIR (/tmp/hookgate-pg-$PORT)
 set -euo pipefail
 PORT=${HOOKGATE_PG_PORT:-55432}
@@ -46,7 +47,8 @@ if [ ! -f "$DIR/data/PG_VERSION" ]; then
   chmod 600 "$DIR/data/server.key"
   [ "$(id -u)" = 0 ] && chown postgres: "$DIR/data/server.key" "$DIR/data/server.crt"
 fi
+SCRATCH="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+[ "${HOOKGATE_PG_DURABLE:-0}" = 1 ] && SCRATCH=""
 as_owner "$PGBIN/pg_ctl" -D "$DIR/data" -w -l "$DIR/log" -o "-c listen_addresses=127.0.0.1 -p $PORT \
-  -k $DIR -c max_connections=600 -c ssl=on -c fsync=off -c synchronous_commit=off \
-  -c full_page_writes=off" start >/dev/null 9>&-
+  -k $DIR -c max_connections=600 -c ssl=on $SCRATCH" start >/dev/null 9>&-
 echo "$URL"
