@@ -1306,3 +1306,67 @@ async fn cancel_ids(
         .await?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Verified;
+    use crate::event::Vendor;
+
+    fn op(key: &str, deliveries: Vec<NewDelivery>, cancels: Vec<Cancel>) -> AcceptOp {
+        let xml = format!("<xml><MsgType>text</MsgType><MsgId>{key}</MsgId></xml>");
+        AcceptOp {
+            event: Event::parse("r", Vendor::WeCom, Verified::new(xml), 1).unwrap(),
+            deliveries,
+            cancels,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn timer() -> Vec<NewDelivery> {
+        vec![NewDelivery {
+            rule: "r".into(),
+            action: 0,
+            kind: "log".into(),
+            due_ms: 9_000,
+            key: Some("k".into()),
+            deadline_ms: i64::MAX,
+        }]
+    }
+
+    /// One batch holding a timer, its cancel, a copy of the first callback and a new timer
+    /// with the key: the cancel sees exactly what came before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_keeps_the_order_of_its_cancels() {
+        let url = crate::store::tests::pg::fresh_url("batch");
+        let store = Postgres::open(&url, &StoreConfig::postgres(&url))
+            .await
+            .unwrap();
+        let cancel = Cancel {
+            key: "k".into(),
+            rules: vec![],
+            reason: "off".into(),
+        };
+        let batch = vec![
+            op("a", timer(), vec![]),
+            op("b", vec![], vec![cancel]),
+            op("a", timer(), vec![]),
+            op("c", timer(), vec![]),
+        ];
+        let stored = store_batch(&store.pool, &batch).await.unwrap();
+        let flags: Vec<bool> = stored.iter().map(|s| s.duplicate).collect();
+        assert_eq!(flags, [false, false, true, false]);
+        assert_eq!(stored[0].id, stored[2].id);
+        let rows = store
+            .deliveries(&DeliveryFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let of = |id| rows.iter().find(|d| d.event_id == id).unwrap().status;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(of(stored[0].id), DeliveryStatus::Cancelled);
+        assert_eq!(of(stored[3].id), DeliveryStatus::Pending);
+    }
+}

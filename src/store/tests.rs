@@ -15,7 +15,7 @@ use crate::crypto::Verified;
 use crate::event::{Event, Vendor};
 
 #[path = "../../tests/common/pg.rs"]
-mod pg;
+pub(super) mod pg;
 
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Backend {
