@@ -379,13 +379,18 @@ message = {{ msgtype = "text", text = {{ content = "{{{{ Content }}}}" }} }}
         || format!("{:?}", vendors.answers()),
     )
     .await;
-    // Both replicas have tried by now; nothing more may go out within the minute.
+    // Every delivery has been tried by now (sent, or deferred to the next minute without
+    // counting an attempt); nothing more may go out within the minute.
     let mut rows = Vec::new();
     for _ in 0..100 {
         rows = deliveries(&store).await;
         let waiting = rows
             .iter()
-            .filter(|d| d.status == DeliveryStatus::Pending && d.attempts == 0)
+            .filter(|d| {
+                d.status == DeliveryStatus::Pending
+                    && d.attempts == 0
+                    && d.next_attempt_at_ms > d.created_at_ms
+            })
             .count();
         if waiting == 20 {
             break;

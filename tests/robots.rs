@@ -210,11 +210,17 @@ message = {{ msgtype = "text", text = {{ content = "{{{{ UserID }}}}", mentioned
     }
     eventually_or(
         15,
-        "20 sent, 5 waiting",
+        "20 sent, 5 tried and waiting",
         || {
-            let s = statuses(&srv);
-            s.iter().filter(|s| **s == DeliveryStatus::Done).count() == 20
-                && s.iter().filter(|s| **s == DeliveryStatus::Pending).count() == 5
+            let d = srv.deliveries();
+            let waiting = d.iter().filter(|d| {
+                d.status == DeliveryStatus::Pending && d.next_attempt_at_ms > d.created_at_ms
+            });
+            d.iter()
+                .filter(|d| d.status == DeliveryStatus::Done)
+                .count()
+                == 20
+                && waiting.count() == 5
         },
         || format!("{:?}", statuses(&srv)),
     )
