@@ -215,7 +215,12 @@ fn check(cli: &Cli) -> Result<()> {
         config.receivers.len()
     );
     for r in &config.receivers {
-        println!("  {:<20} {:<15} {}", r.name, r.vendor().as_str(), r.path);
+        let at = if r.is_stream() {
+            "(long connection)"
+        } else {
+            r.path.as_str()
+        };
+        println!("  {:<20} {:<15} {at}", r.name, r.vendor().as_str());
     }
     if !config.rules.is_empty() {
         println!("{} rule(s)", config.rules.len());
@@ -268,7 +273,9 @@ fn serve(cli: &Cli) -> Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, receivers = config.receivers.len(), store = %store.location(), "hookgate listening.");
         for r in &config.receivers {
-            tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");
+            if !r.is_stream() {
+                tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");
+            }
         }
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let config_admin = config.server.admin_listen;
@@ -281,6 +288,7 @@ fn serve(cli: &Cli) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         };
         let worker = tokio::spawn(worker.run(until_stopped(stopped.clone())));
+        let streams = crate::stream::spawn(&config, &gw, &stopped);
         let reloader = tokio::spawn(reload_loop(
             cli.config.clone(),
             config,
@@ -305,6 +313,9 @@ fn serve(cli: &Cli) -> Result<()> {
             let _ = stop.send(true);
         };
         tokio::join!(server, signal);
+        for s in streams {
+            let _ = s.await;
+        }
         let _ = worker.await;
         let _ = reloader.await;
         if let Some(a) = admin {

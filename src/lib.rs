@@ -10,7 +10,9 @@
 //! - [`crypto`]: pure signature and AES schemes over bytes.
 //! - [`event`]: decrypted XML/JSON → `Event` (kind, dedupe key, fields).
 //! - [`rules`]: which events fire which actions; Jinja templates that render them.
-//! - `store` (feature `server`): the durable store behind one boundary (SQLite today).
+//! - `stream` (feature `server`): receivers that connect out (DingTalk Stream, Feishu long
+//!   connection, WeCom AI bots) and feed the same path.
+//! - `store` (feature `server`): the durable store behind one boundary (SQLite or PostgreSQL).
 //! - `delivery` (feature `server`): the worker that runs stored deliveries with retries.
 //! - `actions` (feature `server`): email, HTTP and log sinks, with failure classification.
 //! - `cli` (feature `server`): the `hookgate` command line.
@@ -36,5 +38,7 @@ pub mod server;
 pub mod simulate;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod stream;
 #[cfg(feature = "server")]
 pub mod vendor;

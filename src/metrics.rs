@@ -1,7 +1,8 @@
 //! Prometheus metrics (`/metrics`, text format): callbacks by receiver, vendor and outcome,
 //! the callback path's latency, deliveries by action and outcome, vendor errcodes, token
 //! refreshes, and (read from the store at scrape time) the pending depth and the age of the
-//! oldest pending delivery. One `Metrics` per running gateway, shared by `Arc`.
+//! oldest pending delivery; per stream receiver its state, reconnects and last message time.
+//! One `Metrics` per running gateway, shared by `Arc`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
@@ -25,6 +26,13 @@ pub struct CallbackLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReceiverLabels {
     pub receiver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamStateLabels {
+    pub receiver: String,
+    /// connecting | connected | reconnecting | standby | failed
+    pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +65,9 @@ pub struct Metrics {
     pub pending: Gauge<i64, AtomicI64>,
     pub oldest_pending_seconds: Gauge<f64, AtomicU64>,
     pub config_reloads: Family<ReloadLabels, Counter>,
+    pub stream_state: Family<StreamStateLabels, Gauge>,
+    pub stream_reconnects: Family<ReceiverLabels, Counter>,
+    pub stream_last_message: Family<ReceiverLabels, Gauge<f64, AtomicU64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -127,8 +138,29 @@ impl Metrics {
             "Config reloads by outcome (rejected: the file had problems, the old config stays)",
             config_reloads.clone(),
         );
+        let stream_state = Family::<StreamStateLabels, Gauge>::default();
+        registry.register(
+            "stream_state",
+            "Stream receivers' connection state: 1 for the current one",
+            stream_state.clone(),
+        );
+        let stream_reconnects = Family::<ReceiverLabels, Counter>::default();
+        registry.register(
+            "stream_reconnects",
+            "New connections a stream receiver opened after its first",
+            stream_reconnects.clone(),
+        );
+        let stream_last_message = Family::<ReceiverLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "stream_last_message_timestamp_seconds",
+            "When a stream receiver last got an event or message (Unix time)",
+            stream_last_message.clone(),
+        );
         Self {
             registry,
+            stream_state,
+            stream_reconnects,
+            stream_last_message,
             callbacks,
             callback_seconds,
             deliveries,

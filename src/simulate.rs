@@ -267,6 +267,15 @@ pub fn probe(receiver: &Receiver, event: Option<&str>) -> anyhow::Result<Probe> 
             body: br#"{"msgtype":"text","text":{"content":"hookgate simulate"}}"#.to_vec(),
             expect: Expect::Refused("310000"),
         },
+        (
+            Credentials::DingTalkStream(_) | Credentials::FeishuWs(_) | Credentials::WecomAibot(_),
+            _,
+        ) => anyhow::bail!(
+            "receiver {:?} ({}) connects out to the vendor and has no callback URL to simulate; \
+             /readyz and /metrics show its connection",
+            receiver.name,
+            receiver.vendor()
+        ),
     })
 }
 

@@ -117,7 +117,15 @@ impl Receiver {
             Credentials::DingTalk { .. } => Vendor::DingTalk,
             Credentials::Feishu { .. } => Vendor::Feishu,
             Credentials::DingTalkRobot { .. } => Vendor::DingTalkRobot,
+            Credentials::DingTalkStream(_) => Vendor::DingTalkStream,
+            Credentials::FeishuWs(_) => Vendor::FeishuWs,
+            Credentials::WecomAibot(_) => Vendor::WecomAibot,
         }
+    }
+
+    /// A long-connection receiver: it has no path; the gateway connects out.
+    pub fn is_stream(&self) -> bool {
+        self.vendor().is_stream()
     }
 }
 
@@ -145,6 +153,66 @@ pub enum Credentials {
     DingTalkRobot {
         app_secret: Secret<String>,
     },
+    DingTalkStream(DingTalkStream),
+    FeishuWs(FeishuWs),
+    WecomAibot(WecomAibot),
+}
+
+/// `vendor = "dingtalk_stream"`: a DingTalk app's Stream-mode connection.
+#[derive(Debug, Clone)]
+pub struct DingTalkStream {
+    pub client_id: String,
+    pub client_secret: Secret<String>,
+    pub topics: Vec<StreamTopic>,
+    /// Where `/v1.0/gateway/connections/open` is; default `https://api.dingtalk.com`.
+    pub api_base: String,
+    pub keepalive: Duration,
+}
+
+/// What a DingTalk Stream connection subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamTopic {
+    /// Every event ticked in the developer console (`EVENT` `*`).
+    Events,
+    /// Messages to the app's robot (`/v1.0/im/bot/messages/get`).
+    RobotMessages,
+    /// Interactive-card actions (`/v1.0/card/instances/callback`).
+    CardCallbacks,
+}
+
+impl StreamTopic {
+    pub const ALL: [StreamTopic; 3] = [Self::Events, Self::RobotMessages, Self::CardCallbacks];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Events => "events",
+            Self::RobotMessages => "robot_messages",
+            Self::CardCallbacks => "card_callbacks",
+        }
+    }
+}
+
+/// `vendor = "feishu_ws"`: a Feishu/Lark self-built app's long connection.
+#[derive(Debug, Clone)]
+pub struct FeishuWs {
+    pub app_id: String,
+    pub app_secret: Secret<String>,
+    /// `https://open.feishu.cn` (domain "feishu"), `https://open.larksuite.com` ("lark"), or
+    /// `api_base`.
+    pub api_base: String,
+    pub keepalive: Duration,
+}
+
+/// `vendor = "wecom_aibot"`: a WeCom AI bot (智能机器人, API mode, 长连接).
+#[derive(Debug, Clone)]
+pub struct WecomAibot {
+    pub bot_id: String,
+    pub secret: Secret<String>,
+    /// Default `wss://openws.work.weixin.qq.com`.
+    pub ws_url: String,
+    /// How often the gateway pings when the line is quiet; a connection silent for two of
+    /// these (not even a pong) is replaced. Default 30 s.
+    pub keepalive: Duration,
 }
 
 /// WeChat MP message encryption modes, as set in the MP console.

@@ -62,11 +62,22 @@ pub struct RawReceiver {
     pub verification_token: S<String>,
     pub encrypt_key: S<String>,
     pub app_secret: S<String>,
+    // stream receivers
+    pub client_id: S<String>,
+    pub client_secret: S<String>,
+    pub topics: S<Vec<String>>,
+    pub app_id: S<String>,
+    pub domain: S<String>,
+    pub bot_id: S<String>,
+    pub secret: S<String>,
+    pub api_base: S<String>,
+    pub ws_url: S<String>,
+    pub keepalive: S<String>,
 }
 
 impl RawReceiver {
     /// The vendor-specific keys that are set, by name, for the "does not apply" check.
-    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 9] {
+    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 19] {
         fn span<T>(v: &S<T>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -83,6 +94,16 @@ impl RawReceiver {
             ("verification_token", span(&self.verification_token)),
             ("encrypt_key", span(&self.encrypt_key)),
             ("app_secret", span(&self.app_secret)),
+            ("client_id", span(&self.client_id)),
+            ("client_secret", span(&self.client_secret)),
+            ("topics", span(&self.topics)),
+            ("app_id", span(&self.app_id)),
+            ("domain", span(&self.domain)),
+            ("bot_id", span(&self.bot_id)),
+            ("secret", span(&self.secret)),
+            ("api_base", span(&self.api_base)),
+            ("ws_url", span(&self.ws_url)),
+            ("keepalive", span(&self.keepalive)),
         ]
     }
 }

@@ -407,28 +407,6 @@ impl Ctx<'_> {
             }
             _ => {}
         }
-        let path = self.string(&r.path, &format!("{prefix}.path"));
-        let path_span = r.path.as_ref().map(Spanned::span);
-        match &path {
-            None if r.path.is_none() => {
-                self.err(table.clone(), format!("{prefix}.path"), "missing")
-            }
-            Some(p) if !p.starts_with('/') || p.contains(['?', '#', ' ']) => {
-                self.err(
-                    path_span,
-                    format!("{prefix}.path"),
-                    format!("{p:?} must start with '/' and hold no '?', '#' or spaces"),
-                );
-            }
-            Some(p) if RESERVED_PATHS.contains(&p.as_str()) => {
-                self.err(
-                    path_span,
-                    format!("{prefix}.path"),
-                    format!("{p:?} is reserved by the server"),
-                );
-            }
-            _ => {}
-        }
         let vendor_name = self.string(&r.vendor, &format!("{prefix}.vendor"));
         let vendor = match vendor_name.as_deref() {
             None => {
@@ -449,6 +427,38 @@ impl Ctx<'_> {
             }),
         };
         let vendor = vendor?;
+        let path = if vendor.is_stream() {
+            Some(String::new())
+        } else {
+            self.string(&r.path, &format!("{prefix}.path"))
+        };
+        let path_span = r.path.as_ref().map(Spanned::span);
+        match &path {
+            Some(_) if vendor.is_stream() && r.path.is_some() => self.err(
+                path_span,
+                format!("{prefix}.path"),
+                format!("does not apply to vendor {vendor}: it connects out to the vendor, no callback URL"),
+            ),
+            Some(_) if vendor.is_stream() => {}
+            None if r.path.is_none() => {
+                self.err(table.clone(), format!("{prefix}.path"), "missing")
+            }
+            Some(p) if !p.starts_with('/') || p.contains(['?', '#', ' ']) => {
+                self.err(
+                    path_span,
+                    format!("{prefix}.path"),
+                    format!("{p:?} must start with '/' and hold no '?', '#' or spaces"),
+                );
+            }
+            Some(p) if RESERVED_PATHS.contains(&p.as_str()) => {
+                self.err(
+                    path_span,
+                    format!("{prefix}.path"),
+                    format!("{p:?} is reserved by the server"),
+                );
+            }
+            _ => {}
+        }
         let allowed: &[&str] = match vendor {
             Vendor::WeCom => &[
                 "token",
@@ -472,6 +482,15 @@ impl Ctx<'_> {
             ],
             Vendor::Feishu => &["verification_token", "encrypt_key"],
             Vendor::DingTalkRobot => &["app_secret"],
+            Vendor::DingTalkStream => &[
+                "client_id",
+                "client_secret",
+                "topics",
+                "api_base",
+                "keepalive",
+            ],
+            Vendor::FeishuWs => &["app_id", "app_secret", "domain", "api_base", "keepalive"],
+            Vendor::WecomAibot => &["bot_id", "secret", "ws_url", "keepalive"],
         };
         for (key, span) in r.vendor_keys() {
             if span.is_some() && !allowed.contains(&key) {
@@ -656,7 +675,164 @@ impl Ctx<'_> {
                     vendor,
                 )?),
             }),
+            Vendor::DingTalkStream => {
+                let client_id = self.required(prefix, "client_id", &r.client_id, &table, vendor);
+                let secret =
+                    self.required(prefix, "client_secret", &r.client_secret, &table, vendor);
+                let topics = self.stream_topics(prefix, &r.topics);
+                let api_base =
+                    self.base_url(prefix, "api_base", &r.api_base, "https://api.dingtalk.com");
+                let keepalive = self.keepalive(prefix, &r.keepalive);
+                Some(Credentials::DingTalkStream(super::DingTalkStream {
+                    client_id: client_id?,
+                    client_secret: Secret::new(secret?),
+                    topics: topics?,
+                    api_base: api_base?,
+                    keepalive: keepalive?,
+                }))
+            }
+            Vendor::FeishuWs => {
+                let app_id = self.required(prefix, "app_id", &r.app_id, &table, vendor);
+                let secret = self.required(prefix, "app_secret", &r.app_secret, &table, vendor);
+                let default = match self
+                    .string(&r.domain, &format!("{prefix}.domain"))
+                    .as_deref()
+                {
+                    None | Some("feishu") => "https://open.feishu.cn",
+                    Some("lark") => "https://open.larksuite.com",
+                    Some(other) => {
+                        let span = r.domain.as_ref().map(Spanned::span);
+                        self.err(
+                            span,
+                            format!("{prefix}.domain"),
+                            format!("{other:?} is not one of \"feishu\", \"lark\""),
+                        );
+                        return None;
+                    }
+                };
+                let api_base = self.base_url(prefix, "api_base", &r.api_base, default);
+                let keepalive = self.keepalive(prefix, &r.keepalive);
+                Some(Credentials::FeishuWs(super::FeishuWs {
+                    app_id: app_id?,
+                    app_secret: Secret::new(secret?),
+                    api_base: api_base?,
+                    keepalive: keepalive?,
+                }))
+            }
+            Vendor::WecomAibot => {
+                let bot_id = self.required(prefix, "bot_id", &r.bot_id, &table, vendor);
+                let secret = self.required(prefix, "secret", &r.secret, &table, vendor);
+                let ws_url = self.base_url(
+                    prefix,
+                    "ws_url",
+                    &r.ws_url,
+                    "wss://openws.work.weixin.qq.com",
+                );
+                let keepalive = self.keepalive(prefix, &r.keepalive);
+                Some(Credentials::WecomAibot(super::WecomAibot {
+                    bot_id: bot_id?,
+                    secret: Secret::new(secret?),
+                    ws_url: ws_url?,
+                    keepalive: keepalive?,
+                }))
+            }
         }
+    }
+
+    /// A stream receiver's `keepalive` (default 30 s, at least 100 ms).
+    fn keepalive(&mut self, prefix: &str, value: &S<String>) -> Option<Duration> {
+        let Some(text) = self.string(value, &format!("{prefix}.keepalive")) else {
+            return Some(Duration::from_secs(30));
+        };
+        let span = value.as_ref().map(Spanned::span);
+        let parsed = if let Some(ms) = text.strip_suffix("ms") {
+            ms.trim()
+                .parse()
+                .map(Duration::from_millis)
+                .map_err(|_| format!("{text:?} is not a duration"))
+        } else {
+            super::parse_duration(&text)
+        };
+        match parsed {
+            Ok(d) if d >= Duration::from_millis(100) => Some(d),
+            Ok(_) => {
+                self.err(
+                    span,
+                    format!("{prefix}.keepalive"),
+                    "must be at least 100ms",
+                );
+                None
+            }
+            Err(e) => {
+                self.err(span, format!("{prefix}.keepalive"), e);
+                None
+            }
+        }
+    }
+
+    /// `topics` of a DingTalk Stream receiver; default events and robot messages.
+    fn stream_topics(
+        &mut self,
+        prefix: &str,
+        value: &S<Vec<String>>,
+    ) -> Option<Vec<super::StreamTopic>> {
+        use super::StreamTopic;
+        let Some(list) = value else {
+            return Some(vec![StreamTopic::Events, StreamTopic::RobotMessages]);
+        };
+        let mut topics = Vec::new();
+        for name in list.get_ref() {
+            match StreamTopic::ALL.into_iter().find(|t| t.as_str() == name) {
+                Some(t) if !topics.contains(&t) => topics.push(t),
+                Some(_) => {}
+                None => {
+                    let names: Vec<_> = StreamTopic::ALL.iter().map(|t| t.as_str()).collect();
+                    self.err(
+                        Some(list.span()),
+                        format!("{prefix}.topics"),
+                        format!("{name:?} is not one of {}", names.join(", ")),
+                    );
+                    return None;
+                }
+            }
+        }
+        if topics.is_empty() {
+            self.err(
+                Some(list.span()),
+                format!("{prefix}.topics"),
+                "is empty: subscribe to something",
+            );
+            return None;
+        }
+        Some(topics)
+    }
+
+    /// An http(s):// or ws(s):// base URL (tests and private deployments), or `default`.
+    fn base_url(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        value: &S<String>,
+        default: &str,
+    ) -> Option<String> {
+        let Some(url) = self.string(value, &format!("{prefix}.{key}")) else {
+            return Some(default.to_owned());
+        };
+        let schemes: &[&str] = if default.starts_with("ws") {
+            &["wss://", "ws://"]
+        } else {
+            &["https://", "http://"]
+        };
+        if !schemes.iter().any(|s| url.starts_with(s)) {
+            let span = value.as_ref().map(Spanned::span);
+            self.err(
+                span,
+                format!("{prefix}.{key}"),
+                format!("must start with {}", schemes.join(" or ")),
+            );
+            return None;
+        }
+        Some(url.trim_end_matches('/').to_owned())
     }
 }
 

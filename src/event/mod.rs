@@ -16,15 +16,24 @@ pub enum Vendor {
     DingTalk,
     Feishu,
     DingTalkRobot,
+    /// DingTalk Stream mode: events, robot messages, card callbacks over a WebSocket.
+    DingTalkStream,
+    /// Feishu/Lark long connection (protobuf frames over a WebSocket).
+    FeishuWs,
+    /// WeCom AI bot (智能机器人) long connection.
+    WecomAibot,
 }
 
 impl Vendor {
-    pub const ALL: [Vendor; 5] = [
+    pub const ALL: [Vendor; 8] = [
         Self::WeCom,
         Self::WechatMp,
         Self::DingTalk,
         Self::Feishu,
         Self::DingTalkRobot,
+        Self::DingTalkStream,
+        Self::FeishuWs,
+        Self::WecomAibot,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,7 +43,18 @@ impl Vendor {
             Self::DingTalk => "dingtalk",
             Self::Feishu => "feishu",
             Self::DingTalkRobot => "dingtalk_robot",
+            Self::DingTalkStream => "dingtalk_stream",
+            Self::FeishuWs => "feishu_ws",
+            Self::WecomAibot => "wecom_aibot",
         }
+    }
+
+    /// Received over a long connection the gateway opens, not at a callback URL.
+    pub fn is_stream(self) -> bool {
+        matches!(
+            self,
+            Self::DingTalkStream | Self::FeishuWs | Self::WecomAibot
+        )
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -91,6 +111,24 @@ impl Event {
             Vendor::DingTalkRobot => (
                 text(&fields, "msgtype").unwrap_or("unknown").to_owned(),
                 keyed(&fields, &["msgId"], &raw),
+            ),
+            // Normalised by the stream client: events carry EventType and eventId, robot
+            // messages msgtype and msgId, card callbacks EventType "card_callback".
+            Vendor::DingTalkStream => (
+                text(&fields, "EventType")
+                    .or_else(|| text(&fields, "msgtype"))
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                keyed(&fields, &["eventId", "msgId", "messageId"], &raw),
+            ),
+            Vendor::FeishuWs => (feishu_kind(&fields), feishu_dedupe(&fields, &raw)),
+            Vendor::WecomAibot => (
+                match text(&fields, "msgtype") {
+                    Some("event") => text(&fields, "event.eventtype").unwrap_or("event"),
+                    other => other.unwrap_or("unknown"),
+                }
+                .to_owned(),
+                keyed(&fields, &["msgid"], &raw),
             ),
         };
         Ok(Self {

@@ -129,6 +129,10 @@ pub fn open(receiver: &Receiver, req: &Request<'_>) -> Result<Accepted, Rejected
         Credentials::DingTalkRobot { app_secret } => {
             dingtalk_robot::open(receiver, app_secret, req)
         }
+        // Never routed: stream receivers have no path.
+        Credentials::DingTalkStream(_) | Credentials::FeishuWs(_) | Credentials::WecomAibot(_) => {
+            Err(OpenError::Method)
+        }
     };
     result.map_err(|error| Rejected {
         code: match vendor {
@@ -140,7 +144,7 @@ pub fn open(receiver: &Receiver, req: &Request<'_>) -> Result<Accepted, Rejected
                 OpenError::BadSignature | OpenError::StaleTimestamp { .. }
             )
             .then_some(310000),
-            Vendor::Feishu => None,
+            Vendor::Feishu | Vendor::DingTalkStream | Vendor::FeishuWs | Vendor::WecomAibot => None,
         },
         error,
     })

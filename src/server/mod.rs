@@ -46,6 +46,7 @@ impl AppState {
         let receivers = config
             .receivers
             .iter()
+            .filter(|r| !r.is_stream())
             .map(|r| (r.path.clone(), r.clone()))
             .collect();
         Self {
@@ -72,6 +73,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Unix ms of the worker's last loop; 0 while no worker runs.
     pub worker_beat: Arc<AtomicI64>,
+    /// The stream receivers' connections.
+    pub streams: Arc<crate::stream::Status>,
 }
 
 impl Gateway {
@@ -81,9 +84,21 @@ impl Gateway {
             metrics_on_main: app.limits.admin_listen.is_none(),
             app: arc_swap::ArcSwap::from_pointee(app),
             store,
+            streams: Arc::new(crate::stream::Status::new(metrics.clone())),
             metrics,
             worker_beat: Arc::new(AtomicI64::new(0)),
         }
+    }
+
+    /// Stores an event that arrived over a stream, with the deliveries its rules plan, as
+    /// a callback would be; returns after the commit.
+    pub async fn store_event(
+        &self,
+        event: crate::event::Event,
+    ) -> Result<crate::store::Stored, crate::store::StoreError> {
+        let app = self.app();
+        let (deliveries, cancels) = planned_deliveries(&app, &event);
+        self.store.accept(event, deliveries, cancels).await
     }
 
     pub fn app(&self) -> Arc<AppState> {
@@ -310,7 +325,14 @@ async fn ready(gw: &Gateway) -> Response<Full<Bytes>> {
     if beat == 0 || now_ms() - beat > 10_000 {
         return plain(503, "delivery worker not running\n");
     }
-    plain(200, "ready\n")
+    // Streams are listed; one that stopped for good (credentials, limits) needs an operator.
+    let (streams, failed) = gw.streams.report();
+    let status = if failed { 503 } else { 200 };
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        format!("{}{streams}", if failed { "" } else { "ready\n" }),
+    )
 }
 
 async fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {

@@ -7,6 +7,7 @@ pub mod apps;
 pub mod pg;
 pub mod sink;
 pub mod smtp;
+pub mod streams;
 pub mod vendors;
 
 use std::net::SocketAddr;
@@ -158,6 +159,7 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
         },
     ));
     let worker = Worker::new(store.clone(), engine, metrics, gw.worker_beat.clone());
+    let streams_config = config.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let (halt, halted) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
@@ -165,11 +167,15 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
         let worker = tokio::spawn(worker.run(async move {
             let _ = w.wait_for(|h| *h).await;
         }));
+        let streams = hookgate::stream::spawn(&streams_config, &gw, &halted);
         server::run(listener, gw, async {
             let _ = stopped.await;
         })
         .await;
         let _ = halt.send(true);
+        for s in streams {
+            let _ = s.await;
+        }
         let _ = worker.await;
     });
     TestServer {

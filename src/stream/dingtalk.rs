@@ -1,0 +1,517 @@
+//! DingTalk Stream mode (streams.md §1): `POST /v1.0/gateway/connections/open` for an
+//! endpoint and a single-use ticket, a WebSocket to `endpoint?ticket=…`, JSON text frames
+//! `{specVersion, type, headers{topic, messageId, …}, data:"<json>"}` answered by
+//! `{code, headers{contentType, messageId}, message, data}`. Events are acknowledged
+//! `SUCCESS` only after the store committed them (`LATER` when it could not, so DingTalk
+//! pushes again); robot messages likewise, or not at all. On `SYSTEM/disconnect` a new
+//! connection is opened before the old one is let go (make-before-break).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{error, info, warn};
+
+use super::{Backoff, State, stopped};
+use crate::config::{DingTalkStream, StreamTopic};
+use crate::crypto::Verified;
+use crate::event::{Event, Vendor};
+use crate::server::Gateway;
+
+const OPEN_PATH: &str = "/v1.0/gateway/connections/open";
+const ROBOT_TOPIC: &str = "/v1.0/im/bot/messages/get";
+const CARD_TOPIC: &str = "/v1.0/card/instances/callback";
+/// Discovery and the WebSocket handshake each get this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an old connection may keep delivering after `disconnect` (the server closes
+/// it after 10 s).
+const DRAIN: Duration = Duration::from_secs(15);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Why no connection came up.
+enum Failure {
+    /// Credentials or subscriptions refused: retrying would only hammer the vendor.
+    Fatal(String),
+    Retry(String),
+}
+
+/// How a session ended.
+enum Ended {
+    Shutdown,
+    /// The server asked to reconnect; the old socket still delivers until it closes.
+    GoAway(Box<Ws>),
+    /// Gone (closed, dropped, silent); whether it had delivered anything.
+    Lost(String, bool),
+}
+
+pub struct Client {
+    name: String,
+    config: DingTalkStream,
+    gw: Arc<Gateway>,
+    http: reqwest::Client,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Client {
+    pub fn new(name: String, config: DingTalkStream, gw: Arc<Gateway>) -> Self {
+        crate::actions::install_crypto_provider();
+        let tls = match super::tls() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                error!(receiver = %name, error = %e, "No TLS setup for the DingTalk stream.");
+                None
+            }
+        };
+        Self {
+            name,
+            config,
+            gw,
+            http: reqwest::Client::builder()
+                .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+                .timeout(CONNECT_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+            tls,
+        }
+    }
+
+    /// Keeps a connection until `shutdown`: reconnects with backoff, replaces silent
+    /// connections, stops (and reports `failed`) when the credentials are refused.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let status = this.gw.streams.clone();
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut draining = tokio::task::JoinSet::new();
+        let mut connections = 0u64;
+        while !*shutdown.borrow() {
+            let ws = tokio::select! {
+                c = this.connect() => c,
+                () = stopped(&mut shutdown) => break,
+            };
+            let ws = match ws {
+                Ok(ws) => ws,
+                Err(Failure::Fatal(why)) => {
+                    error!(receiver = %this.name, reason = %why, "DingTalk refused the stream; not retrying until the config is fixed.");
+                    status.set(&this.name, State::Failed(why));
+                    stopped(&mut shutdown).await;
+                    break;
+                }
+                Err(Failure::Retry(why)) => {
+                    let wait = backoff.wait();
+                    warn!(receiver = %this.name, reason = %why, retry_in_ms = wait.as_millis() as u64, "DingTalk stream connection failed.");
+                    status.set(&this.name, State::Reconnecting(why));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => continue,
+                        () = stopped(&mut shutdown) => break,
+                    }
+                }
+            };
+            connections += 1;
+            if connections > 1 {
+                status.reconnected(&this.name);
+            }
+            status.set(&this.name, State::Connected);
+            info!(receiver = %this.name, "DingTalk stream connected.");
+            match this.session(ws, &mut shutdown).await {
+                Ended::Shutdown => break,
+                Ended::GoAway(old) => {
+                    info!(receiver = %this.name, "DingTalk asked for a new connection; opening it before the old one closes.");
+                    backoff.reset();
+                    let this = this.clone();
+                    draining.spawn(async move { this.drain(*old).await });
+                }
+                Ended::Lost(why, worked) => {
+                    if worked {
+                        backoff.reset();
+                    }
+                    let wait = backoff.wait();
+                    warn!(receiver = %this.name, reason = %why, retry_in_ms = wait.as_millis() as u64, "DingTalk stream connection lost.");
+                    status.set(&this.name, State::Reconnecting(why));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stopped(&mut shutdown) => break,
+                    }
+                }
+            }
+            while draining.try_join_next().is_some() {}
+        }
+        draining.abort_all();
+    }
+
+    /// Discovery (a fresh ticket every time: tickets are single-use) and the handshake.
+    async fn connect(&self) -> Result<Ws, Failure> {
+        let subscriptions: Vec<Value> = self
+            .config
+            .topics
+            .iter()
+            .map(|t| match t {
+                StreamTopic::Events => json!({"type": "EVENT", "topic": "*"}),
+                StreamTopic::RobotMessages => json!({"type": "CALLBACK", "topic": ROBOT_TOPIC}),
+                StreamTopic::CardCallbacks => json!({"type": "CALLBACK", "topic": CARD_TOPIC}),
+            })
+            .collect();
+        let body = json!({
+            "clientId": self.config.client_id,
+            "clientSecret": self.config.client_secret.expose(),
+            "subscriptions": subscriptions,
+            "ua": concat!("hookgate/", env!("CARGO_PKG_VERSION")),
+        });
+        let answer = self
+            .http
+            .post(format!("{}{OPEN_PATH}", self.config.api_base))
+            .header("Accept", "application/json")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| Failure::Retry(format!("connections/open: {e}")))?;
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap_or_default();
+        let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let code = parsed["code"].as_str().unwrap_or("");
+        match status {
+            200 => {}
+            401 | 403 => {
+                return Err(Failure::Fatal(format!(
+                    "connections/open answered {status} {code} {}: check client_id and client_secret",
+                    parsed["message"].as_str().unwrap_or("")
+                )));
+            }
+            400 => {
+                return Err(Failure::Fatal(format!(
+                    "connections/open answered 400: {}",
+                    text.chars().take(200).collect::<String>()
+                )));
+            }
+            _ => {
+                return Err(Failure::Retry(format!(
+                    "connections/open answered {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                )));
+            }
+        }
+        let (Some(endpoint), Some(ticket)) =
+            (parsed["endpoint"].as_str(), parsed["ticket"].as_str())
+        else {
+            return Err(Failure::Retry(format!(
+                "connections/open answered without endpoint and ticket: {}",
+                text.chars().take(200).collect::<String>()
+            )));
+        };
+        // As the SDKs send it (quote_plus): unreserved characters stay as they are.
+        const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~');
+        let url = format!(
+            "{endpoint}?ticket={}",
+            percent_encoding::utf8_percent_encode(ticket, QUERY)
+        );
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let handshake =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(e)) => Err(Failure::Retry(format!("WebSocket to {endpoint}: {e}"))),
+            Err(_) => Err(Failure::Retry(format!(
+                "WebSocket to {endpoint}: no handshake within 10 s"
+            ))),
+        }
+    }
+
+    /// Reads and answers frames until the connection ends, pinging when quiet; a connection
+    /// that delivers nothing (not even a pong) for two keepalive periods is given up.
+    async fn session(&self, mut ws: Ws, shutdown: &mut watch::Receiver<bool>) -> Ended {
+        let every = self.config.keepalive;
+        let mut tick = tokio::time::interval(every);
+        tick.reset();
+        let mut last_seen = Instant::now();
+        let mut worked = false;
+        loop {
+            tokio::select! {
+                frame = ws.next() => {
+                    last_seen = Instant::now();
+                    let text = match frame {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(c))) => {
+                            return Ended::Lost(format!("closed by DingTalk ({})", c.map_or_else(|| "no reason".into(), |c| c.to_string())), worked);
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => return Ended::Lost(format!("read: {e}"), worked),
+                        None => return Ended::Lost("connection closed".into(), worked),
+                    };
+                    let (reply, go_away) = self.handle(&text).await;
+                    worked = true;
+                    if let Some(reply) = reply
+                        && let Err(e) = ws.send(Message::text(reply)).await
+                    {
+                        return Ended::Lost(format!("write: {e}"), worked);
+                    }
+                    if go_away {
+                        return Ended::GoAway(Box::new(ws));
+                    }
+                }
+                _ = tick.tick() => {
+                    if last_seen.elapsed() >= every * 2 {
+                        return Ended::Lost(format!("nothing received for {} s, not even a pong: replaced", last_seen.elapsed().as_secs()), worked);
+                    }
+                    if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
+                        return Ended::Lost(format!("ping: {e}"), worked);
+                    }
+                }
+                () = stopped(shutdown) => {
+                    let _ = ws.close(None).await;
+                    return Ended::Shutdown;
+                }
+            }
+        }
+    }
+
+    /// After `disconnect`: keep answering what the old connection still delivers until it
+    /// closes (or [`DRAIN`] passes).
+    async fn drain(&self, mut ws: Ws) {
+        let deadline = tokio::time::sleep(DRAIN);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                frame = ws.next() => match frame {
+                    Some(Ok(Message::Text(t))) => {
+                        if let (Some(reply), _) = self.handle(&t).await {
+                            let _ = ws.send(Message::text(reply)).await;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return,
+                },
+                () = &mut deadline => {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One frame from DingTalk: the reply to send (if any) and whether it asked us to go.
+    async fn handle(&self, text: &str) -> (Option<String>, bool) {
+        let Ok(frame) = serde_json::from_str::<Value>(text) else {
+            warn!(receiver = %self.name, frame = %text.chars().take(200).collect::<String>(), "A DingTalk stream frame that is not JSON; ignored.");
+            return (None, false);
+        };
+        let headers = frame["headers"].as_object().cloned().unwrap_or_default();
+        let header = |k: &str| headers.get(k).and_then(Value::as_str).unwrap_or("");
+        let message_id = header("messageId").to_owned();
+        let data = frame["data"].as_str().unwrap_or("");
+        match (frame["type"].as_str().unwrap_or(""), header("topic")) {
+            ("SYSTEM", "ping") => (Some(ack(&message_id, 200, "OK", data)), false),
+            ("SYSTEM", "disconnect") => (Some(ack(&message_id, 200, "OK", data)), true),
+            ("SYSTEM", _) => (None, false),
+            ("EVENT", _) => {
+                let body = event_body(&headers, data, &message_id);
+                let status = match self.store(body).await {
+                    true => json!({"status": "SUCCESS", "message": "success"}),
+                    // DingTalk pushes it again later.
+                    false => json!({"status": "LATER", "message": "store unavailable"}),
+                };
+                let code = if status["status"] == "SUCCESS" {
+                    200
+                } else {
+                    500
+                };
+                (
+                    Some(ack(&message_id, code, "OK", &status.to_string())),
+                    false,
+                )
+            }
+            ("CALLBACK", topic @ (ROBOT_TOPIC | CARD_TOPIC)) => {
+                let body = callback_body(topic, data, &message_id);
+                if self.store(body).await {
+                    let response = if topic == ROBOT_TOPIC {
+                        json!({"response": null})
+                    } else {
+                        json!({"response": {}})
+                    };
+                    (
+                        Some(ack(&message_id, 200, "OK", &response.to_string())),
+                        false,
+                    )
+                } else {
+                    // No answer: DingTalk pushes the callback again.
+                    (None, false)
+                }
+            }
+            (kind, topic) => {
+                warn!(receiver = %self.name, kind = %kind, topic = %topic, "A DingTalk stream frame of a topic not subscribed to; answered 404.");
+                (
+                    Some(ack(&message_id, 404, "topic not supported", "{}")),
+                    false,
+                )
+            }
+        }
+    }
+
+    /// Stores an event body; whether it is safely committed.
+    async fn store(&self, body: Map<String, Value>) -> bool {
+        let raw = Value::Object(body).to_string();
+        let received = crate::delivery::now_ms();
+        let event = match Event::parse(
+            &self.name,
+            Vendor::DingTalkStream,
+            Verified::new(raw),
+            received,
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(receiver = %self.name, error = %e, "A DingTalk stream message that is not an object; acknowledged and dropped.");
+                return true;
+            }
+        };
+        let (kind, key) = (event.kind().to_owned(), event.dedupe_key().to_owned());
+        let started = Instant::now();
+        let result = self.gw.store_event(event).await;
+        let metrics = &self.gw.metrics;
+        metrics.latency(&self.name, started.elapsed().as_secs_f64());
+        match result {
+            Ok(stored) => {
+                self.gw.streams.message(&self.name);
+                let outcome = if stored.duplicate {
+                    "duplicate"
+                } else {
+                    "accepted"
+                };
+                metrics.callback(&self.name, Vendor::DingTalkStream.as_str(), outcome, "");
+                info!(receiver = %self.name, kind = %kind, event_id = stored.id, duplicate = stored.duplicate, dedupe_key = %key, "Stream event accepted.");
+                true
+            }
+            Err(e) => {
+                metrics.callback(
+                    &self.name,
+                    Vendor::DingTalkStream.as_str(),
+                    "error",
+                    "store",
+                );
+                error!(receiver = %self.name, kind = %kind, error = %e, "Could not store the stream event; not acknowledging it, so DingTalk pushes it again.");
+                false
+            }
+        }
+    }
+}
+
+/// The reply frame DingTalk expects for `message_id`.
+fn ack(message_id: &str, code: u16, message: &str, data: &str) -> String {
+    json!({
+        "code": code,
+        "headers": {"contentType": "application/json", "messageId": message_id},
+        "message": message,
+        "data": data,
+    })
+    .to_string()
+}
+
+/// `data` as an object (a non-object is kept under `data`).
+fn object(data: &str) -> Map<String, Value> {
+    match serde_json::from_str::<Value>(data) {
+        Ok(Value::Object(m)) => m,
+        Ok(other) => Map::from_iter([("data".to_owned(), other)]),
+        Err(_) => Map::from_iter([("data".to_owned(), Value::String(data.to_owned()))]),
+    }
+}
+
+/// A stream event as the HTTP push would carry it: `EventType`, `eventId` and `CorpId` from
+/// the headers, and each camelCase field also under its PascalCase name (`userId` and
+/// `UserId`), so one rule matches events from either channel.
+fn event_body(headers: &Map<String, Value>, data: &str, message_id: &str) -> Map<String, Value> {
+    let mut body = object(data);
+    let header = |k: &str| headers.get(k).cloned();
+    let aliases: Vec<(String, Value)> = body
+        .iter()
+        .filter_map(|(k, v)| {
+            let mut chars = k.chars();
+            let first = chars.next()?;
+            first.is_ascii_lowercase().then(|| {
+                (
+                    format!("{}{}", first.to_ascii_uppercase(), chars.as_str()),
+                    v.clone(),
+                )
+            })
+        })
+        .collect();
+    for (k, v) in aliases {
+        body.entry(k).or_insert(v);
+    }
+    for (field, from) in [
+        ("EventType", "eventType"),
+        ("eventId", "eventId"),
+        ("CorpId", "eventCorpId"),
+        ("EventTime", "eventBornTime"),
+    ] {
+        if let Some(v) = header(from) {
+            body.entry(field).or_insert(v);
+        }
+    }
+    body.insert("messageId".into(), Value::String(message_id.to_owned()));
+    body
+}
+
+/// A robot message (the same fields as the HTTP robot callback, `sessionWebhook` included)
+/// or a card action (`EventType` `card_callback`).
+fn callback_body(topic: &str, data: &str, message_id: &str) -> Map<String, Value> {
+    let mut body = object(data);
+    if topic == CARD_TOPIC {
+        body.insert("EventType".into(), Value::String("card_callback".into()));
+    }
+    body.insert("messageId".into(), Value::String(message_id.to_owned()));
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_events_read_like_http_pushes() {
+        let headers = json!({"topic": "*", "messageId": "m1", "eventType": "user_add_org", "eventId": "e1", "eventCorpId": "dingcorp", "eventBornTime": "1683533823336"});
+        let body = event_body(
+            headers.as_object().unwrap(),
+            r#"{"timeStamp":"1685501863357","userId":["u1"]}"#,
+            "m1",
+        );
+        assert_eq!(body["EventType"], "user_add_org");
+        assert_eq!(body["UserId"], json!(["u1"]));
+        assert_eq!(body["userId"], json!(["u1"]));
+        assert_eq!(body["CorpId"], "dingcorp");
+        let event = Event::parse(
+            "s",
+            Vendor::DingTalkStream,
+            Verified::new(Value::Object(body).to_string()),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            (event.kind(), event.dedupe_key()),
+            ("user_add_org", "eventId=e1")
+        );
+    }
+
+    #[test]
+    fn acks_carry_the_message_id_and_json_data() {
+        let a: Value =
+            serde_json::from_str(&ack("m-1", 200, "OK", r#"{"opaque":"op-1"}"#)).unwrap();
+        assert_eq!(a["headers"]["messageId"], "m-1");
+        assert_eq!(a["headers"]["contentType"], "application/json");
+        assert_eq!(a["data"], r#"{"opaque":"op-1"}"#);
+        let robot = callback_body(ROBOT_TOPIC, r#"{"msgId":"x1","msgtype":"text"}"#, "m-2");
+        let event = Event::parse(
+            "s",
+            Vendor::DingTalkStream,
+            Verified::new(Value::Object(robot).to_string()),
+            0,
+        )
+        .unwrap();
+        assert_eq!((event.kind(), event.dedupe_key()), ("text", "msgId=x1"));
+    }
+}

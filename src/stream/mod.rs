@@ -1,0 +1,272 @@
+//! Stream ingress: receivers that connect out to the vendor over a long-lived WebSocket
+//! (DingTalk Stream, Feishu/Lark long connection, WeCom AI bots) instead of waiting for
+//! callbacks. Each event goes through the same path as a callback ([`Gateway::store_event`]:
+//! rules planned, stored durably, deduplicated) and is acknowledged to the vendor only after
+//! the commit. This module holds what the three share: the status `/readyz` and `/metrics`
+//! show, the reconnect backoff, the keepalive clock and the TLS setup.
+
+pub mod dingtalk;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::{Config, Credentials, Receiver};
+use crate::metrics::{Metrics, ReceiverLabels, StreamStateLabels};
+use crate::server::Gateway;
+
+/// A stream receiver's connection state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Connecting,
+    Connected,
+    /// Lost or refused; trying again after a backoff. Why.
+    Reconnecting(String),
+    /// Another replica holds the connection (one per WeCom bot); this one takes over if it dies.
+    Standby,
+    /// Stopped for good until the config is fixed (bad credentials, connection limit). Why.
+    Failed(String),
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Reconnecting(_) => "reconnecting",
+            Self::Standby => "standby",
+            Self::Failed(_) => "failed",
+        }
+    }
+
+    const NAMES: [&'static str; 5] = [
+        "connecting",
+        "connected",
+        "reconnecting",
+        "standby",
+        "failed",
+    ];
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    state: State,
+    reconnects: u64,
+    last_message_ms: Option<i64>,
+}
+
+/// Every stream receiver's state, for `/readyz` and `/metrics`.
+pub struct Status {
+    entries: Mutex<BTreeMap<String, Entry>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Status {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            entries: Mutex::default(),
+            metrics,
+        }
+    }
+
+    fn with<T>(&self, receiver: &str, f: impl FnOnce(&mut Entry) -> T) -> T {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.entry(receiver.to_owned()).or_insert(Entry {
+            state: State::Connecting,
+            reconnects: 0,
+            last_message_ms: None,
+        });
+        f(entry)
+    }
+
+    pub fn set(&self, receiver: &str, state: State) {
+        for name in State::NAMES {
+            self.metrics
+                .stream_state
+                .get_or_create(&StreamStateLabels {
+                    receiver: receiver.to_owned(),
+                    state: name.to_owned(),
+                })
+                .set(i64::from(name == state.name()));
+        }
+        self.with(receiver, |e| e.state = state);
+    }
+
+    /// A connection after the first one.
+    pub fn reconnected(&self, receiver: &str) {
+        self.metrics
+            .stream_reconnects
+            .get_or_create(&ReceiverLabels {
+                receiver: receiver.to_owned(),
+            })
+            .inc();
+        self.with(receiver, |e| e.reconnects += 1);
+    }
+
+    /// An event or message arrived.
+    pub fn message(&self, receiver: &str) {
+        let now = crate::delivery::now_ms();
+        self.metrics
+            .stream_last_message
+            .get_or_create(&ReceiverLabels {
+                receiver: receiver.to_owned(),
+            })
+            .set(now as f64 / 1000.0);
+        self.with(receiver, |e| e.last_message_ms = Some(now));
+    }
+
+    pub fn state(&self, receiver: &str) -> Option<State> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(receiver).map(|e| e.state.clone())
+    }
+
+    /// One line per stream receiver for `/readyz`, and whether any has failed for good.
+    pub fn report(&self) -> (String, bool) {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        let mut failed = false;
+        for (name, e) in entries.iter() {
+            let why = match &e.state {
+                State::Reconnecting(why) | State::Failed(why) => format!(" ({why})"),
+                _ => String::new(),
+            };
+            failed |= matches!(e.state, State::Failed(_));
+            let last = e.last_message_ms.map_or_else(
+                || "no message yet".to_owned(),
+                |t| {
+                    format!(
+                        "last message {} s ago",
+                        (crate::delivery::now_ms() - t) / 1000
+                    )
+                },
+            );
+            out.push_str(&format!(
+                "stream {name}: {}{why}, {} reconnects, {last}\n",
+                e.state.name(),
+                e.reconnects
+            ));
+        }
+        (out, failed)
+    }
+}
+
+/// Jittered exponential backoff: `first`, doubling, at most `cap`, each wait between 80% and
+/// 120% of the step (no two replicas reconnect in lockstep).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    cap: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, cap: Duration) -> Self {
+        Self {
+            first,
+            cap,
+            step: first,
+        }
+    }
+
+    /// The next wait.
+    pub fn wait(&mut self) -> Duration {
+        let step = self.step;
+        self.step = (self.step * 2).min(self.cap);
+        let ms = step.as_millis() as u64;
+        let jitter = rand::random_range(0..=ms * 2 / 5);
+        Duration::from_millis(ms * 4 / 5 + jitter)
+    }
+
+    /// After a connection that worked: start from `first` again.
+    pub fn reset(&mut self) {
+        self.step = self.first;
+    }
+}
+
+/// The rustls setup for `wss://`: ring, the system's roots (as reqwest's), plus the PEM CA
+/// bundle in `HOOKGATE_STREAM_CA_FILE` if set (private deployments, tests).
+pub fn tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = match std::env::var_os("HOOKGATE_STREAM_CA_FILE") {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(&path)
+                .map_err(|e| format!("HOOKGATE_STREAM_CA_FILE: {e}"))?
+            {
+                roots
+                    .add(cert.map_err(|e| format!("HOOKGATE_STREAM_CA_FILE: {e}"))?)
+                    .map_err(|e| format!("HOOKGATE_STREAM_CA_FILE: {e}"))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            let verifier = rustls_platform_verifier::Verifier::new(provider)
+                .map_err(|e| format!("system CA store: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// Starts a task per stream receiver in `config`; they run until `shutdown` turns true.
+pub fn spawn(
+    config: &Config,
+    gw: &Arc<Gateway>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for r in config.receivers.iter().filter(|r| r.is_stream()) {
+        gw.streams.set(&r.name, State::Connecting);
+        let (gw, shutdown, receiver) = (gw.clone(), shutdown.clone(), r.clone());
+        tasks.push(tokio::spawn(async move {
+            run(receiver, gw, shutdown).await;
+        }));
+    }
+    tasks
+}
+
+async fn run(receiver: Receiver, gw: Arc<Gateway>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    match &receiver.credentials {
+        Credentials::DingTalkStream(c) => {
+            dingtalk::Client::new(receiver.name.clone(), c.clone(), gw)
+                .run(shutdown)
+                .await;
+        }
+        _ => {
+            let why = format!("vendor {} is not supported by this build yet", receiver.vendor());
+            tracing::error!(receiver = %receiver.name, "{why}");
+            gw.streams.set(&receiver.name, State::Failed(why));
+        }
+    }
+}
+
+/// Waits until `shutdown` is true; for `select!` arms.
+pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+        for step in [1u64, 2, 4, 8, 8, 8] {
+            let d = b.wait();
+            assert!(
+                d >= Duration::from_millis(step * 800) && d <= Duration::from_millis(step * 1200),
+                "{step}: {d:?}"
+            );
+        }
+        b.reset();
+        assert!(b.wait() <= Duration::from_millis(1200));
+    }
+}

@@ -1,0 +1,332 @@
+//! Stream receivers against local fakes of the vendors' gateways (tests/common/streams.rs):
+//! events stored and routed by the same rules as callbacks, acknowledged only after the
+//! commit, a store outage answered `LATER` so the redelivery is stored once, a silent socket
+//! replaced, `disconnect` handled make-before-break without losing a message, refused
+//! credentials reported instead of retried.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sink::Sink;
+use common::streams::DingFake;
+use common::vendors::{State, Vendors};
+use common::{TestServer, eventually_or, now_ms, start_file};
+use hookgate::crypto::envelope::{AesKey, Envelope};
+use serde_json::{Value, json};
+
+const DING_AES: &str = "1234567890123456789012345678901234567890123";
+
+fn ding_config(fake: &DingFake, secret: &str, rules: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+path = "${{HOOKGATE_DB}}"
+[delivery]
+first_retry = 1
+max_backoff = 1
+
+[[receivers]]
+name = "ding"
+vendor = "dingtalk_stream"
+client_id = "ding-client"
+client_secret = "{secret}"
+topics = ["events", "robot_messages"]
+api_base = "{}"
+keepalive = "300ms"
+
+[[receivers]]
+name = "ding_http"
+vendor = "dingtalk"
+path = "/ding"
+token = "cbtoken"
+encoding_aes_key = "{DING_AES}"
+receive_id = "ding-client"
+{rules}
+"#,
+        fake.api_base()
+    )
+}
+
+async fn until(secs: u64, what: &str, check: impl FnMut() -> bool) {
+    eventually_or(secs, what, check, String::new).await;
+}
+
+fn ack_data(ack: &Value) -> Value {
+    serde_json::from_str(ack["data"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+async fn connected(fake: &DingFake, n: usize) {
+    eventually_or(
+        10,
+        "the gateway connected",
+        || fake.connections().1 >= 1 && fake.connections().0 >= n,
+        || {
+            let conns = fake.connections();
+            let s = fake.state.lock().unwrap();
+            format!(
+                "opens {:?}, refused upgrades {}, connections {conns:?}",
+                s.opens, s.refused_upgrades
+            )
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dingtalk_stream_events_and_robot_messages_run_the_same_rules_as_callbacks() {
+    let fake = DingFake::start("ding-client", "ding-secret").await;
+    let sink = Sink::start(&[]).await;
+    let vendors = Vendors::start(State {
+        dingtalk: [("sess".to_owned(), None)].into(),
+        ..State::default()
+    })
+    .await;
+    let rules = format!(
+        r#"
+[[rules]]
+name = "new member, either channel"
+receiver = ["ding", "ding_http"]
+when = {{ EventType = "user_add_org" }}
+[[rules.actions]]
+kind = "http"
+url = "{}"
+body = "{{{{ UserId[0] }}}} via {{{{ event.receiver }}}}"
+
+[[rules]]
+name = "answer the robot"
+receiver = "ding"
+when = {{ msgtype = "text" }}
+[[rules.actions]]
+kind = "dingtalk_robot"
+webhook = "{{{{ sessionWebhook }}}}"
+message = {{ msgtype = "text", text = {{ content = "收到：{{{{ text.content }}}}" }} }}
+"#,
+        sink.url("/members")
+    );
+    let srv = start_file(&ding_config(&fake, "ding-secret", &rules), &[]).await;
+    connected(&fake, 1).await;
+    let open = fake.state.lock().unwrap().opens[0].clone();
+    assert_eq!(
+        open["subscriptions"],
+        json!([{"type": "EVENT", "topic": "*"}, {"type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get"}])
+    );
+
+    fake.ping("op-1");
+    until(5, "the ping echoed", || {
+        !fake.acks_of("ping-op-1").is_empty()
+    })
+    .await;
+    let pong = &fake.acks_of("ping-op-1")[0];
+    assert_eq!(
+        (pong["code"].as_i64(), ack_data(pong)),
+        (Some(200), json!({"opaque": "op-1"}))
+    );
+
+    fake.push_event(
+        "ev-1",
+        "user_add_org",
+        "evt-1",
+        json!({"timeStamp": "1685501863357", "userId": ["u1"]}),
+    );
+    until(5, "the event acked", || !fake.acks_of("ev-1").is_empty()).await;
+    let ack = &fake.acks_of("ev-1")[0];
+    assert_eq!(ack["code"], 200);
+    assert_eq!(ack["headers"]["contentType"], "application/json");
+    assert_eq!(ack_data(ack)["status"], "SUCCESS");
+    // The same event over the HTTP callback channel, as DingTalk pushes it there.
+    http_user_add_org(&srv, "u2").await;
+
+    let session = vendors.url("/robot/send?access_token=sess");
+    fake.push_robot(
+        "cb-1",
+        json!({"conversationId": "cid1", "msgId": "msg1", "senderStaffId": "s1", "conversationType": "1",
+               "msgtype": "text", "text": {"content": "你好"}, "sessionWebhook": session, "robotCode": "r"}),
+    );
+    until(5, "the robot message acked", || {
+        !fake.acks_of("cb-1").is_empty()
+    })
+    .await;
+    assert_eq!(
+        ack_data(&fake.acks_of("cb-1")[0]),
+        json!({"response": null})
+    );
+
+    // DingTalk may push again even after an ack: the same ids store nothing new.
+    fake.push_event(
+        "ev-1",
+        "user_add_org",
+        "evt-1",
+        json!({"timeStamp": "1685501863357", "userId": ["u1"]}),
+    );
+    until(5, "the redelivery acked", || {
+        fake.acks_of("ev-1").len() == 2
+    })
+    .await;
+
+    eventually_or(
+        10,
+        "both channels' events delivered by one rule, the robot answered",
+        || sink.received().len() == 2 && vendors.accepted().len() == 1,
+        || format!("{:?} {:?}", sink.received(), vendors.accepted()),
+    )
+    .await;
+    let mut bodies: Vec<String> = sink.received().iter().map(|r| r.body.clone()).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["u1 via ding", "u2 via ding_http"]);
+    assert_eq!(vendors.accepted()[0].2["text"]["content"], "收到：你好");
+    let kinds: Vec<String> = srv.events().iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    let metrics = srv.get("/metrics").await.text();
+    assert!(
+        metrics.contains("hookgate_stream_state{receiver=\"ding\",state=\"connected\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hookgate_callbacks_total{receiver=\"ding\",vendor=\"dingtalk_stream\",outcome=\"duplicate\",reason=\"\"} 1"), "{metrics}");
+    let ready = srv.get("/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert!(
+        ready.text().contains("stream ding: connected"),
+        "{}",
+        ready.text()
+    );
+    srv.stop().await;
+}
+
+async fn http_user_add_org(srv: &TestServer, user: &str) {
+    let env = Envelope::new(
+        "cbtoken".into(),
+        vec![AesKey::from_encoding_aes_key(DING_AES).unwrap()],
+        "ding-client".into(),
+    );
+    let plain = json!({"EventType": "user_add_org", "TimeStamp": "1608017258073", "UserId": [user], "CorpId": "dingcorp"}).to_string();
+    let ts = now_ms().to_string();
+    let sealed = env.seal(0, plain.as_bytes(), &ts, "nonce");
+    let body = json!({"encrypt": sealed.encrypt}).to_string();
+    let r = srv
+        .post(
+            &format!(
+                "/ding?signature={}&timestamp={ts}&nonce=nonce",
+                sealed.msg_signature
+            ),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_is_answered_later_and_the_redelivery_is_stored_once() {
+    let fake = DingFake::start("ding-client", "ding-secret").await;
+    let srv = start_file(&ding_config(&fake, "ding-secret", ""), &[]).await;
+    connected(&fake, 1).await;
+    srv.fail_inserts(true);
+    fake.push_event("ev-9", "user_add_org", "evt-9", json!({"userId": ["u9"]}));
+    until(10, "pushed again after LATER", || {
+        fake.pushes_of("ev-9") >= 2
+    })
+    .await;
+    for ack in fake.acks_of("ev-9") {
+        assert_eq!(ack_data(&ack)["status"], "LATER", "{ack}");
+        assert_ne!(ack["code"], 200);
+    }
+    assert!(srv.events().is_empty());
+    srv.fail_inserts(false);
+    until(10, "acknowledged once stored", || {
+        fake.acks_of("ev-9")
+            .iter()
+            .any(|a| ack_data(a)["status"] == "SUCCESS")
+    })
+    .await;
+    assert_eq!(srv.events().len(), 1);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_replaced() {
+    let fake = DingFake::start("ding-client", "ding-secret").await;
+    let srv = start_file(&ding_config(&fake, "ding-secret", ""), &[]).await;
+    connected(&fake, 1).await;
+    fake.silence(0);
+    let silenced = std::time::Instant::now();
+    until(10, "a new connection", || fake.connections().0 == 2).await;
+    // Two keepalive periods (300 ms) of silence, then a new ticket and socket.
+    assert!(
+        silenced.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        silenced.elapsed()
+    );
+    assert_eq!(fake.state.lock().unwrap().opens.len(), 2);
+    fake.push_event("ev-2", "user_add_org", "evt-2", json!({"userId": ["u2"]}));
+    until(5, "the event on the new connection acked", || {
+        !fake.acks_of("ev-2").is_empty()
+    })
+    .await;
+    assert_eq!(srv.events().len(), 1);
+    let metrics = srv.get("/metrics").await.text();
+    assert!(
+        metrics.contains("hookgate_stream_reconnects_total{receiver=\"ding\"} 1"),
+        "{metrics}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_opens_the_new_connection_first_and_loses_nothing() {
+    let fake = DingFake::start("ding-client", "ding-secret").await;
+    let srv = start_file(&ding_config(&fake, "ding-secret", ""), &[]).await;
+    connected(&fake, 1).await;
+    fake.disconnect(0, Duration::from_secs(2));
+    // Still delivered on the old connection during its last seconds.
+    fake.push_event_on(0, "late-1", "evt-late", json!({"userId": ["late"]}));
+    until(5, "a second connection while the first is open", || {
+        fake.connections() == (2, 2)
+    })
+    .await;
+    fake.push_event(
+        "new-1",
+        "user_add_org",
+        "evt-new",
+        json!({"userId": ["new"]}),
+    );
+    until(5, "both acked", || {
+        !fake.acks_of("late-1").is_empty() && !fake.acks_of("new-1").is_empty()
+    })
+    .await;
+    let disc = fake.acks_of("disc-0");
+    assert_eq!(disc.len(), 1, "disconnect acknowledged");
+    until(5, "the old connection closed", || {
+        fake.connections() == (2, 1)
+    })
+    .await;
+    assert_eq!(srv.events().len(), 2);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_stop_and_show_in_readyz() {
+    let fake = DingFake::start("ding-client", "ding-secret").await;
+    let srv = start_file(&ding_config(&fake, "wrong-secret", ""), &[]).await;
+    until(5, "one attempt", || {
+        !fake.state.lock().unwrap().opens.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        fake.state.lock().unwrap().opens.len(),
+        1,
+        "retried refused credentials"
+    );
+    let ready = srv.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    let text = ready.text();
+    assert!(
+        text.contains("stream ding: failed") && text.contains("authFailed"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-secret"), "{text}");
+    srv.stop().await;
+}
