@@ -13,12 +13,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
-use super::{Backoff, State, stopped};
+use super::{Backoff, Ended, Failure, Link, stopped};
 use crate::config::{DingTalkStream, StreamTopic};
-use crate::crypto::Verified;
-use crate::event::{Event, Vendor};
+use crate::event::Vendor;
 use crate::server::Gateway;
 
 const OPEN_PATH: &str = "/v1.0/gateway/connections/open";
@@ -33,28 +32,41 @@ const DRAIN: Duration = Duration::from_secs(15);
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Why no connection came up.
-enum Failure {
-    /// Credentials or subscriptions refused: retrying would only hammer the vendor.
-    Fatal(String),
-    Retry(String),
-}
-
-/// How a session ended.
-enum Ended {
-    Shutdown,
-    /// The server asked to reconnect; the old socket still delivers until it closes.
-    GoAway(Box<Ws>),
-    /// Gone (closed, dropped, silent); whether it had delivered anything.
-    Lost(String, bool),
-}
-
 pub struct Client {
     name: String,
     config: DingTalkStream,
     gw: Arc<Gateway>,
     http: reqwest::Client,
     tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Link for Client {
+    type Ws = Ws;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn label(&self) -> &'static str {
+        "DingTalk stream"
+    }
+
+    /// As the DingTalk SDKs: from 1 s, doubling, at most a minute.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    async fn connect(&self) -> Result<Ws, Failure> {
+        self.open().await
+    }
+
+    async fn session(&self, ws: Ws, shutdown: &mut watch::Receiver<bool>) -> Ended<Ws> {
+        self.run_session(ws, shutdown).await
+    }
+
+    async fn drain(&self, ws: Ws) {
+        self.finish(ws).await;
+    }
 }
 
 impl Client {
@@ -80,71 +92,8 @@ impl Client {
         }
     }
 
-    /// Keeps a connection until `shutdown`: reconnects with backoff, replaces silent
-    /// connections, stops (and reports `failed`) when the credentials are refused.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let this = Arc::new(self);
-        let status = this.gw.streams.clone();
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let mut draining = tokio::task::JoinSet::new();
-        let mut connections = 0u64;
-        while !*shutdown.borrow() {
-            let ws = tokio::select! {
-                c = this.connect() => c,
-                () = stopped(&mut shutdown) => break,
-            };
-            let ws = match ws {
-                Ok(ws) => ws,
-                Err(Failure::Fatal(why)) => {
-                    error!(receiver = %this.name, reason = %why, "DingTalk refused the stream; not retrying until the config is fixed.");
-                    status.set(&this.name, State::Failed(why));
-                    stopped(&mut shutdown).await;
-                    break;
-                }
-                Err(Failure::Retry(why)) => {
-                    let wait = backoff.wait();
-                    warn!(receiver = %this.name, reason = %why, retry_in_ms = wait.as_millis() as u64, "DingTalk stream connection failed.");
-                    status.set(&this.name, State::Reconnecting(why));
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => continue,
-                        () = stopped(&mut shutdown) => break,
-                    }
-                }
-            };
-            connections += 1;
-            if connections > 1 {
-                status.reconnected(&this.name);
-            }
-            status.set(&this.name, State::Connected);
-            info!(receiver = %this.name, "DingTalk stream connected.");
-            match this.session(ws, &mut shutdown).await {
-                Ended::Shutdown => break,
-                Ended::GoAway(old) => {
-                    info!(receiver = %this.name, "DingTalk asked for a new connection; opening it before the old one closes.");
-                    backoff.reset();
-                    let this = this.clone();
-                    draining.spawn(async move { this.drain(*old).await });
-                }
-                Ended::Lost(why, worked) => {
-                    if worked {
-                        backoff.reset();
-                    }
-                    let wait = backoff.wait();
-                    warn!(receiver = %this.name, reason = %why, retry_in_ms = wait.as_millis() as u64, "DingTalk stream connection lost.");
-                    status.set(&this.name, State::Reconnecting(why));
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = stopped(&mut shutdown) => break,
-                    }
-                }
-            }
-            while draining.try_join_next().is_some() {}
-        }
-        draining.abort_all();
-    }
-
     /// Discovery (a fresh ticket every time: tickets are single-use) and the handshake.
-    async fn connect(&self) -> Result<Ws, Failure> {
+    async fn open(&self) -> Result<Ws, Failure> {
         let subscriptions: Vec<Value> = self
             .config
             .topics
@@ -226,7 +175,7 @@ impl Client {
 
     /// Reads and answers frames until the connection ends, pinging when quiet; a connection
     /// that delivers nothing (not even a pong) for two keepalive periods is given up.
-    async fn session(&self, mut ws: Ws, shutdown: &mut watch::Receiver<bool>) -> Ended {
+    async fn run_session(&self, mut ws: Ws, shutdown: &mut watch::Receiver<bool>) -> Ended<Ws> {
         let every = self.config.keepalive;
         let mut tick = tokio::time::interval(every);
         tick.reset();
@@ -274,7 +223,7 @@ impl Client {
 
     /// After `disconnect`: keep answering what the old connection still delivers until it
     /// closes (or [`DRAIN`] passes).
-    async fn drain(&self, mut ws: Ws) {
+    async fn finish(&self, mut ws: Ws) {
         let deadline = tokio::time::sleep(DRAIN);
         tokio::pin!(deadline);
         loop {
@@ -357,47 +306,7 @@ impl Client {
     /// Stores an event body; whether it is safely committed.
     async fn store(&self, body: Map<String, Value>) -> bool {
         let raw = Value::Object(body).to_string();
-        let received = crate::delivery::now_ms();
-        let event = match Event::parse(
-            &self.name,
-            Vendor::DingTalkStream,
-            Verified::new(raw),
-            received,
-        ) {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(receiver = %self.name, error = %e, "A DingTalk stream message that is not an object; acknowledged and dropped.");
-                return true;
-            }
-        };
-        let (kind, key) = (event.kind().to_owned(), event.dedupe_key().to_owned());
-        let started = Instant::now();
-        let result = self.gw.store_event(event).await;
-        let metrics = &self.gw.metrics;
-        metrics.latency(&self.name, started.elapsed().as_secs_f64());
-        match result {
-            Ok(stored) => {
-                self.gw.streams.message(&self.name);
-                let outcome = if stored.duplicate {
-                    "duplicate"
-                } else {
-                    "accepted"
-                };
-                metrics.callback(&self.name, Vendor::DingTalkStream.as_str(), outcome, "");
-                info!(receiver = %self.name, kind = %kind, event_id = stored.id, duplicate = stored.duplicate, dedupe_key = %key, "Stream event accepted.");
-                true
-            }
-            Err(e) => {
-                metrics.callback(
-                    &self.name,
-                    Vendor::DingTalkStream.as_str(),
-                    "error",
-                    "store",
-                );
-                error!(receiver = %self.name, kind = %kind, error = %e, "Could not store the stream event; not acknowledging it, so DingTalk pushes it again.");
-                false
-            }
-        }
+        super::accept(&self.gw, &self.name, Vendor::DingTalkStream, raw).await
     }
 }
 
@@ -471,6 +380,8 @@ fn callback_body(topic: &str, data: &str, message_id: &str) -> Map<String, Value
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Verified;
+    use crate::event::Event;
 
     #[test]
     fn stream_events_read_like_http_pushes() {

@@ -6,10 +6,18 @@
 //! show, the reconnect backoff, the keepalive clock and the TLS setup.
 
 pub mod dingtalk;
+pub mod feishu;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::crypto::Verified;
+use crate::event::{Event, Vendor};
 
 use crate::config::{Config, Credentials, Receiver};
 use crate::metrics::{Metrics, ReceiverLabels, StreamStateLabels};
@@ -215,6 +223,157 @@ pub fn tls() -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// Why no connection came up.
+pub(crate) enum Failure {
+    /// Credentials, subscriptions or limits refused: retrying would only hammer the vendor.
+    Fatal(String),
+    Retry(String),
+}
+
+/// How a session ended.
+pub(crate) enum Ended<W> {
+    Shutdown,
+    /// The server asked for a new connection; the old one still delivers until it closes.
+    GoAway(Box<W>),
+    /// Gone (closed, dropped, silent); whether it had delivered anything.
+    Lost(String, bool),
+    /// Another connection took the vendor's only slot: wait this long before trying again.
+    Displaced(String, Duration),
+}
+
+/// One vendor's long connection: how to open it, run it and let an old one finish.
+pub(crate) trait Link: Send + Sync + 'static {
+    type Ws: Send + 'static;
+    fn name(&self) -> &str;
+    /// "DingTalk stream", for logs.
+    fn label(&self) -> &'static str;
+    fn backoff(&self) -> Backoff;
+    fn connect(&self) -> impl Future<Output = Result<Self::Ws, Failure>> + Send;
+    fn session(
+        &self,
+        ws: Self::Ws,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Ended<Self::Ws>> + Send;
+    /// After a go-away: keep answering what the old connection delivers until it closes.
+    fn drain(&self, ws: Self::Ws) -> impl Future<Output = ()> + Send;
+}
+
+/// Keeps `link` connected until `shutdown`: reconnects with backoff (reset after a
+/// connection that delivered), opens the new connection before letting a go-away one finish,
+/// stops and reports `failed` on a fatal refusal.
+pub(crate) async fn drive<L: Link>(
+    link: Arc<L>,
+    status: Arc<Status>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = link.name().to_owned();
+    let label = link.label();
+    let mut backoff = link.backoff();
+    let mut draining = tokio::task::JoinSet::new();
+    let mut connections = 0u64;
+    while !*shutdown.borrow() {
+        let ws = tokio::select! {
+            c = link.connect() => c,
+            () = stopped(&mut shutdown) => break,
+        };
+        let wait = match ws {
+            Ok(ws) => {
+                connections += 1;
+                if connections > 1 {
+                    status.reconnected(&name);
+                }
+                status.set(&name, State::Connected);
+                info!(receiver = %name, "{label} connected.");
+                match link.session(ws, &mut shutdown).await {
+                    Ended::Shutdown => break,
+                    Ended::GoAway(old) => {
+                        info!(receiver = %name, "{label}: asked for a new connection; opening it before the old one closes.");
+                        backoff.reset();
+                        let link = link.clone();
+                        draining.spawn(async move { link.drain(*old).await });
+                        continue;
+                    }
+                    Ended::Lost(why, worked) => {
+                        if worked {
+                            backoff.reset();
+                        }
+                        let wait = backoff.wait();
+                        warn!(receiver = %name, reason = %why, retry_in_ms = wait.as_millis() as u64, "{label} connection lost.");
+                        status.set(&name, State::Reconnecting(why));
+                        wait
+                    }
+                    Ended::Displaced(why, wait) => {
+                        warn!(receiver = %name, reason = %why, retry_in_s = wait.as_secs(), "{label} displaced by another connection.");
+                        status.set(&name, State::Reconnecting(why));
+                        wait
+                    }
+                }
+            }
+            Err(Failure::Fatal(why)) => {
+                error!(receiver = %name, reason = %why, "{label} refused; not retrying until the config is fixed.");
+                status.set(&name, State::Failed(why));
+                stopped(&mut shutdown).await;
+                break;
+            }
+            Err(Failure::Retry(why)) => {
+                let wait = backoff.wait();
+                warn!(receiver = %name, reason = %why, retry_in_ms = wait.as_millis() as u64, "{label} connection failed.");
+                status.set(&name, State::Reconnecting(why));
+                wait
+            }
+        };
+        while draining.try_join_next().is_some() {}
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stopped(&mut shutdown) => break,
+        }
+    }
+    draining.abort_all();
+}
+
+/// Stores a message that came over a stream, with the deliveries its rules plan; whether it
+/// is safely committed (only then may it be acknowledged).
+pub(crate) async fn accept(gw: &Gateway, receiver: &str, vendor: Vendor, raw: String) -> bool {
+    let event = match Event::parse(
+        receiver,
+        vendor,
+        Verified::new(raw),
+        crate::delivery::now_ms(),
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(receiver = %receiver, error = %e, "A stream message that is not a JSON object; acknowledged and dropped.");
+            gw.metrics
+                .callback(receiver, vendor.as_str(), "rejected", "malformed");
+            return true;
+        }
+    };
+    let (kind, key) = (event.kind().to_owned(), event.dedupe_key().to_owned());
+    let started = Instant::now();
+    let result = gw.store_event(event).await;
+    gw.metrics
+        .latency(receiver, started.elapsed().as_secs_f64());
+    match result {
+        Ok(stored) => {
+            gw.streams.message(receiver);
+            let outcome = if stored.duplicate {
+                "duplicate"
+            } else {
+                "accepted"
+            };
+            gw.metrics.callback(receiver, vendor.as_str(), outcome, "");
+            info!(receiver = %receiver, kind = %kind, event_id = stored.id, duplicate = stored.duplicate, dedupe_key = %key, "Stream event accepted.");
+            true
+        }
+        Err(e) => {
+            gw.metrics
+                .callback(receiver, vendor.as_str(), "error", "store");
+            error!(receiver = %receiver, kind = %kind, error = %e, "Could not store the stream event; not acknowledging it, so the vendor pushes it again.");
+            false
+        }
+    }
+}
+
 /// Starts a task per stream receiver in `config`; they run until `shutdown` turns true.
 pub fn spawn(
     config: &Config,
@@ -232,15 +391,22 @@ pub fn spawn(
     tasks
 }
 
-async fn run(receiver: Receiver, gw: Arc<Gateway>, shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn run(receiver: Receiver, gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) {
+    let status = gw.streams.clone();
     match &receiver.credentials {
         Credentials::DingTalkStream(c) => {
-            dingtalk::Client::new(receiver.name.clone(), c.clone(), gw)
-                .run(shutdown)
-                .await;
+            let link = dingtalk::Client::new(receiver.name.clone(), c.clone(), gw);
+            drive(Arc::new(link), status, shutdown).await;
+        }
+        Credentials::FeishuWs(c) => {
+            let link = feishu::Client::new(receiver.name.clone(), c.clone(), gw);
+            drive(Arc::new(link), status, shutdown).await;
         }
         _ => {
-            let why = format!("vendor {} is not supported by this build yet", receiver.vendor());
+            let why = format!(
+                "vendor {} is not supported by this build yet",
+                receiver.vendor()
+            );
             tracing::error!(receiver = %receiver.name, "{why}");
             gw.streams.set(&receiver.name, State::Failed(why));
         }
@@ -248,7 +414,7 @@ async fn run(receiver: Receiver, gw: Arc<Gateway>, shutdown: tokio::sync::watch:
 }
 
 /// Waits until `shutdown` is true; for `select!` arms.
-pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
