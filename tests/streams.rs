@@ -65,11 +65,9 @@ async fn connected(fake: &DingFake, n: usize) {
         || fake.connections().1 >= 1 && fake.connections().0 >= n,
         || {
             let conns = fake.connections();
-            let s = fake.state.lock().unwrap();
-            format!(
-                "opens {:?}, refused upgrades {}, connections {conns:?}",
-                s.opens, s.refused_upgrades
-            )
+            let refused = fake.hub.lock().unwrap().refused_upgrades;
+            let opens = fake.state.lock().unwrap().opens.len();
+            format!("opens {opens}, refused upgrades {refused}, connections {conns:?}")
         },
     )
     .await;

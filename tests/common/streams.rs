@@ -24,6 +24,193 @@ struct Conn {
     going_away: bool,
 }
 
+/// What every fake gateway keeps: its connections, what it pushed and what waits for an ack
+/// (pushed again, same id, after `redeliver_after`).
+#[derive(Default)]
+pub struct Hub {
+    conns: Vec<Conn>,
+    /// Pushed, not acknowledged with success yet: message id → (frame, last push).
+    pending: HashMap<String, (Message, Instant)>,
+    /// Every push: (connection, message id).
+    pub pushes: Vec<(usize, String)>,
+    pub redeliver_after: Duration,
+    pub refused_upgrades: usize,
+}
+
+impl Hub {
+    fn live(&self) -> Option<usize> {
+        self.conns
+            .iter()
+            .rposition(|c| c.alive && !c.going_away && !c.silent.load(Ordering::SeqCst))
+    }
+
+    /// Sends `frame` on `conn` (default: the newest live connection).
+    fn send(&mut self, conn: Option<usize>, id: &str, frame: Message) -> usize {
+        let conn = conn
+            .or_else(|| self.live())
+            .expect("no live connection to push to");
+        let _ = self.conns[conn].tx.send(frame);
+        self.pushes.push((conn, id.to_owned()));
+        conn
+    }
+
+    /// Sends and keeps pushing until [`Hub::acked`].
+    fn push(&mut self, conn: Option<usize>, id: &str, frame: Message) {
+        self.pending
+            .insert(id.to_owned(), (frame.clone(), Instant::now()));
+        self.send(conn, id, frame);
+    }
+
+    fn acked(&mut self, id: &str) {
+        self.pending.remove(id);
+    }
+
+    pub fn pushes_of(&self, id: &str) -> usize {
+        self.pushes.iter().filter(|(_, m)| m == id).count()
+    }
+
+    /// Connections ever accepted, and how many are still open.
+    pub fn connections(&self) -> (usize, usize) {
+        (
+            self.conns.len(),
+            self.conns.iter().filter(|c| c.alive).count(),
+        )
+    }
+
+    fn redeliver(&mut self) {
+        if self.live().is_none() {
+            return;
+        }
+        let after = self.redeliver_after;
+        let due: Vec<(String, Message)> = self
+            .pending
+            .iter_mut()
+            .filter(|(_, (_, at))| at.elapsed() >= after)
+            .map(|(id, (frame, at))| {
+                *at = Instant::now();
+                (id.clone(), frame.clone())
+            })
+            .collect();
+        for (id, frame) in due {
+            self.send(None, &id, frame);
+        }
+    }
+}
+
+/// Serves one upgraded connection: outgoing frames from the hub, incoming ones to `on_frame`
+/// (connection id, frame) which may answer; a silenced connection reads and answers nothing.
+async fn serve_conn<S>(
+    hub: Arc<Mutex<Hub>>,
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    on_frame: impl Fn(usize, Message) -> Option<Message>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut read) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let silent = Arc::new(AtomicBool::new(false));
+    let id = {
+        let mut h = hub.lock().unwrap();
+        h.conns.push(Conn {
+            tx: tx.clone(),
+            silent: silent.clone(),
+            alive: true,
+            going_away: false,
+        });
+        h.conns.len() - 1
+    };
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || close {
+                break;
+            }
+        }
+    });
+    loop {
+        if silent.load(Ordering::SeqCst) {
+            // A half-dead peer: holds the socket, reads nothing, answers no ping.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if hub.lock().unwrap().conns[id].alive {
+                continue;
+            }
+            break;
+        }
+        let frame = tokio::select! {
+            f = read.next() => f,
+            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+        };
+        match frame {
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                if let Some(reply) = on_frame(id, m) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    hub.lock().unwrap().conns[id].alive = false;
+    writer.abort();
+}
+
+/// Accepts connections on `listener`, checking each handshake with `check`.
+fn accept_loop<C, F>(listener: tokio::net::TcpListener, hub: Arc<Mutex<Hub>>, check: C, on_frame: F)
+where
+    C: Fn(&Request) -> Result<(), ErrorResponse> + Clone + Send + Sync + 'static,
+    F: Fn(usize, Message) -> Option<Message> + Clone + Send + Sync + 'static,
+{
+    let redeliver = hub.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            redeliver.lock().unwrap().redeliver();
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (hub, check, on_frame) = (hub.clone(), check.clone(), on_frame.clone());
+            tokio::spawn(async move {
+                #[allow(clippy::result_large_err)] // tungstenite's callback signature
+                let callback = |req: &Request, resp: Response| check(req).map(|()| resp);
+                match tokio_tungstenite::accept_hdr_async(stream, callback).await {
+                    Ok(ws) => serve_conn(hub, ws, on_frame).await,
+                    Err(_) => hub.lock().unwrap().refused_upgrades += 1,
+                }
+            });
+        }
+    });
+}
+
+/// A refusal of the upgrade with `status` and extra headers.
+fn refuse(status: u16, headers: &[(&str, &str)]) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some("refused".into()));
+    *r.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::from_u16(status).unwrap();
+    for (k, v) in headers {
+        r.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    r
+}
+
+/// A query parameter of the handshake request, decoded.
+fn param(req: &Request, name: &str) -> String {
+    req.uri()
+        .query()
+        .and_then(|q| {
+            q.split('&')
+                .find_map(|p| p.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+        })
+        .map(|t| {
+            percent_encoding::percent_decode_str(t)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Default)]
 pub struct DingState {
     pub client_id: String,
@@ -32,15 +219,8 @@ pub struct DingState {
     pub opens: Vec<Value>,
     /// Tickets issued: when, and whether used.
     tickets: HashMap<String, (Instant, bool)>,
-    pub refused_upgrades: usize,
-    conns: Vec<Conn>,
     /// Every frame the client sent: (connection, JSON).
     pub acks: Vec<(usize, Value)>,
-    /// Pushed, not acknowledged with success yet: message id → (frame, last push).
-    pending: HashMap<String, (Value, Instant)>,
-    /// Every push: (connection, message id).
-    pub pushes: Vec<(usize, String)>,
-    pub redeliver_after: Duration,
 }
 
 #[derive(Clone)]
@@ -48,6 +228,7 @@ pub struct DingFake {
     pub http: SocketAddr,
     pub ws: SocketAddr,
     pub state: Arc<Mutex<DingState>>,
+    pub hub: Arc<Mutex<Hub>>,
 }
 
 impl DingFake {
@@ -60,8 +241,11 @@ impl DingFake {
             state: Arc::new(Mutex::new(DingState {
                 client_id: client_id.into(),
                 client_secret: client_secret.into(),
-                redeliver_after: Duration::from_millis(600),
                 ..DingState::default()
+            })),
+            hub: Arc::new(Mutex::new(Hub {
+                redeliver_after: Duration::from_millis(600),
+                ..Hub::default()
             })),
         };
         let (state, ws_addr) = (fake.state.clone(), fake.ws);
@@ -91,20 +275,33 @@ impl DingFake {
                     .to_string(),
             )
         });
-        let f = fake.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = ws.accept().await {
-                let f = f.clone();
-                tokio::spawn(async move { f.serve(stream).await });
+        let state = fake.state.clone();
+        let check = move |req: &Request| {
+            let ticket = param(req, "ticket");
+            let mut s = state.lock().unwrap();
+            let fresh = req.uri().path() == "/connect"
+                && matches!(s.tickets.get(&ticket), Some((at, false)) if at.elapsed() < Duration::from_secs(90));
+            if !fresh {
+                return Err(refuse(401, &[]));
             }
-        });
-        let f = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                f.redeliver();
+            s.tickets.insert(ticket, (Instant::now(), true));
+            Ok(())
+        };
+        let (state, hub) = (fake.state.clone(), fake.hub.clone());
+        let on_frame = move |conn: usize, m: Message| {
+            let v: Value = serde_json::from_str(m.to_text().unwrap_or("")).unwrap_or(Value::Null);
+            let id = v["headers"]["messageId"].as_str().unwrap_or("").to_owned();
+            let data: Value = v["data"]
+                .as_str()
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or(Value::Null);
+            if v["code"] == 200 && data["status"] != "LATER" {
+                hub.lock().unwrap().acked(&id);
             }
-        });
+            state.lock().unwrap().acks.push((conn, v));
+            None
+        };
+        accept_loop(ws, fake.hub.clone(), check, on_frame);
         fake
     }
 
@@ -112,133 +309,29 @@ impl DingFake {
         format!("http://{}", self.http)
     }
 
-    // The handshake callback's signature is tungstenite's.
-    #[allow(clippy::result_large_err)]
-    async fn serve(&self, stream: tokio::net::TcpStream) {
-        let state = self.state.clone();
-        let check = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-            let ticket = req
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("ticket=")))
-                .map(|t| {
-                    percent_encoding::percent_decode_str(t)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                })
-                .unwrap_or_default();
-            let mut s = state.lock().unwrap();
-            let fresh = req.uri().path() == "/connect"
-                && matches!(s.tickets.get(&ticket), Some((at, false)) if at.elapsed() < Duration::from_secs(90));
-            if !fresh {
-                s.refused_upgrades += 1;
-                let mut refused = ErrorResponse::new(Some("invalid ticket".into()));
-                *refused.status_mut() =
-                    tokio_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED;
-                return Err(refused);
-            }
-            s.tickets.insert(ticket, (Instant::now(), true));
-            Ok(resp)
-        };
-        let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check).await else {
-            return;
-        };
-        let (mut sink, mut read) = ws.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-        let silent = Arc::new(AtomicBool::new(false));
-        let id = {
-            let mut s = self.state.lock().unwrap();
-            s.conns.push(Conn {
-                tx,
-                silent: silent.clone(),
-                alive: true,
-                going_away: false,
-            });
-            s.conns.len() - 1
-        };
-        let writer = tokio::spawn(async move {
-            while let Some(m) = rx.recv().await {
-                let close = matches!(m, Message::Close(_));
-                if sink.send(m).await.is_err() || close {
-                    break;
-                }
-            }
-        });
-        loop {
-            if silent.load(Ordering::SeqCst) {
-                // A half-dead peer: holds the socket, reads nothing, answers no ping.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                if self.state.lock().unwrap().conns[id].alive {
-                    continue;
-                }
-                break;
-            }
-            let frame = tokio::select! {
-                f = read.next() => f,
-                () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-            };
-            match frame {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-                    let mut s = self.state.lock().unwrap();
-                    let id_acked = v["headers"]["messageId"].as_str().unwrap_or("").to_owned();
-                    let data: Value = v["data"]
-                        .as_str()
-                        .and_then(|d| serde_json::from_str(d).ok())
-                        .unwrap_or(Value::Null);
-                    let later = data["status"] == "LATER";
-                    if v["code"] == 200 && !later {
-                        s.pending.remove(&id_acked);
-                    }
-                    s.acks.push((id, v));
-                }
-                Some(Ok(_)) => {}
-                _ => break,
-            }
-        }
-        self.state.lock().unwrap().conns[id].alive = false;
-        writer.abort();
-    }
-
-    fn send(&self, conn: Option<usize>, frame: &Value) -> usize {
-        let mut s = self.state.lock().unwrap();
-        let id = conn
-            .or_else(|| {
-                s.conns
-                    .iter()
-                    .rposition(|c| c.alive && !c.going_away && !c.silent.load(Ordering::SeqCst))
+    fn event_frame(message_id: &str, event_type: &str, event_id: &str, data: &Value) -> Message {
+        Message::text(
+            json!({
+                "specVersion": "1.0", "type": "EVENT",
+                "headers": {"topic": "*", "messageId": message_id, "contentType": "application/json",
+                            "time": "1693221579964", "eventType": event_type, "eventId": event_id,
+                            "eventCorpId": "dingcorp", "eventBornTime": "1683533823336"},
+                "data": data.to_string(),
             })
-            .expect("no live connection to push to");
-        let message_id = frame["headers"]["messageId"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        let _ = s.conns[id].tx.send(Message::text(frame.to_string()));
-        s.pushes.push((id, message_id));
-        id
+            .to_string(),
+        )
     }
 
     /// Pushes an event frame (on the newest live connection), redelivered until acked.
     pub fn push_event(&self, message_id: &str, event_type: &str, event_id: &str, data: Value) {
-        let frame = json!({
-            "specVersion": "1.0", "type": "EVENT",
-            "headers": {"topic": "*", "messageId": message_id, "contentType": "application/json",
-                        "time": "1693221579964", "eventType": event_type, "eventId": event_id,
-                        "eventCorpId": "dingcorp", "eventBornTime": "1683533823336"},
-            "data": data.to_string(),
-        });
-        self.push_tracked(None, frame);
+        let frame = Self::event_frame(message_id, event_type, event_id, &data);
+        self.hub.lock().unwrap().push(None, message_id, frame);
     }
 
     /// The same on a given connection.
     pub fn push_event_on(&self, conn: usize, message_id: &str, event_id: &str, data: Value) {
-        let frame = json!({
-            "specVersion": "1.0", "type": "EVENT",
-            "headers": {"topic": "*", "messageId": message_id, "contentType": "application/json",
-                        "eventType": "user_add_org", "eventId": event_id},
-            "data": data.to_string(),
-        });
-        self.push_tracked(Some(conn), frame);
+        let frame = Self::event_frame(message_id, "user_add_org", event_id, &data);
+        self.hub.lock().unwrap().push(Some(conn), message_id, frame);
     }
 
     pub fn push_robot(&self, message_id: &str, data: Value) {
@@ -248,56 +341,58 @@ impl DingFake {
                         "contentType": "application/json", "time": "1690362102194"},
             "data": data.to_string(),
         });
-        self.push_tracked(None, frame);
-    }
-
-    fn push_tracked(&self, conn: Option<usize>, frame: Value) {
-        let message_id = frame["headers"]["messageId"].as_str().unwrap().to_owned();
-        self.state
+        self.hub
             .lock()
             .unwrap()
-            .pending
-            .insert(message_id, (frame.clone(), Instant::now()));
-        self.send(conn, &frame);
+            .push(None, message_id, Message::text(frame.to_string()));
     }
 
     pub fn ping(&self, opaque: &str) {
+        let id = format!("ping-{opaque}");
         let frame = json!({
             "specVersion": "1.0", "type": "SYSTEM",
-            "headers": {"topic": "ping", "messageId": format!("ping-{opaque}"), "contentType": "application/json"},
+            "headers": {"topic": "ping", "messageId": id, "contentType": "application/json"},
             "data": json!({"opaque": opaque}).to_string(),
         });
-        self.send(None, &frame);
+        self.hub
+            .lock()
+            .unwrap()
+            .send(None, &id, Message::text(frame.to_string()));
     }
 
     /// `SYSTEM/disconnect` on `conn`: nothing new is pushed there; it closes after `close_after`.
     pub fn disconnect(&self, conn: usize, close_after: Duration) {
+        let id = format!("disc-{conn}");
         let frame = json!({
             "specVersion": "1.0", "type": "SYSTEM",
-            "headers": {"topic": "disconnect", "messageId": format!("disc-{conn}"), "contentType": "application/json"},
+            "headers": {"topic": "disconnect", "messageId": id, "contentType": "application/json"},
             "data": "{\"reason\":\"connection is expired\"}",
         });
-        self.send(Some(conn), &frame);
-        self.state.lock().unwrap().conns[conn].going_away = true;
-        let state = self.state.clone();
+        let mut hub = self.hub.lock().unwrap();
+        hub.send(Some(conn), &id, Message::text(frame.to_string()));
+        hub.conns[conn].going_away = true;
+        let hub = self.hub.clone();
         tokio::spawn(async move {
             tokio::time::sleep(close_after).await;
-            let s = state.lock().unwrap();
-            let _ = s.conns[conn].tx.send(Message::Close(None));
+            let _ = hub.lock().unwrap().conns[conn]
+                .tx
+                .send(Message::Close(None));
         });
     }
 
     /// The connection stops sending and reading (a half-dead socket).
     pub fn silence(&self, conn: usize) {
-        self.state.lock().unwrap().conns[conn]
+        self.hub.lock().unwrap().conns[conn]
             .silent
             .store(true, Ordering::SeqCst);
     }
 
-    /// Connections ever accepted, and how many are still open.
     pub fn connections(&self) -> (usize, usize) {
-        let s = self.state.lock().unwrap();
-        (s.conns.len(), s.conns.iter().filter(|c| c.alive).count())
+        self.hub.lock().unwrap().connections()
+    }
+
+    pub fn pushes_of(&self, message_id: &str) -> usize {
+        self.hub.lock().unwrap().pushes_of(message_id)
     }
 
     /// The client's answers to `message_id`.
@@ -310,42 +405,5 @@ impl DingFake {
             .filter(|(_, v)| v["headers"]["messageId"] == message_id)
             .map(|(_, v)| v.clone())
             .collect()
-    }
-
-    pub fn pushes_of(&self, message_id: &str) -> usize {
-        self.state
-            .lock()
-            .unwrap()
-            .pushes
-            .iter()
-            .filter(|(_, m)| m == message_id)
-            .count()
-    }
-
-    /// Pushes again whatever waited longer than `redeliver_after` for a success ack.
-    fn redeliver(&self) {
-        let due: Vec<Value> = {
-            let mut s = self.state.lock().unwrap();
-            let after = s.redeliver_after;
-            s.pending
-                .values_mut()
-                .filter(|(_, at)| at.elapsed() >= after)
-                .map(|(frame, at)| {
-                    *at = Instant::now();
-                    frame.clone()
-                })
-                .collect()
-        };
-        for frame in due {
-            let live = {
-                let s = self.state.lock().unwrap();
-                s.conns
-                    .iter()
-                    .any(|c| c.alive && !c.going_away && !c.silent.load(Ordering::SeqCst))
-            };
-            if live {
-                self.send(None, &frame);
-            }
-        }
     }
 }
