@@ -9,10 +9,11 @@ mod common;
 use std::time::Duration;
 
 use common::sink::Sink;
-use common::streams::DingFake;
+use common::streams::{DingFake, FeishuFake, SERVICE_ID};
 use common::vendors::{State, Vendors};
 use common::{TestServer, eventually_or, now_ms, start_file};
 use hookgate::crypto::envelope::{AesKey, Envelope};
+use hookgate::stream::feishu::Frame;
 use serde_json::{Value, json};
 
 const DING_AES: &str = "1234567890123456789012345678901234567890123";
@@ -326,5 +327,156 @@ async fn refused_credentials_stop_and_show_in_readyz() {
         "{text}"
     );
     assert!(!text.contains("wrong-secret"), "{text}");
+    srv.stop().await;
+}
+
+fn feishu_config(fake: &FeishuFake, secret: &str, keepalive: &str, rules: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+path = "${{HOOKGATE_DB}}"
+[delivery]
+first_retry = 1
+max_backoff = 1
+
+[[receivers]]
+name = "lark"
+vendor = "feishu_ws"
+app_id = "cli_a1b2c3d4e5f60718"
+app_secret = "{secret}"
+api_base = "{}"
+keepalive = "{keepalive}"
+{rules}
+"#,
+        fake.api_base()
+    )
+}
+
+fn feishu_message(event_id: &str, text: &str) -> Value {
+    json!({
+        "schema": "2.0",
+        "header": {"event_id": event_id, "event_type": "im.message.receive_v1", "create_time": "1700000000000",
+                   "token": "", "app_id": "cli_a1b2c3d4e5f60718", "tenant_key": "t1"},
+        "event": {"sender": {"sender_id": {"open_id": "ou_1"}},
+                  "message": {"message_id": format!("om_{event_id}"), "chat_id": "oc_1", "message_type": "text",
+                              "content": json!({"text": text}).to_string()}}
+    })
+}
+
+fn payload(frame: &Frame) -> Value {
+    serde_json::from_slice(frame.payload.as_deref().unwrap_or(b"")).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feishu_events_are_reassembled_stored_and_acknowledged_after_the_commit() {
+    let fake = FeishuFake::start("cli_a1b2c3d4e5f60718", "lark-secret").await;
+    fake.state.lock().unwrap().pong_config = Some(json!({"PingInterval": 1}));
+    let sink = Sink::start(&[]).await;
+    let rules = format!(
+        r#"
+[[rules]]
+name = "messages"
+receiver = "lark"
+when = {{ "header.event_type" = "im.message.receive_v1" }}
+[[rules.actions]]
+kind = "http"
+url = "{}"
+body = "{{{{ fields.header.event_id }}}}"
+"#,
+        sink.url("/lark")
+    );
+    let srv = start_file(&feishu_config(&fake, "lark-secret", "5s", &rules), &[]).await;
+    until(10, "connected", || fake.connections().1 == 1).await;
+    let endpoint = fake.state.lock().unwrap().endpoints[0].clone();
+    assert_eq!(
+        endpoint,
+        json!({"AppID": "cli_a1b2c3d4e5f60718", "AppSecret": "lark-secret"})
+    );
+
+    // Split in three, the last fragment first.
+    fake.push_event("m-1", &feishu_message("ev-1", "你好，世界"), 3);
+    until(5, "acked", || !fake.acks_of("m-1").is_empty()).await;
+    let ack = &fake.acks_of("m-1")[0];
+    assert_eq!((ack.method, ack.service), (1, SERVICE_ID));
+    assert_eq!(payload(ack), json!({"code": 200}));
+    assert_eq!(ack.header("trace_id"), Some("trace-m-1"));
+    assert!(ack.header("biz_rt").is_some());
+    // Pushed again (Feishu does that) with the same event id: stored once.
+    fake.push_event("m-1", &feishu_message("ev-1", "你好，世界"), 1);
+    until(5, "the copy acked", || fake.acks_of("m-1").len() == 2).await;
+    until(10, "delivered", || sink.received().len() == 1).await;
+    assert_eq!(sink.received()[0].body, "ev-1");
+    let events = srv.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "im.message.receive_v1");
+    assert_eq!(
+        events[0].fields["event"]["message"]["content"],
+        "{\"text\":\"你好，世界\"}"
+    );
+    // The first pong said PingInterval 1 s (the endpoint had said 120 s): pings follow it.
+    until(10, "pings every second", || {
+        fake.state.lock().unwrap().pings >= 4
+    })
+    .await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feishu_a_connection_whose_pongs_stop_is_replaced() {
+    let fake = FeishuFake::start("cli_a1b2c3d4e5f60718", "lark-secret").await;
+    let srv = start_file(&feishu_config(&fake, "lark-secret", "300ms", ""), &[]).await;
+    until(10, "connected", || fake.connections().1 == 1).await;
+    fake.state.lock().unwrap().no_pongs = true;
+    until(10, "a second endpoint request and connection", || {
+        fake.state.lock().unwrap().endpoints.len() >= 2 && fake.connections().0 >= 2
+    })
+    .await;
+    fake.state.lock().unwrap().no_pongs = false;
+    fake.push_event("m-2", &feishu_message("ev-2", "again"), 1);
+    until(5, "acked on the new connection", || {
+        !fake.acks_of("m-2").is_empty()
+    })
+    .await;
+    assert_eq!(srv.events().len(), 1);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feishu_refusals_that_retrying_cannot_fix_stop_and_show_why() {
+    // The app's 50 connections are taken.
+    let fake = FeishuFake::start("cli_a1b2c3d4e5f60718", "lark-secret").await;
+    fake.state.lock().unwrap().max_connections = 0;
+    let srv = start_file(&feishu_config(&fake, "lark-secret", "1s", ""), &[]).await;
+    until(5, "one attempt", || {
+        !fake.state.lock().unwrap().endpoints.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fake.state.lock().unwrap().endpoints.len(), 1);
+    let ready = srv.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert!(
+        ready.text().contains("exceed connection limit") && ready.text().contains("1000040350"),
+        "{}",
+        ready.text()
+    );
+    srv.stop().await;
+
+    // A wrong secret.
+    let fake = FeishuFake::start("cli_a1b2c3d4e5f60718", "lark-secret").await;
+    let srv = start_file(&feishu_config(&fake, "nope", "1s", ""), &[]).await;
+    until(5, "one attempt", || {
+        !fake.state.lock().unwrap().endpoints.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fake.state.lock().unwrap().endpoints.len(), 1);
+    let text = srv.get("/readyz").await.text();
+    assert!(
+        text.contains("stream lark: failed") && text.contains("10014"),
+        "{text}"
+    );
     srv.stop().await;
 }

@@ -29,6 +29,9 @@ const FRAGMENTS_TTL: Duration = Duration::from_secs(5);
 /// Feishu's "connection limit exceeded" in the `Handshake-Autherrcode` header.
 const EXCEED_CONN_LIMIT: &str = "1000040350";
 
+/// Fragments of messages being reassembled: message id → (first seen, parts by `seq`).
+type Fragments = HashMap<String, (Instant, Vec<Option<Vec<u8>>>)>;
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -285,11 +288,11 @@ impl Client {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Ended<Conn> {
         let every = self.config.keepalive;
-        let mut tick = tokio::time::interval(every.min(self.client_config().ping_interval));
         let mut last_seen = Instant::now();
-        let mut last_ping = Instant::now() - Duration::from_secs(3600);
+        // Ping at once, then every PingInterval (as the server sets it, at most keepalive).
+        let mut last_ping = Instant::now() - every;
         let mut worked = false;
-        let mut fragments: HashMap<String, (Instant, Vec<Option<Vec<u8>>>)> = HashMap::new();
+        let mut fragments = Fragments::new();
         loop {
             tokio::select! {
                 frame = conn.ws.next() => {
@@ -314,18 +317,19 @@ impl Client {
                         }
                     }
                 }
-                _ = tick.tick() => {
+                () = tokio::time::sleep_until(
+                    (last_ping + every.min(self.client_config().ping_interval))
+                        .min(last_seen + every * 2)
+                        .into(),
+                ) => {
                     if last_seen.elapsed() >= every * 2 {
                         return Ended::Lost(format!("no pong or frame for {} s: replaced", last_seen.elapsed().as_secs()), worked);
                     }
                     fragments.retain(|_, (at, _)| at.elapsed() < FRAGMENTS_TTL);
-                    let interval = every.min(self.client_config().ping_interval);
-                    if last_ping.elapsed() + Duration::from_millis(5) >= interval {
-                        last_ping = Instant::now();
-                        let ping = Frame::ping(conn.service).encode_to_vec();
-                        if let Err(e) = conn.ws.send(Message::Binary(ping.into())).await {
-                            return Ended::Lost(format!("ping: {e}"), worked);
-                        }
+                    last_ping = Instant::now();
+                    let ping = Frame::ping(conn.service).encode_to_vec();
+                    if let Err(e) = conn.ws.send(Message::Binary(ping.into())).await {
+                        return Ended::Lost(format!("ping: {e}"), worked);
                     }
                 }
                 () = stopped(shutdown) => {
@@ -340,7 +344,7 @@ impl Client {
     async fn handle(
         &self,
         frame: Frame,
-        fragments: &mut HashMap<String, (Instant, Vec<Option<Vec<u8>>>)>,
+        fragments: &mut Fragments,
     ) -> Option<Frame> {
         let started = Instant::now();
         match (frame.method, frame.header("type")) {
@@ -374,7 +378,7 @@ impl Client {
 /// The whole payload once every fragment of the frame's message is in; `None` before.
 fn reassemble(
     frame: &Frame,
-    fragments: &mut HashMap<String, (Instant, Vec<Option<Vec<u8>>>)>,
+    fragments: &mut Fragments,
 ) -> Option<Vec<u8>> {
     let sum: usize = frame
         .header("sum")

@@ -4,6 +4,9 @@
 //! upgrade, pushes scripted frames (`SYSTEM/ping`, `EVENT`, `CALLBACK`, `SYSTEM/disconnect`),
 //! checks every ack and pushes an unacknowledged (or `LATER`) frame again with the same
 //! `messageId`; connections can be told to go silent (no frames, no pongs) or be dropped.
+//! Feishu's `/callback/ws/endpoint` and a binary pbbp2 WebSocket: pongs (with a new client
+//! config when asked), fragmented event pushes, acks checked and missing ones redelivered,
+//! the 50-connection limit and forbidden handshakes refused with `Handshake-*` headers.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use hookgate::stream::feishu::{Frame, Header};
+use prost::Message as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -405,5 +410,188 @@ impl DingFake {
             .filter(|(_, v)| v["headers"]["messageId"] == message_id)
             .map(|(_, v)| v.clone())
             .collect()
+    }
+}
+
+#[derive(Default)]
+pub struct FeishuState {
+    pub app_id: String,
+    pub app_secret: String,
+    /// Bodies of every `/callback/ws/endpoint`.
+    pub endpoints: Vec<Value>,
+    /// Connections allowed at once (Feishu: 50 per app); more are refused 514/1000040350.
+    pub max_connections: usize,
+    /// The ClientConfig handed out (seconds).
+    pub ping_interval: u64,
+    /// Every data frame the client sent back: (connection, frame).
+    pub acks: Vec<(usize, Frame)>,
+    pub pings: usize,
+    /// Pongs carry this config once, then plain pongs.
+    pub pong_config: Option<Value>,
+    /// Answer no pings (the connection otherwise stays up).
+    pub no_pongs: bool,
+}
+
+pub const SERVICE_ID: i32 = 33_554_678;
+
+#[derive(Clone)]
+pub struct FeishuFake {
+    pub http: SocketAddr,
+    pub state: Arc<Mutex<FeishuState>>,
+    pub hub: Arc<Mutex<Hub>>,
+}
+
+impl FeishuFake {
+    pub async fn start(app_id: &str, app_secret: &str) -> FeishuFake {
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws_addr = ws.local_addr().unwrap();
+        let fake = FeishuFake {
+            http: http.local_addr().unwrap(),
+            state: Arc::new(Mutex::new(FeishuState {
+                app_id: app_id.into(),
+                app_secret: app_secret.into(),
+                max_connections: 50,
+                ping_interval: 120,
+                ..FeishuState::default()
+            })),
+            // Feishu wants the ack within 3 s; compressed here.
+            hub: Arc::new(Mutex::new(Hub {
+                redeliver_after: Duration::from_millis(800),
+                ..Hub::default()
+            })),
+        };
+        let state = fake.state.clone();
+        super::http_server(http, move |parts, body| {
+            if parts.uri.path() != "/callback/ws/endpoint" {
+                return (404, "application/json", "{}".into());
+            }
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let mut s = state.lock().unwrap();
+            s.endpoints.push(body.clone());
+            if body["AppID"] != s.app_id.as_str() || body["AppSecret"] != s.app_secret.as_str() {
+                return (
+                    200,
+                    "application/json",
+                    json!({"code": 10014, "msg": "app secret invalid"}).to_string(),
+                );
+            }
+            let n = s.endpoints.len();
+            let url = format!(
+                "ws://{ws_addr}/ws/v2?fpid=493&aid=552564&device_id=dev-{n}&access_key=ak&service_id={SERVICE_ID}&ticket=tk-{n}"
+            );
+            let config = json!({"ReconnectCount": -1, "ReconnectInterval": 2, "ReconnectNonce": 0, "PingInterval": s.ping_interval});
+            (
+                200,
+                "application/json",
+                json!({"code": 0, "msg": "ok", "data": {"URL": url, "ClientConfig": config}})
+                    .to_string(),
+            )
+        });
+        let (state, hub) = (fake.state.clone(), fake.hub.clone());
+        let check = move |req: &Request| {
+            let live = hub.lock().unwrap().connections().1;
+            let s = state.lock().unwrap();
+            if !param(req, "ticket").starts_with("tk-") || param(req, "access_key") != "ak" {
+                return Err(refuse(
+                    403,
+                    &[("Handshake-Status", "403"), ("Handshake-Msg", "forbidden")],
+                ));
+            }
+            if live >= s.max_connections {
+                return Err(refuse(
+                    514,
+                    &[
+                        ("Handshake-Status", "514"),
+                        ("Handshake-Msg", "exceed connection limit"),
+                        ("Handshake-Autherrcode", "1000040350"),
+                    ],
+                ));
+            }
+            Ok(())
+        };
+        let (state, hub) = (fake.state.clone(), fake.hub.clone());
+        let on_frame = move |conn: usize, m: Message| {
+            let Message::Binary(bytes) = m else {
+                return None;
+            };
+            let frame = Frame::decode(bytes.as_ref()).ok()?;
+            let mut s = state.lock().unwrap();
+            if frame.method == 0 && frame.header("type") == Some("ping") {
+                assert_eq!(frame.service, SERVICE_ID, "a ping for another service");
+                s.pings += 1;
+                if s.no_pongs {
+                    return None;
+                }
+                let mut pong = Frame::ping(SERVICE_ID);
+                pong.headers[0].value = "pong".into();
+                pong.payload = s.pong_config.take().map(|c| c.to_string().into_bytes());
+                return Some(Message::Binary(pong.encode_to_vec().into()));
+            }
+            let id = frame.header("message_id").unwrap_or("").to_owned();
+            let payload: Value = serde_json::from_slice(frame.payload.as_deref().unwrap_or(b""))
+                .unwrap_or(Value::Null);
+            if payload["code"] == 200 {
+                hub.lock().unwrap().acked(&id);
+            }
+            s.acks.push((conn, frame));
+            None
+        };
+        accept_loop(ws, fake.hub.clone(), check, on_frame);
+        fake
+    }
+
+    pub fn api_base(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// Pushes an event in `parts` fragments, the last one first; redelivered until acked.
+    pub fn push_event(&self, message_id: &str, event: &Value, parts: usize) {
+        let bytes = event.to_string().into_bytes();
+        let size = bytes.len().div_ceil(parts);
+        let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+        let mut hub = self.hub.lock().unwrap();
+        for seq in (0..chunks.len()).rev() {
+            let frame = Frame {
+                method: 1,
+                headers: [
+                    ("type", "event".to_owned()),
+                    ("message_id", message_id.to_owned()),
+                    ("sum", chunks.len().to_string()),
+                    ("seq", seq.to_string()),
+                    ("trace_id", format!("trace-{message_id}")),
+                ]
+                .into_iter()
+                .map(|(k, v)| Header {
+                    key: k.into(),
+                    value: v,
+                })
+                .collect(),
+                payload: Some(chunks[seq].to_vec()),
+                ..Frame::ping(SERVICE_ID)
+            };
+            let m = Message::Binary(frame.encode_to_vec().into());
+            // Only the complete message is tracked for redelivery (all fragments again).
+            if seq == 0 {
+                hub.push(None, message_id, m);
+            } else {
+                hub.send(None, message_id, m);
+            }
+        }
+    }
+
+    pub fn acks_of(&self, message_id: &str) -> Vec<Frame> {
+        self.state
+            .lock()
+            .unwrap()
+            .acks
+            .iter()
+            .filter(|(_, f)| f.header("message_id") == Some(message_id))
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+
+    pub fn connections(&self) -> (usize, usize) {
+        self.hub.lock().unwrap().connections()
     }
 }
