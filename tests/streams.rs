@@ -2,16 +2,18 @@
 //! events stored and routed by the same rules as callbacks, acknowledged only after the
 //! commit, a store outage answered `LATER` so the redelivery is stored once, a silent socket
 //! replaced, `disconnect` handled make-before-break without losing a message, refused
-//! credentials reported instead of retried.
+//! credentials reported instead of retried; Feishu fragments, pongs and limits; a WeCom bot
+//! held by exactly one replica.
 
 mod common;
 
 use std::time::Duration;
 
 use common::sink::Sink;
-use common::streams::{DingFake, FeishuFake, SERVICE_ID};
+use common::streams::{DingFake, FeishuFake, SERVICE_ID, WecomFake};
 use common::vendors::{State, Vendors};
 use common::{TestServer, eventually_or, now_ms, start_file};
+use futures_util::SinkExt;
 use hookgate::crypto::envelope::{AesKey, Envelope};
 use hookgate::stream::feishu::Frame;
 use serde_json::{Value, json};
@@ -478,5 +480,201 @@ async fn feishu_refusals_that_retrying_cannot_fix_stop_and_show_why() {
         text.contains("stream lark: failed") && text.contains("10014"),
         "{text}"
     );
+    srv.stop().await;
+}
+
+fn wecom_config(fake: &WecomFake, secret: &str, store: &str, rules: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+{store}
+[delivery]
+first_retry = 1
+max_backoff = 1
+
+[[receivers]]
+name = "bot"
+vendor = "wecom_aibot"
+bot_id = "BOT-ID"
+secret = "{secret}"
+ws_url = "{}"
+keepalive = "300ms"
+{rules}
+"#,
+        fake.url()
+    )
+}
+
+const SQLITE: &str = "path = \"${HOOKGATE_DB}\"";
+
+fn wecom_text(msgid: &str, text: &str) -> Value {
+    json!({"msgid": msgid, "aibotid": "AIBOT-1", "chatid": "CHAT-1", "chattype": "group",
+           "from": {"userid": "zhangsan"}, "create_time": 1700000000,
+           "response_url": "https://example.invalid/resp", "msgtype": "text", "text": {"content": text}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_bot_messages_are_stored_once_and_routed() {
+    let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    let sink = Sink::start(&[]).await;
+    let rules = format!(
+        r#"
+[[rules]]
+name = "bot text"
+receiver = "bot"
+when = {{ msgtype = "text" }}
+[[rules.actions]]
+kind = "http"
+url = "{}"
+body = "{{{{ from.userid }}}}: {{{{ text.content }}}}"
+"#,
+        sink.url("/bot")
+    );
+    let srv = start_file(&wecom_config(&fake, "BOT-SECRET", SQLITE, &rules), &[]).await;
+    until(10, "subscribed", || fake.holder().is_some()).await;
+    let subscribe = fake.state.lock().unwrap().subscribes[0].1.clone();
+    assert_eq!(
+        subscribe["body"],
+        json!({"bot_id": "BOT-ID", "secret": "BOT-SECRET"})
+    );
+    assert!(
+        subscribe["headers"]["req_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("aibot_subscribe_")
+    );
+    fake.push("aibot_msg_callback", wecom_text("MSG-1", "@bot 你好"));
+    fake.push("aibot_msg_callback", wecom_text("MSG-1", "@bot 你好"));
+    fake.push(
+        "aibot_event_callback",
+        json!({"msgid": "EV-1", "create_time": 1700000001, "aibotid": "AIBOT-1",
+               "from": {"userid": "lisi"}, "msgtype": "event", "event": {"eventtype": "enter_chat"}}),
+    );
+    until(10, "both stored", || srv.events().len() == 2).await;
+    let mut kinds: Vec<String> = srv.events().iter().map(|e| e.kind.clone()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["enter_chat", "text"]);
+    until(10, "routed", || sink.received().len() == 1).await;
+    assert_eq!(sink.received()[0].body, "zhangsan: @bot 你好");
+    until(5, "heartbeats", || fake.state.lock().unwrap().pings >= 2).await;
+    assert_eq!(fake.subscribes(), 1);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_a_clean_close_or_unanswered_heartbeats_bring_a_new_connection() {
+    let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    let srv = start_file(&wecom_config(&fake, "BOT-SECRET", SQLITE, ""), &[]).await;
+    until(10, "subscribed", || fake.holder().is_some()).await;
+    // The Python SDK never comes back after this.
+    fake.close_holder();
+    until(10, "subscribed again", || {
+        fake.subscribes() == 2 && fake.holder().is_some()
+    })
+    .await;
+    fake.state.lock().unwrap().no_pongs = true;
+    until(10, "replaced after unanswered heartbeats", || {
+        fake.subscribes() == 3
+    })
+    .await;
+    fake.state.lock().unwrap().no_pongs = false;
+    until(10, "holding", || fake.holder().is_some()).await;
+    fake.push("aibot_msg_callback", wecom_text("MSG-2", "still here"));
+    until(10, "stored", || srv.events().len() == 1).await;
+    assert_eq!(fake.state.lock().unwrap().kicks, 0);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_another_client_taking_the_bot_is_not_fought() {
+    let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    let srv = start_file(&wecom_config(&fake, "BOT-SECRET", SQLITE, ""), &[]).await;
+    until(10, "subscribed", || fake.holder().is_some()).await;
+    // A debugging laptop subscribes the same bot.
+    let (mut other, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    let subscribe = json!({"cmd": "aibot_subscribe", "headers": {"req_id": "laptop"}, "body": {"bot_id": "BOT-ID", "secret": "BOT-SECRET"}});
+    other
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            subscribe.to_string(),
+        ))
+        .await
+        .unwrap();
+    until(5, "hookgate kicked", || {
+        fake.state.lock().unwrap().kicks == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.subscribes(), 2, "hookgate fought back for the bot");
+    let text = srv.get("/readyz").await.text();
+    assert!(
+        text.contains("stream bot: reconnecting") && text.contains("newer connection"),
+        "{text}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_only_one_replica_holds_the_bot_and_another_takes_over() {
+    let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    let store = format!(
+        "url = \"{}\"\nlease = \"2s\"",
+        common::pg::fresh_url("aibot")
+    );
+    let config = wecom_config(&fake, "BOT-SECRET", &store, "");
+    let a = start_file(&config, &[]).await;
+    let b = start_file(&config, &[]).await;
+    until(10, "one replica subscribed", || fake.holder().is_some()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        (fake.subscribes(), fake.connections().0),
+        (1, 1),
+        "both replicas connected"
+    );
+    let (ra, rb) = (a.get("/readyz").await.text(), b.get("/readyz").await.text());
+    let (holder, standby) = if ra.contains("stream bot: connected") {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let waiting = standby.get("/readyz").await;
+    assert_eq!(waiting.status, 200);
+    assert!(waiting.text().contains("stream bot: standby"), "{ra}\n{rb}");
+    holder.stop().await;
+    until(10, "the standby replica took over", || {
+        fake.subscribes() == 2 && fake.holder().is_some()
+    })
+    .await;
+    fake.push("aibot_msg_callback", wecom_text("MSG-3", "handover"));
+    until(10, "stored by the new holder", || {
+        standby.events().len() == 1
+    })
+    .await;
+    assert_eq!(
+        fake.state.lock().unwrap().kicks,
+        0,
+        "two replicas kicked each other"
+    );
+    assert!(
+        standby
+            .get("/readyz")
+            .await
+            .text()
+            .contains("stream bot: connected")
+    );
+    standby.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_a_refused_subscribe_stops() {
+    let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    let srv = start_file(&wecom_config(&fake, "wrong", SQLITE, ""), &[]).await;
+    until(5, "one subscribe", || fake.subscribes() == 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fake.subscribes(), 1);
+    let ready = srv.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().contains("errcode 40001"), "{}", ready.text());
     srv.stop().await;
 }

@@ -124,7 +124,9 @@ impl Event {
             Vendor::FeishuWs => (feishu_kind(&fields), feishu_dedupe(&fields, &raw)),
             Vendor::WecomAibot => (
                 match text(&fields, "msgtype") {
-                    Some("event") => text(&fields, "event.eventtype").unwrap_or("event"),
+                    Some("event") => lookup(&fields, "event.eventtype")
+                        .and_then(Value::as_str)
+                        .unwrap_or("event"),
                     other => other.unwrap_or("unknown"),
                 }
                 .to_owned(),

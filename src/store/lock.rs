@@ -62,6 +62,17 @@ impl StoreLock {
     }
 }
 
+impl StoreLock {
+    /// Whether the lock is still held: the database session holding it answers (always, for
+    /// a lock within the process).
+    pub async fn alive(&self) -> bool {
+        match &self.remote {
+            Some(remote) => remote.alive().await,
+            None => true,
+        }
+    }
+}
+
 impl Drop for StoreLock {
     fn drop(&mut self) {
         drop(self.remote.take());

@@ -129,6 +129,18 @@ pub struct AdvisoryLock {
     name: String,
 }
 
+impl AdvisoryLock {
+    /// The session holding the lock answers (so the lock is still ours).
+    pub async fn alive(&self) -> bool {
+        match &self.client {
+            Some(c) => tokio::time::timeout(CONNECT_TIMEOUT, c.simple_query("SELECT 1"))
+                .await
+                .is_ok_and(|r| r.is_ok()),
+            None => false,
+        }
+    }
+}
+
 impl Drop for AdvisoryLock {
     fn drop(&mut self) {
         let Some(client) = self.client.take() else {

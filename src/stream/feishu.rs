@@ -341,11 +341,7 @@ impl Client {
     }
 
     /// One frame: the ack to send, if any.
-    async fn handle(
-        &self,
-        frame: Frame,
-        fragments: &mut Fragments,
-    ) -> Option<Frame> {
+    async fn handle(&self, frame: Frame, fragments: &mut Fragments) -> Option<Frame> {
         let started = Instant::now();
         match (frame.method, frame.header("type")) {
             (0, Some("pong")) => {
@@ -376,10 +372,7 @@ impl Client {
 }
 
 /// The whole payload once every fragment of the frame's message is in; `None` before.
-fn reassemble(
-    frame: &Frame,
-    fragments: &mut Fragments,
-) -> Option<Vec<u8>> {
+fn reassemble(frame: &Frame, fragments: &mut Fragments) -> Option<Vec<u8>> {
     let sum: usize = frame
         .header("sum")
         .and_then(|s| s.parse().ok())

@@ -7,6 +7,7 @@
 
 pub mod dingtalk;
 pub mod feishu;
+pub mod wecom;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -402,14 +403,11 @@ async fn run(receiver: Receiver, gw: Arc<Gateway>, shutdown: watch::Receiver<boo
             let link = feishu::Client::new(receiver.name.clone(), c.clone(), gw);
             drive(Arc::new(link), status, shutdown).await;
         }
-        _ => {
-            let why = format!(
-                "vendor {} is not supported by this build yet",
-                receiver.vendor()
-            );
-            tracing::error!(receiver = %receiver.name, "{why}");
-            gw.streams.set(&receiver.name, State::Failed(why));
+        Credentials::WecomAibot(c) => {
+            wecom::run(receiver.name.clone(), c.clone(), gw, status, shutdown).await;
         }
+        // Not stream receivers: `spawn` passes only those.
+        _ => {}
     }
 }
 

@@ -142,6 +142,13 @@ impl Reader {
 }
 
 async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> TestServer {
+    // RUST_LOG=debug shows the gateway's log in a failing test's output.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
     let (config, schema) = test_store(config, &db);
     let store = Store::open(&config.store).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -162,7 +162,7 @@ async fn serve_conn<S>(
 /// Accepts connections on `listener`, checking each handshake with `check`.
 fn accept_loop<C, F>(listener: tokio::net::TcpListener, hub: Arc<Mutex<Hub>>, check: C, on_frame: F)
 where
-    C: Fn(&Request) -> Result<(), ErrorResponse> + Clone + Send + Sync + 'static,
+    C: Fn(&Request) -> Result<(), Box<ErrorResponse>> + Clone + Send + Sync + 'static,
     F: Fn(usize, Message) -> Option<Message> + Clone + Send + Sync + 'static,
 {
     let redeliver = hub.clone();
@@ -177,7 +177,8 @@ where
             let (hub, check, on_frame) = (hub.clone(), check.clone(), on_frame.clone());
             tokio::spawn(async move {
                 #[allow(clippy::result_large_err)] // tungstenite's callback signature
-                let callback = |req: &Request, resp: Response| check(req).map(|()| resp);
+                let callback =
+                    |req: &Request, resp: Response| check(req).map(|()| resp).map_err(|e| *e);
                 match tokio_tungstenite::accept_hdr_async(stream, callback).await {
                     Ok(ws) => serve_conn(hub, ws, on_frame).await,
                     Err(_) => hub.lock().unwrap().refused_upgrades += 1,
@@ -188,7 +189,7 @@ where
 }
 
 /// A refusal of the upgrade with `status` and extra headers.
-fn refuse(status: u16, headers: &[(&str, &str)]) -> ErrorResponse {
+fn refuse(status: u16, headers: &[(&str, &str)]) -> Box<ErrorResponse> {
     let mut r = ErrorResponse::new(Some("refused".into()));
     *r.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::from_u16(status).unwrap();
     for (k, v) in headers {
@@ -197,7 +198,7 @@ fn refuse(status: u16, headers: &[(&str, &str)]) -> ErrorResponse {
             v.parse().unwrap(),
         );
     }
-    r
+    Box::new(r)
 }
 
 /// A query parameter of the handshake request, decoded.
@@ -589,6 +590,132 @@ impl FeishuFake {
             .filter(|(_, f)| f.header("message_id") == Some(message_id))
             .map(|(_, f)| f.clone())
             .collect()
+    }
+
+    pub fn connections(&self) -> (usize, usize) {
+        self.hub.lock().unwrap().connections()
+    }
+}
+
+#[derive(Default)]
+pub struct WecomState {
+    pub bot_id: String,
+    pub secret: String,
+    /// Every `aibot_subscribe`: (connection, frame).
+    pub subscribes: Vec<(usize, Value)>,
+    /// The connection holding the bot.
+    holder: Option<usize>,
+    /// Older connections kicked by a newer subscribe.
+    pub kicks: usize,
+    pub pings: usize,
+    pub no_pongs: bool,
+}
+
+/// The WeCom AI-bot gateway: `aibot_subscribe` first (checked), heartbeats answered, one
+/// connection per bot (a newer subscribe gets the older one a `disconnected_event` and a
+/// close), messages pushed to the holder.
+#[derive(Clone)]
+pub struct WecomFake {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<WecomState>>,
+    pub hub: Arc<Mutex<Hub>>,
+}
+
+impl WecomFake {
+    pub async fn start(bot_id: &str, secret: &str) -> WecomFake {
+        let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = WecomFake {
+            addr: ws.local_addr().unwrap(),
+            state: Arc::new(Mutex::new(WecomState {
+                bot_id: bot_id.into(),
+                secret: secret.into(),
+                ..WecomState::default()
+            })),
+            hub: Arc::new(Mutex::new(Hub {
+                // No acks in this protocol: nothing is redelivered.
+                redeliver_after: Duration::from_secs(3600),
+                ..Hub::default()
+            })),
+        };
+        let (state, hub) = (fake.state.clone(), fake.hub.clone());
+        let on_frame = move |conn: usize, m: Message| {
+            let v: Value = serde_json::from_str(m.to_text().unwrap_or("")).ok()?;
+            let req_id = v["headers"]["req_id"].clone();
+            let ok = json!({"headers": {"req_id": req_id}, "errcode": 0, "errmsg": "ok"});
+            let mut s = state.lock().unwrap();
+            match v["cmd"].as_str() {
+                Some("aibot_subscribe") => {
+                    s.subscribes.push((conn, v.clone()));
+                    if v["body"]["bot_id"] != s.bot_id.as_str()
+                        || v["body"]["secret"] != s.secret.as_str()
+                    {
+                        let refused = json!({"headers": {"req_id": req_id}, "errcode": 40001, "errmsg": "invalid secret"});
+                        let h = hub.lock().unwrap();
+                        let _ = h.conns[conn].tx.send(Message::text(refused.to_string()));
+                        let _ = h.conns[conn].tx.send(Message::Close(None));
+                        return None;
+                    }
+                    if let Some(old) = s.holder.filter(|o| *o != conn) {
+                        let mut h = hub.lock().unwrap();
+                        if h.conns[old].alive {
+                            s.kicks += 1;
+                            let kicked = json!({"cmd": "aibot_event_callback", "headers": {"req_id": "kick"},
+                                                "body": {"msgid": "kick", "msgtype": "event", "event": {"eventtype": "disconnected_event"}}});
+                            let _ = h.conns[old].tx.send(Message::text(kicked.to_string()));
+                            let _ = h.conns[old].tx.send(Message::Close(None));
+                            h.conns[old].going_away = true;
+                        }
+                    }
+                    s.holder = Some(conn);
+                    Some(Message::text(ok.to_string()))
+                }
+                Some("ping") => {
+                    s.pings += 1;
+                    (!s.no_pongs).then(|| Message::text(ok.to_string()))
+                }
+                _ => Some(Message::text(ok.to_string())),
+            }
+        };
+        accept_loop(ws, fake.hub.clone(), |_: &Request| Ok(()), on_frame);
+        fake
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// The connection holding the bot, if it is open.
+    pub fn holder(&self) -> Option<usize> {
+        let holder = self.state.lock().unwrap().holder?;
+        self.hub.lock().unwrap().conns[holder]
+            .alive
+            .then_some(holder)
+    }
+
+    /// Pushes a message to the holder.
+    pub fn push(&self, cmd: &str, body: Value) {
+        let holder = self.holder().expect("no connection holds the bot");
+        let frame = json!({"cmd": cmd, "headers": {"req_id": format!("REQ-{}", body["msgid"].as_str().unwrap_or(""))}, "body": body});
+        self.hub
+            .lock()
+            .unwrap()
+            .send(Some(holder), "", Message::text(frame.to_string()));
+    }
+
+    /// Closes the holder's connection cleanly (close code 1000).
+    pub fn close_holder(&self) {
+        let holder = self.holder().expect("no connection holds the bot");
+        let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+            reason: "bye".into(),
+        };
+        let _ = self.hub.lock().unwrap().conns[holder]
+            .tx
+            .send(Message::Close(Some(close)));
+    }
+
+    pub fn subscribes(&self) -> usize {
+        self.state.lock().unwrap().subscribes.len()
     }
 
     pub fn connections(&self) -> (usize, usize) {
