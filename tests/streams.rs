@@ -678,3 +678,114 @@ async fn wecom_a_refused_subscribe_stops() {
     assert!(ready.text().contains("errcode 40001"), "{}", ready.text());
     srv.stop().await;
 }
+
+// The examples in config/examples/, driven against the fakes.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dingtalk_stream_example_runs() {
+    let fake = DingFake::start("dingexample", "example-secret").await;
+    let hr = Sink::start(&[]).await;
+    let vendors = Vendors::start(State {
+        dingtalk: [("sess".to_owned(), None)].into(),
+        ..State::default()
+    })
+    .await;
+    let src = std::fs::read_to_string("config/examples/dingtalk-stream.toml").unwrap();
+    let (base, hr_url) = (fake.api_base(), hr.url("/hooks/dingtalk"));
+    let srv = start_file(
+        &src,
+        &[
+            ("DING_CLIENT_ID", "dingexample"),
+            ("DING_CLIENT_SECRET", "example-secret"),
+            ("DING_STREAM_API_BASE", &base),
+            ("HR_WEBHOOK_URL", &hr_url),
+        ],
+    )
+    .await;
+    connected(&fake, 1).await;
+    fake.push_event(
+        "m-1",
+        "user_add_org",
+        "e-1",
+        json!({"timeStamp": "1", "userId": ["u1", "u2"]}),
+    );
+    fake.push_robot(
+        "m-2",
+        json!({"msgId": "x-1", "msgtype": "text", "text": {"content": " 打卡 "}, "conversationType": "2",
+               "sessionWebhook": vendors.url("/robot/send?access_token=sess")}),
+    );
+    until(10, "forwarded and answered", || {
+        hr.received().len() == 1 && vendors.accepted().len() == 1
+    })
+    .await;
+    let body: Value = serde_json::from_str(&hr.received()[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"event": "user_add_org", "users": ["u1", "u2"], "corp": "dingcorp"})
+    );
+    let reply = vendors.accepted()[0].2["text"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reply.starts_with("收到：打卡（已记录，编号 "), "{reply}");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feishu_example_runs() {
+    let fake = FeishuFake::start("cli_example00000000", "example-secret").await;
+    let tickets = Sink::start(&[]).await;
+    let src = std::fs::read_to_string("config/examples/feishu-ws.toml").unwrap();
+    let (base, url) = (fake.api_base(), tickets.url("/api/messages"));
+    let srv = start_file(
+        &src,
+        &[
+            ("LARK_APP_ID", "cli_example00000000"),
+            ("LARK_APP_SECRET", "example-secret"),
+            ("LARK_API_BASE", &base),
+            ("TICKETS_URL", &url),
+        ],
+    )
+    .await;
+    until(10, "connected", || fake.connections().1 == 1).await;
+    fake.push_event("m-9", &feishu_message("ev-9", "打印机坏了"), 2);
+    until(10, "forwarded", || tickets.received().len() == 1).await;
+    let body: Value = serde_json::from_str(&tickets.received()[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"id": "ev-9", "chat": "oc_1", "from": "ou_1", "content": "{\"text\":\"打印机坏了\"}"})
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wecom_bot_example_runs() {
+    let fake = WecomFake::start("EXAMPLE-BOT", "example-secret").await;
+    let responses = Sink::start(&[]).await;
+    let src = std::fs::read_to_string("config/examples/wecom-aibot.toml").unwrap();
+    let url = fake.url();
+    let srv = start_file(
+        &src,
+        &[
+            ("WECOM_BOT_ID", "EXAMPLE-BOT"),
+            ("WECOM_BOT_SECRET", "example-secret"),
+            ("WECOM_BOT_WS_URL", &url),
+        ],
+    )
+    .await;
+    until(10, "subscribed", || fake.holder().is_some()).await;
+    let mut message = wecom_text("MSG-7", "VPN 连不上");
+    message["response_url"] = responses.url("/resp?code=abc").into();
+    fake.push("aibot_msg_callback", message);
+    until(10, "answered", || responses.received().len() == 1).await;
+    let body: Value = serde_json::from_str(&responses.received()[0].body).unwrap();
+    assert_eq!(body["msgtype"], "markdown");
+    assert!(
+        body["markdown"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("**zhangsan**"),
+        "{body}"
+    );
+    srv.stop().await;
+}

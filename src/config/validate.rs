@@ -952,6 +952,79 @@ receive_id = "ww1"
     }
 
     #[test]
+    fn stream_receivers_and_their_mistakes() {
+        let streams = format!(
+            "{GOOD}
+[[receivers]]
+name = \"ding\"
+vendor = \"dingtalk_stream\"
+client_id = \"dingabc\"
+client_secret = \"s\"
+topics = [\"events\", \"card_callbacks\"]
+
+[[receivers]]
+name = \"lark\"
+vendor = \"feishu_ws\"
+app_id = \"cli_1\"
+app_secret = \"s\"
+domain = \"lark\"
+keepalive = \"500ms\"
+
+[[receivers]]
+name = \"bot\"
+vendor = \"wecom_aibot\"
+bot_id = \"B\"
+secret = \"s\"
+"
+        );
+        let c = parse(&streams, &env).unwrap();
+        match &c.receivers[1].credentials {
+            Credentials::DingTalkStream(d) => {
+                assert_eq!(
+                    d.topics,
+                    [
+                        super::super::StreamTopic::Events,
+                        super::super::StreamTopic::CardCallbacks
+                    ]
+                );
+                assert_eq!(d.api_base, "https://api.dingtalk.com");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.receivers[2].credentials {
+            Credentials::FeishuWs(f) => {
+                assert_eq!(f.api_base, "https://open.larksuite.com");
+                assert_eq!(f.keepalive, Duration::from_millis(500));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.receivers[3].credentials {
+            Credentials::WecomAibot(w) => assert_eq!(w.ws_url, "wss://openws.work.weixin.qq.com"),
+            other => panic!("{other:?}"),
+        }
+        assert!(c.receivers[3].is_stream() && !c.receivers[0].is_stream());
+
+        let bad = streams
+            .replace(
+                "topics = [\"events\", \"card_callbacks\"]",
+                "topics = [\"everything\"]\npath = \"/ding\"",
+            )
+            .replace("keepalive = \"500ms\"", "keepalive = \"5ms\"")
+            .replace("bot_id = \"B\"\n", "ws_url = \"https://x\"\n");
+        let errors = parse(&bad, &env).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        for want in [
+            "receivers[1].topics: \"everything\" is not one of events, robot_messages, card_callbacks",
+            "receivers[1].path: does not apply to vendor dingtalk_stream",
+            "receivers[2].keepalive: must be at least 100ms",
+            "receivers[3].bot_id: missing (required for vendor wecom_aibot)",
+            "receivers[3].ws_url: must start with wss:// or ws://",
+        ] {
+            assert!(text.iter().any(|t| t.contains(want)), "{want}: {text:#?}");
+        }
+    }
+
+    #[test]
     fn duplicate_paths_are_named() {
         let second = GOOD
             .split("[[receivers]]")
