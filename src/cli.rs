@@ -288,7 +288,8 @@ fn serve(cli: &Cli) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         };
         let worker = tokio::spawn(worker.run(until_stopped(stopped.clone())));
-        let streams = crate::stream::spawn(&config, &gw, &stopped);
+        crate::stream::apply(&config, &gw).await;
+        let stream_gw = gw.clone();
         let reloader = tokio::spawn(reload_loop(
             cli.config.clone(),
             config,
@@ -313,9 +314,7 @@ fn serve(cli: &Cli) -> Result<()> {
             let _ = stop.send(true);
         };
         tokio::join!(server, signal);
-        for s in streams {
-            let _ = s.await;
-        }
+        crate::stream::stop_all(&stream_gw).await;
         let _ = worker.await;
         let _ = reloader.await;
         if let Some(a) = admin {
@@ -404,6 +403,7 @@ async fn reload_loop(
             Ok((app, new_engine)) => {
                 gw.swap(app);
                 engine.store(Arc::new(new_engine));
+                crate::stream::apply(&config, &gw).await;
                 gw.metrics.reload("ok");
                 tracing::info!(
                     receivers = config.receivers.len(),

@@ -789,3 +789,84 @@ async fn the_wecom_bot_example_runs() {
     );
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dingtalk_on_every_replica_with_one_shared_dedupe() {
+    let fake = DingFake::start("ding-client", "ding-secret").await;
+    let store = format!("url = \"{}\"", common::pg::fresh_url("dingreplicas"));
+    let config = ding_config(&fake, "ding-secret", "").replace("path = \"${HOOKGATE_DB}\"", &store);
+    let a = start_file(&config, &[]).await;
+    let b = start_file(&config, &[]).await;
+    until(10, "both replicas connected", || {
+        fake.connections() == (2, 2)
+    })
+    .await;
+    // DingTalk pushes an event on one connection and, unacknowledged in time or not, the
+    // same event again on the other.
+    fake.push_event_on(0, "m-a", "evt-same", json!({"userId": ["u1"]}));
+    fake.push_event_on(1, "m-b", "evt-same", json!({"userId": ["u1"]}));
+    until(5, "both acked", || {
+        !fake.acks_of("m-a").is_empty() && !fake.acks_of("m-b").is_empty()
+    })
+    .await;
+    assert_eq!(a.events().len(), 1);
+    assert_eq!(b.events().len(), 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_restarts_only_the_stream_receivers_that_changed() {
+    let ding = DingFake::start("ding-client", "ding-secret").await;
+    let bot = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    let write = |ding_secret: &str, with_bot: bool| {
+        let mut text = ding_config(&ding, ding_secret, "").replace(
+            "${HOOKGATE_DB}",
+            &dir.path().join("db").display().to_string(),
+        );
+        if with_bot {
+            text += &format!(
+                "\n[[receivers]]\nname = \"bot\"\nvendor = \"wecom_aibot\"\nbot_id = \"BOT-ID\"\nsecret = \"BOT-SECRET\"\nws_url = \"{}\"\nkeepalive = \"300ms\"\n",
+                bot.url()
+            );
+        }
+        std::fs::write(&path, text).unwrap();
+    };
+    write("wrong-secret", true);
+    let gw = common::Served::start(&path, &[]);
+    until(10, "ding refused, bot subscribed", || {
+        !ding.state.lock().unwrap().opens.is_empty() && bot.holder().is_some()
+    })
+    .await;
+    // Fix the DingTalk secret: that receiver restarts and connects; the bot keeps its connection.
+    write("ding-secret", true);
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    until(10, "ding connected after the reload", || {
+        ding.connections().1 == 1
+    })
+    .await;
+    assert_eq!(bot.subscribes(), 1, "an unchanged receiver was restarted");
+    // Remove the bot: its connection closes.
+    write("ding-secret", false);
+    std::process::Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    until(10, "the bot let go", || bot.connections().1 == 0).await;
+    let ready = status_text(gw.addr, "/readyz").await;
+    assert!(
+        ready.contains("stream ding: connected") && !ready.contains("stream bot"),
+        "{ready}"
+    );
+}
+
+async fn status_text(addr: std::net::SocketAddr, path: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    common::raw(addr, req.as_bytes()).await.text()
+}

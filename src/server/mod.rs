@@ -75,6 +75,8 @@ pub struct Gateway {
     pub worker_beat: Arc<AtomicI64>,
     /// The stream receivers' connections.
     pub streams: Arc<crate::stream::Status>,
+    /// Their tasks, for reloads and shutdown.
+    pub stream_tasks: crate::stream::Tasks,
 }
 
 impl Gateway {
@@ -85,6 +87,7 @@ impl Gateway {
             app: arc_swap::ArcSwap::from_pointee(app),
             store,
             streams: Arc::new(crate::stream::Status::new(metrics.clone())),
+            stream_tasks: crate::stream::Tasks::default(),
             metrics,
             worker_beat: Arc::new(AtomicI64::new(0)),
         }

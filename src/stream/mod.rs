@@ -9,11 +9,12 @@ pub mod dingtalk;
 pub mod feishu;
 pub mod wecom;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -122,6 +123,18 @@ impl Status {
             })
             .set(now as f64 / 1000.0);
         self.with(receiver, |e| e.last_message_ms = Some(now));
+    }
+
+    /// A receiver no longer configured.
+    pub fn remove(&self, receiver: &str) {
+        for name in State::NAMES {
+            self.metrics.stream_state.remove(&StreamStateLabels {
+                receiver: receiver.to_owned(),
+                state: name.to_owned(),
+            });
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.remove(receiver);
     }
 
     pub fn state(&self, receiver: &str) -> Option<State> {
@@ -375,21 +388,84 @@ pub(crate) async fn accept(gw: &Gateway, receiver: &str, vendor: Vendor, raw: St
     }
 }
 
-/// Starts a task per stream receiver in `config`; they run until `shutdown` turns true.
-pub fn spawn(
-    config: &Config,
-    gw: &Arc<Gateway>,
-    shutdown: &tokio::sync::watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for r in config.receivers.iter().filter(|r| r.is_stream()) {
-        gw.streams.set(&r.name, State::Connecting);
-        let (gw, shutdown, receiver) = (gw.clone(), shutdown.clone(), r.clone());
-        tasks.push(tokio::spawn(async move {
-            run(receiver, gw, shutdown).await;
-        }));
+/// The running stream receivers, so a reload can start, stop or restart them.
+#[derive(Default)]
+pub struct Tasks {
+    running: tokio::sync::Mutex<HashMap<String, Task>>,
+}
+
+struct Task {
+    /// What the receiver was started with (secrets included: a new secret restarts it).
+    fingerprint: String,
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+fn fingerprint(r: &Receiver) -> String {
+    let secret = match &r.credentials {
+        Credentials::DingTalkStream(c) => c.client_secret.expose().clone(),
+        Credentials::FeishuWs(c) => c.app_secret.expose().clone(),
+        Credentials::WecomAibot(c) => c.secret.expose().clone(),
+        _ => String::new(),
+    };
+    let digest = sha2::Sha256::digest(format!("{:?}\n{secret}", r.credentials).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Brings the running stream receivers in line with `config`: starts new ones, stops
+/// removed ones, restarts changed ones (each change logged); unchanged ones keep their
+/// connection.
+pub async fn apply(config: &Config, gw: &Arc<Gateway>) {
+    let mut running = gw.stream_tasks.running.lock().await;
+    let wanted: HashMap<&str, &Receiver> = config
+        .receivers
+        .iter()
+        .filter(|r| r.is_stream())
+        .map(|r| (r.name.as_str(), r))
+        .collect();
+    let stale: Vec<String> = running
+        .iter()
+        .filter(|(name, task)| {
+            wanted
+                .get(name.as_str())
+                .is_none_or(|r| fingerprint(r) != task.fingerprint)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in stale {
+        if let Some(task) = running.remove(&name) {
+            info!(receiver = %name, "Stopping the stream receiver (removed or changed).");
+            let _ = task.stop.send(true);
+            let _ = task.handle.await;
+            gw.streams.remove(&name);
+        }
     }
-    tasks
+    for (name, receiver) in wanted {
+        if running.contains_key(name) {
+            continue;
+        }
+        gw.streams.set(name, State::Connecting);
+        let (stop, stopping) = watch::channel(false);
+        let (gw, r) = (gw.clone(), receiver.clone());
+        let handle = tokio::spawn(async move { run(r, gw, stopping).await });
+        running.insert(
+            name.to_owned(),
+            Task {
+                fingerprint: fingerprint(receiver),
+                stop,
+                handle,
+            },
+        );
+    }
+}
+
+/// Stops every stream receiver (closing its connection) and waits for them.
+pub async fn stop_all(gw: &Gateway) {
+    let mut running = gw.stream_tasks.running.lock().await;
+    for (_, task) in running.drain() {
+        let _ = task.stop.send(true);
+        let _ = task.handle.await;
+    }
 }
 
 async fn run(receiver: Receiver, gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) {

@@ -174,15 +174,14 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
         let worker = tokio::spawn(worker.run(async move {
             let _ = w.wait_for(|h| *h).await;
         }));
-        let streams = hookgate::stream::spawn(&streams_config, &gw, &halted);
+        hookgate::stream::apply(&streams_config, &gw).await;
+        let stream_gw = gw.clone();
         server::run(listener, gw, async {
             let _ = stopped.await;
         })
         .await;
         let _ = halt.send(true);
-        for s in streams {
-            let _ = s.await;
-        }
+        hookgate::stream::stop_all(&stream_gw).await;
         let _ = worker.await;
     });
     TestServer {
