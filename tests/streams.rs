@@ -870,3 +870,62 @@ async fn status_text(addr: std::net::SocketAddr, path: &str) -> String {
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     common::raw(addr, req.as_bytes()).await.text()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feishu_a_store_outage_is_answered_500_and_the_redelivery_is_stored_once() {
+    let fake = FeishuFake::start("cli_a1b2c3d4e5f60718", "lark-secret").await;
+    let srv = start_file(&feishu_config(&fake, "lark-secret", "1s", ""), &[]).await;
+    until(10, "connected", || fake.connections().1 == 1).await;
+    srv.fail_inserts(true);
+    fake.push_event("m-5", &feishu_message("ev-5", "x"), 2);
+    until(10, "pushed again after a failed ack", || {
+        fake.acks_of("m-5").len() >= 2
+    })
+    .await;
+    assert!(
+        fake.acks_of("m-5")
+            .iter()
+            .all(|a| payload(a) == json!({"code": 500}))
+    );
+    assert!(srv.events().is_empty());
+    srv.fail_inserts(false);
+    until(10, "acknowledged once stored", || {
+        fake.acks_of("m-5")
+            .iter()
+            .any(|a| payload(a) == json!({"code": 200}))
+    })
+    .await;
+    assert_eq!(srv.events().len(), 1);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_a_holder_killed_with_sigkill_is_replaced_by_the_standby() {
+    let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    let store = format!("url = \"{}\"", common::pg::fresh_url("aibotkill"));
+    std::fs::write(&path, wecom_config(&fake, "BOT-SECRET", &store, "")).unwrap();
+    let mut a = common::Served::start(&path, &[]);
+    until(10, "the first replica holds the bot", || {
+        fake.holder().is_some()
+    })
+    .await;
+    let b = common::Served::start(&path, &[]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fake.subscribes(), 1);
+    let ready = status_text(b.addr, "/readyz").await;
+    assert!(ready.contains("stream bot: standby"), "{ready}");
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    until(15, "the standby took the bot", || {
+        fake.subscribes() == 2 && fake.holder().is_some()
+    })
+    .await;
+    assert_eq!(fake.state.lock().unwrap().kicks, 0);
+    assert!(
+        status_text(b.addr, "/readyz")
+            .await
+            .contains("stream bot: connected")
+    );
+}

@@ -34,8 +34,8 @@ struct Conn {
 #[derive(Default)]
 pub struct Hub {
     conns: Vec<Conn>,
-    /// Pushed, not acknowledged with success yet: message id → (frame, last push).
-    pending: HashMap<String, (Message, Instant)>,
+    /// Pushed, not acknowledged with success yet: message id → (frames, last push).
+    pending: HashMap<String, (Vec<Message>, Instant)>,
     /// Every push: (connection, message id).
     pub pushes: Vec<(usize, String)>,
     pub redeliver_after: Duration,
@@ -61,9 +61,16 @@ impl Hub {
 
     /// Sends and keeps pushing until [`Hub::acked`].
     fn push(&mut self, conn: Option<usize>, id: &str, frame: Message) {
+        self.push_all(conn, id, vec![frame]);
+    }
+
+    /// The same for a message sent as several frames (fragments): all are pushed again.
+    fn push_all(&mut self, conn: Option<usize>, id: &str, frames: Vec<Message>) {
         self.pending
-            .insert(id.to_owned(), (frame.clone(), Instant::now()));
-        self.send(conn, id, frame);
+            .insert(id.to_owned(), (frames.clone(), Instant::now()));
+        for frame in frames {
+            self.send(conn, id, frame);
+        }
     }
 
     fn acked(&mut self, id: &str) {
@@ -87,17 +94,19 @@ impl Hub {
             return;
         }
         let after = self.redeliver_after;
-        let due: Vec<(String, Message)> = self
+        let due: Vec<(String, Vec<Message>)> = self
             .pending
             .iter_mut()
             .filter(|(_, (_, at))| at.elapsed() >= after)
-            .map(|(id, (frame, at))| {
+            .map(|(id, (frames, at))| {
                 *at = Instant::now();
-                (id.clone(), frame.clone())
+                (id.clone(), frames.clone())
             })
             .collect();
-        for (id, frame) in due {
-            self.send(None, &id, frame);
+        for (id, frames) in due {
+            for frame in frames {
+                self.send(None, &id, frame);
+            }
         }
     }
 }
@@ -551,34 +560,31 @@ impl FeishuFake {
         let bytes = event.to_string().into_bytes();
         let size = bytes.len().div_ceil(parts);
         let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
-        let mut hub = self.hub.lock().unwrap();
-        for seq in (0..chunks.len()).rev() {
-            let frame = Frame {
-                method: 1,
-                headers: [
-                    ("type", "event".to_owned()),
-                    ("message_id", message_id.to_owned()),
-                    ("sum", chunks.len().to_string()),
-                    ("seq", seq.to_string()),
-                    ("trace_id", format!("trace-{message_id}")),
-                ]
-                .into_iter()
-                .map(|(k, v)| Header {
-                    key: k.into(),
-                    value: v,
-                })
-                .collect(),
-                payload: Some(chunks[seq].to_vec()),
-                ..Frame::ping(SERVICE_ID)
-            };
-            let m = Message::Binary(frame.encode_to_vec().into());
-            // Only the complete message is tracked for redelivery (all fragments again).
-            if seq == 0 {
-                hub.push(None, message_id, m);
-            } else {
-                hub.send(None, message_id, m);
-            }
-        }
+        let frames = (0..chunks.len())
+            .rev()
+            .map(|seq| {
+                let frame = Frame {
+                    method: 1,
+                    headers: [
+                        ("type", "event".to_owned()),
+                        ("message_id", message_id.to_owned()),
+                        ("sum", chunks.len().to_string()),
+                        ("seq", seq.to_string()),
+                        ("trace_id", format!("trace-{message_id}")),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| Header {
+                        key: k.into(),
+                        value: v,
+                    })
+                    .collect(),
+                    payload: Some(chunks[seq].to_vec()),
+                    ..Frame::ping(SERVICE_ID)
+                };
+                Message::Binary(frame.encode_to_vec().into())
+            })
+            .collect();
+        self.hub.lock().unwrap().push_all(None, message_id, frames);
     }
 
     pub fn acks_of(&self, message_id: &str) -> Vec<Frame> {
