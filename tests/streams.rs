@@ -929,3 +929,53 @@ async fn wecom_a_holder_killed_with_sigkill_is_replaced_by_the_standby() {
             .contains("stream bot: connected")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dingtalk_card_callbacks_are_stored_and_an_outage_is_not_stormed() {
+    let fake = DingFake::start("ding-client", "ding-secret").await;
+    let config = ding_config(&fake, "ding-secret", "").replace(
+        "topics = [\"events\", \"robot_messages\"]",
+        "topics = [\"card_callbacks\"]",
+    );
+    let srv = start_file(&config, &[]).await;
+    connected(&fake, 1).await;
+    let open = fake.state.lock().unwrap().opens[0].clone();
+    assert_eq!(
+        open["subscriptions"],
+        json!([{"type": "CALLBACK", "topic": "/v1.0/card/instances/callback"}])
+    );
+    fake.push_callback(
+        "/v1.0/card/instances/callback",
+        "card-1",
+        json!({"outTrackId": "track-1", "type": "actionCallback", "userId": "u1",
+               "content": "{\"cardPrivateData\":{\"actionIds\":[\"approve\"],\"params\":{}}}"}),
+    );
+    until(5, "acked", || !fake.acks_of("card-1").is_empty()).await;
+    assert_eq!(
+        ack_data(&fake.acks_of("card-1")[0]),
+        json!({"response": {}})
+    );
+    let events = srv.events();
+    assert_eq!(
+        (events.len(), events[0].kind.as_str()),
+        (1, "card_callback")
+    );
+    assert_eq!(events[0].fields["outTrackId"], "track-1");
+
+    // DingTalk down: the connection drops and discovery answers 503. The retries back off
+    // (1 s, 2 s, 4 s… with jitter), they do not hammer.
+    fake.state.lock().unwrap().unavailable = true;
+    let before = fake.state.lock().unwrap().opens.len();
+    fake.silence(0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let attempts = fake.state.lock().unwrap().opens.len() - before;
+    assert!((1..=4).contains(&attempts), "{attempts} attempts in 4 s");
+    let ready = srv.get("/readyz").await.text();
+    assert!(
+        ready.contains("stream ding: reconnecting") && ready.contains("503"),
+        "{ready}"
+    );
+    fake.state.lock().unwrap().unavailable = false;
+    until(15, "back once DingTalk is", || fake.connections().1 == 1).await;
+    srv.stop().await;
+}

@@ -236,6 +236,8 @@ pub struct DingState {
     tickets: HashMap<String, (Instant, bool)>,
     /// Every frame the client sent: (connection, JSON).
     pub acks: Vec<(usize, Value)>,
+    /// Answer `connections/open` with 503 (a DingTalk outage).
+    pub unavailable: bool,
 }
 
 #[derive(Clone)]
@@ -271,6 +273,9 @@ impl DingFake {
             let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let mut s = state.lock().unwrap();
             s.opens.push(body.clone());
+            if s.unavailable {
+                return (503, "text/plain", "service unavailable".into());
+            }
             if body["clientId"] != s.client_id.as_str()
                 || body["clientSecret"] != s.client_secret.as_str()
             {
@@ -350,9 +355,13 @@ impl DingFake {
     }
 
     pub fn push_robot(&self, message_id: &str, data: Value) {
+        self.push_callback("/v1.0/im/bot/messages/get", message_id, data);
+    }
+
+    pub fn push_callback(&self, topic: &str, message_id: &str, data: Value) {
         let frame = json!({
             "specVersion": "1.0", "type": "CALLBACK",
-            "headers": {"topic": "/v1.0/im/bot/messages/get", "messageId": message_id,
+            "headers": {"topic": topic, "messageId": message_id,
                         "contentType": "application/json", "time": "1690362102194"},
             "data": data.to_string(),
         });
