@@ -22,15 +22,7 @@ const DING_AES: &str = "1234567890123456789012345678901234567890123";
 
 fn ding_config(fake: &DingFake, secret: &str, rules: &str) -> String {
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[store]
-path = "${{HOOKGATE_DB}}"
-[delivery]
-first_retry = 1
-max_backoff = 1
-
+        r#"{}
 [[receivers]]
 name = "ding"
 vendor = "dingtalk_stream"
@@ -49,7 +41,15 @@ encoding_aes_key = "{DING_AES}"
 receive_id = "ding-client"
 {rules}
 "#,
+        header(SQLITE),
         fake.api_base()
+    )
+}
+
+/// Server, store and fast retries; `store` is the `[store]` table's body.
+fn header(store: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\n{store}\n[delivery]\nfirst_retry = 1\nmax_backoff = 1\n"
     )
 }
 
@@ -334,15 +334,7 @@ async fn refused_credentials_stop_and_show_in_readyz() {
 
 fn feishu_config(fake: &FeishuFake, secret: &str, keepalive: &str, rules: &str) -> String {
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[store]
-path = "${{HOOKGATE_DB}}"
-[delivery]
-first_retry = 1
-max_backoff = 1
-
+        r#"{}
 [[receivers]]
 name = "lark"
 vendor = "feishu_ws"
@@ -352,6 +344,7 @@ api_base = "{}"
 keepalive = "{keepalive}"
 {rules}
 "#,
+        header(SQLITE),
         fake.api_base()
     )
 }
@@ -485,15 +478,7 @@ async fn feishu_refusals_that_retrying_cannot_fix_stop_and_show_why() {
 
 fn wecom_config(fake: &WecomFake, secret: &str, store: &str, rules: &str) -> String {
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[store]
-{store}
-[delivery]
-first_retry = 1
-max_backoff = 1
-
+        r#"{}
 [[receivers]]
 name = "bot"
 vendor = "wecom_aibot"
@@ -503,6 +488,7 @@ ws_url = "{}"
 keepalive = "300ms"
 {rules}
 "#,
+        header(store),
         fake.url()
     )
 }

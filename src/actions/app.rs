@@ -275,20 +275,9 @@ fn check_group(
     Ok(())
 }
 
-/// Held from the registry check to the registry write, in every process on the store:
-/// deliveries for one key (two events of one item, on two replicas) create one group.
-async fn creating(
-    store: &Store,
-    via: &str,
-    key: &str,
-) -> Result<crate::store::StoreLock, ActionError> {
-    store
-        .lock(&format!("group:{via}:{key}"))
-        .await
-        .map_err(|e| ActionError::retryable(format!("group lock: {e}")))
-}
-
-/// The members of a group to create, owner first if not among them; `None` when the key
+/// The members of a group to create, owner first if not among them, and the lock on the
+/// key, to hold until the registry write: in every process on the store, deliveries for one
+/// key (two events of one item, on two replicas) create one group. `None` when the key
 /// already has a group (one group per key: nothing to do).
 async fn new_group_users(
     apis: &Apis,
@@ -298,7 +287,11 @@ async fn new_group_users(
     key: &str,
     owner: &str,
     members: &[People],
-) -> Result<Option<Vec<String>>, ActionError> {
+) -> Result<Option<(crate::store::StoreLock, Vec<String>)>, ActionError> {
+    let creating = store
+        .lock(&format!("group:{}:{key}", a.via))
+        .await
+        .map_err(|e| ActionError::retryable(format!("group lock: {e}")))?;
     if store
         .group(&a.via, key)
         .await
@@ -311,7 +304,7 @@ async fn new_group_users(
     if !users.iter().any(|u| u == owner) {
         users.insert(0, owner.to_owned());
     }
-    Ok(Some(users))
+    Ok(Some((creating, users)))
 }
 
 async fn wecom(
@@ -330,8 +323,7 @@ async fn wecom(
             members,
             first_message,
         } => {
-            let _creating = creating(store, &a.via, key).await?;
-            let Some(users) =
+            let Some((_creating, users)) =
                 new_group_users(apis, store, directory, a, key, owner, members).await?
             else {
                 return Ok(());
@@ -472,8 +464,7 @@ async fn dingtalk(
             members,
             first_message,
         } => {
-            let _creating = creating(store, &a.via, key).await?;
-            let Some(mut users) =
+            let Some((_creating, mut users)) =
                 new_group_users(apis, store, directory, a, key, owner, members).await?
             else {
                 return Ok(());

@@ -42,6 +42,20 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Stores `event` with a delivery per action its rules fire (and their cancels), in one
+    /// commit; with how many actions fired.
+    async fn store_event(
+        &self,
+        event: crate::event::Event,
+    ) -> (
+        Result<crate::store::Stored, crate::store::StoreError>,
+        usize,
+    ) {
+        let (deliveries, cancels) = planned_deliveries(self, &event);
+        let actions = deliveries.len();
+        (self.store.accept(event, deliveries, cancels).await, actions)
+    }
+
     pub fn new(config: &Config, rules: Arc<RuleSet>, store: Store) -> Self {
         let receivers = config
             .receivers
@@ -99,9 +113,7 @@ impl Gateway {
         &self,
         event: crate::event::Event,
     ) -> Result<crate::store::Stored, crate::store::StoreError> {
-        let app = self.app();
-        let (deliveries, cancels) = planned_deliveries(&app, &event);
-        self.store.accept(event, deliveries, cancels).await
+        self.app().store_event(event).await.0
     }
 
     pub fn app(&self) -> Arc<AppState> {
@@ -406,9 +418,8 @@ async fn callback(
     let outcome = if let Some(event) = accepted.event {
         let (kind, key) = (event.kind().to_owned(), event.dedupe_key().to_owned());
         debug!(receiver = %receiver.name, raw = %event.raw(), "Decrypted callback.");
-        let (deliveries, cancels) = planned_deliveries(state, &event);
-        let actions = deliveries.len();
-        match state.store.accept(event, deliveries, cancels).await {
+        let (stored, actions) = state.store_event(event).await;
+        match stored {
             Ok(stored) => {
                 info!(
                     receiver = %receiver.name,

@@ -281,14 +281,6 @@ impl Store {
         backend!(self, b => b.location())
     }
 
-    /// Which backend, for logs: `sqlite` or `postgres`.
-    pub fn kind(&self) -> &'static str {
-        match &*self.backend {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
-        }
-    }
-
     /// Durably stores `event` and its deliveries unless an event with its receiver and dedupe
     /// key exists (then nothing is added). Returns only after the commit is durable (per the
     /// configured `synchronous`, or PostgreSQL's `synchronous_commit`).

@@ -13,9 +13,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
-use tracing::{error, warn};
+use tracing::warn;
 
-use super::{Backoff, Ended, Failure, Link, stopped};
+use super::{Backoff, Dialer, Ended, Failure, Link, Ws, incoming, stopped};
 use crate::config::{DingTalkStream, StreamTopic};
 use crate::event::Vendor;
 use crate::server::Gateway;
@@ -23,21 +23,15 @@ use crate::server::Gateway;
 const OPEN_PATH: &str = "/v1.0/gateway/connections/open";
 const ROBOT_TOPIC: &str = "/v1.0/im/bot/messages/get";
 const CARD_TOPIC: &str = "/v1.0/card/instances/callback";
-/// Discovery and the WebSocket handshake each get this long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an old connection may keep delivering after `disconnect` (the server closes
 /// it after 10 s).
 const DRAIN: Duration = Duration::from_secs(15);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct Client {
     name: String,
     config: DingTalkStream,
     gw: Arc<Gateway>,
-    http: reqwest::Client,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    dial: Dialer,
 }
 
 impl Link for Client {
@@ -71,24 +65,11 @@ impl Link for Client {
 
 impl Client {
     pub fn new(name: String, config: DingTalkStream, gw: Arc<Gateway>) -> Self {
-        crate::actions::install_crypto_provider();
-        let tls = match super::tls() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                error!(receiver = %name, error = %e, "No TLS setup for the DingTalk stream.");
-                None
-            }
-        };
         Self {
+            dial: Dialer::new(&name),
             name,
             config,
             gw,
-            http: reqwest::Client::builder()
-                .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
-                .timeout(CONNECT_TIMEOUT)
-                .build()
-                .unwrap_or_default(),
-            tls,
         }
     }
 
@@ -111,6 +92,7 @@ impl Client {
             "ua": concat!("hookgate/", env!("CARGO_PKG_VERSION")),
         });
         let answer = self
+            .dial
             .http
             .post(format!("{}{OPEN_PATH}", self.config.api_base))
             .header("Accept", "application/json")
@@ -161,16 +143,10 @@ impl Client {
             "{endpoint}?ticket={}",
             percent_encoding::utf8_percent_encode(ticket, QUERY)
         );
-        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-        let handshake =
-            tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
-        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(e)) => Err(Failure::Retry(format!("WebSocket to {endpoint}: {e}"))),
-            Err(_) => Err(Failure::Retry(format!(
-                "WebSocket to {endpoint}: no handshake within 10 s"
-            ))),
-        }
+        self.dial
+            .websocket(&url)
+            .await
+            .map_err(|e| Failure::Retry(format!("WebSocket to {endpoint}: {e}")))
     }
 
     /// Reads and answers frames until the connection ends, pinging when quiet; a connection
@@ -185,14 +161,10 @@ impl Client {
             tokio::select! {
                 frame = ws.next() => {
                     last_seen = Instant::now();
-                    let text = match frame {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(c))) => {
-                            return Ended::Lost(format!("closed by DingTalk ({})", c.map_or_else(|| "no reason".into(), |c| c.to_string())), worked);
-                        }
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => return Ended::Lost(format!("read: {e}"), worked),
-                        None => return Ended::Lost("connection closed".into(), worked),
+                    let text = match incoming(frame, "DingTalk") {
+                        Ok(Some(Message::Text(t))) => t,
+                        Ok(_) => continue,
+                        Err(why) => return Ended::Lost(why, worked),
                     };
                     let (reply, go_away) = self.handle(&text).await;
                     worked = true;
@@ -228,14 +200,14 @@ impl Client {
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                frame = ws.next() => match frame {
-                    Some(Ok(Message::Text(t))) => {
+                frame = ws.next() => match incoming(frame, "DingTalk") {
+                    Ok(Some(Message::Text(t))) => {
                         if let (Some(reply), _) = self.handle(&t).await {
                             let _ = ws.send(Message::text(reply)).await;
                         }
                     }
-                    Some(Ok(_)) => {}
-                    _ => return,
+                    Ok(_) => {}
+                    Err(_) => return,
                 },
                 () = &mut deadline => {
                     let _ = ws.close(None).await;

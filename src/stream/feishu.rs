@@ -17,13 +17,12 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
-use super::{Backoff, Ended, Failure, Link, stopped};
+use super::{Backoff, Dialer, Ended, Failure, Link, Ws, incoming, stopped};
 use crate::config::FeishuWs;
 use crate::event::Vendor;
 use crate::server::Gateway;
 
 const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fragments of a message that do not all arrive within this are dropped (as the SDKs do).
 const FRAGMENTS_TTL: Duration = Duration::from_secs(5);
 /// Feishu's "connection limit exceeded" in the `Handshake-Autherrcode` header.
@@ -31,9 +30,6 @@ const EXCEED_CONN_LIMIT: &str = "1000040350";
 
 /// Fragments of messages being reassembled: message id → (first seen, parts by `seq`).
 type Fragments = HashMap<String, (Instant, Vec<Option<Vec<u8>>>)>;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// `pbbp2.Frame` (proto2), as the official SDKs define it.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -130,8 +126,7 @@ pub struct Client {
     name: String,
     config: FeishuWs,
     gw: Arc<Gateway>,
-    http: reqwest::Client,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    dial: Dialer,
     /// The latest client config from the server (pongs may change it).
     client_config: std::sync::Mutex<ClientConfig>,
 }
@@ -174,22 +169,11 @@ impl Link for Client {
 
 impl Client {
     pub fn new(name: String, config: FeishuWs, gw: Arc<Gateway>) -> Self {
-        crate::actions::install_crypto_provider();
-        let tls = super::tls()
-            .map_err(
-                |e| warn!(receiver = %name, error = %e, "No TLS setup for the Feishu connection."),
-            )
-            .ok();
         Self {
+            dial: Dialer::new(&name),
             name,
             config,
             gw,
-            http: reqwest::Client::builder()
-                .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
-                .timeout(CONNECT_TIMEOUT)
-                .build()
-                .unwrap_or_default(),
-            tls,
             client_config: std::sync::Mutex::new(ClientConfig {
                 ping_interval: Duration::from_secs(120),
                 reconnect_interval: Duration::from_secs(120),
@@ -208,6 +192,7 @@ impl Client {
 
     async fn open(&self) -> Result<Conn, Failure> {
         let answer = self
+            .dial
             .http
             .post(format!("{}{ENDPOINT_PATH}", self.config.api_base))
             .header("locale", "zh")
@@ -249,12 +234,9 @@ impl Client {
             .get("service_id")
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Failure::Retry("ws/endpoint URL without service_id".into()))?;
-        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-        let handshake =
-            tokio_tungstenite::connect_async_tls_with_config(&url, None, true, connector);
-        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Ok(Ok((ws, _))) => Ok(Conn { ws, service }),
-            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+        match self.dial.websocket(&url).await {
+            Ok(ws) => Ok(Conn { ws, service }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let h = |k: &str| {
                     resp.headers()
                         .get(k)
@@ -277,8 +259,7 @@ impl Client {
                     Err(Failure::Retry(why))
                 }
             }
-            Ok(Err(e)) => Err(Failure::Retry(format!("WebSocket: {e}"))),
-            Err(_) => Err(Failure::Retry("WebSocket: no handshake within 10 s".into())),
+            Err(e) => Err(Failure::Retry(format!("WebSocket: {e}"))),
         }
     }
 
@@ -297,14 +278,10 @@ impl Client {
             tokio::select! {
                 frame = conn.ws.next() => {
                     last_seen = Instant::now();
-                    let bytes = match frame {
-                        Some(Ok(Message::Binary(b))) => b,
-                        Some(Ok(Message::Close(c))) => {
-                            return Ended::Lost(format!("closed by Feishu ({})", c.map_or_else(|| "no reason".into(), |c| c.to_string())), worked);
-                        }
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => return Ended::Lost(format!("read: {e}"), worked),
-                        None => return Ended::Lost("connection closed".into(), worked),
+                    let bytes = match incoming(frame, "Feishu") {
+                        Ok(Some(Message::Binary(b))) => b,
+                        Ok(_) => continue,
+                        Err(why) => return Ended::Lost(why, worked),
                     };
                     let Ok(frame) = Frame::decode(bytes.as_ref()) else {
                         warn!(receiver = %self.name, "A Feishu frame that is not pbbp2; ignored.");

@@ -3,7 +3,7 @@
 //! callbacks. Each event goes through the same path as a callback ([`Gateway::store_event`]:
 //! rules planned, stored durably, deduplicated) and is acknowledged to the vendor only after
 //! the commit. This module holds what the three share: the status `/readyz` and `/metrics`
-//! show, the reconnect backoff, the keepalive clock and the TLS setup.
+//! show, the connection driver and its backoff, and the dialer (rustls, timeouts).
 
 pub mod dingtalk;
 pub mod feishu;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
 use tracing::{error, info, warn};
 
 use crate::crypto::Verified;
@@ -137,11 +138,6 @@ impl Status {
         entries.remove(receiver);
     }
 
-    pub fn state(&self, receiver: &str) -> Option<State> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.get(receiver).map(|e| e.state.clone())
-    }
-
     /// One line per stream receiver for `/readyz`, and whether any has failed for good.
     pub fn report(&self) -> (String, bool) {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -205,36 +201,80 @@ impl Backoff {
     }
 }
 
-/// The rustls setup for `wss://`: ring, the system's roots (as reqwest's), plus the PEM CA
-/// bundle in `HOOKGATE_STREAM_CA_FILE` if set (private deployments, tests).
-pub fn tls() -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let config = match std::env::var_os("HOOKGATE_STREAM_CA_FILE") {
-        Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls::pki_types::CertificateDer::pem_file_iter(&path)
-                .map_err(|e| format!("HOOKGATE_STREAM_CA_FILE: {e}"))?
-            {
-                roots
-                    .add(cert.map_err(|e| format!("HOOKGATE_STREAM_CA_FILE: {e}"))?)
-                    .map_err(|e| format!("HOOKGATE_STREAM_CA_FILE: {e}"))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+/// A vendor's WebSocket.
+pub(crate) type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Discovery and handshakes each get this long.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a stream client reaches its vendor: HTTPS for discovery, ws(s) for the stream, both
+/// with rustls (ring, the system's roots) and [`CONNECT_TIMEOUT`].
+pub(crate) struct Dialer {
+    pub http: reqwest::Client,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Dialer {
+    pub fn new(receiver: &str) -> Self {
+        crate::actions::install_crypto_provider();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())
+            .and_then(|builder| {
+                let verifier = rustls_platform_verifier::Verifier::new(provider)
+                    .map_err(|e| format!("system CA store: {e}"))?;
+                Ok(builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+                    .with_no_client_auth())
+            })
+            .map_err(|e| error!(receiver = %receiver, error = %e, "No TLS for wss:// connections."))
+            .ok()
+            .map(Arc::new);
+        Self {
+            http: reqwest::Client::builder()
+                .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+                .timeout(CONNECT_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+            tls,
         }
-        None => {
-            let verifier = rustls_platform_verifier::Verifier::new(provider)
-                .map_err(|e| format!("system CA store: {e}"))?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth()
+    }
+
+    /// Opens the WebSocket at `url`; a handshake that takes too long is an I/O timeout.
+    pub async fn websocket(&self, url: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let handshake =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(result) => result.map(|(ws, _)| ws),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no handshake within 10 s",
+            )
+            .into()),
         }
-    };
-    Ok(Arc::new(config))
+    }
+}
+
+/// What came off a socket: `Ok(Some)` a text or binary frame to handle, `Ok(None)` nothing to
+/// do (ping, pong), `Err` why the connection is over.
+pub(crate) fn incoming(
+    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    vendor: &str,
+) -> Result<Option<Message>, String> {
+    match frame {
+        Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => Ok(Some(m)),
+        Some(Ok(Message::Close(c))) => Err(format!(
+            "closed by {vendor} ({})",
+            c.map_or_else(|| "no reason".into(), |c| c.to_string())
+        )),
+        Some(Ok(_)) => Ok(None),
+        Some(Err(e)) => Err(format!("read: {e}")),
+        None => Err("connection closed".into()),
+    }
 }
 
 /// Why no connection came up.

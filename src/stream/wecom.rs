@@ -15,12 +15,14 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
-use super::{Backoff, Ended, Failure, Link, State, Status, drive, stopped};
+use super::{
+    Backoff, CONNECT_TIMEOUT, Dialer, Ended, Failure, Link, State, Status, Ws, drive, incoming,
+    stopped,
+};
 use crate::config::WecomAibot;
 use crate::event::Vendor;
 use crate::server::Gateway;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After `disconnected_event` (another client subscribed this bot) before trying again:
 /// reconnecting at once would only kick the other client, and be kicked back.
 const DISPLACED_WAIT: Duration = Duration::from_secs(60);
@@ -28,14 +30,11 @@ const DISPLACED_WAIT: Duration = Duration::from_secs(60);
 /// withhold, so it would not come back).
 const STORE_TRIES: u32 = 5;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 pub struct Client {
     name: String,
     config: WecomAibot,
     gw: Arc<Gateway>,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    dial: Dialer,
 }
 
 /// `{prefix}_{ms}_{8 hex}`, as the SDKs make request ids.
@@ -64,18 +63,11 @@ impl Link for Client {
     }
 
     async fn connect(&self) -> Result<Ws, Failure> {
-        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-        let handshake = tokio_tungstenite::connect_async_tls_with_config(
-            self.config.ws_url.as_str(),
-            None,
-            true,
-            connector,
-        );
-        let mut ws = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Ok(Ok((ws, _))) => ws,
-            Ok(Err(e)) => return Err(Failure::Retry(format!("WebSocket: {e}"))),
-            Err(_) => return Err(Failure::Retry("WebSocket: no handshake within 10 s".into())),
-        };
+        let mut ws = self
+            .dial
+            .websocket(&self.config.ws_url)
+            .await
+            .map_err(|e| Failure::Retry(format!("WebSocket: {e}")))?;
         let id = req_id("aibot_subscribe");
         let subscribe = json!({
             "cmd": "aibot_subscribe",
@@ -123,14 +115,10 @@ impl Link for Client {
             tokio::select! {
                 frame = ws.next() => {
                     last_seen = Instant::now();
-                    let text = match frame {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(c))) => {
-                            return Ended::Lost(format!("closed by WeCom ({})", c.map_or_else(|| "no reason".into(), |c| c.to_string())), worked);
-                        }
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => return Ended::Lost(format!("read: {e}"), worked),
-                        None => return Ended::Lost("connection closed".into(), worked),
+                    let text = match incoming(frame, "WeCom") {
+                        Ok(Some(Message::Text(t))) => t,
+                        Ok(_) => continue,
+                        Err(why) => return Ended::Lost(why, worked),
                     };
                     let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
                     match frame["cmd"].as_str() {
@@ -174,15 +162,11 @@ impl Link for Client {
 
 impl Client {
     pub fn new(name: String, config: WecomAibot, gw: Arc<Gateway>) -> Self {
-        crate::actions::install_crypto_provider();
-        let tls = super::tls()
-            .map_err(|e| warn!(receiver = %name, error = %e, "No TLS setup for the WeCom bot connection."))
-            .ok();
         Self {
+            dial: Dialer::new(&name),
             name,
             config,
             gw,
-            tls,
         }
     }
 
