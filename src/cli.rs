@@ -279,8 +279,9 @@ fn serve(cli: &Cli) -> Result<()> {
         }
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let config_admin = config.server.admin_listen;
-        let (app, engine) = build(&config, &store, &metrics)?;
-        let gw = Arc::new(server::Gateway::new(app, store.clone(), metrics.clone()));
+        let replies = Arc::new(crate::stream::wecom::Replies::default());
+        let (app, engine) = build(&config, &store, &metrics, &replies)?;
+        let gw = Arc::new(server::Gateway::new(app, store.clone(), metrics.clone(), replies));
         let engine = Arc::new(arc_swap::ArcSwap::from_pointee(engine));
         let worker = Worker::new(store.clone(), engine.clone(), metrics.clone(), gw.worker_beat.clone());
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -329,9 +330,15 @@ fn build(
     config: &Config,
     store: &Store,
     metrics: &Arc<crate::metrics::Metrics>,
+    replies: &Arc<crate::stream::wecom::Replies>,
 ) -> Result<(AppState, crate::delivery::Engine)> {
     let rules = Arc::new(RuleSet::new(config).map_err(|e| anyhow::anyhow!(e))?);
-    let actions = Arc::new(Actions::new(config, store, metrics.clone())?);
+    let actions = Arc::new(Actions::new(
+        config,
+        store,
+        metrics.clone(),
+        replies.clone(),
+    )?);
     let app = AppState::new(config, rules.clone(), store.clone());
     let engine = crate::delivery::Engine {
         rules,
@@ -399,7 +406,7 @@ async fn reload_loop(
         {
             tracing::warn!("server.listen and store.path take effect only after a restart.");
         }
-        match build(&config, &gw.store, &gw.metrics) {
+        match build(&config, &gw.store, &gw.metrics, &gw.replies) {
             Ok((app, new_engine)) => {
                 gw.swap(app);
                 engine.store(Arc::new(new_engine));
@@ -796,6 +803,13 @@ fn describe(r: &crate::rules::Rendered) -> String {
             s
         }
         Rendered::App(a) => format!("via: {} ({:?})\n{:#?}", a.via, a.vendor, a.op),
+        Rendered::AibotReply(r) => format!(
+            "{} over {:?}'s connection, req_id {}\n{}",
+            r.cmd,
+            r.receiver,
+            r.req_id,
+            serde_json::to_string_pretty(&r.body).unwrap_or_default()
+        ),
         Rendered::Cancel { key, rules } if rules.is_empty() => {
             format!("cancels every pending delivery with key {key:?}")
         }

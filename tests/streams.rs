@@ -15,6 +15,7 @@ use common::vendors::{State, Vendors};
 use common::{TestServer, eventually_or, now_ms, start_file};
 use futures_util::SinkExt;
 use hookgate::crypto::envelope::{AesKey, Envelope};
+use hookgate::store::DeliveryStatus;
 use hookgate::stream::feishu::Frame;
 use serde_json::{Value, json};
 
@@ -550,6 +551,113 @@ body = "{{{{ from.userid }}}}: {{{{ text.content }}}}"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_bot_replies_go_over_the_connection_to_the_push() {
+    let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    let rules = r#"
+[[rules]]
+name = "answer"
+receiver = "bot"
+when = { msgtype = "text" }
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+message = { msgtype = "stream", stream = { content = "收到：{{ text.content }}" } }
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+message = { msgtype = "markdown", markdown = { content = "工单 **{{ msgid }}** 已建" } }
+
+[[rules]]
+name = "welcome"
+receiver = "bot"
+when = { "event.eventtype" = "enter_chat" }
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+message = { msgtype = "text", text = { content = "你好 {{ from.userid }}" } }
+
+[[rules]]
+name = "late answer"
+receiver = "bot"
+when = { "text.content" = "later" }
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+after = "2s"
+message = { msgtype = "stream", stream = { content = "too late" } }
+"#;
+    let srv = start_file(&wecom_config(&fake, "BOT-SECRET", SQLITE, rules), &[]).await;
+    until(10, "subscribed", || fake.holder().is_some()).await;
+    fake.push("aibot_msg_callback", wecom_text("MSG-1", "@bot 打印机坏了"));
+    fake.push(
+        "aibot_event_callback",
+        json!({"msgid": "EV-1", "aibotid": "AIBOT-1", "chattype": "single", "create_time": 1700000000,
+               "from": {"userid": "lisi"}, "msgtype": "event", "event": {"eventtype": "enter_chat"}}),
+    );
+    until(10, "three replies", || {
+        fake.state.lock().unwrap().replies.len() == 3
+    })
+    .await;
+    let replies = fake.state.lock().unwrap().replies.clone();
+    let to_msg: Vec<&(String, String, Value)> =
+        replies.iter().filter(|r| r.1 == "REQ-MSG-1").collect();
+    // The actions of a rule run in order, each after WeCom's receipt for the one before.
+    assert_eq!(to_msg.len(), 2, "{replies:?}");
+    assert_eq!(to_msg[0].0, "aibot_respond_msg");
+    let stream = &to_msg[0].2["stream"];
+    assert_eq!(stream["content"], "收到：@bot 打印机坏了");
+    assert_eq!(stream["finish"], true);
+    assert!(stream["id"].as_str().unwrap().starts_with("hookgate-"));
+    assert_eq!(
+        to_msg[1].2,
+        json!({"msgtype": "markdown", "markdown": {"content": "工单 **MSG-1** 已建"}})
+    );
+    let welcome = replies.iter().find(|r| r.1 == "REQ-EV-1").unwrap();
+    assert_eq!(
+        (welcome.0.as_str(), &welcome.2),
+        (
+            "aibot_respond_welcome_msg",
+            &json!({"msgtype": "text", "text": {"content": "你好 lisi"}})
+        )
+    );
+    until(5, "delivered", || {
+        let d = srv.deliveries();
+        d.len() == 3 && d.iter().all(|d| d.status == DeliveryStatus::Done)
+    })
+    .await;
+
+    // A reply after the connection was replaced: WeCom refuses the old req_id (846605), and
+    // retrying cannot help: the delivery fails at once, with the reason.
+    fake.push("aibot_msg_callback", wecom_text("MSG-2", "later"));
+    until(5, "stored", || srv.events().len() == 3).await;
+    fake.close_holder();
+    until(10, "subscribed again", || {
+        fake.subscribes() == 2 && fake.holder().is_some()
+    })
+    .await;
+    until(10, "the late reply failed", || {
+        srv.deliveries()
+            .iter()
+            .any(|d| d.rule == "late answer" && d.status == DeliveryStatus::Dead)
+    })
+    .await;
+    let late = srv
+        .deliveries()
+        .into_iter()
+        .find(|d| d.rule == "late answer")
+        .unwrap();
+    assert_eq!(late.attempts, 1);
+    assert!(
+        late.last_error.as_deref().unwrap().contains("846605"),
+        "{late:?}"
+    );
+    assert!(
+        fake.state
+            .lock()
+            .unwrap()
+            .receipts
+            .contains(&("REQ-MSG-2".into(), 846605))
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wecom_a_clean_close_or_unanswered_heartbeats_bring_a_new_connection() {
     let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
     let srv = start_file(&wecom_config(&fake, "BOT-SECRET", SQLITE, ""), &[]).await;
@@ -608,7 +716,15 @@ async fn wecom_only_one_replica_holds_the_bot_and_another_takes_over() {
         "url = \"{}\"\nlease = \"2s\"",
         common::pg::fresh_url("aibot")
     );
-    let config = wecom_config(&fake, "BOT-SECRET", &store, "");
+    let answer = r#"
+[[rules]]
+name = "answer"
+receiver = "bot"
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+message = { msgtype = "text", text = { content = "ok {{ msgid }}" } }
+"#;
+    let config = wecom_config(&fake, "BOT-SECRET", &store, answer);
     let a = start_file(&config, &[]).await;
     let b = start_file(&config, &[]).await;
     until(10, "one replica subscribed", || fake.holder().is_some()).await;
@@ -627,6 +743,22 @@ async fn wecom_only_one_replica_holds_the_bot_and_another_takes_over() {
     let waiting = standby.get("/readyz").await;
     assert_eq!(waiting.status, 200);
     assert!(waiting.text().contains("stream bot: standby"), "{ra}\n{rb}");
+    // Replies go over the holder's connection, whichever replica runs the delivery.
+    for i in 0..10 {
+        fake.push("aibot_msg_callback", wecom_text(&format!("M{i}"), "?"));
+    }
+    until(15, "every message answered", || {
+        fake.state.lock().unwrap().replies.len() == 10
+    })
+    .await;
+    assert!(
+        fake.state
+            .lock()
+            .unwrap()
+            .receipts
+            .iter()
+            .all(|(_, code)| *code == 0)
+    );
     holder.stop().await;
     until(10, "the standby replica took over", || {
         fake.subscribes() == 2 && fake.holder().is_some()
@@ -634,7 +766,7 @@ async fn wecom_only_one_replica_holds_the_bot_and_another_takes_over() {
     .await;
     fake.push("aibot_msg_callback", wecom_text("MSG-3", "handover"));
     until(10, "stored by the new holder", || {
-        standby.events().len() == 1
+        standby.events().len() == 11
     })
     .await;
     assert_eq!(
@@ -747,7 +879,6 @@ async fn the_feishu_example_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wecom_bot_example_runs() {
     let fake = WecomFake::start("EXAMPLE-BOT", "example-secret").await;
-    let responses = Sink::start(&[]).await;
     let src = std::fs::read_to_string("config/examples/wecom-aibot.toml").unwrap();
     let url = fake.url();
     let srv = start_file(
@@ -760,18 +891,28 @@ async fn the_wecom_bot_example_runs() {
     )
     .await;
     until(10, "subscribed", || fake.holder().is_some()).await;
-    let mut message = wecom_text("MSG-7", "VPN 连不上");
-    message["response_url"] = responses.url("/resp?code=abc").into();
-    fake.push("aibot_msg_callback", message);
-    until(10, "answered", || responses.received().len() == 1).await;
-    let body: Value = serde_json::from_str(&responses.received()[0].body).unwrap();
-    assert_eq!(body["msgtype"], "markdown");
+    fake.push("aibot_msg_callback", wecom_text("MSG-7", "VPN 连不上"));
+    fake.push(
+        "aibot_event_callback",
+        json!({"msgid": "EV-7", "aibotid": "AIBOT-1", "chattype": "single", "create_time": 1700000000,
+               "from": {"userid": "lisi"}, "msgtype": "event", "event": {"eventtype": "enter_chat"}}),
+    );
+    until(10, "answered and welcomed", || {
+        fake.state.lock().unwrap().replies.len() == 2
+    })
+    .await;
+    let replies = fake.state.lock().unwrap().replies.clone();
+    let answer = replies.iter().find(|r| r.1 == "REQ-MSG-7").unwrap();
+    assert_eq!(answer.0, "aibot_respond_msg");
+    let content = answer.2["stream"]["content"].as_str().unwrap();
+    assert!(content.contains("**zhangsan**"), "{content}");
+    let welcome = replies.iter().find(|r| r.1 == "REQ-EV-7").unwrap();
+    assert_eq!(welcome.0, "aibot_respond_welcome_msg");
     assert!(
-        body["markdown"]["content"]
+        welcome.2["text"]["content"]
             .as_str()
             .unwrap()
-            .contains("**zhangsan**"),
-        "{body}"
+            .starts_with("你好 lisi"),
     );
     srv.stop().await;
 }

@@ -101,6 +101,7 @@ pub struct Actions {
     apis: crate::vendor::Apis,
     store: crate::store::Store,
     directory: app::Directory,
+    replies: std::sync::Arc<crate::stream::wecom::Replies>,
 }
 
 /// rustls needs a process-wide crypto provider before any client is built; ring is the one
@@ -114,6 +115,7 @@ impl Actions {
         config: &Config,
         store: &crate::store::Store,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
+        replies: std::sync::Arc<crate::stream::wecom::Replies>,
     ) -> anyhow::Result<Self> {
         install_crypto_provider();
         let http = reqwest::Client::builder()
@@ -137,6 +139,7 @@ impl Actions {
             mailers,
             store: store.clone(),
             directory: app::Directory::default(),
+            replies,
         })
     }
 
@@ -163,6 +166,8 @@ impl Actions {
             Rendered::Robot(_) => Duration::from_secs(75) + slack,
             // A token, directory pages, several calls.
             Rendered::App(_) => Duration::from_secs(180),
+            // Queued behind other replies to the same push, then WeCom's receipt.
+            Rendered::AibotReply(_) => Duration::from_secs(20) + slack,
             Rendered::Email(m) => {
                 let per_message = self
                     .mailers
@@ -204,6 +209,19 @@ impl Actions {
                 mailer.send(m, &recipients, attempt).await
             }
             Rendered::Robot(r) => robot::send(&self.http, &self.store, r, attempt).await,
+            Rendered::AibotReply(r) => {
+                let mut body = r.body.clone();
+                // A stream reply needs an id; one per delivery, finished unless told.
+                if body["msgtype"] == "stream"
+                    && let Some(stream) = body.get_mut("stream").and_then(|s| s.as_object_mut())
+                {
+                    stream
+                        .entry("id")
+                        .or_insert_with(|| format!("hookgate-{}", attempt.delivery_id).into());
+                    stream.entry("finish").or_insert(true.into());
+                }
+                self.replies.send(&r.receiver, r.cmd, &r.req_id, body).await
+            }
             Rendered::App(a) => {
                 app::run(&self.apis, &self.store, &self.directory, a, attempt).await
             }

@@ -391,6 +391,10 @@ pub enum Action {
     /// Calls off the pending (delayed) deliveries whose `key` renders the same, when the event
     /// is stored; of the named rules only, if any. Not a delivery itself.
     Cancel { key: String, rules: Vec<String> },
+    /// An answer over the WeCom AI bot connection the event came in on, to the push's `req_id`
+    /// (`aibot_respond_msg`; to `enter_chat` a welcome, to `template_card_event` a card
+    /// update). `message`: `{ msgtype, <msgtype> = {…} }`, strings are templates.
+    AibotReply { message: serde_json::Value },
     /// A work notification to people (WeCom `message/send`, DingTalk `asyncsend_v2`).
     Notify {
         via: String,
@@ -465,6 +469,7 @@ impl Action {
             Action::GroupSend { .. } => "group_send",
             Action::Notify { .. } => "notify",
             Action::Cancel { .. } => "cancel",
+            Action::AibotReply { .. } => "wecom_aibot_reply",
         }
     }
 
@@ -549,6 +554,7 @@ impl Action {
                 json_templates(&mut out, "message".into(), message);
             }
             Action::Cancel { key, .. } => out.push(("key".into(), key)),
+            Action::AibotReply { message } => json_templates(&mut out, "message".into(), message),
             Action::Notify {
                 users,
                 departments,

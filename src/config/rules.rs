@@ -53,6 +53,7 @@ const ACTION_KEYS: &[(&str, &[&str])] = &[
     ),
     ("group_send", &["via", "key", "chat_id", "message"]),
     ("notify", &["via", "users", "departments", "message"]),
+    ("wecom_aibot_reply", &["message"]),
     ("cancel", &["rules"]),
 ];
 
@@ -72,6 +73,14 @@ const WECOM_TYPES: &[(&str, &[&str])] = &[
     ("news", &["articles"]),
     ("image", &["path"]),
     ("file", &["path"]),
+    ("template_card", &["card_type"]),
+];
+/// WeCom AI bot replies over its connection (`aibot_respond_msg`; a welcome takes text or a
+/// card, a card update a card).
+const AIBOT_TYPES: &[(&str, &[&str])] = &[
+    ("stream", &["content"]),
+    ("text", &["content"]),
+    ("markdown", &["content"]),
     ("template_card", &["card_type"]),
 ];
 const FEISHU_TYPES: &[(&str, &[&str])] = &[
@@ -203,6 +212,9 @@ impl Ctx<'_> {
                 // also the group's key).
                 let correlation = self.template_at(&format!("{key}.key"), &a.get_ref().key);
                 if let Some(action) = self.action(&key, a, connections) {
+                    if matches!(action, Action::AibotReply { .. }) {
+                        self.aibot_receivers(&key, a, receivers_named.as_deref(), receivers);
+                    }
                     actions.push(action);
                     delays.push(delay);
                     keys.push(correlation);
@@ -570,6 +582,22 @@ impl Ctx<'_> {
             "group_create" | "group_update" | "group_send" | "notify" => {
                 self.app_action(prefix, a, &table, &kind, connections)?
             }
+            "wecom_aibot_reply" => {
+                let Some(raw) = &a.message else {
+                    self.err(
+                        Some(table),
+                        format!("{prefix}.message"),
+                        "missing (required for kind wecom_aibot_reply)",
+                    );
+                    return None;
+                };
+                let key = format!("{prefix}.message");
+                let message = self.json_template(&key, raw.span(), raw.get_ref())?;
+                if let Some(problem) = message_shape(&message, "msgtype", AIBOT_TYPES, &|t| t) {
+                    self.err(Some(raw.span()), key, problem);
+                }
+                Action::AibotReply { message }
+            }
             "cancel" => {
                 let key = self.need_template(prefix, "key", &a.key, &table, &kind);
                 let rules = match &a.rules {
@@ -595,6 +623,35 @@ impl Ctx<'_> {
             _ => return None,
         };
         (self.errors_len() == before).then_some(action)
+    }
+
+    /// A bot reply travels over the connection its event came in on: the rule may apply only
+    /// to `wecom_aibot` receivers.
+    fn aibot_receivers(
+        &mut self,
+        prefix: &str,
+        a: &Spanned<RawAction>,
+        named: Option<&[String]>,
+        receivers: &[Receiver],
+    ) {
+        let others: Vec<&str> = receivers
+            .iter()
+            .filter(|r| named.is_none_or(|n| n.contains(&r.name)))
+            .filter(|r| r.vendor() != crate::event::Vendor::WecomAibot)
+            .map(|r| r.name.as_str())
+            .collect();
+        if !others.is_empty() {
+            let s = a.get_ref().kind.as_ref().map(Spanned::span);
+            self.err(
+                s,
+                format!("{prefix}.kind"),
+                format!(
+                    "wecom_aibot_reply answers over a WeCom AI bot's connection, but the rule also applies to {} \
+                     (give the rule receiver = the wecom_aibot receiver)",
+                    others.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
     }
 
     fn robot(
@@ -894,6 +951,50 @@ body = "b"
             "line 38: rules[0].actions[2].members[0]: unknown key \"dept\"",
             "line 42: rules[0].actions[3].to: a department needs via",
         ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bot_replies_need_a_bot_receiver_and_a_known_message_type() {
+        let errs = errors(
+            r#"
+[[receivers]]
+name = "bot"
+vendor = "wecom_aibot"
+bot_id = "b"
+secret = "s"
+
+[[rules]]
+name = "any receiver"
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+message = { msgtype = "stream", stream = { content = "x" } }
+
+[[rules]]
+name = "bot only"
+receiver = "bot"
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+message = { msgtype = "news", news = { articles = [] } }
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+message = { msgtype = "text", text = { body = "x" } }
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+"#,
+        );
+        let want = [
+            "line 18: rules[0].actions[0].kind: wecom_aibot_reply answers over a WeCom AI bot's connection, but the rule also applies to \"hr\"",
+            "line 26: rules[1].actions[0].message: msgtype \"news\" is not one of stream, text, markdown, template_card",
+            "line 29: rules[1].actions[1].message: text.content is required for msgtype \"text\"",
+            "line 30: rules[1].actions[2].message: missing (required for kind wecom_aibot_reply)",
+        ];
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        for want in want {
             assert!(
                 errs.iter().any(|e| e.starts_with(want)),
                 "missing {want:?} in {errs:#?}"

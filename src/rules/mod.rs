@@ -13,8 +13,8 @@ use serde_json::{Map, Value as Json};
 use crate::config::{Action, Config, Rule};
 
 pub use render::{
-    AppOp, People, Rendered, RenderedApp, RenderedEmail, RenderedHttp, RenderedRobot, Target,
-    join_people,
+    AppOp, People, Rendered, RenderedAibotReply, RenderedApp, RenderedEmail, RenderedHttp,
+    RenderedRobot, Target, join_people,
 };
 
 /// Bounds what one template can make the renderer do (loops over huge ranges and the like).

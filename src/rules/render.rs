@@ -19,11 +19,21 @@ pub enum Rendered {
     Email(RenderedEmail),
     Robot(RenderedRobot),
     App(RenderedApp),
+    AibotReply(RenderedAibotReply),
     /// Not sent: what a `cancel` calls off (shown by `explain`).
     Cancel {
         key: String,
         rules: Vec<String>,
     },
+}
+
+/// A WeCom AI bot answer: `cmd` with the push's `req_id` over the receiver's connection.
+#[derive(Debug, Clone)]
+pub struct RenderedAibotReply {
+    pub receiver: String,
+    pub cmd: &'static str,
+    pub req_id: String,
+    pub body: serde_json::Value,
 }
 
 /// A vendor-app action (groups, notifications) with its templates rendered.
@@ -148,6 +158,7 @@ impl Rendered {
             Rendered::Email(_) => "email",
             Rendered::Robot(r) => r.vendor.kind(),
             Rendered::Cancel { .. } => "cancel",
+            Rendered::AibotReply(_) => "wecom_aibot_reply",
             Rendered::App(a) => match a.op {
                 AppOp::GroupCreate { .. } => "group_create",
                 AppOp::GroupUpdate { .. } => "group_update",
@@ -296,6 +307,24 @@ pub(super) fn render(
                 message: render_json(message, "message".into(), &field)?,
             },
         ),
+        Action::AibotReply { message } => {
+            let Some(req_id) = ev.fields.get("req_id").and_then(|r| r.as_str()) else {
+                return Err(format!(
+                    "event from {:?} has no req_id: wecom_aibot_reply answers only messages and events of a wecom_aibot receiver",
+                    ev.receiver
+                ));
+            };
+            Rendered::AibotReply(RenderedAibotReply {
+                receiver: ev.receiver.to_owned(),
+                cmd: match ev.kind {
+                    "enter_chat" => "aibot_respond_welcome_msg",
+                    "template_card_event" => "aibot_respond_update_msg",
+                    _ => "aibot_respond_msg",
+                },
+                req_id: req_id.to_owned(),
+                body: render_json(message, "message".into(), &field)?,
+            })
+        }
         Action::Cancel { rules, .. } => Rendered::Cancel {
             key: nonempty("key", field("key")?)?,
             rules: rules.clone(),

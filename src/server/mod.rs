@@ -91,10 +91,17 @@ pub struct Gateway {
     pub streams: Arc<crate::stream::Status>,
     /// Their tasks, for reloads and shutdown.
     pub stream_tasks: crate::stream::Tasks,
+    /// The WeCom AI bot connections held here, for replies.
+    pub replies: Arc<crate::stream::wecom::Replies>,
 }
 
 impl Gateway {
-    pub fn new(app: AppState, store: Store, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        app: AppState,
+        store: Store,
+        metrics: Arc<Metrics>,
+        replies: Arc<crate::stream::wecom::Replies>,
+    ) -> Self {
         Self {
             metrics_path: app.limits.metrics_path.clone(),
             metrics_on_main: app.limits.admin_listen.is_none(),
@@ -102,6 +109,7 @@ impl Gateway {
             store,
             streams: Arc::new(crate::stream::Status::new(metrics.clone())),
             stream_tasks: crate::stream::Tasks::default(),
+            replies,
             metrics,
             worker_beat: Arc::new(AtomicI64::new(0)),
         }

@@ -122,6 +122,18 @@ pub(super) struct Postgres {
     due: Arc<tokio::sync::Notify>,
 }
 
+/// Advisory lock keys are per database; the name is qualified by the schema (the store), so
+/// two hookgate installations in one database do not serialise each other's locks.
+macro_rules! lock_key {
+    ($name:literal) => {
+        concat!(
+            "hashtextextended(coalesce(current_schema(), '') || ':' || ",
+            $name,
+            ", 0)"
+        )
+    };
+}
+
 /// A session advisory lock on a pooled connection; released when dropped (or, should that
 /// fail, by closing the connection, which releases it on the server).
 pub struct AdvisoryLock {
@@ -154,7 +166,7 @@ impl Drop for AdvisoryLock {
         runtime.spawn(async move {
             let unlocked = client
                 .query_one(
-                    "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+                    concat!("SELECT pg_advisory_unlock(", lock_key!("$1"), ")"),
                     &[&name],
                 )
                 .await;
@@ -703,7 +715,11 @@ impl Postgres {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('rate:' || $1, 0))",
+            concat!(
+                "SELECT pg_advisory_xact_lock(",
+                lock_key!("'rate:' || $1"),
+                ")"
+            ),
             &[&key],
         )
         .await
@@ -750,7 +766,10 @@ impl Postgres {
     pub(super) async fn lock(&self, name: &str) -> Result<AdvisoryLock, StoreError> {
         let client = self.client().await?;
         client
-            .execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", &[&name])
+            .execute(
+                concat!("SELECT pg_advisory_lock(", lock_key!("$1"), ")"),
+                &[&name],
+            )
             .await
             .map_err(db_error)?;
         Ok(AdvisoryLock {
@@ -944,8 +963,16 @@ fn hostname() -> String {
 /// Applies the missing steps of [`MIGRATIONS`] under an advisory lock (replicas starting
 /// together migrate once); returns the version found and the version now.
 async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(i64, i64), StoreError> {
-    const LOCK: &str = "SELECT pg_advisory_lock(hashtextextended('hookgate:migrate', 0))";
-    const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended('hookgate:migrate', 0))";
+    const LOCK: &str = concat!(
+        "SELECT pg_advisory_lock(",
+        lock_key!("'hookgate:migrate'"),
+        ")"
+    );
+    const UNLOCK: &str = concat!(
+        "SELECT pg_advisory_unlock(",
+        lock_key!("'hookgate:migrate'"),
+        ")"
+    );
     let known = MIGRATIONS.len() as i64;
     client.execute(LOCK, &[]).await.map_err(db_error)?;
     let result = async {

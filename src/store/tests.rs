@@ -547,6 +547,18 @@ async fn replicas_share_robot_budgets_and_locks() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "two replicas held one lock");
+    // Another installation in the same database (its own schema) has its own locks.
+    let elsewhere = Store::open(&replica_config(
+        &pg::fresh_url("shared_other"),
+        Duration::from_secs(30),
+    ))
+    .await
+    .unwrap();
+    let own = tokio::time::timeout(Duration::from_secs(5), elsewhere.lock("token:x")).await;
+    assert!(
+        own.is_ok_and(|l| l.is_ok()),
+        "a lock in another schema waited"
+    );
     drop(held);
     tokio::time::timeout(Duration::from_secs(5), waiter)
         .await

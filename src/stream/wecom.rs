@@ -5,13 +5,18 @@
 //! keeps one connection per bot and kicks the older one (`disconnected_event`), so only the
 //! replica holding the bot's lock in the store connects; the others wait on standby and take
 //! over when it goes. A clean close is reconnected (the Python SDK stops there).
+//!
+//! Replies (`wecom_aibot_reply`) go out over the connection as `aibot_respond_msg` (welcome,
+//! card update) carrying the push's `req_id`, one at a time per `req_id`, each settled by
+//! WeCom's receipt (`errcode`).
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
@@ -19,6 +24,7 @@ use super::{
     Backoff, CONNECT_TIMEOUT, Dialer, Ended, Failure, Link, State, Status, Ws, drive, incoming,
     stopped,
 };
+use crate::actions::ActionError;
 use crate::config::WecomAibot;
 use crate::event::Vendor;
 use crate::server::Gateway;
@@ -29,6 +35,202 @@ const DISPLACED_WAIT: Duration = Duration::from_secs(60);
 /// A message that could not be stored is tried again this many times (WeCom has no ack to
 /// withhold, so it would not come back).
 const STORE_TRIES: u32 = 5;
+
+/// How long a reply waits for WeCom's receipt (the SDKs wait 5 s).
+const RECEIPT_WAIT: Duration = Duration::from_secs(5);
+
+/// A reply on its way to the bot connection.
+pub(crate) struct Outgoing {
+    cmd: &'static str,
+    req_id: String,
+    body: Value,
+    done: oneshot::Sender<Result<(), ActionError>>,
+}
+
+/// The bot connections this process holds, by receiver: where replies go.
+#[derive(Default)]
+pub struct Replies {
+    links: Mutex<HashMap<String, Holder>>,
+}
+
+enum Holder {
+    /// Connected here.
+    Here(mpsc::Sender<Outgoing>),
+    /// Another replica holds the bot's lock (and its connection).
+    Elsewhere,
+}
+
+impl Replies {
+    /// Sends `cmd` for `req_id` over `receiver`'s connection and waits for WeCom's receipt.
+    pub async fn send(
+        &self,
+        receiver: &str,
+        cmd: &'static str,
+        req_id: &str,
+        body: Value,
+    ) -> Result<(), ActionError> {
+        let link = match self.links.lock().expect("replies lock").get(receiver) {
+            Some(Holder::Here(link)) => link.clone(),
+            // Not this delivery's failure: it waits (no attempt spent) for a claim by the
+            // replica that holds the connection.
+            Some(Holder::Elsewhere) => {
+                return Err(ActionError::throttled(
+                    format!("another replica holds the connection of {receiver:?}"),
+                    Duration::from_secs(1),
+                ));
+            }
+            None => {
+                return Err(ActionError::retryable(format!(
+                    "the connection of {receiver:?} is not up (reconnecting or stopped)"
+                )));
+            }
+        };
+        let (done, receipt) = oneshot::channel();
+        let out = Outgoing {
+            cmd,
+            req_id: req_id.to_owned(),
+            body,
+            done,
+        };
+        if link.send(out).await.is_err() {
+            return Err(ActionError::retryable("the bot connection closed"));
+        }
+        // The connection settles every reply (receipt, timeout, its own end); this bound only
+        // guards against a reply queued behind many others for the same req_id.
+        match tokio::time::timeout(RECEIPT_WAIT * 4, receipt).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ActionError::retryable(
+                "the bot connection closed before WeCom's receipt",
+            )),
+            Err(_) => Err(ActionError::retryable(format!(
+                "no receipt from WeCom within {} s",
+                (RECEIPT_WAIT * 4).as_secs()
+            ))),
+        }
+    }
+
+    fn register(&self, receiver: &str, link: mpsc::Sender<Outgoing>) {
+        self.links
+            .lock()
+            .expect("replies lock")
+            .insert(receiver.to_owned(), Holder::Here(link));
+    }
+
+    fn unregister(&self, receiver: &str, link: &mpsc::Sender<Outgoing>) {
+        let mut links = self.links.lock().expect("replies lock");
+        if let Some(Holder::Here(l)) = links.get(receiver)
+            && l.same_channel(link)
+        {
+            links.remove(receiver);
+        }
+    }
+
+    /// Whether another replica holds `receiver`'s bot (this one waits on standby).
+    fn standby(&self, receiver: &str, standby: bool) {
+        let mut links = self.links.lock().expect("replies lock");
+        if standby {
+            links.insert(receiver.to_owned(), Holder::Elsewhere);
+        } else if matches!(links.get(receiver), Some(Holder::Elsewhere)) {
+            links.remove(receiver);
+        }
+    }
+}
+
+/// Takes the connection out of [`Replies`] when its session ends, however it ends.
+struct Registered<'a> {
+    replies: &'a Replies,
+    receiver: &'a str,
+    link: mpsc::Sender<Outgoing>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.replies.unregister(self.receiver, &self.link);
+    }
+}
+
+/// What a receipt's errcode means for the delivery.
+fn receipt(frame: &Value) -> Result<(), ActionError> {
+    let code = frame["errcode"].as_i64().unwrap_or(0);
+    let msg = frame["errmsg"].as_str().unwrap_or("");
+    match code {
+        0 => Ok(()),
+        // System busy; frequency limit.
+        -1 | 45009 => Err(ActionError::retryable(format!(
+            "WeCom errcode {code}: {msg}"
+        ))),
+        846605 => Err(ActionError::permanent(format!(
+            "WeCom errcode {code}: {msg} (the push's req_id is not valid on the bot's connection: it reconnected since, or the reply came too late)"
+        ))),
+        _ => Err(ActionError::permanent(format!(
+            "WeCom errcode {code}: {msg}"
+        ))),
+    }
+}
+
+/// Replies sent and waiting for their receipt, by req_id, with the ones queued behind them.
+#[derive(Default)]
+struct InFlight {
+    waiting: HashMap<String, (oneshot::Sender<Result<(), ActionError>>, Instant)>,
+    queued: HashMap<String, VecDeque<Outgoing>>,
+}
+
+impl InFlight {
+    /// Sends `out` now, or queues it behind the reply still waiting for the same req_id.
+    async fn submit(&mut self, ws: &mut Ws, out: Outgoing) -> Result<(), String> {
+        if self.waiting.contains_key(&out.req_id) {
+            self.queued
+                .entry(out.req_id.clone())
+                .or_default()
+                .push_back(out);
+            return Ok(());
+        }
+        let frame = json!({"cmd": out.cmd, "headers": {"req_id": out.req_id}, "body": out.body});
+        ws.send(Message::text(frame.to_string()))
+            .await
+            .map_err(|e| format!("{}: {e}", out.cmd))?;
+        self.waiting.insert(out.req_id, (out.done, Instant::now()));
+        Ok(())
+    }
+
+    /// Settles the reply waiting for `req_id`, then sends the next one queued for it.
+    async fn settle(
+        &mut self,
+        ws: &mut Ws,
+        req_id: &str,
+        result: Result<(), ActionError>,
+    ) -> Result<(), String> {
+        if let Some((done, _)) = self.waiting.remove(req_id) {
+            let _ = done.send(result);
+        }
+        let next = self.queued.get_mut(req_id).and_then(VecDeque::pop_front);
+        if self.queued.get(req_id).is_some_and(VecDeque::is_empty) {
+            self.queued.remove(req_id);
+        }
+        match next {
+            Some(out) => self.submit(ws, out).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Replies whose receipt is overdue fail (retryable) and let the next ones go.
+    async fn expire(&mut self, ws: &mut Ws) -> Result<(), String> {
+        let overdue: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, since))| since.elapsed() >= RECEIPT_WAIT)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in overdue {
+            let late = ActionError::retryable(format!(
+                "no receipt from WeCom within {} s",
+                RECEIPT_WAIT.as_secs()
+            ));
+            self.settle(ws, &id, Err(late)).await?;
+        }
+        Ok(())
+    }
+}
 
 pub struct Client {
     name: String,
@@ -111,8 +313,27 @@ impl Link for Client {
         tick.reset();
         let mut last_seen = Instant::now();
         let mut worked = false;
+        let (link, mut replies) = mpsc::channel(64);
+        self.gw.replies.register(&self.name, link.clone());
+        let _registered = Registered {
+            replies: &self.gw.replies,
+            receiver: &self.name,
+            link,
+        };
+        let mut in_flight = InFlight::default();
+        let mut sweep = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
+                Some(out) = replies.recv() => {
+                    if let Err(e) = in_flight.submit(&mut ws, out).await {
+                        return Ended::Lost(e, worked);
+                    }
+                }
+                _ = sweep.tick(), if !in_flight.waiting.is_empty() => {
+                    if let Err(e) = in_flight.expire(&mut ws).await {
+                        return Ended::Lost(e, worked);
+                    }
+                }
                 frame = ws.next() => {
                     last_seen = Instant::now();
                     let text = match incoming(frame, "WeCom") {
@@ -132,7 +353,13 @@ impl Link for Client {
                         }
                         Some("aibot_msg_callback" | "aibot_event_callback") => {
                             worked = true;
-                            self.store(&frame["body"]).await;
+                            self.store(&frame).await;
+                        }
+                        None if frame["headers"]["req_id"].as_str().is_some_and(|id| in_flight.waiting.contains_key(id)) => {
+                            let id = frame["headers"]["req_id"].as_str().unwrap_or_default().to_owned();
+                            if let Err(e) = in_flight.settle(&mut ws, &id, receipt(&frame)).await {
+                                return Ended::Lost(e, worked);
+                            }
                         }
                         // Answers to our pings (and anything else) only prove the line is up.
                         _ => {}
@@ -170,8 +397,13 @@ impl Client {
         }
     }
 
-    /// A pushed message; tried again a few times if the store fails (nothing to withhold).
-    async fn store(&self, body: &Value) {
+    /// A pushed message, stored with the frame's `req_id` (replies need it); tried again a
+    /// few times if the store fails (nothing to withhold).
+    async fn store(&self, frame: &Value) {
+        let mut body = frame["body"].clone();
+        if let Some(b) = body.as_object_mut() {
+            b.insert("req_id".into(), frame["headers"]["req_id"].clone());
+        }
         for attempt in 1..=STORE_TRIES {
             if super::accept(&self.gw, &self.name, Vendor::WecomAibot, body.to_string()).await {
                 return;
@@ -198,10 +430,15 @@ pub async fn run(
     let link = Arc::new(Client::new(name.clone(), config, gw.clone()));
     loop {
         status.set(&name, State::Standby);
+        gw.replies.standby(&name, true);
         let lock = tokio::select! {
             l = gw.store.lock(&lock_name) => l,
-            () = stopped(&mut shutdown) => return,
+            () = stopped(&mut shutdown) => {
+                gw.replies.standby(&name, false);
+                return;
+            }
         };
+        gw.replies.standby(&name, false);
         let lock = match lock {
             Ok(lock) => lock,
             Err(e) => {
@@ -232,5 +469,58 @@ pub async fn run(
         if done {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reply_waits_on_a_standby_replica_and_fails_without_a_connection() {
+        let replies = Replies::default();
+        let body = json!({"msgtype": "text", "text": {"content": "x"}});
+        let e = replies
+            .send("bot", "aibot_respond_msg", "R", body.clone())
+            .await
+            .unwrap_err();
+        assert!(e.retryable && !e.throttled, "{e:?}");
+        replies.standby("bot", true);
+        let e = replies
+            .send("bot", "aibot_respond_msg", "R", body.clone())
+            .await
+            .unwrap_err();
+        assert!(e.throttled && e.retry_after.is_some(), "{e:?}");
+
+        // Connected here: the reply reaches the connection, which settles it.
+        let (link, mut out) = mpsc::channel(1);
+        replies.register("bot", link.clone());
+        let conn = tokio::spawn(async move {
+            let o: Outgoing = out.recv().await.unwrap();
+            assert_eq!((o.cmd, o.req_id.as_str()), ("aibot_respond_msg", "R"));
+            let _ = o.done.send(receipt(&json!({"errcode": 0})));
+        });
+        replies
+            .send("bot", "aibot_respond_msg", "R", body)
+            .await
+            .unwrap();
+        conn.await.unwrap();
+        // A standby mark does not displace a live connection; unregistering leaves nothing.
+        replies.standby("bot", false);
+        assert!(matches!(
+            replies.links.lock().unwrap().get("bot"),
+            Some(Holder::Here(_))
+        ));
+        replies.unregister("bot", &link);
+        assert!(replies.links.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn receipts_map_to_outcomes() {
+        assert!(receipt(&json!({"errcode": 0, "errmsg": "ok"})).is_ok());
+        let busy = receipt(&json!({"errcode": -1, "errmsg": "system busy"})).unwrap_err();
+        assert!(busy.retryable);
+        let gone = receipt(&json!({"errcode": 846605, "errmsg": "invalid req_id"})).unwrap_err();
+        assert!(!gone.retryable && gone.reason.contains("846605"), "{gone}");
     }
 }

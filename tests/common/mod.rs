@@ -87,7 +87,10 @@ async fn start_file_on(
 /// finds the same data). The same tests then run on the other backend.
 fn test_store(mut config: Config, db: &std::path::Path) -> (Config, Option<String>) {
     let mut on = None;
-    if std::env::var("HOOKGATE_TEST_STORE").as_deref() == Ok("postgres") {
+    // A test that names its PostgreSQL store (replicas sharing one) keeps it.
+    if std::env::var("HOOKGATE_TEST_STORE").as_deref() == Ok("postgres")
+        && config.store.url.is_none()
+    {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         db.hash(&mut h);
@@ -156,8 +159,15 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
     let metrics = Arc::new(hookgate::metrics::Metrics::new());
     let rules = Arc::new(RuleSet::new(&config).unwrap());
     let app = AppState::new(&config, rules.clone(), store.clone());
-    let actions = Arc::new(Actions::new(&config, &store, metrics.clone()).unwrap());
-    let gw = Arc::new(server::Gateway::new(app, store.clone(), metrics.clone()));
+    let replies = Arc::new(hookgate::stream::wecom::Replies::default());
+    let actions =
+        Arc::new(Actions::new(&config, &store, metrics.clone(), replies.clone()).unwrap());
+    let gw = Arc::new(server::Gateway::new(
+        app,
+        store.clone(),
+        metrics.clone(),
+        replies,
+    ));
     let engine = Arc::new(arc_swap::ArcSwap::from_pointee(
         hookgate::delivery::Engine {
             rules,

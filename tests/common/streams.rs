@@ -624,6 +624,12 @@ pub struct WecomState {
     pub kicks: usize,
     pub pings: usize,
     pub no_pongs: bool,
+    /// Pushes that may still be answered: req_id → (connection, when, event type or "").
+    live: HashMap<String, (usize, Instant, String)>,
+    /// Replies accepted: (cmd, req_id, body).
+    pub replies: Vec<(String, String, Value)>,
+    /// Every receipt sent for a reply: (req_id, errcode).
+    pub receipts: Vec<(String, i64)>,
 }
 
 /// The WeCom AI-bot gateway: `aibot_subscribe` first (checked), heartbeats answered, one
@@ -688,6 +694,36 @@ impl WecomFake {
                     s.pings += 1;
                     (!s.no_pongs).then(|| Message::text(ok.to_string()))
                 }
+                // A reply is valid only for a push to this connection; a welcome (to
+                // enter_chat) and a card update (to template_card_event) only within 5 s.
+                Some(
+                    cmd @ ("aibot_respond_msg"
+                    | "aibot_respond_welcome_msg"
+                    | "aibot_respond_update_msg"),
+                ) => {
+                    let id = req_id.as_str().unwrap_or_default().to_owned();
+                    let valid = s.live.get(&id).is_some_and(|(c, at, event)| {
+                        *c == conn
+                            && match cmd {
+                                "aibot_respond_welcome_msg" => {
+                                    event == "enter_chat" && at.elapsed() < Duration::from_secs(5)
+                                }
+                                "aibot_respond_update_msg" => {
+                                    event == "template_card_event"
+                                        && at.elapsed() < Duration::from_secs(5)
+                                }
+                                _ => at.elapsed() < Duration::from_secs(3600),
+                            }
+                    });
+                    let code = if valid { 0 } else { 846605 };
+                    s.receipts.push((id.clone(), code));
+                    if !valid {
+                        let bad = json!({"headers": {"req_id": req_id}, "errcode": 846605, "errmsg": "invalid req_id"});
+                        return Some(Message::text(bad.to_string()));
+                    }
+                    s.replies.push((cmd.to_owned(), id, v["body"].clone()));
+                    Some(Message::text(ok.to_string()))
+                }
                 _ => Some(Message::text(ok.to_string())),
             }
         };
@@ -707,10 +743,17 @@ impl WecomFake {
             .then_some(holder)
     }
 
-    /// Pushes a message to the holder.
+    /// Pushes a message to the holder; its req_id is `REQ-<msgid>`.
     pub fn push(&self, cmd: &str, body: Value) {
         let holder = self.holder().expect("no connection holds the bot");
-        let frame = json!({"cmd": cmd, "headers": {"req_id": format!("REQ-{}", body["msgid"].as_str().unwrap_or(""))}, "body": body});
+        let req_id = format!("REQ-{}", body["msgid"].as_str().unwrap_or(""));
+        let event = body["event"]["eventtype"].as_str().unwrap_or("").to_owned();
+        self.state
+            .lock()
+            .unwrap()
+            .live
+            .insert(req_id.clone(), (holder, Instant::now(), event));
+        let frame = json!({"cmd": cmd, "headers": {"req_id": req_id}, "body": body});
         self.hub
             .lock()
             .unwrap()
