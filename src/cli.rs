@@ -1,5 +1,5 @@
 //! The `hookgate` command line: `serve`, `check`, `explain`, `events list|show`,
-//! `deliveries list|retry`, `groups list|show`.
+//! `deliveries list|retry`, `groups list|show|set|forget`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -103,6 +103,24 @@ pub enum GroupsCommand {
         /// The connection (needed only when several have this key).
         #[arg(long)]
         via: Option<String>,
+    },
+    /// Records a key's chat by hand: a DingTalk group whose creation was left unsure (the
+    /// delivery says so) and that exists.
+    Set {
+        key: String,
+        #[arg(long)]
+        via: String,
+        #[arg(long)]
+        chat_id: String,
+        /// DingTalk's `cid…` id, which group_send needs.
+        #[arg(long)]
+        open_conversation_id: Option<String>,
+    },
+    /// Removes a key, so the next group_create for it makes a new group.
+    Forget {
+        key: String,
+        #[arg(long)]
+        via: String,
     },
 }
 
@@ -670,7 +688,11 @@ fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
                     "{:<12}  {:<32}  {:<34}  {:<25}  {}",
                     g.connection,
                     g.key,
-                    g.chat_id,
+                    if g.chat_id.is_empty() {
+                        "(being created, or unsure)"
+                    } else {
+                        &g.chat_id
+                    },
                     format_ms(g.created_at_ms),
                     g.name
                 );
@@ -687,6 +709,40 @@ fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
                 [g] => println!("{}", serde_json::to_string_pretty(g)?),
                 _ => bail!("several connections have key {key:?}: give --via"),
             }
+        }
+        GroupsCommand::Set {
+            key,
+            via,
+            chat_id,
+            open_conversation_id,
+        } => {
+            let existing = rt.block_on(store.group(via, key))?;
+            if let Some(g) = &existing
+                && !g.chat_id.is_empty()
+                && &g.chat_id != chat_id
+            {
+                bail!(
+                    "key {key:?} already has chat {}; `hookgate groups forget {key} --via {via}` first",
+                    g.chat_id
+                );
+            }
+            let now = now_ms();
+            rt.block_on(store.put_group(crate::store::GroupRow {
+                connection: via.clone(),
+                key: key.clone(),
+                chat_id: chat_id.clone(),
+                open_conversation_id: open_conversation_id.clone(),
+                name: existing.map_or_else(|| key.clone(), |g| g.name),
+                created_at_ms: now,
+                updated_at_ms: now,
+            }))?;
+            println!("key {key:?} of {via} is chat {chat_id}");
+        }
+        GroupsCommand::Forget { key, via } => {
+            if !rt.block_on(store.forget_group(via, key))? {
+                bail!("no group with key {key:?} for connection {via}");
+            }
+            println!("forgot key {key:?} of {via}; the next group_create for it makes a group");
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ mod common;
 use common::apps::{AppState, Apps};
 use common::{eventually_or, now_ms, start_file, start_file_at, wecom_post};
 use hookgate::crypto::envelope::{AesKey, Envelope};
-use hookgate::store::DeliveryStatus;
+use hookgate::store::{DeliveryStatus, RequeueTarget};
 use serde_json::json;
 
 const TOKEN: &str = "appToken";
@@ -294,13 +294,13 @@ fn ding_approval(kind: &str, result: &str) -> String {
     .to_string()
 }
 
-#[tokio::test]
-async fn dingtalk_approval_seed_creates_one_group_and_closes_it() {
+/// The DingTalk approval seed on `apps`, and how to post an approval event to it.
+async fn approval_seed(state: AppState) -> (Apps, common::TestServer, Envelope) {
     let apps = Apps::start(AppState {
         app_key: "dingappkey".into(),
         app_secret: "dingsecret".into(),
         robot_code: "dingappkey".into(),
-        ..AppState::default()
+        ..state
     })
     .await;
     let src = std::fs::read_to_string("config/examples/dingtalk-approval-group.toml").unwrap();
@@ -324,28 +324,36 @@ async fn dingtalk_approval_seed_creates_one_group_and_closes_it() {
         vec![AesKey::from_encoding_aes_key(aes).unwrap()],
         "dingappkey".into(),
     );
-    for (kind, result) in [("start", ""), ("start", ""), ("finish", "agree")] {
-        let ts = now_ms().to_string();
-        let plain = ding_approval(kind, result);
-        let sealed = env.seal(0, plain.as_bytes(), &ts, "nonce");
-        let body = json!({"encrypt": sealed.encrypt}).to_string();
-        let r = srv
-            .post(
-                &format!(
-                    "/hooks/dingtalk/approvals?signature={}&timestamp={ts}&nonce=nonce",
-                    sealed.msg_signature
-                ),
-                &[("Content-Type", "application/json")],
-                body.as_bytes(),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        if kind == "finish" {
-            break;
-        }
-        // Let the start's group exist before the (vendor-retried) start and the finish.
-        all_done(&srv, 2).await;
-    }
+    (apps, srv, env)
+}
+
+async fn post_approval(srv: &common::TestServer, env: &Envelope, kind: &str, result: &str) {
+    let ts = now_ms().to_string();
+    let plain = ding_approval(kind, result);
+    let sealed = env.seal(0, plain.as_bytes(), &ts, "nonce");
+    let body = json!({"encrypt": sealed.encrypt}).to_string();
+    let r = srv
+        .post(
+            &format!(
+                "/hooks/dingtalk/approvals?signature={}&timestamp={ts}&nonce=nonce",
+                sealed.msg_signature
+            ),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn dingtalk_approval_seed_creates_one_group_and_closes_it() {
+    let (apps, srv, env) = approval_seed(AppState::default()).await;
+    post_approval(&srv, &env, "start", "").await;
+    // Let the start's group exist before the (vendor-retried) start and the finish.
+    all_done(&srv, 2).await;
+    post_approval(&srv, &env, "start", "").await;
+    all_done(&srv, 2).await;
+    post_approval(&srv, &env, "finish", "agree").await;
     all_done(&srv, 4).await;
     let chats = apps.chats();
     assert_eq!(chats.len(), 1, "one group per approval: {chats:#?}");
@@ -369,6 +377,111 @@ async fn dingtalk_approval_seed_creates_one_group_and_closes_it() {
     );
     assert_eq!(apps.calls("/gettoken"), 1);
     assert_eq!(apps.calls("/v1.0/oauth2/accessToken"), 1);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn dingtalk_a_group_whose_creation_is_unsure_is_never_created_twice() {
+    // chat/create is carried out, but a gateway answers 504: the group may exist.
+    let (apps, srv, env) = approval_seed(AppState {
+        lose_answers: vec!["/chat/create".into()],
+        ..AppState::default()
+    })
+    .await;
+    post_approval(&srv, &env, "start", "").await;
+    let dead = |srv: &common::TestServer| {
+        srv.deliveries()
+            .into_iter()
+            .filter(|d| d.status == DeliveryStatus::Dead)
+            .collect::<Vec<_>>()
+    };
+    eventually_or(
+        20,
+        "group_create dead",
+        || dead(&srv).len() == 2,
+        || format!("{:#?}", srv.deliveries()),
+    )
+    .await;
+    let create = dead(&srv)
+        .into_iter()
+        .find(|d| d.kind == "group_create")
+        .unwrap();
+    let why = create.last_error.clone().unwrap();
+    assert!(
+        why.contains("HTTP 504")
+            && why.contains("may have created")
+            && why.contains("hookgate groups set a1b2c3d4-5678-90ab-cdef --via ding"),
+        "{why}"
+    );
+    assert_eq!(create.attempts, 1, "not retried blindly");
+    // Retried by hand (or by a replica after a crash): still no second chat/create.
+    srv.store
+        .requeue(RequeueTarget::Id(create.id), now_ms(), now_ms() + 600_000)
+        .await
+        .unwrap();
+    eventually_or(
+        20,
+        "dead again",
+        || {
+            dead(&srv)
+                .iter()
+                .any(|d| d.id == create.id && d.attempts == 2)
+        },
+        || format!("{:#?}", srv.deliveries()),
+    )
+    .await;
+    assert_eq!((apps.calls("/chat/create"), apps.chats().len()), (1, 1));
+    let row = srv
+        .store
+        .group("ding", "a1b2c3d4-5678-90ab-cdef")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.chat_id, "", "noted as being created");
+
+    // The admin finds the group in DingTalk and records it (`hookgate groups set`); the
+    // retried deliveries use it.
+    srv.store
+        .put_group(hookgate::store::GroupRow {
+            chat_id: "chat0001".into(),
+            open_conversation_id: Some("cid0001".into()),
+            ..row
+        })
+        .await
+        .unwrap();
+    srv.store
+        .requeue(RequeueTarget::AllDead, now_ms(), now_ms() + 600_000)
+        .await
+        .unwrap();
+    all_done(&srv, 2).await;
+    assert_eq!(apps.calls("/chat/create"), 1);
+    let messages = apps.messages();
+    assert_eq!(
+        (messages.len(), messages[0].0.as_str()),
+        (1, "cid0001"),
+        "{messages:#?}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn dingtalk_a_refused_group_creation_is_tried_again() {
+    // DingTalk answers "busy" (errcode -1): it did not create the group, so a retry may.
+    let (apps, srv, env) = approval_seed(AppState {
+        scripted: [("/chat/create".to_owned(), vec![-1])].into(),
+        ..AppState::default()
+    })
+    .await;
+    post_approval(&srv, &env, "start", "").await;
+    all_done(&srv, 2).await;
+    assert_eq!((apps.calls("/chat/create"), apps.chats().len()), (2, 1));
+    let row = srv
+        .store
+        .group("ding", "a1b2c3d4-5678-90ab-cdef")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.chat_id, "chat0001");
     srv.stop().await;
 }
 

@@ -325,6 +325,64 @@ async fn groups_list_and_show_read_the_registry() {
     assert_eq!(g["open_conversation_id"], "cid0001");
     let (ok, out) = run(&["groups", "show", "nope"]);
     assert!(!ok && out.contains("no group with key"), "{out}");
+
+    // A creation left unsure (chat id ""): listed as such, settled with `set` or `forget`.
+    let store = hookgate::store::Store::open(&hookgate::config::StoreConfig::sqlite(&db))
+        .await
+        .unwrap();
+    for key in ["proc-2", "proc-3"] {
+        store
+            .put_group(hookgate::store::GroupRow {
+                connection: "ding".into(),
+                key: key.into(),
+                chat_id: String::new(),
+                open_conversation_id: None,
+                name: "审批·采购".into(),
+                created_at_ms: 1_700_000_000_000,
+                updated_at_ms: 1_700_000_000_000,
+            })
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let (ok, list) = run(&["groups", "list"]);
+    assert!(ok && list.contains("(being created, or unsure)"), "{list}");
+    let set = [
+        "groups",
+        "set",
+        "proc-2",
+        "--via",
+        "ding",
+        "--chat-id",
+        "chat0002",
+        "--open-conversation-id",
+        "cid0002",
+    ];
+    let (ok, out) = run(&set);
+    assert!(ok, "{out}");
+    let (_, show) = run(&["groups", "show", "proc-2"]);
+    let g: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(
+        (&g["chat_id"], &g["open_conversation_id"], &g["name"]),
+        (&"chat0002".into(), &"cid0002".into(), &"审批·采购".into())
+    );
+    // A key with a chat is not silently pointed elsewhere.
+    let (ok, out) = run(&[
+        "groups",
+        "set",
+        "proc-1",
+        "--via",
+        "ding",
+        "--chat-id",
+        "chat9",
+    ]);
+    assert!(!ok && out.contains("already has chat chat0001"), "{out}");
+    let (ok, out) = run(&["groups", "forget", "proc-3", "--via", "ding"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["groups", "show", "proc-3"]);
+    assert!(!ok && out.contains("no group with key"), "{out}");
+    let (ok, out) = run(&["groups", "forget", "proc-3", "--via", "ding"]);
+    assert!(!ok && out.contains("no group with key"), "{out}");
 }
 
 /// Every commented-out example in the example config is valid once uncommented, so the

@@ -234,15 +234,50 @@ pub(super) async fn run(
 
 /// The registry row for a key; absent is retryable: its group_create may not have run yet.
 async fn registered(store: &Store, via: &str, key: &str) -> Result<GroupRow, ActionError> {
-    store
+    match store
         .group(via, key)
         .await
         .map_err(|e| ActionError::retryable(format!("group registry: {e}")))?
-        .ok_or_else(|| {
-            ActionError::retryable(format!(
-                "no group for key {key:?} yet (group_create has not run)"
-            ))
-        })
+    {
+        Some(g) if !g.chat_id.is_empty() => Ok(g),
+        Some(_) => Err(ActionError::retryable(format!(
+            "group for key {key:?} is being created (or its creation is unsure: hookgate groups show {key})"
+        ))),
+        None => Err(ActionError::retryable(format!(
+            "no group for key {key:?} yet (group_create has not run)"
+        ))),
+    }
+}
+
+/// A DingTalk group that may exist without hookgate knowing its id (chat/create went out, its
+/// answer did not come back or was not recorded). Creating it again could make a second group
+/// for the key, so the delivery stops here and says how to settle it.
+fn unsure(via: &str, key: &str, name: &str, why: &str) -> ActionError {
+    ActionError::permanent(format!(
+        "{why}; DingTalk may have created group {name:?} for key {key:?}, so hookgate will not create \
+         another. If it exists: hookgate groups set {key} --via {via} --chat-id CHATID \
+         [--open-conversation-id CID]; if not: hookgate groups forget {key} --via {via}; then \
+         hookgate deliveries retry with this delivery's id"
+    ))
+}
+
+/// A registry write that must not be lost to a short store outage: tried for about 30 s.
+async fn persist<F, Fut>(mut write: F) -> Result<(), crate::store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
+{
+    let mut tries = 0;
+    loop {
+        match write().await {
+            Err(e) if tries < 10 => {
+                tries += 1;
+                tracing::warn!(error = %e, "Group registry write failed; trying again in 3 s.");
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 fn check_group(
@@ -292,13 +327,17 @@ async fn new_group_users(
         .lock(&format!("group:{}:{key}", a.via))
         .await
         .map_err(|e| ActionError::retryable(format!("group lock: {e}")))?;
-    if store
+    match store
         .group(&a.via, key)
         .await
         .map_err(|e| ActionError::retryable(format!("group registry: {e}")))?
-        .is_some()
     {
-        return Ok(None);
+        Some(g) if g.chat_id.is_empty() => {
+            let why = "an earlier attempt sent chat/create and stopped before recording the answer";
+            return Err(unsure(&a.via, key, &g.name, why));
+        }
+        Some(_) => return Ok(None),
+        None => {}
     }
     let mut users = directory.user_ids(apis, &a.via, members).await?;
     if !users.iter().any(|u| u == owner) {
@@ -474,22 +513,52 @@ async fn dingtalk(
             let owner_pos = users.iter().position(|u| u == owner).unwrap_or(0);
             users.swap(0, owner_pos);
             let (first, rest) = users.split_at(users.len().min(DINGTALK_CHUNK));
-            let answer = d
-                .oapi(
-                    "/chat/create",
-                    &json!({"name": name, "owner": owner, "useridlist": first}),
-                )
-                .await?;
+            // DingTalk picks the id and chat/create is not idempotent: the registry notes the
+            // creation before it is asked for, so no later attempt (on any replica, after any
+            // crash) can create a second group for the key.
+            record(store, &a.via, key, "", None, name).await?;
+            let create = json!({"name": name, "owner": owner, "useridlist": first});
+            let answer = match d.oapi_call("/chat/create", &create).await {
+                Ok(answer) => answer,
+                Err(e) if e.maybe_done => {
+                    return Err(unsure(&a.via, key, name, &e.error.reason));
+                }
+                Err(e) => {
+                    // Refused, or never reached DingTalk: nothing was created.
+                    if let Err(f) =
+                        persist(|| async { store.forget_group(&a.via, key).await.map(drop) }).await
+                    {
+                        tracing::error!(connection = %a.via, key = %key, error = %f, "Could not clear the group's creation note; the next attempt will ask for a check.");
+                    }
+                    return Err(e.error);
+                }
+            };
             let chat_id = answer["chatid"].as_str().unwrap_or_default().to_owned();
             if chat_id.is_empty() {
-                return Err(ActionError::retryable(
-                    "chat/create: no chatid in the answer",
+                return Err(unsure(
+                    &a.via,
+                    key,
+                    name,
+                    "chat/create answered without a chatid",
                 ));
             }
             let open_id = answer["openConversationId"].as_str().map(str::to_owned);
-            // Recorded at once: DingTalk picks the id, so a retry after this point must not
-            // create again.
-            record(store, &a.via, key, &chat_id, open_id.as_deref(), name).await?;
+            let now = now_ms();
+            let row = GroupRow {
+                connection: a.via.clone(),
+                key: key.clone(),
+                chat_id: chat_id.clone(),
+                open_conversation_id: open_id.clone(),
+                name: name.clone(),
+                created_at_ms: now,
+                updated_at_ms: now,
+            };
+            if let Err(e) = persist(|| store.put_group(row.clone())).await {
+                let why = format!(
+                    "created chat {chat_id} (openConversationId {open_id:?}) but could not record it: {e}"
+                );
+                return Err(unsure(&a.via, key, name, &why));
+            }
             for chunk in rest.chunks(DINGTALK_CHUNK) {
                 d.oapi(
                     "/chat/update",

@@ -372,6 +372,12 @@ impl Store {
         backend!(self, b => b.put_group(group).await)
     }
 
+    /// Removes `key` from the registry (a creation that did not happen, or `groups forget`).
+    pub async fn forget_group(&self, connection: &str, key: &str) -> Result<bool, StoreError> {
+        let (connection, key) = (connection.to_owned(), key.to_owned());
+        backend!(self, b => b.forget_group(connection, key).await)
+    }
+
     /// Takes one send from `key`'s sliding-minute budget of `per_minute`, shared by every
     /// process on this store; `Some(ms)` to wait when it is used up or the key is paused.
     pub async fn rate_take(

@@ -689,7 +689,8 @@ impl Postgres {
         Ok(rows.iter().map(row_to_group).collect())
     }
 
-    /// Records a created group; a row that exists keeps its chat id (first one wins).
+    /// Records a group (chat id "" = being created); a row that has a chat id keeps it
+    /// (first one wins).
     pub(super) async fn put_group(&self, g: GroupRow) -> Result<(), StoreError> {
         self.client()
             .await?
@@ -697,12 +698,30 @@ impl Postgres {
                 "INSERT INTO groups (connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (connection, key) DO UPDATE SET name = $5, updated_at_ms = $7,
+                     chat_id = CASE WHEN groups.chat_id = '' THEN $3 ELSE groups.chat_id END,
                      open_conversation_id = coalesce($4, groups.open_conversation_id)",
                 &[&g.connection, &g.key, &g.chat_id, &g.open_conversation_id, &g.name, &g.created_at_ms, &g.updated_at_ms],
             )
             .await
             .map_err(db_error)
             .map(drop)
+    }
+
+    /// Removes a key from the registry; whether it was there.
+    pub(super) async fn forget_group(
+        &self,
+        connection: String,
+        key: String,
+    ) -> Result<bool, StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM groups WHERE connection = $1 AND key = $2",
+                &[&connection, &key],
+            )
+            .await
+            .map_err(db_error)
+            .map(|n| n > 0)
     }
 
     /// The shared sliding-minute budget: an advisory lock per key serialises the replicas.

@@ -398,19 +398,37 @@ impl Sqlite {
         rows.collect::<Result<_, _>>().map_err(query_error)
     }
 
-    /// Records a created group; a row that exists keeps its chat id (first one wins).
+    /// Records a group (chat id "" = being created); a row that has a chat id keeps it
+    /// (first one wins).
     pub(super) async fn put_group(&self, g: GroupRow) -> Result<(), StoreError> {
         self.write(Box::new(move |tx| {
             tx.execute(
                 "INSERT INTO groups (connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (connection, key) DO UPDATE SET name = ?5, updated_at_ms = ?7,
+                     chat_id = CASE WHEN chat_id = '' THEN ?3 ELSE chat_id END,
                      open_conversation_id = coalesce(?4, open_conversation_id)",
                 params![g.connection, g.key, g.chat_id, g.open_conversation_id, g.name, g.created_at_ms, g.updated_at_ms],
             )
         }))
         .await
         .map(drop)
+    }
+
+    /// Removes a key from the registry; whether it was there.
+    pub(super) async fn forget_group(
+        &self,
+        connection: String,
+        key: String,
+    ) -> Result<bool, StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "DELETE FROM groups WHERE connection = ?1 AND key = ?2",
+                params![connection, key],
+            )
+        }))
+        .await
+        .map(|n| n > 0)
     }
 
     /// Cancels by key (like a `cancel` action) or one delivery by id; how many.

@@ -345,6 +345,25 @@ async fn tokens_and_groups_are_kept(config: StoreConfig) {
     assert_eq!(g.open_conversation_id.as_deref(), Some("cid1"));
     assert_eq!(store.groups(10).await.unwrap().len(), 1);
     assert_eq!(store.group("dt", "other").await.unwrap(), None);
+
+    // A creation noted before the vendor is asked (chat id ""), then its answer; forgetting
+    // a key lets it be created anew.
+    assert!(store.forget_group("dt", "item").await.unwrap());
+    assert!(!store.forget_group("dt", "item").await.unwrap());
+    store.put_group(group("", "C", None)).await.unwrap();
+    assert_eq!(
+        store.group("dt", "item").await.unwrap().unwrap().chat_id,
+        ""
+    );
+    store
+        .put_group(group("chat3", "C", Some("cid3")))
+        .await
+        .unwrap();
+    let g = store.group("dt", "item").await.unwrap().unwrap();
+    assert_eq!(
+        (g.chat_id.as_str(), g.open_conversation_id.as_deref()),
+        ("chat3", Some("cid3"))
+    );
 }
 
 async fn robot_budgets_slide_over_a_minute_and_pauses_hold(config: StoreConfig) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::token::TokenCache;
-use super::{errcode, errmsg, json_answer, snippet};
+use super::{CallError, errcode, errmsg, json_answer, json_call, snippet};
 use crate::actions::ActionError;
 use crate::config::DingTalkConnection;
 use crate::store::Store;
@@ -123,15 +123,25 @@ impl DingTalk {
 
     /// POST to an old `oapi` path with `?access_token=`.
     pub async fn oapi(&self, path: &str, body: &Value) -> Result<Value, ActionError> {
+        self.oapi_call(path, body).await.map_err(|e| e.error)
+    }
+
+    /// [`Self::oapi`] for a call that must not be repeated blindly (chat/create): a failure
+    /// says whether DingTalk may have carried it out anyway.
+    pub(crate) async fn oapi_call(&self, path: &str, body: &Value) -> Result<Value, CallError> {
         for attempt in 0..2 {
-            let token = self.old_token.get(|| self.fetch_old_token()).await?;
+            let token = self
+                .old_token
+                .get(|| self.fetch_old_token())
+                .await
+                .map_err(CallError::not_done)?;
             let req = self
                 .http
                 .post(format!("{}{path}", self.conn.api_base))
                 .query(&[("access_token", token.as_str())])
                 .json(body)
                 .timeout(Duration::from_secs(30));
-            let (_, answer) = json_answer(req).await?;
+            let (_, answer) = json_call(req).await?;
             let code = errcode(&answer);
             if code == 0 {
                 return Ok(answer);
@@ -141,7 +151,7 @@ impl DingTalk {
                 self.old_token.invalidate(&token).await;
                 continue;
             }
-            return Err(self.old_error(path, &answer));
+            return Err(CallError::not_done(self.old_error(path, &answer)));
         }
         unreachable!("the loop returns on its second pass")
     }

@@ -66,36 +66,60 @@ impl Apis {
 pub(crate) async fn json_answer(
     req: reqwest::RequestBuilder,
 ) -> Result<(reqwest::StatusCode, serde_json::Value), ActionError> {
+    json_call(req).await.map_err(|e| e.error)
+}
+
+/// A failed vendor call, and whether the vendor may have carried it out all the same: the
+/// request went out and nothing answered that it did not (a timeout, a cut connection, a
+/// gateway timeout, a garbled answer).
+pub(crate) struct CallError {
+    pub error: ActionError,
+    pub maybe_done: bool,
+}
+
+impl CallError {
+    pub fn not_done(error: ActionError) -> Self {
+        Self {
+            error,
+            maybe_done: false,
+        }
+    }
+}
+
+/// [`json_answer`], saying whether a failure may have been carried out anyway.
+pub(crate) async fn json_call(
+    req: reqwest::RequestBuilder,
+) -> Result<(reqwest::StatusCode, serde_json::Value), CallError> {
+    let fail = |error, maybe_done| CallError { error, maybe_done };
     let resp = req.send().await.map_err(|e| {
         // URLs carry secrets (corpsecret, access_token): never in messages.
         let e = e.without_url();
+        let sent = !(e.is_builder() || e.is_connect());
         if e.is_builder() {
-            ActionError::permanent(format!("request: {e}"))
+            fail(ActionError::permanent(format!("request: {e}")), false)
         } else {
-            ActionError::retryable(format!("request: {e}"))
+            fail(ActionError::retryable(format!("request: {e}")), sent)
         }
     })?;
     let status = resp.status();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| ActionError::retryable(format!("reading the answer: {}", e.without_url())))?;
+    let text = resp.text().await.map_err(|e| {
+        let why = format!("reading the answer: {}", e.without_url());
+        fail(ActionError::retryable(why), true)
+    })?;
     if status.is_server_error() || status.as_u16() == 429 {
-        return Err(ActionError::retryable(format!(
-            "HTTP {status}: {}",
-            snippet(&text)
-        )));
+        let why = format!("HTTP {status}: {}", snippet(&text));
+        return Err(fail(ActionError::retryable(why), status.as_u16() == 504));
     }
     match serde_json::from_str(&text) {
         Ok(v) => Ok((status, v)),
-        Err(_) if status.is_success() => Err(ActionError::retryable(format!(
-            "not JSON: {}",
-            snippet(&text)
-        ))),
-        Err(_) => Err(ActionError::permanent(format!(
-            "HTTP {status}: {}",
-            snippet(&text)
-        ))),
+        Err(_) if status.is_success() => Err(fail(
+            ActionError::retryable(format!("not JSON: {}", snippet(&text))),
+            true,
+        )),
+        Err(_) => Err(fail(
+            ActionError::permanent(format!("HTTP {status}: {}", snippet(&text))),
+            false,
+        )),
     }
 }
 
