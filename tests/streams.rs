@@ -658,6 +658,41 @@ message = { msgtype = "stream", stream = { content = "too late" } }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_replies_to_one_push_wait_for_each_receipt() {
+    let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    fake.state.lock().unwrap().receipt_delay = Some(Duration::from_millis(300));
+    // Two rules answer the same message: their deliveries run at once, their replies go out
+    // one after the other.
+    let rules = r#"
+[[rules]]
+name = "first"
+receiver = "bot"
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+message = { msgtype = "text", text = { content = "one" } }
+
+[[rules]]
+name = "second"
+receiver = "bot"
+[[rules.actions]]
+kind = "wecom_aibot_reply"
+message = { msgtype = "text", text = { content = "two" } }
+"#;
+    let srv = start_file(&wecom_config(&fake, "BOT-SECRET", SQLITE, rules), &[]).await;
+    until(10, "subscribed", || fake.holder().is_some()).await;
+    fake.push("aibot_msg_callback", wecom_text("MSG-9", "hi"));
+    until(10, "both answered", || {
+        let d = srv.deliveries();
+        d.len() == 2 && d.iter().all(|d| d.status == DeliveryStatus::Done)
+    })
+    .await;
+    let s = fake.state.lock().unwrap();
+    assert_eq!((s.replies.len(), s.overlaps), (2, 0), "{:?}", s.replies);
+    drop(s);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wecom_a_clean_close_or_unanswered_heartbeats_bring_a_new_connection() {
     let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
     let srv = start_file(&wecom_config(&fake, "BOT-SECRET", SQLITE, ""), &[]).await;

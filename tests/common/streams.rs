@@ -630,6 +630,13 @@ pub struct WecomState {
     pub replies: Vec<(String, String, Value)>,
     /// Every receipt sent for a reply: (req_id, errcode).
     pub receipts: Vec<(String, i64)>,
+    /// Receipts come this late (the client must wait for one before the next reply to the
+    /// same req_id).
+    pub receipt_delay: Option<Duration>,
+    /// Replies whose receipt is still on its way, by req_id.
+    unreceipted: HashMap<String, usize>,
+    /// Replies sent while an earlier one to the same req_id had no receipt yet.
+    pub overlaps: usize,
 }
 
 /// The WeCom AI-bot gateway: `aibot_subscribe` first (checked), heartbeats answered, one
@@ -721,8 +728,27 @@ impl WecomFake {
                         let bad = json!({"headers": {"req_id": req_id}, "errcode": 846605, "errmsg": "invalid req_id"});
                         return Some(Message::text(bad.to_string()));
                     }
-                    s.replies.push((cmd.to_owned(), id, v["body"].clone()));
-                    Some(Message::text(ok.to_string()))
+                    s.replies
+                        .push((cmd.to_owned(), id.clone(), v["body"].clone()));
+                    let Some(delay) = s.receipt_delay else {
+                        return Some(Message::text(ok.to_string()));
+                    };
+                    let waiting = s.unreceipted.entry(id.clone()).or_default();
+                    *waiting += 1;
+                    if *waiting > 1 {
+                        s.overlaps += 1;
+                    }
+                    let (state, hub) = (state.clone(), hub.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if let Some(n) = state.lock().unwrap().unreceipted.get_mut(&id) {
+                            *n -= 1;
+                        }
+                        let _ = hub.lock().unwrap().conns[conn]
+                            .tx
+                            .send(Message::text(ok.to_string()));
+                    });
+                    None
                 }
                 _ => Some(Message::text(ok.to_string())),
             }
