@@ -686,9 +686,11 @@ message = { msgtype = "text", text = { content = "two" } }
         d.len() == 2 && d.iter().all(|d| d.status == DeliveryStatus::Done)
     })
     .await;
-    let s = fake.state.lock().unwrap();
-    assert_eq!((s.replies.len(), s.overlaps), (2, 0), "{:?}", s.replies);
-    drop(s);
+    let (replies, overlaps) = {
+        let s = fake.state.lock().unwrap();
+        (s.replies.clone(), s.overlaps)
+    };
+    assert_eq!((replies.len(), overlaps), (2, 0), "{replies:?}");
     srv.stop().await;
 }
 
