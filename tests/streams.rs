@@ -658,6 +658,33 @@ message = { msgtype = "stream", stream = { content = "too late" } }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_messages_outlast_a_store_outage() {
+    // WeCom never pushes a message again: one the store cannot take is held and retried,
+    // and the connection goes on meanwhile (heartbeats, later messages kept in order).
+    let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    let srv = start_file(&wecom_config(&fake, "BOT-SECRET", SQLITE, ""), &[]).await;
+    until(10, "subscribed", || fake.holder().is_some()).await;
+    srv.fail_inserts(true);
+    fake.push("aibot_msg_callback", wecom_text("MSG-A", "first"));
+    fake.push("aibot_msg_callback", wecom_text("MSG-B", "second"));
+    let pings = fake.state.lock().unwrap().pings;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(srv.events().is_empty());
+    assert!(
+        fake.state.lock().unwrap().pings > pings + 5,
+        "the connection stalled"
+    );
+    assert_eq!(fake.subscribes(), 1);
+    srv.fail_inserts(false);
+    until(15, "both stored", || srv.events().len() == 2).await;
+    let mut events = srv.events();
+    events.sort_by_key(|e| e.id);
+    let msgids: Vec<&str> = events.iter().map(|e| e.dedupe_key.as_str()).collect();
+    assert_eq!(msgids, ["msgid=MSG-A", "msgid=MSG-B"], "kept in order");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wecom_replies_to_one_push_wait_for_each_receipt() {
     let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
     fake.state.lock().unwrap().receipt_delay = Some(Duration::from_millis(300));

@@ -32,9 +32,10 @@ use crate::server::Gateway;
 /// After `disconnected_event` (another client subscribed this bot) before trying again:
 /// reconnecting at once would only kick the other client, and be kicked back.
 const DISPLACED_WAIT: Duration = Duration::from_secs(60);
-/// A message that could not be stored is tried again this many times (WeCom has no ack to
-/// withhold, so it would not come back).
-const STORE_TRIES: u32 = 5;
+/// Messages held for the store at most: WeCom has no ack to withhold and never pushes a
+/// message again, so one the store cannot take now waits in memory (in order) and is tried
+/// again until it can, while the connection goes on.
+const HELD_MAX: usize = 10_000;
 
 /// How long a reply waits for WeCom's receipt (the SDKs wait 5 s).
 const RECEIPT_WAIT: Duration = Duration::from_secs(5);
@@ -237,6 +238,8 @@ pub struct Client {
     config: WecomAibot,
     gw: Arc<Gateway>,
     dial: Dialer,
+    /// Pushed messages on their way to the store.
+    held: mpsc::Sender<Value>,
 }
 
 /// `{prefix}_{ms}_{8 hex}`, as the SDKs make request ids.
@@ -353,7 +356,7 @@ impl Link for Client {
                         }
                         Some("aibot_msg_callback" | "aibot_event_callback") => {
                             worked = true;
-                            self.store(&frame).await;
+                            self.store(&frame);
                         }
                         None if frame["headers"]["req_id"].as_str().is_some_and(|id| in_flight.waiting.contains_key(id)) => {
                             let id = frame["headers"]["req_id"].as_str().unwrap_or_default().to_owned();
@@ -389,30 +392,47 @@ impl Link for Client {
 
 impl Client {
     pub fn new(name: String, config: WecomAibot, gw: Arc<Gateway>) -> Self {
+        let (held, queue) = mpsc::channel(HELD_MAX);
+        tokio::spawn(keep(name.clone(), gw.clone(), queue));
         Self {
             dial: Dialer::new(&name),
             name,
             config,
             gw,
+            held,
         }
     }
 
-    /// A pushed message, stored with the frame's `req_id` (replies need it); tried again a
-    /// few times if the store fails (nothing to withhold).
-    async fn store(&self, frame: &Value) {
+    /// A pushed message, with the frame's `req_id` (replies need it), handed to the store.
+    fn store(&self, frame: &Value) {
         let mut body = frame["body"].clone();
         if let Some(b) = body.as_object_mut() {
             b.insert("req_id".into(), frame["headers"]["req_id"].clone());
         }
-        for attempt in 1..=STORE_TRIES {
-            if super::accept(&self.gw, &self.name, Vendor::WecomAibot, body.to_string()).await {
-                return;
-            }
-            if attempt < STORE_TRIES {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+        if self.held.try_send(body).is_err() {
+            tracing::error!(receiver = %self.name, msgid = %frame["body"]["msgid"], held = HELD_MAX, "The store has not taken WeCom bot messages for a long time; this one is dropped.");
         }
-        warn!(receiver = %self.name, msgid = %body["msgid"], "A WeCom bot message could not be stored; WeCom does not push it again.");
+    }
+}
+
+/// Stores the bot's messages in the order they came, each tried again (500 ms doubling to
+/// 10 s) until the store takes it: an outage of the store delays them, it does not lose them
+/// (unless the process ends meanwhile).
+async fn keep(name: String, gw: Arc<Gateway>, mut queue: mpsc::Receiver<Value>) {
+    while let Some(body) = queue.recv().await {
+        let mut wait = Duration::from_millis(500);
+        let mut first = true;
+        while !super::accept(&gw, &name, Vendor::WecomAibot, body.to_string()).await {
+            if first {
+                warn!(receiver = %name, msgid = %body["msgid"], waiting = queue.len(), "A WeCom bot message could not be stored; holding it and trying again (WeCom does not push it again).");
+                first = false;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+        if !first {
+            info!(receiver = %name, msgid = %body["msgid"], "A held WeCom bot message is stored.");
+        }
     }
 }
 
