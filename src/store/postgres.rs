@@ -3,7 +3,9 @@
 //! per table in one transaction (unique (receiver, dedupe_key) makes a retry that lands on
 //! another replica a duplicate). Claims use `FOR UPDATE SKIP LOCKED` and a lease that the
 //! owner renews; a replica that stops renewing loses its claims to the others. Rate limits and
-//! named locks go through the database, so they hold across replicas.
+//! named locks go through the database, so they hold across replicas. A replica that commits
+//! new deliveries says so on a NOTIFY channel every replica LISTENs to, so idle workers
+//! elsewhere pick the work up at once instead of at their next poll.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -120,6 +122,112 @@ pub(super) struct Postgres {
     versions: (i64, i64),
     accepts: mpsc::Sender<AcceptOp>,
     due: Arc<tokio::sync::Notify>,
+    announcer: Arc<Announcer>,
+    /// Dropped with the store: ends its LISTEN connection.
+    _listening: oneshot::Sender<()>,
+}
+
+/// Tells the other replicas (NOTIFY) that deliveries are due; one NOTIFY at a time, another
+/// after it if more work was committed meanwhile.
+struct Announcer {
+    pool: Pool,
+    channel: String,
+    running: std::sync::atomic::AtomicBool,
+    dirty: std::sync::atomic::AtomicBool,
+}
+
+impl Announcer {
+    fn announce(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.dirty.store(true, SeqCst);
+        if self.running.swap(true, SeqCst) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                while this.dirty.swap(false, SeqCst) {
+                    let sent = async {
+                        let client = this.pool.get().await.map_err(unavailable)?;
+                        client
+                            .execute("SELECT pg_notify($1, '')", &[&this.channel])
+                            .await
+                            .map_err(db_error)
+                    };
+                    if let Err(e) = sent.await {
+                        // The others find the work at their next poll.
+                        tracing::debug!(error = %e, "NOTIFY failed.");
+                    }
+                }
+                this.running.store(false, SeqCst);
+                if !this.dirty.load(SeqCst) || this.running.swap(true, SeqCst) {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The NOTIFY channel of a schema (channels are per database; identifiers at most 63 bytes).
+fn due_channel(schema: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(schema.as_bytes());
+    let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("hookgate_due_{tag}")
+}
+
+/// Keeps a connection LISTENing on `channel` and wakes this process's worker on each NOTIFY;
+/// reconnects after a loss, ends when `stop` is dropped.
+async fn listen(
+    pg: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    channel: String,
+    due: Arc<tokio::sync::Notify>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let session = async {
+            let (client, mut connection) =
+                pg.connect(tls.clone()).await.map_err(|e| e.to_string())?;
+            let messages = async {
+                loop {
+                    match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                            due.notify_one();
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return e.to_string(),
+                        None => return "closed".to_owned(),
+                    }
+                }
+            };
+            let subscribe = async {
+                client
+                    .batch_execute(&format!("LISTEN {channel}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Work committed while this was not listening.
+                due.notify_one();
+                std::future::pending::<Result<(), String>>().await
+            };
+            tokio::select! {
+                why = messages => Err(why),
+                r = subscribe => r,
+            }
+        };
+        tokio::select! {
+            r = session => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "LISTEN connection lost; the worker polls meanwhile.");
+                }
+            }
+            _ = &mut stop => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = &mut stop => return,
+        }
+    }
 }
 
 /// Advisory lock keys are per database; the name is qualified by the schema (the store), so
@@ -236,10 +344,11 @@ impl Postgres {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
         pg.keepalives_idle(Duration::from_secs(30));
+        let tls = super::pg_tls::connector(verify, config.ca_file.as_deref())
+            .map_err(|e| open_error(e.into()))?;
         let manager = Manager::from_config(
-            pg,
-            super::pg_tls::connector(verify, config.ca_file.as_deref())
-                .map_err(|e| open_error(e.into()))?,
+            pg.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -252,19 +361,39 @@ impl Postgres {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| open_error(e.into()))?;
-        let versions = {
+        let (versions, schema) = {
             let mut client = pool.get().await.map_err(|e| open_error(e.into()))?;
-            migrate(&mut client).await.map_err(|e| match e {
+            let versions = migrate(&mut client).await.map_err(|e| match e {
                 e @ StoreError::TooNew { .. } => e,
                 other => open_error(other.into()),
-            })?
+            })?;
+            let schema: String = client
+                .query_one("SELECT coalesce(current_schema(), '')", &[])
+                .await
+                .map_err(|e| open_error(e.into()))?
+                .get(0);
+            (versions, schema)
         };
         let (accepts, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let due = Arc::new(tokio::sync::Notify::new());
+        let channel = due_channel(&schema);
+        let announcer = Arc::new(Announcer {
+            pool: pool.clone(),
+            channel: channel.clone(),
+            running: false.into(),
+            dirty: false.into(),
+        });
         for _ in 0..WRITERS {
-            tokio::spawn(write_loop(pool.clone(), rx.clone(), due.clone()));
+            tokio::spawn(write_loop(
+                pool.clone(),
+                rx.clone(),
+                due.clone(),
+                announcer.clone(),
+            ));
         }
+        let (listening, stop) = oneshot::channel();
+        tokio::spawn(listen(pg, tls, channel, due.clone(), stop));
         let owner = format!(
             "{}-{}-{:08x}",
             hostname(),
@@ -280,6 +409,8 @@ impl Postgres {
             versions,
             accepts,
             due,
+            announcer,
+            _listening: listening,
         })
     }
 
@@ -544,6 +675,13 @@ impl Postgres {
                 .await
                 .map_err(db_error)?,
         };
+        if n > 0 {
+            // In the transaction (sent on commit): `deliveries retry` is a process that ends
+            // right after.
+            tx.execute("SELECT pg_notify($1, '')", &[&self.announcer.channel])
+                .await
+                .map_err(db_error)?;
+        }
         tx.commit().await.map_err(db_error)?;
         if n > 0 {
             self.due.notify_one();
@@ -1039,6 +1177,7 @@ async fn write_loop(
     pool: Pool,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<AcceptOp>>>,
     due: Arc<tokio::sync::Notify>,
+    announcer: Arc<Announcer>,
 ) {
     loop {
         let batch = {
@@ -1073,6 +1212,7 @@ async fn write_loop(
                 }
                 if wake {
                     due.notify_one();
+                    announcer.announce();
                 }
             }
             Err(e) => {

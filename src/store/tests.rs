@@ -493,6 +493,62 @@ async fn a_replica_that_stops_renewing_loses_its_claims_to_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_woken_by_deliveries_committed_on_another() {
+    let url = pg::fresh_url("wake");
+    let config = replica_config(&url, Duration::from_secs(30));
+    let a = Store::open(&config).await.unwrap();
+    let b = Store::open(&config).await.unwrap();
+    // Another installation in the same database is not woken.
+    let other = Store::open(&replica_config(
+        &pg::fresh_url("wake_other"),
+        Duration::from_secs(30),
+    ))
+    .await
+    .unwrap();
+    let (woken, elsewhere) = (b.due_notify(), other.due_notify());
+    // Each LISTEN connection wakes its worker once when it starts listening.
+    for n in [&woken, &elsewhere] {
+        tokio::time::timeout(Duration::from_secs(5), n.notified())
+            .await
+            .expect("listening");
+    }
+    let waiting = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(5), woken.notified()).await
+    });
+    let idle = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_millis(1500), elsewhere.notified()).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.accept(event("1", 0), vec![delivery("r", 0, 0, None)], vec![])
+        .await
+        .unwrap();
+    assert!(waiting.await.unwrap().is_ok(), "b was not woken");
+    assert!(idle.await.unwrap().is_err(), "another schema was woken");
+    // A `deliveries retry` (its own short-lived process) wakes the replicas too.
+    let claimed = b.claim(0, 10).await.unwrap();
+    b.finish(claimed[0].id, Outcome::Dead { error: "x".into() }, 1)
+        .await
+        .unwrap();
+    let woken = a.due_notify();
+    // A's own accept left a wake-up (local, and the echo of its NOTIFY): use it up first.
+    while tokio::time::timeout(Duration::from_millis(300), woken.notified())
+        .await
+        .is_ok()
+    {}
+    let waiting = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(5), woken.notified()).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.requeue(RequeueTarget::AllDead, 2, i64::MAX / 4)
+        .await
+        .unwrap();
+    assert!(
+        waiting.await.unwrap().is_ok(),
+        "a was not woken by the retry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_claim_disjoint_deliveries() {
     let url = pg::fresh_url("claims");
     let config = replica_config(&url, Duration::from_secs(30));
