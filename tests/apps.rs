@@ -328,21 +328,8 @@ async fn approval_seed(state: AppState) -> (Apps, common::TestServer, Envelope) 
 }
 
 async fn post_approval(srv: &common::TestServer, env: &Envelope, kind: &str, result: &str) {
-    let ts = now_ms().to_string();
     let plain = ding_approval(kind, result);
-    let sealed = env.seal(0, plain.as_bytes(), &ts, "nonce");
-    let body = json!({"encrypt": sealed.encrypt}).to_string();
-    let r = srv
-        .post(
-            &format!(
-                "/hooks/dingtalk/approvals?signature={}&timestamp={ts}&nonce=nonce",
-                sealed.msg_signature
-            ),
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    common::dingtalk_post(srv, env, "/hooks/dingtalk/approvals", &plain).await;
 }
 
 #[tokio::test]

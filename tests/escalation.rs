@@ -65,20 +65,7 @@ async fn send(srv: &TestServer, plain: &str) {
         vec![AesKey::from_encoding_aes_key(AES).unwrap()],
         "dingappkey".into(),
     );
-    let ts = now_ms().to_string();
-    let sealed = env.seal(0, plain.as_bytes(), &ts, "nonce");
-    let body = json!({"encrypt": sealed.encrypt}).to_string();
-    let r = srv
-        .post(
-            &format!(
-                "/hooks/dingtalk/approvals?signature={}&timestamp={ts}&nonce=nonce",
-                sealed.msg_signature
-            ),
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    common::dingtalk_post(srv, &env, "/hooks/dingtalk/approvals", plain).await;
 }
 
 fn settled(srv: &TestServer) -> bool {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::sink::Sink;
 use common::streams::{DingFake, FeishuFake, SERVICE_ID, WecomFake};
 use common::vendors::{State, Vendors};
-use common::{TestServer, eventually_or, now_ms, start_file};
+use common::{TestServer, eventually_or, start_file};
 use futures_util::SinkExt;
 use hookgate::crypto::envelope::{AesKey, Envelope};
 use hookgate::store::DeliveryStatus;
@@ -204,20 +204,7 @@ async fn http_user_add_org(srv: &TestServer, user: &str) {
         "ding-client".into(),
     );
     let plain = json!({"EventType": "user_add_org", "TimeStamp": "1608017258073", "UserId": [user], "CorpId": "dingcorp"}).to_string();
-    let ts = now_ms().to_string();
-    let sealed = env.seal(0, plain.as_bytes(), &ts, "nonce");
-    let body = json!({"encrypt": sealed.encrypt}).to_string();
-    let r = srv
-        .post(
-            &format!(
-                "/ding?signature={}&timestamp={ts}&nonce=nonce",
-                sealed.msg_signature
-            ),
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    common::dingtalk_post(srv, &env, "/ding", &plain).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

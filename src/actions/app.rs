@@ -464,6 +464,19 @@ async fn wecom_media(w: &WeCom, mut message: Value) -> Result<Value, ActionError
     Ok(message)
 }
 
+fn group_row(via: &str, key: &str, chat_id: &str, open_id: Option<&str>, name: &str) -> GroupRow {
+    let now = now_ms();
+    GroupRow {
+        connection: via.to_owned(),
+        key: key.to_owned(),
+        chat_id: chat_id.to_owned(),
+        open_conversation_id: open_id.map(str::to_owned),
+        name: name.to_owned(),
+        created_at_ms: now,
+        updated_at_ms: now,
+    }
+}
+
 async fn record(
     store: &Store,
     via: &str,
@@ -472,17 +485,8 @@ async fn record(
     open_id: Option<&str>,
     name: &str,
 ) -> Result<(), ActionError> {
-    let now = now_ms();
     store
-        .put_group(GroupRow {
-            connection: via.to_owned(),
-            key: key.to_owned(),
-            chat_id: chat_id.to_owned(),
-            open_conversation_id: open_id.map(str::to_owned),
-            name: name.to_owned(),
-            created_at_ms: now,
-            updated_at_ms: now,
-        })
+        .put_group(group_row(via, key, chat_id, open_id, name))
         .await
         .map_err(|e| ActionError::retryable(format!("group registry: {e}")))
 }
@@ -543,16 +547,7 @@ async fn dingtalk(
                 ));
             }
             let open_id = answer["openConversationId"].as_str().map(str::to_owned);
-            let now = now_ms();
-            let row = GroupRow {
-                connection: a.via.clone(),
-                key: key.clone(),
-                chat_id: chat_id.clone(),
-                open_conversation_id: open_id.clone(),
-                name: name.clone(),
-                created_at_ms: now,
-                updated_at_ms: now,
-            };
+            let row = group_row(&a.via, key, &chat_id, open_id.as_deref(), name);
             if let Err(e) = persist(|| store.put_group(row.clone())).await {
                 let why = format!(
                     "created chat {chat_id} (openConversationId {open_id:?}) but could not record it: {e}"

@@ -421,6 +421,31 @@ pub fn wecom_post(
     (query, body)
 }
 
+/// A DingTalk callback: `plaintext` sealed with `env` and posted to `path` as DingTalk does
+/// (`signature`, `timestamp`, `nonce` in the query, `{"encrypt"}` body); it must be answered 200.
+pub async fn dingtalk_post(
+    srv: &TestServer,
+    env: &hookgate::crypto::envelope::Envelope,
+    path: &str,
+    plaintext: &str,
+) {
+    let ts = now_ms().to_string();
+    let sealed = env.seal(0, plaintext.as_bytes(), &ts, "nonce");
+    let body = serde_json::json!({"encrypt": sealed.encrypt}).to_string();
+    let target = format!(
+        "{path}?signature={}&timestamp={ts}&nonce=nonce",
+        sealed.msg_signature
+    );
+    let r = srv
+        .post(
+            &target,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 /// Polls `check` every 50 ms until it holds or `secs` pass; a deadline, not a timing.
 pub async fn eventually(secs: u64, what: &str, check: impl FnMut() -> bool) {
     eventually_or(secs, what, check, String::new).await;
