@@ -329,7 +329,7 @@ pub async fn run(
     let ms = started.elapsed().as_millis();
     let text = String::from_utf8_lossy(&body).into_owned();
     let from_hookgate =
-        text.starts_with("rejected (") || text.starts_with("hookgate:") || text == "not found\n";
+        text.starts_with("rejected") || text.starts_with("hookgate:") || text == "not found\n";
     let bad = |line: String| Verdict { ok: false, line };
     match (status, &probe.expect) {
         (301 | 302 | 303 | 307 | 308, _) => {
@@ -362,14 +362,15 @@ pub async fn run(
                 ),
             };
         }
-        (400..=499, _) if text.starts_with("rejected (") => {
+        (400..=499, _) if text.starts_with("rejected") => {
+            // hookgate tells callers only the vendor's code; its log line has the reason.
             let why = text.trim_end();
-            let hint = if why.contains("signature") {
-                "the query string or body changed on the way (a proxy re-encoding echostr: + / = must arrive as %2B %2F %3D and be decoded once), or the token differs from the vendor console's"
-            } else if why.contains("timestamp") {
-                "this machine's clock and hookgate's differ by more than the window"
-            } else if why.contains("receive id") {
-                "receive_id is not the id this app's messages are sealed for (CorpID / AppID / AppKey / SuiteKey)"
+            let hint = if why.ends_with("(-40001)") || why.ends_with("(900005)") {
+                "signature mismatch: the query string or body changed on the way (a proxy re-encoding echostr: + / = must arrive as %2B %2F %3D and be decoded once), or the token differs from the vendor console's"
+            } else if why.ends_with("(-40005)") || why.ends_with("(900010)") {
+                "receive id mismatch: receive_id is not the id this app's messages are sealed for (CorpID / AppID / AppKey / SuiteKey)"
+            } else if status == 403 {
+                "the signature, token or timestamp did not pass (a clock more than the window apart?); hookgate's log line for this request says which"
             } else {
                 "see hookgate's log line for this request"
             };

@@ -221,7 +221,9 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     assert!(srv.events().is_empty());
     let hint = srv.get("/wecom").await;
     assert_eq!(hint.status, 200);
-    assert!(hint.text().contains("receiver \"hr\""));
+    // The hint names no receiver or vendor.
+    assert!(hint.text().contains("callback URL"), "{}", hint.text());
+    assert!(!hint.text().contains("hr") && !hint.text().contains("wecom"));
     srv.stop().await;
 }
 
@@ -389,9 +391,71 @@ async fn feishu_challenge_events_and_signatures() {
         srv.post("/lark", &headers, spaced.as_bytes()).await.status,
         403
     );
-    // An encrypted event without a signature is refused.
-    assert_eq!(srv.post("/lark", &[], body.as_bytes()).await.status, 400);
+    // An encrypted event without a signature is refused, with no reason given.
+    let r = srv.post("/lark", &[], body.as_bytes()).await;
+    assert_eq!((r.status, r.text().as_str()), (403, "rejected\n"));
     srv.stop().await;
+}
+
+/// Security review, defect 1: unsigned bodies to a Feishu receiver with an Encrypt Key were a
+/// CBC padding oracle (bad padding, non-UTF-8, bad JSON and a wrong token answered differently).
+#[tokio::test]
+async fn feishu_unsigned_bodies_are_no_padding_oracle() {
+    let srv = start("", &receivers()).await;
+    let key = FeishuKey::new("lark-key".into());
+    let post = |body: String| {
+        let srv = &srv;
+        async move {
+            let r = srv.post("/lark", &[], body.as_bytes()).await;
+            (r.status, r.text())
+        }
+    };
+    let sealed =
+        |iv: [u8; 16], plain: &[u8]| json!({ "encrypt": key.encrypt(&iv, plain) }).to_string();
+    // Each failure an attacker could tell apart before: all answer the same.
+    let mut bad_padding = base64_decode(&key.encrypt(&[1; 16], b"{}"));
+    *bad_padding.last_mut().unwrap() ^= 0x55;
+    let event =
+        json!({"schema": "2.0", "header": {"event_id": "e-1", "token": "vtok"}}).to_string();
+    let answers = [
+        post(json!({ "encrypt": base64_encode(&bad_padding) }).to_string()).await,
+        post(sealed([2; 16], b"\xff\xfe not utf-8")).await,
+        post(sealed([3; 16], b"not json")).await,
+        post(sealed(
+            [4; 16],
+            br#"{"type":"url_verification","token":"wrong","challenge":"c"}"#,
+        ))
+        .await,
+        post(sealed([5; 16], event.as_bytes())).await,
+        post(r#"{"encrypt": "%%%"}"#.to_owned()).await,
+    ];
+    for a in &answers {
+        assert_eq!(a, &(403, "rejected\n".to_owned()));
+    }
+    // The textbook attack on the last byte of a captured block: every guess looks the same,
+    // so it learns nothing (and past 20 unsigned decrypts the receiver stops decrypting).
+    let captured = base64_decode(&key.encrypt(&[6; 16], event.as_bytes()));
+    let block = &captured[16..32];
+    let mut seen = std::collections::HashSet::new();
+    for guess in 0..=255u8 {
+        let mut forged = vec![0u8; 15];
+        forged.push(guess);
+        forged.extend_from_slice(block);
+        seen.insert(post(json!({ "encrypt": base64_encode(&forged) }).to_string()).await);
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(srv.events().is_empty());
+    srv.stop().await;
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 #[tokio::test]
@@ -432,7 +496,19 @@ async fn dingtalk_robot_callbacks() {
         .status,
         403
     );
-    assert_eq!(srv.post("/bot", &[], body.as_bytes()).await.status, 400);
+    // No timestamp/sign: an authentication failure like a wrong sign.
+    let r = srv.post("/bot", &[], body.as_bytes()).await;
+    assert_eq!((r.status, r.text().as_str()), (403, "rejected (310000)\n"));
+
+    // Security review, defect 2: the sign covers only the timestamp, so a captured pair
+    // must not bring in another body (a retry of the same body is deduplicated).
+    let pair = [("timestamp", ts.as_str()), ("sign", sign.as_str())];
+    let r = srv.post("/bot", &pair, body.as_bytes()).await;
+    assert_eq!(r.status, 200, "a retry of the same body");
+    let forged = json!({"msgtype": "text", "text": {"content": "evil"}, "msgId": "m-2", "sessionWebhook": "http://10.0.0.1/"}).to_string();
+    let r = srv.post("/bot", &pair, forged.as_bytes()).await;
+    assert_eq!((r.status, r.text().as_str()), (403, "rejected (310000)\n"));
+    assert_eq!(srv.events().len(), 1);
     srv.stop().await;
 }
 

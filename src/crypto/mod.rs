@@ -67,6 +67,17 @@ pub enum OpenError {
     PlaintextRefused,
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
+    /// A robot's `timestamp`/`sign` pair seen before with another body (the sign covers no body).
+    #[error("timestamp and sign already used for another body")]
+    Replayed,
+    /// Too many unsigned requests for one receiver; they are refused without being decrypted.
+    #[error("too many unsigned requests; refused without decrypting")]
+    Throttled,
+    /// A request that carried no valid proof of origin. Every failure behind it gets this one
+    /// answer, so an unauthenticated caller learns nothing (no padding oracle); the inner error
+    /// is for the log.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(Box<OpenError>),
 }
 
 impl OpenError {
@@ -85,6 +96,9 @@ impl OpenError {
             Self::Missing(_) | Self::Malformed { .. } => "malformed",
             Self::Method => "method",
             Self::PlaintextRefused => "plaintext_refused",
+            Self::Replayed => "replayed",
+            Self::Throttled => "throttled",
+            Self::Unauthenticated(_) => "unauthenticated",
         }
     }
 
@@ -100,7 +114,10 @@ impl OpenError {
             Self::StaleTimestamp { .. }
             | Self::BadToken
             | Self::Method
-            | Self::PlaintextRefused => return None,
+            | Self::PlaintextRefused
+            | Self::Replayed
+            | Self::Throttled
+            | Self::Unauthenticated(_) => return None,
         })
     }
 
@@ -122,9 +139,20 @@ impl OpenError {
             | Self::StaleTimestamp { .. }
             | Self::ReceiveId { .. }
             | Self::BadToken
-            | Self::PlaintextRefused => 403,
+            | Self::PlaintextRefused
+            | Self::Replayed
+            | Self::Unauthenticated(_) => 403,
+            Self::Throttled => 429,
             Self::Method => 405,
             _ => 400,
+        }
+    }
+
+    /// Wraps any failure of a request that was not authenticated (see `Unauthenticated`).
+    pub(crate) fn unauthenticated(self) -> Self {
+        match self {
+            Self::Unauthenticated(_) => self,
+            other => Self::Unauthenticated(Box::new(other)),
         }
     }
 

@@ -1,10 +1,14 @@
 //! Feishu/Lark event subscription: POST JSON, encrypted (`{"encrypt"}`) when the app has an
 //! Encrypt Key, then signed with `X-Lark-Signature` over the raw body. `url_verification` is
 //! answered `{"challenge"}` after the verification token check; events `{"msg":"success"}`.
+//!
+//! With an Encrypt Key, an unsigned body can only be the URL check (Feishu signs everything
+//! else). It must still be decrypted to learn that, so every failure of an unsigned body gets
+//! one answer (no padding oracle), and unsigned decrypts are budgeted per receiver.
 
 use serde_json::{Map, Value, json};
 
-use super::{Accepted, Reply, Request, event, json_object, require_post};
+use super::{Accepted, Guard, Reply, Request, event, json_object, require_post};
 use crate::config::Receiver;
 use crate::crypto::feishu::FeishuKey;
 use crate::crypto::{Freshness, OpenError, Verified, ct_eq};
@@ -14,27 +18,68 @@ pub(super) fn open(
     receiver: &Receiver,
     verification_token: &Secret<String>,
     key: Option<&FeishuKey>,
+    guard: &Guard,
     req: &Request<'_>,
 ) -> Result<Accepted, OpenError> {
     require_post(req)?;
-    let signature = req.headers.get("x-lark-signature");
-    // A signature, when sent, is checked over the raw bytes before anything is decrypted.
-    if let (Some(key), Some(signature)) = (key, signature) {
-        let timestamp = req
-            .headers
-            .get("x-lark-request-timestamp")
-            .ok_or(OpenError::Missing("X-Lark-Request-Timestamp"))?;
-        let nonce = req
-            .headers
-            .get("x-lark-request-nonce")
-            .ok_or(OpenError::Missing("X-Lark-Request-Nonce"))?;
-        key.verify_signature(timestamp, nonce, req.body, signature)?;
-        Freshness {
-            now_ms: req.now_ms,
-            window_secs: receiver.timestamp_window,
+    match (key, req.headers.get("x-lark-signature")) {
+        (Some(key), Some(signature)) => {
+            // Checked over the raw bytes before anything is decrypted.
+            verify(receiver, key, signature, req)?;
+            open_body(receiver, verification_token, Some(key), req)
         }
-        .check(timestamp)?;
+        (Some(key), None) => guard
+            .unsigned_decrypt(req.now_ms)
+            .and_then(|()| url_check(receiver, verification_token, key, req))
+            .map_err(OpenError::unauthenticated),
+        (None, _) => open_body(receiver, verification_token, None, req),
     }
+}
+
+fn verify(
+    receiver: &Receiver,
+    key: &FeishuKey,
+    signature: &str,
+    req: &Request<'_>,
+) -> Result<(), OpenError> {
+    let timestamp = req
+        .headers
+        .get("x-lark-request-timestamp")
+        .ok_or(OpenError::Missing("X-Lark-Request-Timestamp"))?;
+    let nonce = req
+        .headers
+        .get("x-lark-request-nonce")
+        .ok_or(OpenError::Missing("X-Lark-Request-Nonce"))?;
+    key.verify_signature(timestamp, nonce, req.body, signature)?;
+    Freshness {
+        now_ms: req.now_ms,
+        window_secs: receiver.timestamp_window,
+    }
+    .check(timestamp)
+}
+
+/// An unsigned body to a receiver with an Encrypt Key: only a URL check with the right token.
+fn url_check(
+    receiver: &Receiver,
+    verification_token: &Secret<String>,
+    key: &FeishuKey,
+    req: &Request<'_>,
+) -> Result<Accepted, OpenError> {
+    let accepted = open_body(receiver, verification_token, Some(key), req)?;
+    match accepted.event {
+        None => Ok(accepted),
+        Some(_) => Err(OpenError::Missing("X-Lark-Signature")),
+    }
+}
+
+/// Decrypts (with a key) and answers a body whose origin is settled: signed, or a receiver
+/// without an Encrypt Key (token only).
+fn open_body(
+    receiver: &Receiver,
+    verification_token: &Secret<String>,
+    key: Option<&FeishuKey>,
+    req: &Request<'_>,
+) -> Result<Accepted, OpenError> {
     let outer = json_object(req.body)?;
     let plaintext = match (outer.get("encrypt"), key) {
         (Some(Value::String(encrypt)), Some(key)) => key.decrypt(encrypt)?,
@@ -63,10 +108,6 @@ pub(super) fn open(
             reply: Reply::json(&json!({ "challenge": challenge })),
             event: None,
         });
-    }
-    // An encrypted event must have come with a signature (only the URL check may lack one).
-    if key.is_some() && signature.is_none() {
-        return Err(OpenError::Missing("X-Lark-Signature"));
     }
     check_token(&fields, &["header", "token"], verification_token)
         .or_else(|_| check_token(&fields, &["token"], verification_token))?;

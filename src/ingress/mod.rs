@@ -5,6 +5,7 @@
 mod dingtalk;
 mod dingtalk_robot;
 mod feishu;
+mod guard;
 mod query;
 mod wechat_mp;
 mod wecom;
@@ -15,6 +16,7 @@ use crate::config::{Credentials, Receiver};
 use crate::crypto::{OpenError, Verified};
 use crate::event::{Event, Vendor};
 
+pub use guard::{Guard, Guards};
 pub use query::Query;
 
 /// The HTTP methods a receiver distinguishes (HEAD is answered like GET).
@@ -105,12 +107,23 @@ impl Rejected {
     }
 }
 
-/// Opens one request for `receiver`.
+/// Opens one request for `receiver` with no memory of earlier requests (tests, fuzzers,
+/// tools); the server uses [`open_with`] and the receiver's [`Guard`].
 pub fn open(receiver: &Receiver, req: &Request<'_>) -> Result<Accepted, Rejected> {
+    open_with(receiver, &Guard::default(), req)
+}
+
+/// Opens one request for `receiver`; `guard` is what the receiver remembers between requests
+/// (used robot signs, the unsigned-decrypt budget).
+pub fn open_with(
+    receiver: &Receiver,
+    guard: &Guard,
+    req: &Request<'_>,
+) -> Result<Accepted, Rejected> {
     let vendor = receiver.vendor();
     if req.method == Method::Get && req.query.is_empty() {
         return Ok(Accepted {
-            reply: hint(receiver),
+            reply: hint(),
             event: None,
         });
     }
@@ -125,9 +138,15 @@ pub fn open(receiver: &Receiver, req: &Request<'_>) -> Result<Accepted, Rejected
         Credentials::Feishu {
             verification_token,
             encrypt_key,
-        } => feishu::open(receiver, verification_token, encrypt_key.as_deref(), req),
+        } => feishu::open(
+            receiver,
+            verification_token,
+            encrypt_key.as_deref(),
+            guard,
+            req,
+        ),
         Credentials::DingTalkRobot { app_secret } => {
-            dingtalk_robot::open(receiver, app_secret, req)
+            dingtalk_robot::open(receiver, app_secret, guard, req)
         }
         // Never routed: stream receivers have no path.
         Credentials::DingTalkStream(_) | Credentials::FeishuWs(_) | Credentials::WecomAibot(_) => {
@@ -141,7 +160,10 @@ pub fn open(receiver: &Receiver, req: &Request<'_>) -> Result<Accepted, Rejected
             // DingTalk robots report every security failure as errcode 310000.
             Vendor::DingTalkRobot => matches!(
                 error,
-                OpenError::BadSignature | OpenError::StaleTimestamp { .. }
+                OpenError::BadSignature
+                    | OpenError::StaleTimestamp { .. }
+                    | OpenError::Replayed
+                    | OpenError::Unauthenticated(_)
             )
             .then_some(310000),
             Vendor::Feishu | Vendor::DingTalkStream | Vendor::FeishuWs | Vendor::WecomAibot => None,
@@ -150,14 +172,13 @@ pub fn open(receiver: &Receiver, req: &Request<'_>) -> Result<Accepted, Rejected
     })
 }
 
-/// What a person who opens the URL in a browser sees.
-fn hint(receiver: &Receiver) -> Reply {
-    Reply::text(format!(
-        "hookgate: this is the {} callback URL of receiver \"{}\". \
+/// What a person who opens the URL in a browser sees: that it is hookgate, nothing about
+/// which receiver or vendor (the log line of the request names them).
+fn hint() -> Reply {
+    Reply::text(
+        "hookgate: this is a callback URL. \
          The vendor calls it with signed requests; a bare GET does nothing.\n",
-        receiver.vendor(),
-        receiver.name
-    ))
+    )
 }
 
 /// A required query parameter, or the first present of several spellings.

@@ -93,6 +93,8 @@ pub struct Gateway {
     pub stream_tasks: crate::stream::Tasks,
     /// The WeCom AI bot connections held here, for replies.
     pub replies: Arc<crate::stream::wecom::Replies>,
+    /// What each receiver remembers between requests (used robot signs, unsigned budget).
+    guards: ingress::Guards,
 }
 
 impl Gateway {
@@ -110,6 +112,7 @@ impl Gateway {
             streams: Arc::new(crate::stream::Status::new(metrics.clone())),
             stream_tasks: crate::stream::Tasks::default(),
             replies,
+            guards: ingress::Guards::default(),
             metrics,
             worker_beat: Arc::new(AtomicI64::new(0)),
         }
@@ -230,6 +233,7 @@ fn plain(status: u16, body: &'static str) -> Response<Full<Bytes>> {
 /// The synchronous part: verify, decrypt, parse (kept out of the async fn, whose state must be `Send`).
 fn open(
     receiver: &Receiver,
+    guard: &ingress::Guard,
     method: Method,
     parts: &hyper::http::request::Parts,
     body: &[u8],
@@ -241,7 +245,7 @@ fn open(
         body,
         now_ms: now_ms(),
     };
-    ingress::open(receiver, &request)
+    ingress::open_with(receiver, guard, &request)
 }
 
 /// One delivery per action of every rule that matches, to commit with the event, and the
@@ -329,7 +333,8 @@ async fn handle(
         return Ok(plain(404, "not found\n"));
     };
     let started = std::time::Instant::now();
-    let (response, outcome, reason) = callback(&state, receiver, req, started).await;
+    let guard = gw.guards.get(&receiver.name);
+    let (response, outcome, reason) = callback(&state, receiver, &guard, req, started).await;
     gw.metrics
         .callback(&receiver.name, receiver.vendor().as_str(), outcome, reason);
     gw.metrics
@@ -372,6 +377,7 @@ async fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
 async fn callback(
     state: &AppState,
     receiver: &Receiver,
+    guard: &ingress::Guard,
     req: Request<Incoming>,
     started: std::time::Instant,
 ) -> (Response<Full<Bytes>>, &'static str, &'static str) {
@@ -399,7 +405,7 @@ async fn callback(
             );
         }
     };
-    let accepted = match open(receiver, method, &parts, &body) {
+    let accepted = match open(receiver, guard, method, &parts, &body) {
         Ok(accepted) => accepted,
         Err(rejected) => {
             let code = rejected
@@ -415,7 +421,11 @@ async fn callback(
                 "Callback rejected."
             );
             debug!(receiver = %receiver.name, body = %ingress::preview(&body), "Rejected body.");
-            let text = format!("rejected ({code}): {}\n", rejected.error);
+            // The caller learns the vendor's code and nothing else; the reason is in the log.
+            let text = match rejected.code {
+                Some(code) => format!("rejected ({code})\n"),
+                None => "rejected\n".to_owned(),
+            };
             return (
                 respond(rejected.status(), "text/plain; charset=utf-8", text),
                 "rejected",

@@ -1,0 +1,124 @@
+//! What a receiver remembers between requests: the DingTalk robot `timestamp`/`sign` pairs it
+//! accepted (the sign covers no body, so a captured pair must not carry a new one) and a small
+//! budget for the unsigned requests a Feishu receiver with an Encrypt Key must still decrypt
+//! (its URL check), so they cannot be used as a decryption oracle at speed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sha2::{Digest, Sha256};
+
+use crate::crypto::OpenError;
+
+/// Unsigned decrypts a receiver may do in a burst, and how often one more is allowed after.
+const UNSIGNED_BURST: f64 = 20.0;
+const UNSIGNED_REFILL_MS: f64 = 3_000.0;
+/// Above this many remembered signs, expired ones are swept before the next is added.
+const SWEEP_AT: usize = 4_096;
+
+/// One receiver's memory. Cheap to create; [`Guards`] keeps one per receiver across reloads.
+#[derive(Debug, Default)]
+pub struct Guard {
+    signs: Mutex<Signs>,
+    unsigned: Mutex<Option<Bucket>>,
+}
+
+#[derive(Debug, Default)]
+struct Signs {
+    /// (timestamp, sign) → (sha256 of the body, forget after this Unix ms).
+    seen: HashMap<(String, String), ([u8; 32], i64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at_ms: i64,
+}
+
+impl Guard {
+    /// Admits a robot request's (timestamp, sign) for `body`: the first use, or the same body
+    /// again (a vendor retry, which the store deduplicates), passes; another body is a replay.
+    /// `keep_ms` is how long the pair could still pass the timestamp window.
+    pub fn robot_sign(
+        &self,
+        timestamp: &str,
+        sign: &str,
+        body: &[u8],
+        now_ms: i64,
+        keep_ms: i64,
+    ) -> Result<(), OpenError> {
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        let mut signs = self.signs.lock().unwrap_or_else(PoisonError::into_inner);
+        if signs.seen.len() >= SWEEP_AT {
+            signs.seen.retain(|_, (_, until)| *until > now_ms);
+        }
+        let key = (timestamp.to_owned(), sign.trim().to_owned());
+        match signs.seen.get(&key) {
+            Some((seen, until)) if *until > now_ms && *seen != digest => Err(OpenError::Replayed),
+            _ => {
+                signs
+                    .seen
+                    .insert(key, (digest, now_ms.saturating_add(keep_ms)));
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes one unsigned decrypt from the budget, or refuses it.
+    pub fn unsigned_decrypt(&self, now_ms: i64) -> Result<(), OpenError> {
+        let mut slot = self.unsigned.lock().unwrap_or_else(PoisonError::into_inner);
+        let bucket = slot.get_or_insert(Bucket {
+            tokens: UNSIGNED_BURST,
+            at_ms: now_ms,
+        });
+        let elapsed = now_ms.saturating_sub(bucket.at_ms).max(0) as f64;
+        bucket.tokens = (bucket.tokens + elapsed / UNSIGNED_REFILL_MS).min(UNSIGNED_BURST);
+        bucket.at_ms = now_ms;
+        if bucket.tokens < 1.0 {
+            return Err(OpenError::Throttled);
+        }
+        bucket.tokens -= 1.0;
+        Ok(())
+    }
+}
+
+/// A [`Guard`] per receiver name, kept for the life of the process (reloads keep them).
+#[derive(Debug, Default)]
+pub struct Guards(Mutex<HashMap<String, Arc<Guard>>>);
+
+impl Guards {
+    pub fn get(&self, receiver: &str) -> Arc<Guard> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(guard) = map.get(receiver) {
+            return guard.clone();
+        }
+        map.entry(receiver.to_owned()).or_default().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sign_carries_one_body_for_its_window() {
+        let g = Guard::default();
+        assert!(g.robot_sign("1", "s", b"a", 0, 1000).is_ok());
+        assert!(g.robot_sign("1", "s", b"a", 10, 1000).is_ok(), "a retry");
+        assert_eq!(
+            g.robot_sign("1", "s", b"b", 20, 1000),
+            Err(OpenError::Replayed)
+        );
+        assert!(g.robot_sign("2", "s", b"b", 20, 1000).is_ok());
+        assert!(g.robot_sign("1", "s", b"b", 2000, 1000).is_ok(), "expired");
+    }
+
+    #[test]
+    fn unsigned_decrypts_are_budgeted() {
+        let g = Guard::default();
+        let passed = (0..100).filter(|_| g.unsigned_decrypt(0).is_ok()).count();
+        assert_eq!(passed, 20);
+        assert!(g.unsigned_decrypt(1_000).is_err());
+        assert!(g.unsigned_decrypt(3_100).is_ok());
+    }
+}
