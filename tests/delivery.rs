@@ -163,6 +163,26 @@ async fn a_permanent_failure_goes_dead_and_a_requeue_sends_it_again() {
     srv.stop().await;
 }
 
+/// Security review, defect 4: a 307 moved the POST, body and custom headers to another host.
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_names_its_location() {
+    let sink = Sink::start(&[307]).await;
+    let srv = start("", &config(&sink.url("/hook"))).await;
+    callback(&srv, "qianqi").await;
+    eventually(10, "dead after a 307", || {
+        srv.deliveries()
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Dead)
+    })
+    .await;
+    let error = srv.deliveries()[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("HTTP 307") && error.contains("/elsewhere"), "{error}");
+    assert!(!error.contains("from-the-redirect"), "the query stays out: {error}");
+    let paths: Vec<_> = sink.received().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/hook"]);
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn an_unreachable_sink_delays_the_delivery_and_never_drops_it() {
     // A port nothing listens on: bind, note it, close.

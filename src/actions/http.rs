@@ -44,16 +44,25 @@ pub(super) async fn send(
         req = req.header("X-Hookgate-Signature", format!("sha256={sig}"));
     }
     let resp = req.body(h.body.clone()).send().await.map_err(|e| {
+        // The URL may carry a token (`?key=`, `?access_token=`): never in a log or last_error.
+        let e = e.without_url();
         // Bad URLs never work; everything else (refused, reset, timeout) may next time.
         if e.is_builder() {
             ActionError::permanent(format!("request: {e}"))
         } else {
-            ActionError::retryable(format!("request: {}", without_url(&e)))
+            ActionError::retryable(format!("request: {e}"))
         }
     })?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
+    }
+    if status.is_redirection() {
+        // Not followed: a redirect would carry the body and headers to another host.
+        return Err(ActionError::permanent(format!(
+            "HTTP {status}: redirected to {}; hookgate does not follow redirects, so point the action at the final URL",
+            location(&resp)
+        )));
     }
     let retry_after = resp
         .headers()
@@ -75,13 +84,12 @@ pub(super) async fn send(
     })
 }
 
-/// reqwest errors print the URL, which may carry a token (`?key=`, `?access_token=`).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        let mut shown = url.clone();
-        shown.set_query(None);
-        text = text.replace(url.as_str(), shown.as_str());
-    }
-    text
+/// The `Location` of a redirect, without its query (it may carry a token).
+fn location(resp: &reqwest::Response) -> String {
+    let Some(value) = resp.headers().get(reqwest::header::LOCATION) else {
+        return "nowhere (no Location)".to_owned();
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let shown = text.split(['?', '#']).next().unwrap_or_default();
+    format!("{:?}", shown.chars().take(200).collect::<String>())
 }

@@ -121,6 +121,8 @@ impl Actions {
         let http = reqwest::Client::builder()
             .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
+            // A redirect would re-send the body and custom headers to a host nobody chose.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let mut mailers = HashMap::new();
         for (name, c) in &config.connections {

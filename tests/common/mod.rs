@@ -537,12 +537,18 @@ pub fn http_server(
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
                             let (status, content_type, text) = answer(parts, body);
+                            // A redirect's body is its Location.
+                            let location = (300..400).contains(&status).then(|| text.clone());
                             let mut resp = hyper::Response::new(http_body_util::Full::new(
                                 bytes::Bytes::from(text),
                             ));
                             *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                             resp.headers_mut()
                                 .insert("content-type", content_type.parse().unwrap());
+                            if let Some(location) = location {
+                                resp.headers_mut()
+                                    .insert("location", location.parse().unwrap());
+                            }
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     },

@@ -38,6 +38,7 @@ impl Sink {
             script: Arc::new(Mutex::new(script.iter().copied().collect())),
         };
         let s = sink.clone();
+        let elsewhere = format!("http://{}/elsewhere?token=from-the-redirect", sink.addr);
         super::http_server(listener, move |parts, body| {
             s.requests.lock().unwrap().push(Recorded {
                 method: parts.method.to_string(),
@@ -50,7 +51,10 @@ impl Sink {
                 body: String::from_utf8_lossy(&body).into_owned(),
             });
             let status = s.script.lock().unwrap().pop_front().unwrap_or(200);
-            (status, "text/plain", format!("status {status}"))
+            match status {
+                300..=399 => (status, "text/plain", elsewhere.clone()),
+                _ => (status, "text/plain", format!("status {status}")),
+            }
         });
         sink
     }
