@@ -120,6 +120,13 @@ async fn serve_answers_stores_and_lists() {
     let event: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(event["fields"]["Content"], "hi");
 
+    // Security review, defect 5: the store (decrypted events, access tokens) was 0644 in 0755.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: std::path::PathBuf| std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir.path().join("db")), 0o700);
+    assert_eq!(mode(db.clone()), 0o600);
+    assert_eq!(mode(dir.path().join("db/hookgate.db-wal")), 0o600);
+
     // SIGTERM: a clean exit.
     let status = served.terminate();
     assert!(status.success(), "{status:?}");

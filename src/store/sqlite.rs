@@ -189,12 +189,45 @@ fn connect(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreErr
     Ok(conn)
 }
 
+/// The store holds decrypted callbacks and live access tokens: its directory is created 0700
+/// and the database 0600 (SQLite gives `-wal` and `-shm` the database file's mode). An
+/// existing store that others can read is kept as it is, with a warning.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "The store (decrypted callbacks, access tokens) is readable by other users; chmod 600 it and its -wal/-shm files, and 700 its directory."
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Sqlite {
     pub(super) fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         let path = config.path.as_path();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_error(path, e))?;
-        }
+        private_files(path).map_err(|e| open_error(path, e))?;
         let mut writer = connect(path, config.synchronous)?;
         let versions = migrate(&mut writer).map_err(|e| match e {
             Migration::TooNew(found) => StoreError::TooNew {
