@@ -176,8 +176,14 @@ async fn a_redirect_is_not_followed_and_names_its_location() {
     })
     .await;
     let error = srv.deliveries()[0].last_error.clone().unwrap_or_default();
-    assert!(error.contains("HTTP 307") && error.contains("/elsewhere"), "{error}");
-    assert!(!error.contains("from-the-redirect"), "the query stays out: {error}");
+    assert!(
+        error.contains("HTTP 307") && error.contains("/elsewhere"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("from-the-redirect"),
+        "the query stays out: {error}"
+    );
     let paths: Vec<_> = sink.received().iter().map(|r| r.path.clone()).collect();
     assert_eq!(paths, ["/hook"]);
     srv.stop().await;

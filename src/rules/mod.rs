@@ -86,8 +86,17 @@ fn environment(tz: jiff::tz::TimeZone) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
     env.set_fuel(Some(FUEL));
-    // Values are text for mail and chat: no HTML escaping.
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    // Mail and chat text is taken as it is; an email's `html` part escapes what it inserts
+    // (event fields must not become links or tracking pixels; `|safe` opts out).
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            minijinja::AutoEscape::Html
+        } else {
+            minijinja::AutoEscape::None
+        }
+    });
+    // Fuel bounds steps, not bytes: `replace` refuses to build more than a rendering may hold.
+    env.add_filter("replace", capped_replace);
     let shift_tz = tz.clone();
     env.add_filter(
         "datetime",
@@ -102,6 +111,50 @@ fn environment(tz: jiff::tz::TimeZone) -> Environment<'static> {
         },
     );
     env
+}
+
+/// The most text one template may render (fuel bounds its steps, not its bytes).
+pub const MAX_RENDERED: usize = 1 << 20;
+
+/// `replace`, refusing a result larger than [`MAX_RENDERED`] before building it.
+fn capped_replace(value: String, from: String, to: String) -> Result<String, minijinja::Error> {
+    let hits = if from.is_empty() {
+        value.chars().count() + 1
+    } else {
+        value.matches(from.as_str()).count()
+    };
+    let size = value
+        .len()
+        .saturating_add(hits.saturating_mul(to.len()))
+        .saturating_sub(hits.saturating_mul(from.len()));
+    if size > MAX_RENDERED {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("replace: the result would be {size} bytes, over the {MAX_RENDERED}"),
+        ));
+    }
+    Ok(value.replace(from.as_str(), &to))
+}
+
+/// An output for templates that fails once [`MAX_RENDERED`] bytes are exceeded.
+#[derive(Default)]
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len().saturating_add(bytes.len()) > MAX_RENDERED {
+            return Err(std::io::Error::other(format!(
+                "the rendered text passed {} KiB",
+                MAX_RENDERED / 1024
+            )));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A point in time as events and templates write it: epoch seconds or milliseconds, RFC 3339
@@ -210,6 +263,16 @@ fn describe(e: &minijinja::Error) -> String {
     if let Some(detail) = e.detail() {
         s.push_str(": ");
         s.push_str(detail);
+    }
+    s
+}
+
+/// [`describe`], with the cause (an output refused by [`Capped`]) when there is one.
+fn describe_chain(e: &minijinja::Error) -> String {
+    let mut s = describe(e);
+    if let Some(source) = std::error::Error::source(e) {
+        s.push_str(": ");
+        s.push_str(&source.to_string());
     }
     s
 }
@@ -446,8 +509,10 @@ impl RuleSet {
     ) -> Result<String, String> {
         let name = template_name(rule, action, field);
         let tmpl = self.env.get_template(&name).map_err(|e| describe(&e))?;
-        tmpl.render(ctx)
-            .map_err(|e| format!("{field}: {}", describe(&e)))
+        let mut out = Capped::default();
+        tmpl.render_captured_to(ctx.clone(), &mut out)
+            .map_err(|e| format!("{field}: {}", describe_chain(&e)))?;
+        String::from_utf8(out.0).map_err(|e| format!("{field}: {e}"))
     }
 }
 
@@ -704,5 +769,67 @@ message = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}
         let f = fields("{}");
         let err = rules.render("r", 0, &view("hr", &f)).unwrap_err();
         assert!(err.contains("fuel"), "{err}");
+    }
+
+    /// Security review, item 14: one `replace` on event-sized text allocated 2.6 GB and
+    /// aborted the process; a loop well within fuel could render without bound.
+    #[test]
+    fn rendered_text_is_capped() {
+        let rules = set(r#"
+[[rules]]
+name = "r"
+[[rules.actions]]
+kind = "log"
+message = "{{ Name | replace('', Name) | replace('', Name) }}"
+[[rules.actions]]
+kind = "log"
+message = "{% for i in range(20000) %}{{ Name }}{% endfor %}"
+"#);
+        let f = fields(&format!(r#"{{"Name":"{}"}}"#, "x".repeat(2000)));
+        let err = rules.render("r", 0, &view("hr", &f)).unwrap_err();
+        assert!(err.contains("message") && err.contains("replace"), "{err}");
+        let err = rules.render("r", 1, &view("hr", &f)).unwrap_err();
+        assert!(err.contains("message") && err.contains("1024 KiB"), "{err}");
+        let small = fields(r#"{"Name":"ab"}"#);
+        let Rendered::Log { message, .. } = rules.render("r", 0, &view("hr", &small)).unwrap()
+        else {
+            panic!()
+        };
+        // "ab" → "abaabbab" → 8 characters with "ab" at each of their 9 gaps.
+        assert_eq!(message.len(), 8 + 9 * 2);
+    }
+
+    /// Security review, defect 6: `<a href>` and `<img>` from an event field went verbatim
+    /// into the HTML part of an email.
+    #[test]
+    fn html_email_escapes_event_fields_and_text_parts_do_not() {
+        let rules = set(r#"
+[[rules]]
+name = "r"
+[[rules.actions]]
+kind = "email"
+via = "mail"
+to = ["a@example.com"]
+subject = "{{ Name }}"
+body = "{{ Name }}"
+html = "<p>{{ Name }}</p>{{ '<b>ok</b>' | safe }}"
+
+[connections.mail]
+kind = "smtp"
+url = "smtp://127.0.0.1:25"
+from = "IT <it@example.com>"
+"#);
+        let f = fields(r#"{"Name":"<img src=\"http://t.example/p\">&"}"#);
+        let Rendered::Email(m) = rules.render("r", 0, &view("hr", &f)).unwrap() else {
+            panic!("not an email")
+        };
+        assert_eq!(
+            m.html.as_deref(),
+            Some(
+                "<p>&lt;img src=&quot;http:&#x2f;&#x2f;t.example&#x2f;p&quot;&gt;&amp;</p><b>ok</b>"
+            )
+        );
+        assert_eq!(m.body, r#"<img src="http://t.example/p">&"#);
+        assert_eq!(m.subject, r#"<img src="http://t.example/p">&"#);
     }
 }
