@@ -65,6 +65,8 @@ pub struct Metrics {
     pub pending: Gauge<i64, AtomicI64>,
     pub oldest_pending_seconds: Gauge<f64, AtomicU64>,
     pub config_reloads: Family<ReloadLabels, Counter>,
+    /// Copied from the store's count at scrape time.
+    pub store_commit_failures: Counter,
     pub stream_state: Family<StreamStateLabels, Gauge>,
     pub stream_reconnects: Family<ReceiverLabels, Counter>,
     pub stream_last_message: Family<ReceiverLabels, Gauge<f64, AtomicU64>>,
@@ -138,6 +140,12 @@ impl Metrics {
             "Config reloads by outcome (rejected: the file had problems, the old config stays)",
             config_reloads.clone(),
         );
+        let store_commit_failures = Counter::default();
+        registry.register(
+            "store_commit_failures",
+            "Store commits that failed (disk full, read-only, database gone); /readyz fails meanwhile",
+            store_commit_failures.clone(),
+        );
         let stream_state = Family::<StreamStateLabels, Gauge>::default();
         registry.register(
             "stream_state",
@@ -169,6 +177,7 @@ impl Metrics {
             pending,
             oldest_pending_seconds,
             config_reloads,
+            store_commit_failures,
         }
     }
 

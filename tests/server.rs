@@ -523,11 +523,23 @@ async fn store_failure_answers_503_and_the_retry_is_stored() {
     let r = srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await;
     assert_eq!(r.status, 503);
     assert!(srv.events().is_empty());
-    // The vendor retries after the disk is fixed: stored exactly once.
+    // Security review, defect 7: /readyz said "ready" while every callback got 503; it now
+    // fails with the cause, and the failure is counted.
+    let r = srv.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("disk full"), "{}", r.text());
+    let metrics = srv.get("/metrics").await.text();
+    assert!(
+        metrics.contains("hookgate_store_commit_failures_total 1"),
+        "{metrics}"
+    );
+    // The vendor retries after the disk is fixed: stored exactly once, and ready again.
     srv.fail_inserts(false);
     let r = srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await;
     assert_eq!(r.status, 200);
     assert_eq!(srv.events().len(), 1);
+    let r = srv.get("/readyz").await;
+    assert_eq!(r.status, 200, "{}", r.text());
     srv.stop().await;
 }
 

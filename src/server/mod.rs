@@ -342,8 +342,16 @@ async fn handle(
     Ok(response)
 }
 
-/// `/readyz`: the store takes a write within 2 s, and the delivery worker is looping.
+/// `/readyz`: the store's latest commits went through and it takes a write within 2 s, and
+/// the delivery worker is looping.
 async fn ready(gw: &Gateway) -> Response<Full<Bytes>> {
+    if let Some(cause) = gw.store.health().failing(now_ms()) {
+        return respond(
+            503,
+            "text/plain; charset=utf-8",
+            format!("store: commits are failing: {cause}\n"),
+        );
+    }
     match tokio::time::timeout(Duration::from_secs(2), gw.store.ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return respond(503, "text/plain; charset=utf-8", format!("store: {e}\n")),
@@ -366,6 +374,10 @@ async fn ready(gw: &Gateway) -> Response<Full<Bytes>> {
 async fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
     let (pending, oldest) = gw.store.pending_stats().await.unwrap_or((0, None));
     let age = oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+    gw.metrics.store_commit_failures.inner().fetch_max(
+        gw.store.health().failures(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     respond(
         200,
         "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -3,6 +3,7 @@
 //! (embedded, WAL, one process) and PostgreSQL (shared by replicas: claims with leases, rate
 //! limits, token refreshes and group creation serialised through the database).
 
+mod health;
 mod lock;
 #[cfg(test)]
 mod model;
@@ -15,7 +16,15 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use health::Health;
 pub use lock::StoreLock;
+
+/// Wall-clock Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// What is wrong with a `[store] url`, if anything (for `hookgate check`).
 pub fn postgres_url_problem(url: &str) -> Option<String> {
@@ -255,19 +264,24 @@ macro_rules! backend {
 pub struct Store {
     backend: Arc<Backend>,
     locks: Arc<lock::Local>,
+    health: Arc<Health>,
 }
 
 impl Store {
     /// Opens the store (SQLite at `path`, or PostgreSQL at `url`), brings its schema up to
     /// date, and starts its writers.
     pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let health = Arc::new(Health::default());
         let backend = match &config.url {
-            Some(url) => Backend::Postgres(postgres::Postgres::open(url.expose(), config).await?),
-            None => Backend::Sqlite(sqlite::Sqlite::open(config)?),
+            Some(url) => Backend::Postgres(
+                postgres::Postgres::open(url.expose(), config, health.clone()).await?,
+            ),
+            None => Backend::Sqlite(sqlite::Sqlite::open(config, health.clone())?),
         };
         Ok(Self {
             backend: Arc::new(backend),
             locks: Arc::default(),
+            health,
         })
     }
 
@@ -334,6 +348,12 @@ impl Store {
     /// Deliveries not yet run and the creation time of the oldest.
     pub async fn pending_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
         backend!(self, b => b.pending_stats().await)
+    }
+
+    /// Whether the latest commits failed (disk full, read-only, database gone), and how often
+    /// commits failed since start.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Whether the store takes writes now.

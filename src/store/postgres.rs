@@ -321,7 +321,11 @@ fn is_race(e: &tokio_postgres::Error) -> bool {
 }
 
 impl Postgres {
-    pub(super) async fn open(url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+    pub(super) async fn open(
+        url: &str,
+        config: &StoreConfig,
+        health: Arc<super::Health>,
+    ) -> Result<Self, StoreError> {
         let (mut pg, verify) =
             super::pg_tls::parse_url(url, config.ca_file.is_some()).map_err(|e| {
                 StoreError::Open {
@@ -390,6 +394,7 @@ impl Postgres {
                 rx.clone(),
                 due.clone(),
                 announcer.clone(),
+                health.clone(),
             ));
         }
         let (listening, stop) = oneshot::channel();
@@ -1178,6 +1183,7 @@ async fn write_loop(
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<AcceptOp>>>,
     due: Arc<tokio::sync::Notify>,
     announcer: Arc<Announcer>,
+    health: Arc<super::Health>,
 ) {
     loop {
         let batch = {
@@ -1203,6 +1209,7 @@ async fn write_loop(
         let result = store_batch(&pool, &batch).await;
         match result {
             Ok(stored) => {
+                health.committed();
                 let wake = batch
                     .iter()
                     .zip(&stored)
@@ -1217,6 +1224,7 @@ async fn write_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = batch.len(), "Store commit failed; the vendor will retry.");
+                health.failed(&e);
                 for op in batch {
                     let _ = op.reply.send(Err(e.clone()));
                 }
@@ -1537,7 +1545,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_keeps_the_order_of_its_cancels() {
         let url = crate::store::tests::pg::fresh_url("batch");
-        let store = Postgres::open(&url, &StoreConfig::postgres(&url))
+        let store = Postgres::open(&url, &StoreConfig::postgres(&url), Arc::default())
             .await
             .unwrap();
         let cancel = Cancel {

@@ -118,7 +118,8 @@ enum Op {
     },
     /// Small writes (tokens, the group registry): run in the batch's transaction.
     Write {
-        f: WriteFn,
+        /// Taken when it runs (ops are run in place, so a failed batch can answer every op).
+        f: Option<WriteFn>,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
 }
@@ -139,22 +140,23 @@ impl Op {
 
 /// An op's result, held until the transaction commits.
 enum Done {
-    Accept(oneshot::Sender<Result<Stored, StoreError>>, Stored),
-    Claim(
-        oneshot::Sender<Result<Vec<ClaimedDelivery>, StoreError>>,
-        Vec<ClaimedDelivery>,
-    ),
-    Finish(oneshot::Sender<Result<(), StoreError>>),
-    Requeue(oneshot::Sender<Result<usize, StoreError>>, usize),
+    Accept(Stored),
+    Claim(Vec<ClaimedDelivery>),
+    Finish,
+    Count(usize),
 }
 
-impl Done {
-    fn send(self) {
-        match self {
-            Done::Accept(r, v) => drop(r.send(Ok(v))),
-            Done::Claim(r, v) => drop(r.send(Ok(v))),
-            Done::Finish(r) => drop(r.send(Ok(()))),
-            Done::Requeue(r, v) => drop(r.send(Ok(v))),
+impl Op {
+    /// Answers the op with its committed result.
+    fn succeed(self, done: Done) {
+        match (self, done) {
+            (Op::Accept { reply, .. }, Done::Accept(v)) => drop(reply.send(Ok(v))),
+            (Op::Claim { reply, .. }, Done::Claim(v)) => drop(reply.send(Ok(v))),
+            (Op::Finish { reply, .. }, Done::Finish) => drop(reply.send(Ok(()))),
+            (Op::Requeue { reply, .. } | Op::Write { reply, .. }, Done::Count(n)) => {
+                drop(reply.send(Ok(n)));
+            }
+            (op, _) => op.fail(&StoreError::Closed),
         }
     }
 }
@@ -225,7 +227,10 @@ fn private_files(path: &Path) -> std::io::Result<()> {
 }
 
 impl Sqlite {
-    pub(super) fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        config: &StoreConfig,
+        health: Arc<super::Health>,
+    ) -> Result<Self, StoreError> {
         let path = config.path.as_path();
         private_files(path).map_err(|e| open_error(path, e))?;
         let mut writer = connect(path, config.synchronous)?;
@@ -254,7 +259,7 @@ impl Sqlite {
             .map_err(|e| open_error(path, e))?;
         std::thread::Builder::new()
             .name("hookgate-store".into())
-            .spawn(move || write_loop(writer, rx, committed, notify))
+            .spawn(move || write_loop(writer, rx, committed, notify, &health))
             .map_err(|e| open_error(path, e))?;
         Ok(Self {
             path: path.to_owned(),
@@ -344,7 +349,7 @@ impl Sqlite {
     }
 
     async fn write(&self, f: WriteFn) -> Result<usize, StoreError> {
-        self.call(|reply| Op::Write { f, reply }).await
+        self.call(|reply| Op::Write { f: Some(f), reply }).await
     }
 
     /// Deliveries not yet run (pending or waiting) and when the oldest was created.
@@ -716,6 +721,7 @@ fn write_loop(
     mut rx: mpsc::Receiver<Op>,
     committed: std::sync::mpsc::SyncSender<()>,
     due: Arc<tokio::sync::Notify>,
+    health: &super::Health,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -726,9 +732,17 @@ fn write_loop(
             }
         }
         let mut wake = false;
+        let changes = conn.total_changes();
         match run_batch(&mut conn, &mut batch, &mut wake) {
             Ok(done) => {
-                done.into_iter().for_each(Done::send);
+                batch
+                    .into_iter()
+                    .zip(done)
+                    .for_each(|(op, d)| op.succeed(d));
+                // An empty transaction commits even on a full disk: only writes tell.
+                if conn.total_changes() != changes {
+                    health.committed();
+                }
                 // Full means a nudge is already pending: nothing to add.
                 let _ = committed.try_send(());
                 if wake {
@@ -736,7 +750,9 @@ fn write_loop(
                 }
             }
             Err(e) => {
+                // Every op of the batch gets the real cause (not "the store is shut down").
                 tracing::error!(error = %e, batch = batch.len(), "Store commit failed; the vendor will retry.");
+                health.failed(&e);
                 let e = StoreError::Commit(Arc::new(e));
                 batch.into_iter().for_each(|op| op.fail(&e));
             }
@@ -744,56 +760,56 @@ fn write_loop(
     }
 }
 
+/// Runs every op of `batch` in one transaction; their results once it committed.
 fn run_batch(
     conn: &mut Connection,
-    batch: &mut Vec<Op>,
+    batch: &mut [Op],
     wake: &mut bool,
 ) -> rusqlite::Result<Vec<Done>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut done = Vec::with_capacity(batch.len());
-    for op in batch.drain(..) {
+    for op in batch.iter_mut() {
         done.push(match op {
             Op::Accept {
                 event,
                 deliveries,
                 cancels,
-                reply,
+                ..
             } => {
-                let stored = insert_event(&tx, &event, &deliveries)?;
+                let stored = insert_event(&tx, event, deliveries)?;
                 if !stored.duplicate {
-                    for c in &cancels {
+                    for c in cancels.iter() {
                         cancel(&tx, c, event.received_at_ms())?;
                     }
                 }
                 *wake |= !stored.duplicate && !deliveries.is_empty();
-                Done::Accept(reply, stored)
+                Done::Accept(stored)
             }
-            Op::Claim {
-                now_ms,
-                limit,
-                reply,
-            } => Done::Claim(reply, claim(&tx, now_ms, limit)?),
+            Op::Claim { now_ms, limit, .. } => Done::Claim(claim(&tx, *now_ms, *limit)?),
             Op::Finish {
                 id,
                 outcome,
                 now_ms,
-                reply,
+                ..
             } => {
-                finish(&tx, id, &outcome, now_ms)?;
+                finish(&tx, *id, outcome, *now_ms)?;
                 *wake |= !matches!(outcome, Outcome::Done | Outcome::Dead { .. });
-                Done::Finish(reply)
+                Done::Finish
             }
             Op::Requeue {
                 target,
                 now_ms,
                 deadline_ms,
-                reply,
+                ..
             } => {
-                let n = requeue(&tx, &target, now_ms, deadline_ms)?;
+                let n = requeue(&tx, target, *now_ms, *deadline_ms)?;
                 *wake |= n > 0;
-                Done::Requeue(reply, n)
+                Done::Count(n)
             }
-            Op::Write { f, reply } => Done::Requeue(reply, f(&tx)?),
+            Op::Write { f, .. } => match f.take() {
+                Some(f) => Done::Count(f(&tx)?),
+                None => Done::Count(0),
+            },
         });
     }
     tx.commit()?;

@@ -689,3 +689,31 @@ async fn tls_to_postgres_with_the_servers_ca() {
         .expect("an unknown issuer was trusted");
     assert!(e.to_string().contains("certificate"), "{e}");
 }
+
+/// Security review, defect 8: a failed commit dropped the batch's answers, so callers heard
+/// "the store is shut down" instead of the cause; `/readyz` now reads the same cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_answers_every_op_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Backend::Sqlite.config(dir.path(), "failed_commit");
+    let store = Store::open(&config).await.unwrap();
+    rusqlite::Connection::open(&config.path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+    let results = futures_util::future::join_all(
+        (0..5).map(|i| store.accept(event(&i.to_string(), 10), vec![], vec![])),
+    )
+    .await;
+    for r in results {
+        match r {
+            Err(e @ StoreError::Commit(_)) => assert!(e.to_string().contains("disk full"), "{e}"),
+            other => panic!("want the commit's cause, got {other:?}"),
+        }
+    }
+    let cause = store.health().failing(super::now_ms()).unwrap();
+    assert!(cause.contains("disk full"), "{cause}");
+    assert!(store.health().failures() >= 1);
+}

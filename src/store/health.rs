@@ -1,0 +1,46 @@
+//! Whether the store's commits are going through: the writers record the outcome of every
+//! commit that wrote something (or failed), `/readyz` and `/metrics` read it. An empty
+//! transaction succeeds on a full disk, so only real writes count.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How long a failed commit keeps `/readyz` failing when no commit follows it. Past that,
+/// the gateway reports ready again so traffic can show whether the store recovered.
+pub const FAILING_FOR_MS: i64 = 60_000;
+
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The latest failed commit (Unix ms, cause) while no commit succeeded after it.
+    failing: Mutex<Option<(i64, String)>>,
+    failures: AtomicU64,
+}
+
+impl Health {
+    pub(super) fn committed(&self) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if failing.take().is_some() {
+            tracing::info!("Store commits succeed again.");
+        }
+    }
+
+    pub(super) fn failed(&self, cause: &dyn std::fmt::Display) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let now = crate::store::now_ms();
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, cause.to_string()));
+    }
+
+    /// The cause of the latest commit failure, if no commit succeeded since and it is recent.
+    pub fn failing(&self, now_ms: i64) -> Option<String> {
+        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        failing
+            .as_ref()
+            .filter(|(at, _)| now_ms.saturating_sub(*at) < FAILING_FOR_MS)
+            .map(|(_, cause)| cause.clone())
+    }
+
+    /// Failed commits since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
