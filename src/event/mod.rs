@@ -77,6 +77,10 @@ pub enum ParseError {
     Json(String),
     #[error("expected a JSON object")]
     NotAnObject,
+    /// PostgreSQL text cannot hold U+0000, and no vendor sends it: refused before the store,
+    /// where it would fail every callback committed with it.
+    #[error("a NUL character in the {0}")]
+    Nul(&'static str),
 }
 
 /// One verified callback, ready to be stored.
@@ -100,6 +104,9 @@ impl Event {
         received_at_ms: i64,
     ) -> Result<Self, ParseError> {
         let raw = plaintext.into_inner();
+        if raw.contains('\0') {
+            return Err(ParseError::Nul("message"));
+        }
         let fields = parse_fields(&raw)?;
         let (kind, dedupe_key) = match vendor {
             Vendor::WeCom | Vendor::WechatMp => (wecom_kind(&fields), wecom_dedupe(&fields, &raw)),
@@ -133,6 +140,10 @@ impl Event {
                 keyed(&fields, &["msgid"], &raw),
             ),
         };
+        // A JSON escape (`\u0000`) reaches the kind or key though the raw text has none.
+        if kind.contains('\0') || dedupe_key.contains('\0') {
+            return Err(ParseError::Nul("event kind or id"));
+        }
         Ok(Self {
             receiver: receiver.to_owned(),
             vendor,
@@ -371,5 +382,26 @@ mod tests {
     fn non_object_json_is_an_error() {
         let err = Event::parse("r", Vendor::Feishu, Verified::new("[1]".into()), 0).unwrap_err();
         assert_eq!(err, ParseError::NotAnObject);
+    }
+
+    /// Security review, defect 13: a signed plaintext with a NUL failed every callback
+    /// committed with it on PostgreSQL (text cannot hold U+0000).
+    #[test]
+    fn a_nul_is_refused_before_the_store() {
+        let open = |vendor, raw: &str| Event::parse("r", vendor, Verified::new(raw.into()), 0);
+        assert_eq!(
+            open(
+                Vendor::WeCom,
+                "<xml><MsgType>text</MsgType><Content>a\0b</Content></xml>"
+            ),
+            Err(ParseError::Nul("message"))
+        );
+        assert_eq!(
+            open(
+                Vendor::DingTalkRobot,
+                r#"{"msgtype":"text","msgId":"m\u0000"}"#
+            ),
+            Err(ParseError::Nul("event kind or id"))
+        );
     }
 }
