@@ -640,6 +640,9 @@ async fn wecom_group_messages_upload_media_first() {
     let apps = Apps::start(state).await;
     let rules = format!(
         r#"
+[outbound]
+media_dir = {:?}
+
 [[rules]]
 name = "post"
 [[rules.actions]]
@@ -658,6 +661,7 @@ via = "corp"
 chat_id = "opsroom"
 message = {{ msgtype = "news", news = {{ articles = [{{ title = "入职指南", url = "https://example.com/guide" }}] }} }}
 "#,
+        dir.path().display().to_string(),
         png.display()
     );
     let srv = start_file(&wecom_config(&apps, "app-secret", &rules), &[]).await;

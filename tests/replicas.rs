@@ -355,6 +355,9 @@ async fn a_robots_budget_holds_across_replicas() {
     .await;
     let rules = format!(
         r#"
+[outbound]
+allow_hosts = ["127.0.0.1"]
+
 [[rules]]
 name = "robot"
 [[rules.actions]]

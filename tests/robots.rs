@@ -16,11 +16,20 @@ const KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
 const CORP: &str = "ww8f3c1e2d4b5a6978";
 
 fn receiver() -> String {
+    receiver_with("")
+}
+
+/// The receiver, with the fakes' address allow-listed and more `[outbound]` keys.
+fn receiver_with(outbound: &str) -> String {
     format!(
         r#"
 [delivery]
 first_retry = 1
 max_backoff = 1
+
+[outbound]
+allow_hosts = ["127.0.0.1"]
+{outbound}
 
 [[receivers]]
 name = "hr"
@@ -34,6 +43,10 @@ receive_id = "{CORP}"
 }
 
 async fn callback(srv: &common::TestServer, user: &str) {
+    callback_named(srv, user, "张三").await;
+}
+
+async fn callback_named(srv: &common::TestServer, user: &str, name: &str) {
     let env = Envelope::new(
         TOKEN.into(),
         vec![AesKey::from_encoding_aes_key(KEY).unwrap()],
@@ -42,7 +55,7 @@ async fn callback(srv: &common::TestServer, user: &str) {
     let xml = format!(
         "<xml><ToUserName>{CORP}</ToUserName><FromUserName>sys</FromUserName><CreateTime>1700000100</CreateTime>\
          <MsgType>event</MsgType><Event>change_contact</Event><ChangeType>create_user</ChangeType>\
-         <UserID>{user}</UserID><Name>张三</Name><Mobile>13800000000</Mobile></xml>"
+         <UserID>{user}</UserID><Name>{name}</Name><Mobile>13800000000</Mobile></xml>"
     );
     let (q, body) = wecom_post(&env, CORP, &xml, &(now_ms() / 1000).to_string());
     let r = srv.post(&format!("/wecom?{q}"), &[], body.as_bytes()).await;
@@ -334,7 +347,8 @@ message = {{ msgtype = "markdown", markdown = {{ content = "**{{{{ Name }}}}**" 
         image.display(),
         report.display()
     );
-    let srv = start("", &format!("{}{rules}", receiver())).await;
+    let media = format!("media_dir = {:?}", dir.path().display().to_string());
+    let srv = start("", &format!("{}{rules}", receiver_with(&media))).await;
     callback(&srv, "zhangsan").await;
     all_done(&srv, 4).await;
     let got = vendors.accepted();
@@ -384,5 +398,62 @@ message = {{ msg_type = "interactive", card = {{ header = {{ title = {{ tag = "p
         post.2["content"]["post"]["zh_cn"]["content"][0][0]["text"],
         "张三 加入"
     );
+    srv.stop().await;
+}
+
+/// Security review, defect 2: an event field chose the file uploaded (/proc/self/environ went
+/// to the robot) and the host a webhook went to (an internal URL).
+#[tokio::test]
+async fn event_data_chooses_no_file_and_no_host() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("logo.png"), b"png").unwrap();
+    let vendors = Vendors::start(State {
+        wecom: vec!["k1".into()],
+        ..State::default()
+    })
+    .await;
+    let webhook = vendors.url("/cgi-bin/webhook/send?key=k1");
+    let rules = format!(
+        r#"
+[[rules]]
+name = "file"
+[[rules.actions]]
+kind = "wecom_robot"
+webhook = "{webhook}"
+message = {{ msgtype = "file", file = {{ path = "{{{{ Name }}}}" }} }}
+
+[[rules]]
+name = "host"
+[[rules.actions]]
+kind = "dingtalk_robot"
+webhook = "{{{{ UserID }}}}"
+message = {{ msgtype = "text", text = {{ content = "hi" }} }}
+"#
+    );
+    let media = format!("media_dir = {:?}", dir.path().display().to_string());
+    let srv = start("", &format!("{}{rules}", receiver_with(&media))).await;
+    let internal = "http://169.254.169.254/latest/meta-data";
+    callback_named(&srv, internal, "../../../../../../proc/self/environ").await;
+    eventually_or(
+        10,
+        "both refused",
+        || statuses(&srv) == [DeliveryStatus::Dead, DeliveryStatus::Dead],
+        || format!("{:?}", srv.deliveries()),
+    )
+    .await;
+    let errors: Vec<String> = srv
+        .deliveries()
+        .iter()
+        .map(|d| d.last_error.clone().unwrap_or_default())
+        .collect();
+    assert!(errors.iter().any(|e| e.contains("\"..\"")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("not a dingtalk_robot robot host")),
+        "{errors:?}"
+    );
+    assert!(vendors.accepted().is_empty());
+    assert!(vendors.state.lock().unwrap().media.is_empty());
     srv.stop().await;
 }

@@ -88,6 +88,8 @@ async fn dingtalk_stream_events_and_robot_messages_run_the_same_rules_as_callbac
     .await;
     let rules = format!(
         r#"
+[outbound]
+allow_hosts = ["127.0.0.1"]
 [[rules]]
 name = "new member, either channel"
 receiver = ["ding", "ding_http"]
@@ -860,6 +862,8 @@ async fn the_dingtalk_stream_example_runs() {
     })
     .await;
     let src = std::fs::read_to_string("config/examples/dingtalk-stream.toml").unwrap();
+    // The fake's sessionWebhook stands in for oapi.dingtalk.com, which the example allows.
+    let src = format!("{src}\n[outbound]\nallow_hosts = [\"127.0.0.1\"]\n");
     let (base, hr_url) = (fake.api_base(), hr.url("/hooks/dingtalk"));
     let srv = start_file(
         &src,

@@ -213,6 +213,7 @@ pub(super) async fn run(
     apis: &Apis,
     store: &Store,
     directory: &Directory,
+    media: &super::outbound::Outbound,
     a: &RenderedApp,
     attempt: Attempt<'_>,
 ) -> Result<(), ActionError> {
@@ -221,7 +222,7 @@ pub(super) async fn run(
             let w = apis.wecom.get(&a.via).ok_or_else(|| {
                 ActionError::permanent(format!("no wecom connection named {:?}", a.via))
             })?;
-            wecom(w, apis, store, directory, a, attempt).await
+            wecom(w, apis, store, directory, media, a, attempt).await
         }
         AppVendor::DingTalk => {
             let d = apis.dingtalk.get(&a.via).ok_or_else(|| {
@@ -351,6 +352,7 @@ async fn wecom(
     apis: &Apis,
     store: &Store,
     directory: &Directory,
+    media: &super::outbound::Outbound,
     a: &RenderedApp,
     attempt: Attempt<'_>,
 ) -> Result<(), ActionError> {
@@ -421,7 +423,7 @@ async fn wecom(
                 Target::Key(k) => registered(store, &a.via, k).await?.chat_id,
                 Target::ChatId(c) => c.clone(),
             };
-            let mut body = wecom_media(w, message.clone()).await?;
+            let mut body = wecom_media(w, media, message.clone()).await?;
             body["chatid"] = chat_id.into();
             w.call("/cgi-bin/appchat/send", &[], Some(&body))
                 .await
@@ -450,13 +452,19 @@ async fn wecom(
     }
 }
 
-/// `image`/`file` given as a local `path`: upload it (app media) and send its media_id.
-async fn wecom_media(w: &WeCom, mut message: Value) -> Result<Value, ActionError> {
-    for kind in ["image", "file"] {
+/// `image`/`file` given as a local `path` (inside `[outbound] media_dir`): upload it (app
+/// media, at most WeCom's 2 MB for images and 20 MB for files) and send its media_id.
+async fn wecom_media(
+    w: &WeCom,
+    media: &super::outbound::Outbound,
+    mut message: Value,
+) -> Result<Value, ActionError> {
+    for (kind, max) in [("image", 2 << 20), ("file", 20 << 20)] {
         if message["msgtype"] == kind
             && let Some(path) = message[kind]["path"].as_str().map(str::to_owned)
         {
-            let media_id = w.upload(kind, std::path::Path::new(&path)).await?;
+            let (path, bytes) = media.read_media(&path, max).await?;
+            let media_id = w.upload(kind, &path, &bytes).await?;
             message[kind] = json!({ "media_id": media_id });
         }
     }

@@ -6,6 +6,7 @@
 mod app;
 mod email;
 mod http;
+mod outbound;
 mod robot;
 
 pub use app::{Person, wecom_chat_id};
@@ -97,6 +98,8 @@ pub struct Attempt<'a> {
 /// The clients actions use, built once from the config.
 pub struct Actions {
     http: reqwest::Client,
+    /// `[outbound]`: confines robot webhooks, event-chosen hosts and local files.
+    outbound: outbound::Outbound,
     mailers: HashMap<String, email::Mailer>,
     apis: crate::vendor::Apis,
     store: crate::store::Store,
@@ -118,12 +121,15 @@ impl Actions {
         replies: std::sync::Arc<crate::stream::wecom::Replies>,
     ) -> anyhow::Result<Self> {
         install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            // A redirect would re-send the body and custom headers to a host nobody chose.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                // A redirect would re-send the body and custom headers to a host nobody chose.
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let http = builder().build()?;
+        let outbound = outbound::Outbound::new(&config.outbound, builder())?;
         let mut mailers = HashMap::new();
         for (name, c) in &config.connections {
             match c {
@@ -138,6 +144,7 @@ impl Actions {
         Ok(Self {
             apis: crate::vendor::Apis::new(config, &http, store, &metrics),
             http,
+            outbound,
             mailers,
             store: store.clone(),
             directory: app::Directory::default(),
@@ -198,7 +205,12 @@ impl Actions {
             }
             // Done when its event was stored; never a delivery.
             Rendered::Cancel { .. } => Ok(()),
-            Rendered::Http(h) => http::send(&self.http, h, attempt).await,
+            Rendered::Http(h) => {
+                let client = self
+                    .outbound
+                    .http(&h.url, h.host_from_template, &self.http)?;
+                http::send(client, h, attempt).await
+            }
             Rendered::Email(m) => {
                 let mailer = self.mailers.get(&m.via).ok_or_else(|| {
                     ActionError::permanent(format!("no smtp connection named {:?}", m.via))
@@ -210,7 +222,7 @@ impl Actions {
                 };
                 mailer.send(m, &recipients, attempt).await
             }
-            Rendered::Robot(r) => robot::send(&self.http, &self.store, r, attempt).await,
+            Rendered::Robot(r) => robot::send(&self.outbound, &self.store, r, attempt).await,
             Rendered::AibotReply(r) => {
                 let mut body = r.body.clone();
                 // A stream reply needs an id; one per delivery, finished unless told.
@@ -225,7 +237,8 @@ impl Actions {
                 self.replies.send(&r.receiver, r.cmd, &r.req_id, body).await
             }
             Rendered::App(a) => {
-                app::run(&self.apis, &self.store, &self.directory, a, attempt).await
+                let media = &self.outbound;
+                app::run(&self.apis, &self.store, &self.directory, media, a, attempt).await
             }
         }
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use md5::Digest;
 
+use super::outbound::Outbound;
 use super::{ActionError, Attempt};
 use crate::config::RobotVendor;
 use crate::delivery::now_ms;
@@ -40,11 +41,13 @@ pub(super) fn webhook_key(url: &str) -> String {
 }
 
 pub(super) async fn send(
-    client: &reqwest::Client,
+    outbound: &Outbound,
     store: &Store,
     r: &RenderedRobot,
     a: Attempt<'_>,
 ) -> Result<(), ActionError> {
+    // Where the webhook may go is settled before anything else (the budget included).
+    let (_, client) = outbound.robot(r.vendor, &r.webhook)?;
     let key = webhook_key(&r.webhook);
     let wait = store
         .rate_take(&key, r.per_minute, now_ms())
@@ -58,7 +61,7 @@ pub(super) async fn send(
     }
     let result = match r.vendor {
         RobotVendor::DingTalk => dingtalk(client, r).await,
-        RobotVendor::WeCom => wecom(client, r).await,
+        RobotVendor::WeCom => wecom(client, outbound, r).await,
         RobotVendor::Feishu => feishu(client, r).await,
     };
     if let Err(e) = &result
@@ -97,12 +100,16 @@ async fn dingtalk(client: &reqwest::Client, r: &RenderedRobot) -> Result<(), Act
     }
 }
 
-async fn wecom(client: &reqwest::Client, r: &RenderedRobot) -> Result<(), ActionError> {
+async fn wecom(
+    client: &reqwest::Client,
+    outbound: &Outbound,
+    r: &RenderedRobot,
+) -> Result<(), ActionError> {
     let mut message = r.message.clone();
     match message.get("msgtype").and_then(|t| t.as_str()) {
         Some("image") => {
             let path = file_path(&message, "image")?;
-            let bytes = read_limited(&path, WECOM_IMAGE_MAX).await?;
+            let (_, bytes) = outbound.read_media(&path, WECOM_IMAGE_MAX).await?;
             message["image"] = serde_json::json!({
                 "base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
                 "md5": md5::Md5::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>(),
@@ -110,7 +117,8 @@ async fn wecom(client: &reqwest::Client, r: &RenderedRobot) -> Result<(), Action
         }
         Some("file") => {
             let path = file_path(&message, "file")?;
-            let media_id = wecom_upload(client, &r.webhook, &path).await?;
+            let (path, bytes) = outbound.read_media(&path, WECOM_FILE_MAX).await?;
+            let media_id = wecom_upload(client, &r.webhook, &path, &bytes).await?;
             message["file"] = serde_json::json!({ "media_id": media_id });
         }
         _ => {}
@@ -131,7 +139,7 @@ fn wecom_result(body: &serde_json::Value) -> Result<(), ActionError> {
     }
 }
 
-fn file_path(message: &serde_json::Value, field: &str) -> Result<std::path::PathBuf, ActionError> {
+fn file_path(message: &serde_json::Value, field: &str) -> Result<String, ActionError> {
     message[field]["path"]
         .as_str()
         .filter(|p| !p.is_empty())
@@ -139,35 +147,19 @@ fn file_path(message: &serde_json::Value, field: &str) -> Result<std::path::Path
         .ok_or_else(|| ActionError::permanent(format!("{field}.path rendered empty")))
 }
 
-async fn read_limited(path: &std::path::Path, max: u64) -> Result<Vec<u8>, ActionError> {
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| ActionError::permanent(format!("{}: {e}", path.display())))?;
-    if meta.len() > max {
-        return Err(ActionError::permanent(format!(
-            "{}: {} bytes, the vendor takes at most {max}",
-            path.display(),
-            meta.len()
-        )));
-    }
-    tokio::fs::read(path)
-        .await
-        .map_err(|e| ActionError::permanent(format!("{}: {e}", path.display())))
-}
-
 /// `webhook/upload_media?key=…&type=file`, multipart field `media`; returns the media_id.
 async fn wecom_upload(
     client: &reqwest::Client,
     webhook: &str,
     path: &std::path::Path,
+    bytes: &[u8],
 ) -> Result<String, ActionError> {
-    let bytes = read_limited(path, WECOM_FILE_MAX).await?;
     let mut url =
         url::Url::parse(webhook).map_err(|e| ActionError::permanent(format!("webhook: {e}")))?;
     let upload_path = url.path().replace("/webhook/send", "/webhook/upload_media");
     url.set_path(&upload_path);
     url.query_pairs_mut().append_pair("type", "file");
-    let (content_type, body) = super::multipart("media", path, &bytes);
+    let (content_type, body) = super::multipart("media", path, bytes);
     let resp = client
         .post(url.as_str())
         .header(reqwest::header::CONTENT_TYPE, content_type)

@@ -5,6 +5,7 @@
 mod app_actions;
 mod connections;
 mod env;
+mod outbound;
 mod raw;
 mod rules;
 mod validate;
@@ -21,6 +22,7 @@ use crate::event::Vendor;
 use crate::secret::Secret;
 
 pub use env::expand;
+pub use outbound::{HostPattern, OutboundConfig, UrlTarget, robot_hosts, url_target};
 pub use validate::parse;
 
 /// A validated configuration.
@@ -33,6 +35,8 @@ pub struct Config {
     /// `[tables.NAME]`: lookup tables for templates (`tables.NAME[key]`).
     pub tables: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     pub delivery: DeliveryConfig,
+    /// `[outbound]`: where actions may read files and which hosts event data may reach.
+    pub outbound: OutboundConfig,
     /// In file order; every matching rule fires unless an earlier one says `stop`.
     pub rules: Vec<Rule>,
 }

@@ -23,6 +23,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub delivery: RawDelivery,
     #[serde(default)]
+    pub outbound: RawOutbound,
+    #[serde(default)]
     pub rules: Vec<Spanned<RawRule>>,
 }
 
@@ -35,6 +37,13 @@ pub struct RawServer {
     pub timezone: S<String>,
     pub metrics_path: S<String>,
     pub admin_listen: S<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawOutbound {
+    pub media_dir: S<String>,
+    pub allow_hosts: S<Vec<toml::Spanned<String>>>,
+    pub allow_private: S<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

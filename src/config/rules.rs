@@ -622,6 +622,11 @@ impl Ctx<'_> {
             }
             _ => return None,
         };
+        self.outbound_problems(prefix, &action, &|field| match field {
+            "webhook" => a.webhook.as_ref().map(Spanned::span),
+            "url" => a.url.as_ref().map(Spanned::span),
+            _ => a.message.as_ref().map(Spanned::span),
+        });
         (self.errors_len() == before).then_some(action)
     }
 
@@ -663,13 +668,6 @@ impl Ctx<'_> {
     ) -> Option<Action> {
         let kind = vendor.kind();
         let webhook = self.required_template(prefix, "webhook", &a.webhook, table, kind);
-        if let Some(w) = &webhook
-            && !(w.starts_with("https://") || w.starts_with("http://") || w.starts_with("{{"))
-        {
-            let s = a.webhook.as_ref().map(Spanned::span);
-            // The URL carries the robot's token: do not echo it.
-            self.err(s, format!("{prefix}.webhook"), "must be an http(s):// URL");
-        }
         if vendor == RobotVendor::WeCom && a.secret.is_some() {
             let s = a.secret.as_ref().map(Spanned::span);
             self.err(

@@ -30,6 +30,7 @@ pub fn parse(
         lookup,
         errors: Vec::new(),
         declared_connections: HashSet::new(),
+        outbound_config: super::OutboundConfig::default(),
     };
     let doc = DeTable::parse(src).map_err(|e| vec![ctx.toml_error(&e)])?;
     let mut unknown = Vec::new();
@@ -127,6 +128,8 @@ pub(super) struct Ctx<'a> {
     /// Connections declared in the file, valid or not: a `via` naming one with its own
     /// errors is not reported again.
     pub(super) declared_connections: HashSet<String>,
+    /// `[outbound]`, read before the rules whose targets it confines.
+    pub(super) outbound_config: super::OutboundConfig,
 }
 
 impl Ctx<'_> {
@@ -224,6 +227,8 @@ impl Ctx<'_> {
         let connections = self.connections(&raw.connections);
         let tables = self.tables(&raw.tables);
         let delivery = self.delivery(&raw.delivery);
+        let outbound = self.outbound(&raw.outbound);
+        self.outbound_config = outbound.clone();
         let rules = self.rules(&raw.rules, &receivers, &connections, raw.receivers.len());
         Config {
             server,
@@ -232,6 +237,7 @@ impl Ctx<'_> {
             connections,
             tables,
             delivery,
+            outbound,
             rules,
         }
     }
@@ -1044,5 +1050,59 @@ secret = \"s\"
     fn syntax_errors_have_a_line() {
         let errors = parse("[server]\nlisten = \n", &env).unwrap_err();
         assert_eq!(errors[0].line, Some(2));
+    }
+
+    /// `hookgate check` names every action `[outbound]` would refuse, with its line.
+    #[test]
+    fn confined_targets_are_checked() {
+        let rules = r#"
+[outbound]
+allow_hosts = ["hooks.example.com", "not a host"]
+
+[[rules]]
+name = "r"
+[[rules.actions]]
+kind = "dingtalk_robot"
+webhook = "http://10.0.0.8/robot/send?access_token=t"
+message = { msgtype = "text", text = { content = "x" } }
+[[rules.actions]]
+kind = "wecom_robot"
+webhook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"
+message = { msgtype = "image", image = { path = "{{ Name }}" } }
+[[rules.actions]]
+kind = "http"
+url = "ftp://files.example.com/x"
+[[rules.actions]]
+kind = "dingtalk_robot"
+webhook = "{{ sessionWebhook }}"
+message = { msgtype = "text", text = { content = "ok" } }
+"#;
+        let errors = parse(&format!("{GOOD}{rules}"), &env).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let want = [
+            "outbound.allow_hosts[1]: \"not a host\"",
+            "rules[0].actions[0].webhook: \"10.0.0.8\" is not a dingtalk_robot robot host",
+            "rules[0].actions[1].message.image.path: local files are read only from [outbound] media_dir",
+            "rules[0].actions[2].url: scheme \"ftp\"",
+        ];
+        for w in want {
+            assert!(
+                text.iter().any(|t| t.contains(w) && t.starts_with("line ")),
+                "{w} in {text:#?}"
+            );
+        }
+        assert_eq!(text.len(), 4, "{text:#?}");
+        // The token in the webhook is not echoed.
+        assert!(
+            !text.iter().any(|t| t.contains("access_token")),
+            "{text:#?}"
+        );
+        let ok = rules
+            .replace(
+                "\"not a host\"",
+                "\"10.0.0.8\"]\nmedia_dir = \"/srv/media\"\n#",
+            )
+            .replace("ftp:", "https:");
+        assert!(parse(&format!("{GOOD}{ok}"), &env).is_ok());
     }
 }

@@ -128,6 +128,8 @@ pub struct RenderedRobot {
 #[derive(Debug, Clone)]
 pub struct RenderedHttp {
     pub url: String,
+    /// The URL's host comes out of a template (event data): `[outbound]` confines it.
+    pub host_from_template: bool,
     pub method: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -199,12 +201,12 @@ pub(super) fn render(
             message: field("message")?,
         },
         Action::Http {
+            url,
             method,
             headers,
             body,
             secret,
             timeout,
-            ..
         } => {
             let mut out_headers = Vec::with_capacity(headers.len());
             for (k, _) in headers {
@@ -216,6 +218,10 @@ pub(super) fn render(
             };
             Rendered::Http(RenderedHttp {
                 url: field("url")?,
+                host_from_template: !matches!(
+                    crate::config::url_target(url),
+                    Ok(crate::config::UrlTarget::Literal { .. })
+                ),
                 method: method.clone(),
                 headers: out_headers,
                 body,

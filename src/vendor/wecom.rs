@@ -127,13 +127,16 @@ impl WeCom {
     }
 
     /// Uploads a temporary media file (`media/upload?type=image|file`); returns its media_id.
-    pub async fn upload(&self, kind: &str, path: &std::path::Path) -> Result<String, ActionError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| ActionError::permanent(format!("{}: {e}", path.display())))?;
+    /// Uploads `bytes` (read by the caller from `path`, whose name WeCom shows) as app media.
+    pub async fn upload(
+        &self,
+        kind: &str,
+        path: &std::path::Path,
+        bytes: &[u8],
+    ) -> Result<String, ActionError> {
         for attempt in 0..2 {
             let token = self.token.get(|| self.fetch_token()).await?;
-            let (content_type, body) = crate::actions::multipart("media", path, &bytes);
+            let (content_type, body) = crate::actions::multipart("media", path, bytes);
             let req = self
                 .http
                 .post(format!("{}/cgi-bin/media/upload", self.conn.api_base))
