@@ -252,6 +252,9 @@ fn check(cli: &Cli) -> Result<()> {
 
 fn serve(cli: &Cli) -> Result<()> {
     let config = load(cli)?;
+    // Idle sockets must not use up the descriptors callbacks need.
+    let nofile = server::raise_nofile();
+    tracing::info!(nofile, "File descriptor limit.");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -67,6 +67,7 @@ pub struct Metrics {
     pub config_reloads: Family<ReloadLabels, Counter>,
     /// Copied from the store's count at scrape time.
     pub store_commit_failures: Counter,
+    pub connections_refused: Counter,
     pub stream_state: Family<StreamStateLabels, Gauge>,
     pub stream_reconnects: Family<ReceiverLabels, Counter>,
     pub stream_last_message: Family<ReceiverLabels, Gauge<f64, AtomicU64>>,
@@ -146,6 +147,12 @@ impl Metrics {
             "Store commits that failed (disk full, read-only, database gone); /readyz fails meanwhile",
             store_commit_failures.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because server.max_connections were open",
+            connections_refused.clone(),
+        );
         let stream_state = Family::<StreamStateLabels, Gauge>::default();
         registry.register(
             "stream_state",
@@ -178,6 +185,7 @@ impl Metrics {
             oldest_pending_seconds,
             config_reloads,
             store_commit_failures,
+            connections_refused,
         }
     }
 

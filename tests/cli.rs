@@ -743,3 +743,54 @@ fn explain_shows_timers_and_cancels() {
         "{text}"
     );
 }
+
+/// Security review, defect 9: the inherited soft file limit (256 here) was kept, so a few
+/// hundred idle sockets starved callbacks. `serve` raises it to the hard limit.
+#[test]
+fn serve_raises_the_file_descriptor_limit() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"${HOOKGATE_DB}\"\n\n\
+         [[receivers]]\nname = \"bot\"\nvendor = \"dingtalk_robot\"\npath = \"/bot\"\napp_secret = \"s\"\n",
+    )
+    .unwrap();
+    let db = dir.path().join("db/hookgate.db");
+    let hard = {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct passed in.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) },
+            0
+        );
+        lim.rlim_max.min(1 << 20)
+    };
+    let served = common::Served::start_with(&config, &[("HOOKGATE_DB", db.as_os_str())], |cmd| {
+        // SAFETY: only setrlimit runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim);
+                lim.rlim_cur = 256.min(lim.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim);
+                Ok(())
+            });
+        }
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", served.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(soft, hard, "{line}");
+    assert!(served.terminate().success());
+}

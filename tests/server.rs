@@ -636,3 +636,35 @@ async fn health_readiness_and_metrics() {
     }
     srv.stop().await;
 }
+
+/// Security review, defect 9: idle sockets without a cap made a valid callback wait past the
+/// vendor's timeout. Past `max_connections` a socket is closed at once and counted.
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once() {
+    use tokio::io::AsyncReadExt;
+    let srv = start("max_connections = 4", &receivers()).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(srv.addr).await.unwrap());
+    }
+    // Let the server accept all four before the fifth comes.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut fifth = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), fifth.read(&mut buf))
+        .await
+        .expect("closed at once, not left waiting");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    drop(idle.pop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let metrics = srv.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .text()
+            .contains("hookgate_connections_refused_total 1"),
+        "{}",
+        metrics.text()
+    );
+    srv.stop().await;
+}

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub body_limit: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// Open connections per listener; more are closed at once. Default: the file-descriptor
+    /// limit (raised to its hard limit at start) less 64.
+    pub max_connections: Option<usize>,
     /// For the `datetime` template filter. Default Asia/Shanghai.
     pub timezone: jiff::tz::TimeZone,
     /// Where Prometheus scrapes. Default `/metrics`.

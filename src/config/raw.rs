@@ -37,6 +37,7 @@ pub struct RawServer {
     pub timezone: S<String>,
     pub metrics_path: S<String>,
     pub admin_listen: S<String>,
+    pub max_connections: S<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -298,8 +298,15 @@ impl Ctx<'_> {
                     })
                     .ok()
             });
+        let max_connections = raw.max_connections.as_ref().map(|m| {
+            if *m.get_ref() == 0 {
+                self.err(Some(m.span()), "server.max_connections", "must be positive");
+            }
+            usize::try_from(*m.get_ref()).unwrap_or(usize::MAX).max(1)
+        });
         ServerConfig {
             listen,
+            max_connections,
             timezone,
             metrics_path,
             admin_listen,

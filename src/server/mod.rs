@@ -5,6 +5,9 @@
 //! server a value that tests bind to `127.0.0.1:0`.
 
 mod body;
+mod connections;
+
+pub use connections::raise_nofile;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -166,6 +169,13 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(state.limits.header_read_timeout)
         .max_buf_size(64 * 1024);
+    let gate = connections::Gate::new(
+        state
+            .limits
+            .max_connections
+            .unwrap_or_else(connections::default_cap),
+    );
+    debug!(max_connections = gate.cap(), ?role, "Listening.");
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -173,12 +183,23 @@ pub async fn serve(
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "Accept failed.");
+                    if let Some(more) = gate.log_now(now_ms()) {
+                        warn!(error = %e, more, "Accept failed.");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        // Past the cap a socket is closed at once: the vendor retries, nothing waits behind it.
+        let Some(permit) = gate.admit() else {
+            drop(stream);
+            gw.metrics.connections_refused.inc();
+            if let Some(more) = gate.log_now(now_ms()) {
+                warn!(max_connections = gate.cap(), %peer, more, "Connection refused: too many open connections (server.max_connections).");
+            }
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
@@ -189,6 +210,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 debug!(%peer, error = %e, "Connection ended with an error.");
             }
+            drop(permit);
         });
     }
     info!("Shutting down; draining in-flight requests.");

@@ -354,15 +354,25 @@ impl Served {
     /// Runs `hookgate serve --config <config>` with extra environment, and waits (30 s at
     /// most, never hangs) for the log line that names the bound address.
     pub fn start(config: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> Served {
+        Self::start_with(config, env, |_| {})
+    }
+
+    /// [`Served::start`], with the command adjusted before it runs.
+    pub fn start_with(
+        config: &std::path::Path,
+        env: &[(&str, &std::ffi::OsStr)],
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> Served {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
+        command
             .args(["serve", "--config"])
             .arg(config)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(std::process::Stdio::piped());
+        adjust(&mut command);
+        let mut child = command.spawn().unwrap();
         let lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
