@@ -254,7 +254,6 @@ fn serve(cli: &Cli) -> Result<()> {
     let config = load(cli)?;
     // Idle sockets must not use up the descriptors callbacks need.
     let nofile = server::raise_nofile();
-    tracing::info!(nofile, "File descriptor limit.");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -292,7 +291,7 @@ fn serve(cli: &Cli) -> Result<()> {
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, receivers = config.receivers.len(), store = %store.location(), "hookgate listening.");
+        tracing::info!(%addr, receivers = config.receivers.len(), store = %store.location(), nofile, "hookgate listening.");
         for r in &config.receivers {
             if !r.is_stream() {
                 tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");

@@ -794,3 +794,57 @@ fn serve_raises_the_file_descriptor_limit() {
     assert_eq!(soft, hard, "{line}");
     assert!(served.terminate().success());
 }
+
+/// Security review, defect 10: a pending delivery pointed into the config by rule name and
+/// action index, so a reload that put another action first made a timer run that one.
+#[tokio::test]
+async fn a_reload_never_runs_a_scheduled_delivery_as_another_action() {
+    let sink = common::sink::Sink::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let config = dir.path().join("hookgate.toml");
+    let with = |first: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"${{HOOKGATE_DB}}\"\n\
+             [[receivers]]\nname = \"bot\"\nvendor = \"dingtalk_robot\"\npath = \"/bot\"\napp_secret = \"s\"\n\
+             [[rules]]\nname = \"later\"\n{first}\
+             [[rules.actions]]\nkind = \"http\"\nurl = \"{}\"\nafter = \"3s\"\n",
+            sink.url("/reminder")
+        )
+    };
+    std::fs::write(&config, with("")).unwrap();
+    let served = common::Served::start(&config, &[("HOOKGATE_DB", db.as_os_str())]);
+    let ts = common::now_ms().to_string();
+    let sign = hookgate::crypto::robot::sign("s", &ts);
+    let body = r#"{"msgtype":"text","text":{"content":"hi"},"msgId":"m-1"}"#;
+    let req = format!(
+        "POST /bot HTTP/1.1\r\nHost: x\r\nConnection: close\r\ntimestamp: {ts}\r\nsign: {sign}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(common::raw(served.addr, req.as_bytes()).await.status, 200);
+    // Another action now comes first: index 0 is no longer the reminder.
+    let other = format!(
+        "[[rules.actions]]\nkind = \"http\"\nurl = \"{}\"\nafter = \"3s\"\n",
+        sink.url("/other")
+    );
+    std::fs::write(&config, with(&other)).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    let list = || {
+        let out = Command::new(BIN)
+            .args(["deliveries", "list", "--config"])
+            .arg(&config)
+            .env("HOOKGATE_DB", &db)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    common::eventually(15, "the delivery is dead", || {
+        list().contains("the rule changed since this was scheduled")
+    })
+    .await;
+    assert!(sink.received().is_empty(), "{:?}", sink.received());
+    assert!(served.terminate().success());
+}

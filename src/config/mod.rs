@@ -298,6 +298,21 @@ pub struct DeliveryConfig {
     pub max_backoff: Duration,
     /// After this long since the event, a failing delivery goes dead instead of retrying.
     pub give_up_after: Duration,
+    /// What a delivery does when its action changed (or vanished) in a reload since it was
+    /// scheduled.
+    pub rule_changed: RuleChanged,
+}
+
+/// `[delivery] rule_changed`: a pending delivery whose action is no longer the one it was
+/// made for (a reload edited, reordered or removed it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuleChanged {
+    /// Goes dead with "the rule changed since this was scheduled" (`deliveries retry` runs
+    /// it with the action now at its place).
+    #[default]
+    Dead,
+    /// Runs the action now at the same place of the same rule, if there is one.
+    RunNew,
 }
 
 /// One `[[rules]]` entry.
@@ -478,6 +493,39 @@ impl Action {
             Action::Cancel { .. } => "cancel",
             Action::AibotReply { .. } => "wecom_aibot_reply",
         }
+    }
+
+    /// The connection an action goes through, if it names one.
+    pub fn via(&self) -> Option<&str> {
+        match self {
+            Action::Email { via, .. }
+            | Action::GroupCreate { via, .. }
+            | Action::GroupUpdate { via, .. }
+            | Action::GroupSend { via, .. }
+            | Action::Notify { via, .. } => Some(via),
+            _ => None,
+        }
+    }
+
+    /// What the action does, as a short hash: its kind, its connection and every template
+    /// (not timeouts, budgets or secrets). A delivery keeps the fingerprint of the action it
+    /// was made for, so a reload cannot make it run a different one.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.kind());
+        h.update([0]);
+        h.update(self.via().unwrap_or_default());
+        for (field, src) in self.templates() {
+            h.update([0]);
+            h.update(field);
+            h.update([0]);
+            h.update(src);
+        }
+        h.finalize()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Every template the action holds, by field name (list items as `to[0]`).

@@ -174,6 +174,7 @@ pub struct RawDelivery {
     pub first_retry: S<u64>,
     pub max_backoff: S<u64>,
     pub give_up_after: S<u64>,
+    pub rule_changed: S<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -139,7 +139,24 @@ impl Ctx<'_> {
             let s = raw.first_retry.as_ref().map(Spanned::span);
             self.err(s, "delivery.first_retry", "must be positive");
         }
+        let rule_changed = match self
+            .string(&raw.rule_changed, "delivery.rule_changed")
+            .as_deref()
+        {
+            None | Some("dead") => super::RuleChanged::Dead,
+            Some("run_new") => super::RuleChanged::RunNew,
+            Some(other) => {
+                let s = raw.rule_changed.as_ref().map(Spanned::span);
+                self.err(
+                    s,
+                    "delivery.rule_changed",
+                    format!("{other:?} is not one of \"dead\", \"run_new\""),
+                );
+                super::RuleChanged::Dead
+            }
+        };
         DeliveryConfig {
+            rule_changed,
             concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX).max(1),
             first_retry: first_retry.max(Duration::from_secs(1)),
             max_backoff: secs(&raw.max_backoff, 3600),

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::actions::{Actions, Attempt};
-use crate::config::DeliveryConfig;
+use crate::config::{DeliveryConfig, RuleChanged};
 use crate::metrics::Metrics;
 use crate::rules::{EventView, RuleSet};
 use crate::store::{ClaimedDelivery, Outcome, Store};
@@ -31,6 +31,25 @@ pub struct Engine {
     pub rules: Arc<RuleSet>,
     pub actions: Arc<Actions>,
     pub config: DeliveryConfig,
+}
+
+/// Why `d` must not run: the action at its place is not the one it was made for (a reload
+/// edited, moved or removed it). A delivery from before fingerprints were kept runs as before.
+fn changed_since(rules: &RuleSet, policy: RuleChanged, d: &ClaimedDelivery) -> Option<String> {
+    let made_for = d.spec.as_deref()?;
+    match rules.spec(&d.rule, d.action) {
+        Some(now) if now == made_for => None,
+        Some(_) if policy == RuleChanged::RunNew => None,
+        Some(_) => Some(format!(
+            "the rule changed since this was scheduled: action {} of rule {:?} is not the {} it was made for; \
+             `hookgate deliveries retry {}` runs the action now in its place ([delivery] rule_changed = \"run_new\" always does)",
+            d.action, d.rule, d.kind, d.id
+        )),
+        None => Some(format!(
+            "the rule changed since this was scheduled: rule {:?} has no action {} any more",
+            d.rule, d.action
+        )),
+    }
 }
 
 pub struct Worker {
@@ -167,10 +186,15 @@ impl Worker {
             rule: &d.rule,
             receiver: &d.event.receiver,
         };
-        let outcome = match engine.rules.render(&d.rule, d.action, &view) {
-            Err(e) => Outcome::Dead {
-                error: format!("render: {e}"),
-            },
+        let rendered = match changed_since(&engine.rules, engine.config.rule_changed, &d) {
+            Some(why) => Err(why),
+            None => engine
+                .rules
+                .render(&d.rule, d.action, &view)
+                .map_err(|e| format!("render: {e}")),
+        };
+        let outcome = match rendered {
+            Err(error) => Outcome::Dead { error },
             Ok(rendered) => match engine.actions.run(&rendered, attempt).await {
                 Ok(()) => Outcome::Done,
                 Err(e) if e.throttled => Outcome::Defer {
@@ -246,5 +270,53 @@ mod tests {
                 assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_changed_action_is_not_run_as_another() {
+        let rules = |message: &str| {
+            let src = format!(
+                "[[receivers]]\nname = \"bot\"\nvendor = \"dingtalk_robot\"\npath = \"/b\"\napp_secret = \"s\"\n\
+                 [[rules]]\nname = \"r\"\n[[rules.actions]]\nkind = \"log\"\nmessage = \"{message}\"\n"
+            );
+            RuleSet::new(&crate::config::parse(&src, &|_| None).unwrap()).unwrap()
+        };
+        let (old, new) = (rules("a"), rules("b"));
+        let d = |spec: Option<&str>, action| ClaimedDelivery {
+            id: 7,
+            event: crate::store::StoredEvent {
+                id: 1,
+                receiver: "bot".into(),
+                vendor: "dingtalk_robot".into(),
+                kind: "text".into(),
+                dedupe_key: "k".into(),
+                received_at_ms: 0,
+                fields: serde_json::json!({}),
+                raw: "{}".into(),
+            },
+            rule: "r".into(),
+            action,
+            kind: "log".into(),
+            spec: spec.map(str::to_owned),
+            attempts: 1,
+            deadline_ms: i64::MAX,
+        };
+        let made_for = old.spec("r", 0).unwrap();
+        assert_eq!(
+            changed_since(&old, RuleChanged::Dead, &d(Some(made_for), 0)),
+            None
+        );
+        let why = changed_since(&new, RuleChanged::Dead, &d(Some(made_for), 0)).unwrap();
+        assert!(
+            why.contains("the rule changed since this was scheduled"),
+            "{why}"
+        );
+        assert_eq!(
+            changed_since(&new, RuleChanged::RunNew, &d(Some(made_for), 0)),
+            None
+        );
+        assert!(changed_since(&new, RuleChanged::RunNew, &d(Some(made_for), 1)).is_some());
+        // Stored before fingerprints (or retried by hand): runs what is there.
+        assert_eq!(changed_since(&new, RuleChanged::Dead, &d(None, 0)), None);
     }
 }

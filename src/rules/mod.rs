@@ -57,6 +57,8 @@ pub struct Match {
     pub rule: String,
     pub action: usize,
     pub kind: &'static str,
+    /// The action's fingerprint ([`crate::config::Action::fingerprint`]).
+    pub spec: String,
     /// `after = …`: how long after the event it runs.
     pub delay: Option<std::time::Duration>,
     /// The rendered `key` (a `cancel` calls off pending deliveries with the same key).
@@ -70,6 +72,8 @@ pub struct Match {
 /// The rules of one config, with every template compiled.
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// Each action's fingerprint, by rule and action index (computed once).
+    specs: Vec<Vec<String>>,
     env: Environment<'static>,
     tables: Json,
 }
@@ -310,7 +314,13 @@ impl RuleSet {
             }
         }
         let tables = serde_json::to_value(&config.tables).unwrap_or(Json::Null);
+        let specs = config
+            .rules
+            .iter()
+            .map(|r| r.actions.iter().map(Action::fingerprint).collect())
+            .collect();
         Ok(Self {
+            specs,
             rules: config.rules.clone(),
             env,
             tables,
@@ -392,6 +402,7 @@ impl RuleSet {
                     rule: rule.name.clone(),
                     action: j,
                     kind: action.kind(),
+                    spec: self.specs[i][j].clone(),
                     delay: rule.delays.get(j).copied().flatten(),
                     key,
                     at,
@@ -481,6 +492,12 @@ impl RuleSet {
     }
 
     /// The rule by name and its action, if the config still has them.
+    /// The fingerprint of the action now at `rule`'s index `action`, if there is one.
+    pub fn spec(&self, rule: &str, action: usize) -> Option<&str> {
+        let i = self.rules.iter().position(|r| r.name == rule)?;
+        self.specs[i].get(action).map(String::as_str)
+    }
+
     pub fn action(&self, rule: &str, action: usize) -> Option<(usize, &Action)> {
         let i = self.rules.iter().position(|r| r.name == rule)?;
         Some((i, self.rules[i].actions.get(action)?))

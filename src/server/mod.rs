@@ -326,6 +326,7 @@ fn planned_deliveries(
             rule: m.rule,
             action: m.action,
             kind: m.kind.to_owned(),
+            spec: Some(m.spec),
             due_ms: event.received_at_ms().saturating_add(delay_ms),
             key: m.key,
             // The retry window starts when the action is due.

@@ -60,6 +60,8 @@ pub struct NewDelivery {
     pub rule: String,
     pub action: usize,
     pub kind: String,
+    /// The fingerprint of the action it is made for; `None` where none is known.
+    pub spec: Option<String>,
     /// Not before this (the event's time, or later for `after = …`).
     pub due_ms: i64,
     /// The rendered `key`, which a later `cancel` names.
@@ -86,6 +88,9 @@ pub struct ClaimedDelivery {
     pub rule: String,
     pub action: usize,
     pub kind: String,
+    /// The fingerprint of the action it was made for (none for deliveries stored before
+    /// hookgate recorded them).
+    pub spec: Option<String>,
     /// Attempts started, this one included.
     pub attempts: u32,
     pub deadline_ms: i64,

@@ -143,6 +143,7 @@ fn run(backend: Backend, ops: Vec<Op>) {
                 Op::Accept { key, actions } => {
                     let deliveries = (0..actions)
                         .map(|a| NewDelivery {
+                            spec: None,
                             rule: "r".into(),
                             action: a.into(),
                             kind: "log".into(),

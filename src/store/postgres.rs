@@ -41,7 +41,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRIES: usize = 3;
 
 /// The schema, one step per version; `hookgate_schema` records the steps applied.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE events (
     id             BIGSERIAL PRIMARY KEY,
     receiver       TEXT   NOT NULL,
@@ -101,7 +102,12 @@ CREATE TABLE robot_pauses (
     key      TEXT   PRIMARY KEY,
     until_ms BIGINT NOT NULL
 );
-"];
+",
+    "
+-- The fingerprint of the action a delivery was made for (a reload must not swap it).
+ALTER TABLE deliveries ADD COLUMN spec TEXT;
+",
+];
 
 const EVENT_COLUMNS: &str = "id, receiver, vendor, kind, dedupe_key, received_at_ms, raw";
 
@@ -483,10 +489,12 @@ impl Postgres {
                      UPDATE deliveries d SET status = 'running', attempts = d.attempts + 1,
                             updated_at_ms = $1, claimed_by = $3, lease_until_ms = $1 + $4
                      FROM due WHERE d.id = due.id
-                     RETURNING d.id, d.event_id, d.rule, d.action, d.kind, d.attempts, d.deadline_ms
+                     RETURNING d.id, d.event_id, d.rule, d.action, d.kind, d.attempts, d.deadline_ms,
+                               d.spec
                  )
                  SELECT c.id, c.rule, c.action, c.kind, c.attempts, c.deadline_ms,
-                        e.id, e.receiver, e.vendor, e.kind, e.dedupe_key, e.received_at_ms, e.raw
+                        e.id, e.receiver, e.vendor, e.kind, e.dedupe_key, e.received_at_ms, e.raw,
+                        c.spec
                  FROM claimed c JOIN events e ON e.id = c.event_id ORDER BY c.id",
             )
             .await
@@ -502,6 +510,7 @@ impl Postgres {
                 rule: r.get(1),
                 action: usize::try_from(r.get::<_, i64>(2)).unwrap_or(usize::MAX),
                 kind: r.get(3),
+                spec: r.get(13),
                 attempts: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
                 deadline_ms: r.get(5),
                 event: StoredEvent::from_row(
@@ -633,7 +642,7 @@ impl Postgres {
                     .execute(
                         "UPDATE deliveries SET status = CASE WHEN skipped THEN 'waiting' ELSE 'pending' END,
                                 skipped = false, next_attempt_at_ms = $2, deadline_ms = $3,
-                                updated_at_ms = $2
+                                updated_at_ms = $2, spec = NULL
                          WHERE id = $1 AND status IN ('dead', 'pending')",
                         &[&id, &now_ms, &deadline_ms],
                     )
@@ -673,7 +682,7 @@ impl Postgres {
                 .execute(
                     "UPDATE deliveries SET status = CASE WHEN skipped THEN 'waiting' ELSE 'pending' END,
                             skipped = false, next_attempt_at_ms = $1, deadline_ms = $2,
-                            updated_at_ms = $1
+                            updated_at_ms = $1, spec = NULL
                      WHERE status = 'dead'",
                     &[&now_ms, &deadline_ms],
                 )
@@ -1416,6 +1425,7 @@ async fn insert_deliveries(
             cols.deadline.push(d.deadline_ms);
             cols.created.push(received);
             cols.key.push(d.key.clone());
+            cols.spec.push(d.spec.clone());
             previous = Some((d.rule.as_str(), id));
         }
     }
@@ -1423,14 +1433,14 @@ async fn insert_deliveries(
         &tx.prepare_cached(
             "INSERT INTO deliveries (id, event_id, rule, action, kind, status, after_id,
                                  next_attempt_at_ms, deadline_ms, created_at_ms, updated_at_ms,
-                                 correlation)
+                                 correlation, spec)
          SELECT id, event_id, rule, action, kind, status, after_id, next_at, deadline, created,
-                created, correlation
+                created, correlation, spec
          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
                      $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
-                     $11::text[])
+                     $11::text[], $12::text[])
               AS d (id, event_id, rule, action, kind, status, after_id, next_at, deadline,
-                    created, correlation)",
+                    created, correlation, spec)",
         )
         .await?,
         &[
@@ -1445,6 +1455,7 @@ async fn insert_deliveries(
             &cols.deadline,
             &cols.created,
             &cols.key,
+            &cols.spec,
         ],
     )
     .await?;
@@ -1464,6 +1475,7 @@ struct DeliveryColumns {
     deadline: Vec<i64>,
     created: Vec<i64>,
     key: Vec<Option<String>>,
+    spec: Vec<Option<String>>,
 }
 
 /// Calls off the pending and waiting deliveries with the cancel's key (of its rules, if
@@ -1531,6 +1543,7 @@ mod tests {
 
     fn timer() -> Vec<NewDelivery> {
         vec![NewDelivery {
+            spec: None,
             rule: "r".into(),
             action: 0,
             kind: "log".into(),

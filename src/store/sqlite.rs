@@ -89,6 +89,9 @@ CREATE TABLE robot_pauses (
     key      TEXT    PRIMARY KEY,
     until_ms INTEGER NOT NULL
 );
+", "
+-- The fingerprint of the action a delivery was made for (a reload must not swap it).
+ALTER TABLE deliveries ADD COLUMN spec TEXT;
 "];
 
 /// What the writer thread does; each batch of ops shares one transaction.
@@ -863,9 +866,9 @@ fn insert_event(
         let mut add = tx.prepare_cached(
             "INSERT INTO deliveries (event_id, rule, action, kind, status, after_id,
                                      next_attempt_at_ms, deadline_ms, created_at_ms, updated_at_ms,
-                                     correlation)
+                                     correlation, spec)
              VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 IS NULL THEN 'pending' ELSE 'waiting' END, ?5,
-                     max(?6, ?8), ?7, ?6, ?6, ?9)",
+                     max(?6, ?8), ?7, ?6, ?6, ?9, ?10)",
         )?;
         let mut previous: Option<(&str, i64)> = None;
         for d in deliveries {
@@ -881,7 +884,8 @@ fn insert_event(
                 e.received_at_ms(),
                 d.deadline_ms,
                 d.due_ms,
-                d.key
+                d.key,
+                d.spec
             ])?;
             previous = Some((d.rule.as_str(), tx.last_insert_rowid()));
         }
@@ -901,10 +905,11 @@ fn claim(
         "UPDATE deliveries SET status = 'running', attempts = attempts + 1, updated_at_ms = ?1
          WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at_ms <= ?1
                       ORDER BY next_attempt_at_ms, id LIMIT ?2)
-         RETURNING id, event_id, rule, action, kind, attempts, deadline_ms",
+         RETURNING id, event_id, rule, action, kind, attempts, deadline_ms, spec",
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows: Vec<(i64, i64, String, i64, String, u32, i64)> = stmt
+    type Row = (i64, i64, String, i64, String, u32, i64, Option<String>);
+    let rows: Vec<Row> = stmt
         .query_map(params![now_ms, limit], |r| {
             Ok((
                 r.get(0)?,
@@ -914,6 +919,7 @@ fn claim(
                 r.get(4)?,
                 r.get(5)?,
                 r.get(6)?,
+                r.get(7)?,
             ))
         })?
         .collect::<Result<_, _>>()?;
@@ -921,13 +927,14 @@ fn claim(
         "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events WHERE id = ?1",
     )?;
     let mut out = Vec::with_capacity(rows.len());
-    for (id, event_id, rule, action, kind, attempts, deadline_ms) in rows {
+    for (id, event_id, rule, action, kind, attempts, deadline_ms, spec) in rows {
         out.push(ClaimedDelivery {
             id,
             event: event.query_row([event_id], row_to_event)?,
             rule,
             action: usize::try_from(action).unwrap_or(usize::MAX),
             kind,
+            spec,
             attempts,
             deadline_ms,
         });
@@ -1079,13 +1086,15 @@ fn requeue(
     now_ms: i64,
     deadline_ms: i64,
 ) -> rusqlite::Result<usize> {
+    // A retried delivery runs the action now in its place (`spec` forgotten): the operator
+    // chose to run it after a change.
     match target {
         RequeueTarget::Id(id) => {
             // A skipped one waits for its predecessor again; any other runs now.
             let n = tx.execute(
                 "UPDATE deliveries SET status = CASE WHEN skipped = 1 THEN 'waiting' ELSE 'pending' END,
                                        skipped = 0, next_attempt_at_ms = ?2, deadline_ms = ?3,
-                                       updated_at_ms = ?2
+                                       updated_at_ms = ?2, spec = NULL
                  WHERE id = ?1 AND status IN ('dead', 'pending')",
                 params![id, now_ms, deadline_ms],
             )?;
@@ -1103,7 +1112,7 @@ fn requeue(
         RequeueTarget::AllDead => tx.execute(
             "UPDATE deliveries SET status = CASE WHEN skipped = 1 THEN 'waiting' ELSE 'pending' END,
                                    skipped = 0, next_attempt_at_ms = ?1, deadline_ms = ?2,
-                                   updated_at_ms = ?1
+                                   updated_at_ms = ?1, spec = NULL
              WHERE status = 'dead'",
             params![now_ms, deadline_ms],
         ),

@@ -43,6 +43,7 @@ fn event(key: &str, now: i64) -> Event {
 
 fn delivery(rule: &str, action: usize, due_ms: i64, key: Option<&str>) -> NewDelivery {
     NewDelivery {
+        spec: None,
         rule: rule.into(),
         action,
         kind: "log".into(),
