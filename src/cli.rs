@@ -31,6 +31,10 @@ pub struct Cli {
         default_value = "hookgate.toml"
     )]
     pub config: PathBuf,
+    /// `KEY=VALUE` lines that fill `${KEY}` in the config where the environment does not
+    /// (as systemd's EnvironmentFile); `config/demo.env` holds the example's demo values.
+    #[arg(long, global = true, env = "HOOKGATE_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -202,7 +206,8 @@ pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::Worker
 }
 
 fn load(cli: &Cli) -> Result<Config> {
-    config::load(&cli.config).map_err(|errors| anyhow::anyhow!("{}", errors.to_string().trim_end()))
+    config::load(&cli.config, cli.env_file.as_deref())
+        .map_err(|errors| anyhow::anyhow!("{}", errors.to_string().trim_end()))
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -313,6 +318,7 @@ fn serve(cli: &Cli) -> Result<()> {
         let stream_gw = gw.clone();
         let reloader = tokio::spawn(reload_loop(
             cli.config.clone(),
+            cli.env_file.clone(),
             config,
             gw.clone(),
             engine,
@@ -375,6 +381,7 @@ const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// a file with problems is logged, problem by problem, and the running config stays.
 async fn reload_loop(
     path: PathBuf,
+    env_file: Option<PathBuf>,
     mut current: Config,
     gw: Arc<server::Gateway>,
     engine: Arc<arc_swap::ArcSwap<crate::delivery::Engine>>,
@@ -412,7 +419,7 @@ async fn reload_loop(
             continue;
         }
         seen = now;
-        let config = match config::load(&path) {
+        let config = match config::load(&path, env_file.as_deref()) {
             Ok(c) => c,
             Err(errors) => {
                 for e in &errors.errors {

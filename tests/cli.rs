@@ -10,8 +10,30 @@ const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 
 #[test]
 fn check_accepts_the_example_and_names_every_problem() {
+    // Security review, defect 11: the example fell back to published sample keys when a
+    // variable was unset; now every missing secret is an error that names it.
+    let missing = Command::new(BIN)
+        .args(["check", "--config", "config/hookgate.example.toml"])
+        .env_remove("HOOKGATE_ENV_FILE")
+        .env_remove("WECOM_HR_TOKEN")
+        .env_remove("LARK_ENCRYPT_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    for var in [
+        "WECOM_HR_TOKEN",
+        "LARK_ENCRYPT_KEY",
+        "DING_ROBOT_APP_SECRET",
+    ] {
+        assert!(
+            err.contains(&format!("environment variable {var} is not set")),
+            "{err}"
+        );
+    }
     let ok = Command::new(BIN)
         .args(["check", "--config", "config/hookgate.example.toml"])
+        .args(["--env-file", common::DEMO_ENV])
         .output()
         .unwrap();
     assert!(
@@ -57,6 +79,8 @@ async fn serve_answers_stores_and_lists() {
         &[
             ("HOOKGATE_LISTEN", "127.0.0.1:0".as_ref()),
             ("HOOKGATE_DB", db.as_os_str()),
+            ("HOOKGATE_ENV_FILE", common::DEMO_ENV.as_ref()),
+            // The environment wins over the env file.
             ("WECOM_HR_TOKEN", "tok".as_ref()),
         ],
     );
@@ -103,6 +127,7 @@ async fn serve_answers_stores_and_lists() {
         .args(["events", "list", "--config"])
         .arg(&config)
         .env("HOOKGATE_DB", &db)
+        .env("HOOKGATE_ENV_FILE", common::DEMO_ENV)
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&list.stdout);
@@ -115,6 +140,7 @@ async fn serve_answers_stores_and_lists() {
         .args(["events", "show", "1", "--config"])
         .arg(&config)
         .env("HOOKGATE_DB", &db)
+        .env("HOOKGATE_ENV_FILE", common::DEMO_ENV)
         .output()
         .unwrap();
     let event: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
@@ -418,7 +444,9 @@ fn the_commented_examples_in_the_example_config_are_valid() {
     let file = dir.path().join("full.toml");
     std::fs::write(&file, uncommented).unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.args(["check", "--config"]).arg(&file);
+    cmd.args(["check", "--config"])
+        .arg(&file)
+        .args(["--env-file", common::DEMO_ENV]);
     for var in [
         "SMTP_PASSWORD",
         "ERP_HOOK_SECRET",

@@ -72,6 +72,7 @@ async fn simulate_passes_through_the_documented_nginx_for_every_vendor() {
         &[
             ("HOOKGATE_LISTEN", "127.0.0.1:0".as_ref()),
             ("HOOKGATE_DB", db.as_os_str()),
+            ("HOOKGATE_ENV_FILE", common::DEMO_ENV.as_ref()),
         ],
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -73,6 +73,7 @@ async fn every_vendor_passes_directly_and_through_a_faithful_proxy_and_a_manglin
         &[
             ("HOOKGATE_LISTEN", "127.0.0.1:0".as_ref()),
             ("HOOKGATE_DB", db.as_os_str()),
+            ("HOOKGATE_ENV_FILE", common::DEMO_ENV.as_ref()),
         ],
     );
     let addr = served.addr;

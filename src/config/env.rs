@@ -4,6 +4,34 @@
 //! `${NAME}` is the variable (an error if unset), `${NAME:-default}` falls back when it is unset
 //! or empty, `$$` is a literal `$`; any other `$` stays as it is.
 
+/// `KEY=VALUE` lines of an env file (as systemd's `EnvironmentFile` and docker's
+/// `--env-file` take them): `#` comments, blank lines, an optional `export `, values optionally
+/// in matching quotes. An error names the line.
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("line {}: not KEY=VALUE", i + 1));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("line {}: {key:?} is not a variable name", i + 1));
+        }
+        let value = value.trim();
+        let unquoted = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(a, b)| value.strip_prefix(*a)?.strip_suffix(*b))
+            .unwrap_or(value);
+        out.push((key.to_owned(), unquoted.to_owned()));
+    }
+    Ok(out)
+}
+
 /// Expands every `${...}` in `value`; the error names the variable.
 pub fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
@@ -65,5 +93,17 @@ mod tests {
         );
         assert!(expand("${A", &env).is_err());
         assert!(expand("${a-b}", &env).is_err());
+    }
+
+    #[test]
+    fn env_files_are_read() {
+        let vars =
+            parse_env_file("# demo\n\nA=1\nexport B = \"two words\"\nC='x=y'\nD=\n").unwrap();
+        let want = [("A", "1"), ("B", "two words"), ("C", "x=y"), ("D", "")];
+        assert_eq!(vars, want.map(|(k, v)| (k.to_owned(), v.to_owned())));
+        assert_eq!(
+            parse_env_file("A=1\nnope\n"),
+            Err("line 2: not KEY=VALUE".into())
+        );
     }
 }

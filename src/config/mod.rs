@@ -21,7 +21,7 @@ use crate::crypto::feishu::FeishuKey;
 use crate::event::Vendor;
 use crate::secret::Secret;
 
-pub use env::expand;
+pub use env::{expand, parse_env_file};
 pub use outbound::{HostPattern, OutboundConfig, UrlTarget, robot_hosts, url_target};
 pub use validate::parse;
 
@@ -724,17 +724,34 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Reads and validates a config file, taking `${VAR}` from the process environment.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let fail = |message: String| ConfigErrors {
-        file: path.to_owned(),
+/// Reads and validates the config at `path`. `${VAR}` comes from the process environment,
+/// then from `env_file` (`KEY=VALUE` lines) when one is given.
+pub fn load(path: &Path, env_file: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let fail = |file: &Path, message: String| ConfigErrors {
+        file: file.to_owned(),
         errors: vec![ConfigError {
             line: None,
             key: String::new(),
             message,
         }],
     };
-    let src = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    parse(&src, &|name| std::env::var(name).ok()).map_err(|errors| ConfigErrors {
+    let src = std::fs::read_to_string(path).map_err(|e| fail(path, format!("cannot read: {e}")))?;
+    let file_vars = match env_file {
+        None => Vec::new(),
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|text| parse_env_file(&text))
+            .map_err(|e| fail(f, e))?,
+    };
+    let lookup = |name: &str| {
+        std::env::var(name).ok().or_else(|| {
+            file_vars
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    };
+    parse(&src, &lookup).map_err(|errors| ConfigErrors {
         file: path.to_owned(),
         errors,
     })

@@ -344,6 +344,9 @@ pub fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// The example config's demo values (`--env-file`); the tests that run the example use them.
+pub const DEMO_ENV: &str = "config/demo.env";
+
 /// The real `hookgate serve` as a child process; killed when dropped.
 pub struct Served {
     pub child: std::process::Child,
@@ -513,6 +516,7 @@ pub fn simulate(config: &str, listen: SocketAddr, receiver: &str, url: &str) -> 
             url,
         ])
         .env("HOOKGATE_LISTEN", listen.to_string())
+        .env("HOOKGATE_ENV_FILE", DEMO_ENV)
         .output()
         .unwrap();
     (
