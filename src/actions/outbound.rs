@@ -293,9 +293,16 @@ mod tests {
         assert!(o.http("http://10.0.0.8/x", true, &plain).is_err());
         assert!(o.http("https://a.corp.example.com/x", true, &plain).is_ok());
         // Security review, defect 10: a malformed URL's error carried its access_token.
-        let e = o.robot(ding, "https://oapi.ding talk.com/robot/send?access_token=SECRET").unwrap_err();
+        let e = o
+            .robot(
+                ding,
+                "https://oapi.ding talk.com/robot/send?access_token=SECRET",
+            )
+            .unwrap_err();
         assert!(!e.reason.contains("SECRET"), "{e}");
-        let e = o.http("https://{x}/?access_token=SECRET", true, &plain).unwrap_err();
+        let e = o
+            .http("https://{x}/?access_token=SECRET", true, &plain)
+            .unwrap_err();
         assert!(!e.reason.contains("SECRET"), "{e}");
         // A listed name passes here; where it resolves is checked when it is resolved.
         let named = outbound(None, &["hooks.example.com:8080"]);
