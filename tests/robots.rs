@@ -62,6 +62,17 @@ async fn callback_named(srv: &common::TestServer, user: &str, name: &str) {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// The fake WeCom group robot (key k1) and its webhook.
+async fn wecom_robot() -> (Vendors, String) {
+    let vendors = Vendors::start(State {
+        wecom: vec!["k1".into()],
+        ..State::default()
+    })
+    .await;
+    let webhook = vendors.url("/cgi-bin/webhook/send?key=k1");
+    (vendors, webhook)
+}
+
 fn statuses(srv: &common::TestServer) -> Vec<DeliveryStatus> {
     srv.deliveries().iter().map(|d| d.status).collect()
 }
@@ -317,12 +328,7 @@ async fn wecom_images_files_and_news() {
     std::fs::write(&image, b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
     let report = dir.path().join("报告.pdf");
     std::fs::write(&report, b"%PDF-1.4 report body").unwrap();
-    let vendors = Vendors::start(State {
-        wecom: vec!["k1".into()],
-        ..State::default()
-    })
-    .await;
-    let webhook = vendors.url("/cgi-bin/webhook/send?key=k1");
+    let (vendors, webhook) = wecom_robot().await;
     let rules = format!(
         r#"
 [[rules]]
@@ -407,12 +413,7 @@ message = {{ msg_type = "interactive", card = {{ header = {{ title = {{ tag = "p
 async fn event_data_chooses_no_file_and_no_host() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("logo.png"), b"png").unwrap();
-    let vendors = Vendors::start(State {
-        wecom: vec!["k1".into()],
-        ..State::default()
-    })
-    .await;
-    let webhook = vendors.url("/cgi-bin/webhook/send?key=k1");
+    let (vendors, webhook) = wecom_robot().await;
     let rules = format!(
         r#"
 [[rules]]

@@ -9,6 +9,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// the gateway reports ready again so traffic can show whether the store recovered.
 pub const FAILING_FOR_MS: i64 = 60_000;
 
+/// An error with its causes ("commit failed: db error: ERROR: disk full"): PostgreSQL's
+/// client puts the server's message in the source, not in the error's own text.
+pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[derive(Debug, Default)]
 pub struct Health {
     /// The latest failed commit (Unix ms, cause) while no commit succeeded after it.
@@ -24,10 +40,10 @@ impl Health {
         }
     }
 
-    pub(super) fn failed(&self, cause: &dyn std::fmt::Display) {
+    pub(super) fn failed(&self, cause: &(dyn std::error::Error + 'static)) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let now = crate::store::now_ms();
-        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, cause.to_string()));
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, chain(cause)));
     }
 
     /// The cause of the latest commit failure, if no commit succeeded since and it is recent.

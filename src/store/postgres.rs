@@ -1232,7 +1232,8 @@ async fn write_loop(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, batch = batch.len(), "Store commit failed; the vendor will retry.");
+                let cause = super::health::chain(&e);
+                tracing::error!(error = %cause, batch = batch.len(), "Store commit failed; the vendor will retry.");
                 health.failed(&e);
                 for op in batch {
                     let _ = op.reply.send(Err(e.clone()));
