@@ -346,6 +346,44 @@ async fn a_replica_killed_mid_delivery_is_finished_by_the_other_after_its_lease(
     drop(b);
 }
 
+/// Security review, defect 2: a DingTalk robot's sign covers no body, so a captured pair sent
+/// with another body to the other replica must be refused there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_robot_sign_is_refused_by_every_replica() {
+    let bot = "[[receivers]]\nname = \"bot\"\nvendor = \"dingtalk_robot\"\npath = \"/bot\"\napp_secret = \"s\"\n";
+    let replicas = Replicas::new("signs", &wecom_config(bot));
+    let a = replicas.start(None, &[]);
+    let b = replicas.start(None, &[]);
+    let ts = now_ms().to_string();
+    let sign = hookgate::crypto::robot::sign("s", &ts);
+    let post = |body: &str| {
+        format!(
+            "POST /bot HTTP/1.1\r\nHost: x\r\nConnection: close\r\ntimestamp: {ts}\r\nsign: {sign}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let first = r#"{"msgtype":"text","text":{"content":"hi"},"msgId":"m-1"}"#;
+    let forged = r#"{"msgtype":"text","text":{"content":"evil"},"msgId":"m-2","sessionWebhook":"http://10.0.0.1/"}"#;
+    assert_eq!(status(a.addr, &post(first)).await, 200);
+    assert_eq!(
+        status(b.addr, &post(first)).await,
+        200,
+        "a retry of the same body"
+    );
+    assert_eq!(status(b.addr, &post(forged)).await, 403);
+    let store = Store::open(&StoreConfig::postgres(&replicas.url))
+        .await
+        .unwrap();
+    let events = store
+        .list(&ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_robots_budget_holds_across_replicas() {
     let vendors = Vendors::start(State {

@@ -18,6 +18,31 @@ fn mac(secret: &str, timestamp: &str) -> Hmac<Sha256> {
     mac
 }
 
+/// One use of an outgoing robot's `timestamp`/`sign` pair: the sign covers no body, so a pair
+/// may carry one body (`digest`, its SHA-256) until `until_ms`, when the timestamp window
+/// refuses it anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignUse {
+    pub receiver: String,
+    pub timestamp: String,
+    pub sign: String,
+    pub digest: [u8; 32],
+    pub until_ms: i64,
+}
+
+impl SignUse {
+    pub fn new(receiver: &str, timestamp: &str, sign: &str, body: &[u8], until_ms: i64) -> Self {
+        use sha2::Digest;
+        Self {
+            receiver: receiver.to_owned(),
+            timestamp: timestamp.to_owned(),
+            sign: sign.trim().to_owned(),
+            digest: Sha256::digest(body).into(),
+            until_ms,
+        }
+    }
+}
+
 /// The base64 signature for `timestamp` (not URL-encoded).
 pub fn sign(secret: &str, timestamp: &str) -> String {
     STANDARD.encode(mac(secret, timestamp).finalize().into_bytes())

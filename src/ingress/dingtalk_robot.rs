@@ -8,8 +8,25 @@
 
 use super::{Accepted, Guard, Reply, Request, event, require_post};
 use crate::config::Receiver;
+use crate::crypto::robot::SignUse;
 use crate::crypto::{Freshness, OpenError, Verified, robot};
 use crate::secret::Secret;
+
+/// The (timestamp, sign) pair of a robot request and the body it carries, remembered until
+/// the timestamp window would refuse it anyway (both sides of it, so twice the window).
+pub(super) fn sign_use(receiver: &Receiver, req: &Request<'_>) -> Result<SignUse, OpenError> {
+    let header = |name: &'static str| req.headers.get(name).ok_or(OpenError::Missing(name));
+    let keep_ms = i64::try_from(receiver.timestamp_window.max(3_600))
+        .unwrap_or(i64::MAX / 4_000)
+        .saturating_mul(2_000);
+    Ok(SignUse::new(
+        &receiver.name,
+        header("timestamp")?,
+        header("sign")?,
+        req.body,
+        req.now_ms.saturating_add(keep_ms),
+    ))
+}
 
 pub(super) fn open(
     receiver: &Receiver,
@@ -30,11 +47,7 @@ pub(super) fn open(
         window_secs: receiver.timestamp_window,
     }
     .check(timestamp)?;
-    // Past the window the timestamp check refuses the pair; both sides of it, so twice.
-    let keep_ms = i64::try_from(receiver.timestamp_window.max(3_600))
-        .unwrap_or(i64::MAX / 4_000)
-        .saturating_mul(2_000);
-    guard.robot_sign(timestamp, sign, req.body, req.now_ms, keep_ms)?;
+    guard.robot_sign(&sign_use(receiver, req)?, req.now_ms)?;
     let body = String::from_utf8(req.body.to_vec()).map_err(|_| OpenError::NotUtf8)?;
     Ok(Accepted {
         reply: Reply::empty(),

@@ -6,9 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sha2::{Digest, Sha256};
-
 use crate::crypto::OpenError;
+use crate::crypto::robot::SignUse;
 
 /// Unsigned decrypts a receiver may do in a burst, and how often one more is allowed after.
 const UNSIGNED_BURST: f64 = 20.0;
@@ -36,29 +35,21 @@ struct Bucket {
 }
 
 impl Guard {
-    /// Admits a robot request's (timestamp, sign) for `body`: the first use, or the same body
-    /// again (a vendor retry, which the store deduplicates), passes; another body is a replay.
-    /// `keep_ms` is how long the pair could still pass the timestamp window.
-    pub fn robot_sign(
-        &self,
-        timestamp: &str,
-        sign: &str,
-        body: &[u8],
-        now_ms: i64,
-        keep_ms: i64,
-    ) -> Result<(), OpenError> {
-        let digest: [u8; 32] = Sha256::digest(body).into();
+    /// Admits a robot request's (timestamp, sign) for its body: the first use, or the same
+    /// body again (a vendor retry, which the store deduplicates), passes; another body is a
+    /// replay. (The store keeps the same memory for every process on it: `Store::sign_once`.)
+    pub fn robot_sign(&self, used: &SignUse, now_ms: i64) -> Result<(), OpenError> {
         let mut signs = self.signs.lock().unwrap_or_else(PoisonError::into_inner);
         if signs.seen.len() >= SWEEP_AT {
             signs.seen.retain(|_, (_, until)| *until > now_ms);
         }
-        let key = (timestamp.to_owned(), sign.trim().to_owned());
+        let key = (used.timestamp.clone(), used.sign.clone());
         match signs.seen.get(&key) {
-            Some((seen, until)) if *until > now_ms && *seen != digest => Err(OpenError::Replayed),
+            Some((seen, until)) if *until > now_ms && *seen != used.digest => {
+                Err(OpenError::Replayed)
+            }
             _ => {
-                signs
-                    .seen
-                    .insert(key, (digest, now_ms.saturating_add(keep_ms)));
+                signs.seen.insert(key, (used.digest, used.until_ms));
                 Ok(())
             }
         }
@@ -103,14 +94,12 @@ mod tests {
     #[test]
     fn a_sign_carries_one_body_for_its_window() {
         let g = Guard::default();
-        assert!(g.robot_sign("1", "s", b"a", 0, 1000).is_ok());
-        assert!(g.robot_sign("1", "s", b"a", 10, 1000).is_ok(), "a retry");
-        assert_eq!(
-            g.robot_sign("1", "s", b"b", 20, 1000),
-            Err(OpenError::Replayed)
-        );
-        assert!(g.robot_sign("2", "s", b"b", 20, 1000).is_ok());
-        assert!(g.robot_sign("1", "s", b"b", 2000, 1000).is_ok(), "expired");
+        let used = |ts: &str, body: &[u8]| SignUse::new("r", ts, "s", body, 1000);
+        assert!(g.robot_sign(&used("1", b"a"), 0).is_ok());
+        assert!(g.robot_sign(&used("1", b"a"), 10).is_ok(), "a retry");
+        assert_eq!(g.robot_sign(&used("1", b"b"), 20), Err(OpenError::Replayed));
+        assert!(g.robot_sign(&used("2", b"b"), 20).is_ok());
+        assert!(g.robot_sign(&used("1", b"b"), 2000).is_ok(), "expired");
     }
 
     #[test]

@@ -153,8 +153,13 @@ pub fn open_with(
             Err(OpenError::Method)
         }
     };
-    result.map_err(|error| Rejected {
-        code: match vendor {
+    result.map_err(|error| Rejected::new(vendor, error))
+}
+
+impl Rejected {
+    /// A refusal with the vendor's own code for `error`.
+    pub fn new(vendor: Vendor, error: OpenError) -> Self {
+        let code = match vendor {
             Vendor::WeCom | Vendor::WechatMp => error.wxbiz_code(),
             Vendor::DingTalk => error.dingtalk_code(),
             // DingTalk robots report every security failure as errcode 310000.
@@ -167,9 +172,18 @@ pub fn open_with(
             )
             .then_some(310000),
             Vendor::Feishu | Vendor::DingTalkStream | Vendor::FeishuWs | Vendor::WecomAibot => None,
-        },
-        error,
-    })
+        };
+        Self { error, code }
+    }
+}
+
+/// The robot `timestamp`/`sign` use of an accepted DingTalk robot request, for the store's
+/// shared memory of used pairs; `None` for every other receiver.
+pub fn sign_use(receiver: &Receiver, req: &Request<'_>) -> Option<crate::crypto::robot::SignUse> {
+    match receiver.credentials {
+        Credentials::DingTalkRobot { .. } => dingtalk_robot::sign_use(receiver, req).ok(),
+        _ => None,
+    }
 }
 
 /// What a person who opens the URL in a browser sees: that it is hookgate, nothing about

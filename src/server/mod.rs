@@ -253,13 +253,14 @@ fn plain(status: u16, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// The synchronous part: verify, decrypt, parse (kept out of the async fn, whose state must be `Send`).
+/// With the robot sign use of an accepted robot event, which the store must also admit.
 fn open(
     receiver: &Receiver,
     guard: &ingress::Guard,
     method: Method,
     parts: &hyper::http::request::Parts,
     body: &[u8],
-) -> Result<ingress::Accepted, ingress::Rejected> {
+) -> Result<(ingress::Accepted, Option<crate::store::SignUse>), ingress::Rejected> {
     let request = ingress::Request {
         method,
         query: parts.uri.query().unwrap_or(""),
@@ -267,7 +268,44 @@ fn open(
         body,
         now_ms: now_ms(),
     };
-    ingress::open_with(receiver, guard, &request)
+    let accepted = ingress::open_with(receiver, guard, &request)?;
+    let used = accepted
+        .event
+        .as_ref()
+        .and_then(|_| ingress::sign_use(receiver, &request));
+    Ok((accepted, used))
+}
+
+/// The answer to a refused callback: the vendor's code and nothing else (the reason goes to
+/// the log); with the outcome and reason labels.
+fn refused(
+    receiver: &Receiver,
+    rejected: &ingress::Rejected,
+    body: &[u8],
+    latency_ms: f64,
+) -> (Response<Full<Bytes>>, &'static str, &'static str) {
+    let code = rejected
+        .code
+        .map_or_else(|| "none".to_owned(), |c| c.to_string());
+    warn!(
+        receiver = %receiver.name,
+        vendor = %receiver.vendor(),
+        code = %code,
+        status = rejected.status(),
+        reason = %rejected.error,
+        latency_ms,
+        "Callback rejected."
+    );
+    debug!(receiver = %receiver.name, body = %ingress::preview(body), "Rejected body.");
+    let text = match rejected.code {
+        Some(code) => format!("rejected ({code})\n"),
+        None => "rejected\n".to_owned(),
+    };
+    (
+        respond(rejected.status(), "text/plain; charset=utf-8", text),
+        "rejected",
+        rejected.error.label(),
+    )
 }
 
 /// One delivery per action of every rule that matches, to commit with the event, and the
@@ -440,34 +478,29 @@ async fn callback(
             );
         }
     };
-    let accepted = match open(receiver, guard, method, &parts, &body) {
-        Ok(accepted) => accepted,
-        Err(rejected) => {
-            let code = rejected
-                .code
-                .map_or_else(|| "none".to_owned(), |c| c.to_string());
-            warn!(
-                receiver = %receiver.name,
-                vendor = %receiver.vendor(),
-                code = %code,
-                status = rejected.status(),
-                reason = %rejected.error,
-                latency_ms = ms(),
-                "Callback rejected."
-            );
-            debug!(receiver = %receiver.name, body = %ingress::preview(&body), "Rejected body.");
-            // The caller learns the vendor's code and nothing else; the reason is in the log.
-            let text = match rejected.code {
-                Some(code) => format!("rejected ({code})\n"),
-                None => "rejected\n".to_owned(),
-            };
-            return (
-                respond(rejected.status(), "text/plain; charset=utf-8", text),
-                "rejected",
-                rejected.error.label(),
-            );
-        }
+    let (accepted, used) = match open(receiver, guard, method, &parts, &body) {
+        Ok(opened) => opened,
+        Err(rejected) => return refused(receiver, &rejected, &body, ms()),
     };
+    // A robot's sign covers no body: every process on the store admits a pair for one body.
+    if let Some(used) = used {
+        match state.store.sign_once(used, now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let replayed =
+                    ingress::Rejected::new(receiver.vendor(), crate::crypto::OpenError::Replayed);
+                return refused(receiver, &replayed, &body, ms());
+            }
+            Err(e) => {
+                error!(receiver = %receiver.name, error = %e, "Could not record the robot sign; answering 503 so the vendor retries.");
+                return (
+                    plain(503, "store unavailable, retry later\n"),
+                    "error",
+                    "store",
+                );
+            }
+        }
+    }
     let outcome = if let Some(event) = accepted.event {
         let (kind, key) = (event.kind().to_owned(), event.dedupe_key().to_owned());
         debug!(receiver = %receiver.name, raw = %event.raw(), "Decrypted callback.");

@@ -31,6 +31,8 @@ pub fn postgres_url_problem(url: &str) -> Option<String> {
     pg_tls::parse_url(url, false).err()
 }
 
+pub use crate::crypto::robot::SignUse;
+
 use crate::config::StoreConfig;
 use crate::event::Event;
 
@@ -412,6 +414,13 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
         backend!(self, b => b.rate_take(key.to_owned(), per_minute, now_ms).await)
+    }
+
+    /// Records that a DingTalk robot's (timestamp, sign) pair carried the body with `digest`;
+    /// `false` when the pair already carried another body within its window (a replay),
+    /// whichever process on this store saw it first.
+    pub async fn sign_once(&self, sign: SignUse, now_ms: i64) -> Result<bool, StoreError> {
+        backend!(self, b => b.sign_once(sign, now_ms).await)
     }
 
     /// Nothing is sent to `key` before `until_ms` (the vendor said "too fast").

@@ -106,6 +106,16 @@ CREATE TABLE robot_pauses (
     "
 -- The fingerprint of the action a delivery was made for (a reload must not swap it).
 ALTER TABLE deliveries ADD COLUMN spec TEXT;
+-- DingTalk robot (timestamp, sign) pairs accepted, with the body each carried (the sign
+-- covers no body): shared by every replica, kept for the timestamp window.
+CREATE TABLE robot_signs (
+    receiver TEXT   NOT NULL,
+    stamp    TEXT   NOT NULL,
+    sign     TEXT   NOT NULL,
+    digest   BYTEA  NOT NULL,
+    until_ms BIGINT NOT NULL,
+    PRIMARY KEY (receiver, stamp, sign)
+);
 ",
 ];
 
@@ -722,6 +732,10 @@ impl Postgres {
             )
             .await
             .map_err(db_error)?;
+        client
+            .execute("DELETE FROM robot_signs WHERE until_ms <= $1", &[&now_ms])
+            .await
+            .map_err(db_error)?;
         drop(client);
         let freed = self.requeue(RequeueTarget::Running, now_ms, 0).await?;
         if freed > 0 {
@@ -918,6 +932,27 @@ impl Postgres {
         }
         tx.commit().await.map_err(db_error)?;
         Ok(wait)
+    }
+
+    pub(super) async fn sign_once(
+        &self,
+        s: super::SignUse,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let digest = s.digest.to_vec();
+        self.client()
+            .await?
+            .query_opt(
+                "INSERT INTO robot_signs (receiver, stamp, sign, digest, until_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (receiver, stamp, sign) DO UPDATE
+                     SET digest = excluded.digest, until_ms = excluded.until_ms
+                     WHERE robot_signs.until_ms <= $6 OR robot_signs.digest = excluded.digest
+                 RETURNING 1",
+                &[&s.receiver, &s.timestamp, &s.sign, &digest, &s.until_ms, &now_ms],
+            )
+            .await
+            .map_err(db_error)
+            .map(|row| row.is_some())
     }
 
     pub(super) async fn rate_pause(&self, key: String, until_ms: i64) -> Result<(), StoreError> {

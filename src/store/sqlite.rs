@@ -92,6 +92,16 @@ CREATE TABLE robot_pauses (
 ", "
 -- The fingerprint of the action a delivery was made for (a reload must not swap it).
 ALTER TABLE deliveries ADD COLUMN spec TEXT;
+-- DingTalk robot (timestamp, sign) pairs accepted, with the body each carried (the sign
+-- covers no body): shared by every process on the store, kept for the timestamp window.
+CREATE TABLE robot_signs (
+    receiver TEXT    NOT NULL,
+    stamp    TEXT    NOT NULL,
+    sign     TEXT    NOT NULL,
+    digest   BLOB    NOT NULL,
+    until_ms INTEGER NOT NULL,
+    PRIMARY KEY (receiver, stamp, sign)
+);
 "];
 
 /// What the writer thread does; each batch of ops shares one transaction.
@@ -512,6 +522,32 @@ impl Sqlite {
         rx.await.map_err(|_| StoreError::Closed)
     }
 
+    pub(super) async fn sign_once(
+        &self,
+        s: super::SignUse,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let fresh = tx
+                .query_row(
+                    "INSERT INTO robot_signs (receiver, stamp, sign, digest, until_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (receiver, stamp, sign) DO UPDATE
+                     SET digest = excluded.digest, until_ms = excluded.until_ms
+                     WHERE robot_signs.until_ms <= ?6 OR robot_signs.digest = excluded.digest
+                 RETURNING 1",
+                    params![s.receiver, s.timestamp, s.sign, s.digest.as_slice(), s.until_ms, now_ms],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            let _ = reply.send(fresh);
+            Ok(0)
+        }))
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
     pub(super) async fn rate_pause(&self, key: String, until_ms: i64) -> Result<(), StoreError> {
         self.write(Box::new(move |tx| {
             tx.execute(
@@ -531,6 +567,7 @@ impl Sqlite {
                 "DELETE FROM robot_sends WHERE at_ms <= ?1",
                 [now_ms - super::RATE_WINDOW_MS],
             )?;
+            tx.execute("DELETE FROM robot_signs WHERE until_ms <= ?1", [now_ms])?;
             tx.execute("DELETE FROM robot_pauses WHERE until_ms <= ?1", [now_ms])
         }))
         .await

@@ -103,7 +103,31 @@ on_both!(
     a_named_lock_is_held_until_dropped,
     reopening_migrates_nothing_twice,
     events_are_listed_and_read_back,
+    a_robot_sign_carries_one_body,
 );
+
+async fn a_robot_sign_carries_one_body(config: StoreConfig) {
+    use crate::crypto::robot::SignUse;
+    let store = Store::open(&config).await.unwrap();
+    // Remembered for 1 s after each use.
+    let used = |receiver: &str, body: &[u8], now: i64| {
+        SignUse::new(receiver, "1700", "c2lnbg==", body, now + 1_000)
+    };
+    let once = |u: SignUse, now: i64| {
+        let store = &store;
+        async move { store.sign_once(u, now).await.unwrap() }
+    };
+    assert!(once(used("bot", b"a", 0), 0).await);
+    assert!(once(used("bot", b"a", 10), 10).await, "a retry");
+    assert!(!once(used("bot", b"b", 20), 20).await, "a replay");
+    assert!(once(used("other", b"b", 20), 20).await);
+    assert!(
+        once(used("bot", b"b", 1_010), 1_010).await,
+        "past its window"
+    );
+    assert!(!once(used("bot", b"a", 1_020), 1_020).await);
+    store.maintain(5_000).await.unwrap();
+}
 
 async fn a_retry_is_a_duplicate_and_adds_nothing(config: StoreConfig) {
     let store = Store::open(&config).await.unwrap();
