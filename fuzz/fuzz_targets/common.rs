@@ -61,13 +61,18 @@ pub fn run(receiver: &Receiver, data: &[u8]) {
     let mut next = || std::str::from_utf8(parts.next().unwrap_or_default()).unwrap_or("");
     let (query, ts, nonce, sig) = (next(), next(), next(), next());
     let body = rest.rsplit(|b| *b == 0).next().unwrap_or_default();
-    let headers = [
+    // An empty value means the header is absent: the unsigned paths (Feishu's URL check,
+    // a robot without `sign`) are fuzzed too.
+    let headers: Vec<(&str, &str)> = [
         ("timestamp", ts),
         ("sign", sig),
         ("X-Lark-Request-Timestamp", ts),
         ("X-Lark-Request-Nonce", nonce),
         ("X-Lark-Signature", sig),
-    ];
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .collect();
     let method = match m % 3 {
         0 => Method::Get,
         1 => Method::Post,
