@@ -1038,7 +1038,7 @@ impl Postgres {
             Some(s) => (Some(s.as_str()), false, false),
         };
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-        let now = crate::delivery::now_ms();
+        let now = super::now_ms();
         let rows = self
             .client()
             .await?
@@ -1207,7 +1207,7 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(i64, i64), S
             tx.batch_execute(step).await.map_err(db_error)?;
             tx.execute(
                 "INSERT INTO hookgate_schema (version, applied_at_ms) VALUES ($1, $2)",
-                &[&(i as i32 + 1), &crate::delivery::now_ms()],
+                &[&(i as i32 + 1), &super::now_ms()],
             )
             .await
             .map_err(db_error)?;
