@@ -16,6 +16,7 @@ use crate::actions::{Actions, Attempt};
 use crate::config::{DeliveryConfig, RuleChanged};
 use crate::metrics::Metrics;
 use crate::rules::{EventView, RuleSet};
+pub use crate::store::now_ms;
 use crate::store::{ClaimedDelivery, Outcome, Store};
 
 /// How often the worker looks for due deliveries it was not told about (another process,
@@ -58,12 +59,6 @@ pub struct Worker {
     metrics: Arc<Metrics>,
     /// Unix ms of the last loop, for `/readyz`.
     beat: Arc<std::sync::atomic::AtomicI64>,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The delay before retry number `attempt` (1 = the first retry): `first * 2^(attempt-1)`

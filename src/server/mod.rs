@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -29,7 +29,7 @@ use crate::config::{Config, Receiver, ServerConfig};
 use crate::ingress::{self, Headers, Method};
 use crate::metrics::Metrics;
 use crate::rules::{EventView, RuleSet};
-use crate::store::{Cancel, NewDelivery, Store};
+use crate::store::{Cancel, NewDelivery, Store, now_ms};
 use std::sync::atomic::AtomicI64;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -228,12 +228,6 @@ impl Headers for HyperHeaders<'_> {
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(|v| v.to_str().ok())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn respond(
