@@ -24,7 +24,7 @@ fn main() {
         .build()
         .unwrap();
     drop(rt.block_on(Store::open(&config)).unwrap());
-    let now = hookgate::delivery::now_ms();
+    let now = hookgate::clock::now_ms();
     let started = Instant::now();
     {
         let mut conn = rusqlite::Connection::open(&config.path).unwrap();
@@ -76,7 +76,7 @@ fn main() {
         assert_eq!(due_now, 1);
         let t = Instant::now();
         let got = rt
-            .block_on(store.claim(hookgate::delivery::now_ms(), 32))
+            .block_on(store.claim(hookgate::clock::now_ms(), 32))
             .unwrap();
         samples.push(t.elapsed());
         claimed += got.len();
@@ -93,7 +93,7 @@ fn main() {
     );
     let t = Instant::now();
     let empty = rt
-        .block_on(store.claim(hookgate::delivery::now_ms(), 32))
+        .block_on(store.claim(hookgate::clock::now_ms(), 32))
         .unwrap();
     println!(
         "claim with nothing due: {:.1?} ({} claimed)",

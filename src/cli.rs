@@ -2,17 +2,15 @@
 //! `deliveries list|retry`, `groups list|show|set|forget`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::actions::Actions;
+use crate::app::{self, App, Listeners, Reloads};
+use crate::clock::now_ms;
 use crate::config::{self, Config};
-use crate::delivery::{Worker, now_ms};
 use crate::event::Event;
 use crate::rules::{EventView, RuleSet};
-use crate::server::{self, AppState};
 use crate::store::{DeliveryFilter, DeliveryStatus, ListFilter, RequeueTarget, Store};
 
 #[derive(Debug, Parser)]
@@ -258,7 +256,7 @@ fn check(cli: &Cli) -> Result<()> {
 fn serve(cli: &Cli) -> Result<()> {
     let config = load(cli)?;
     // Idle sockets must not use up the descriptors callbacks need.
-    let nofile = server::raise_nofile();
+    let nofile = crate::server::raise_nofile();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -266,192 +264,31 @@ fn serve(cli: &Cli) -> Result<()> {
         // Before anything that takes time: SIGTERM during start-up is a clean stop too, and a
         // SIGHUP then is a reload, not the default (which would end the process).
         let mut stop_signal = shutdown_signal();
-        #[cfg(unix)]
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        #[cfg(not(unix))]
-        let hup = None;
-        let store = loop {
-            match Store::open(&config.store).await {
-                Ok(store) => break store,
-                // A database that is down now (a restart, a failover) may be back soon: wait
-                // for it rather than exit; the vendors retry meanwhile.
-                Err(e) if config.store.url.is_some() && !matches!(e, crate::store::StoreError::TooNew { .. }) => {
-                    tracing::error!(error = %e, "Cannot reach the store; trying again in 2 s.");
-                    tokio::select! {
-                        () = &mut stop_signal => return Ok(()),
-                        () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-                    }
-                }
-                Err(e) => return Err(e).context("opening the store"),
-            }
+        let reloads = Reloads {
+            path: cli.config.clone(),
+            env_file: cli.env_file.clone(),
+            #[cfg(unix)]
+            hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
         };
-        let resumed = store
-            .requeue(crate::store::RequeueTarget::Running, now_ms(), 0)
+        let Some(store) = app::open_store(&config.store, &mut stop_signal)
             .await
-            .context("resuming deliveries")?;
-        if resumed > 0 {
-            tracing::warn!(deliveries = resumed, "Deliveries in flight when hookgate stopped will run again.");
-        }
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, receivers = config.receivers.len(), store = %store.location(), nofile, "hookgate listening.");
-        for r in &config.receivers {
-            if !r.is_stream() {
-                tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");
-            }
-        }
-        let metrics = Arc::new(crate::metrics::Metrics::new());
-        let config_admin = config.server.admin_listen;
-        let replies = Arc::new(crate::stream::wecom::Replies::default());
-        let (app, engine) = build(&config, &store, &metrics, &replies)?;
-        let gw = Arc::new(server::Gateway::new(app, store.clone(), metrics.clone(), replies));
-        let engine = Arc::new(arc_swap::ArcSwap::from_pointee(engine));
-        let worker = Worker::new(store.clone(), engine.clone(), metrics.clone(), gw.worker_beat.clone());
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
+            .context("opening the store")?
+        else {
+            return Ok(());
         };
-        let worker = tokio::spawn(worker.run(until_stopped(stopped.clone())));
-        crate::stream::apply(&config, &gw).await;
-        let stream_gw = gw.clone();
-        let reloader = tokio::spawn(reload_loop(
-            cli.config.clone(),
-            cli.env_file.clone(),
-            config,
-            gw.clone(),
-            engine,
-            hup,
-            until_stopped(stopped.clone()),
-        ));
-        let admin = match config_admin {
-            Some(addr) => {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding server.admin_listen {addr}"))?;
-                tracing::info!(addr = %l.local_addr()?, "Admin listener (metrics, health) ready.");
-                Some(tokio::spawn(server::serve(l, gw.clone(), server::Role::Admin, until_stopped(stopped.clone()))))
-            }
-            None => None,
-        };
-        let server = server::run(listener, gw, until_stopped(stopped));
-        let signal = async {
-            stop_signal.await;
-            let _ = stop.send(true);
-        };
-        tokio::join!(server, signal);
-        crate::stream::stop_all(&stream_gw).await;
-        let _ = worker.await;
-        let _ = reloader.await;
-        if let Some(a) = admin {
-            let _ = a.await;
+        let listeners = Listeners::bind(&config.server).await?;
+        let (receivers, location) = (config.receivers.clone(), store.location());
+        let app = App::start(config, store, listeners).await?;
+        tracing::info!(addr = %app.addr(), receivers = receivers.len(), store = %location, nofile, "hookgate listening.");
+        for r in receivers.iter().filter(|r| !r.is_stream()) {
+            tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");
         }
+        if let Some(addr) = app.admin_addr() {
+            tracing::info!(addr = %addr, "Admin listener (metrics, health) ready.");
+        }
+        app.run_until(stop_signal, Some(reloads)).await;
         Ok(())
     })
-}
-
-/// The request-side state and the worker's engine for one config.
-fn build(
-    config: &Config,
-    store: &Store,
-    metrics: &Arc<crate::metrics::Metrics>,
-    replies: &Arc<crate::stream::wecom::Replies>,
-) -> Result<(AppState, crate::delivery::Engine)> {
-    let rules = Arc::new(RuleSet::new(config).map_err(|e| anyhow::anyhow!(e))?);
-    let actions = Arc::new(Actions::new(
-        config,
-        store,
-        metrics.clone(),
-        replies.clone(),
-    )?);
-    let app = AppState::new(config, rules.clone(), store.clone());
-    let engine = crate::delivery::Engine {
-        rules,
-        actions,
-        config: config.delivery.clone(),
-    };
-    Ok((app, engine))
-}
-
-/// How often the config file is checked for changes (SIGHUP reloads at once).
-const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Reloads on SIGHUP and when the file's contents change: the new file is validated first;
-/// a file with problems is logged, problem by problem, and the running config stays.
-async fn reload_loop(
-    path: PathBuf,
-    env_file: Option<PathBuf>,
-    mut current: Config,
-    gw: Arc<server::Gateway>,
-    engine: Arc<arc_swap::ArcSwap<crate::delivery::Engine>>,
-    #[cfg(unix)] mut hup: Option<tokio::signal::unix::Signal>,
-    #[cfg(not(unix))] _hup: Option<()>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let digest = |p: &std::path::Path| {
-        std::fs::read(p).ok().map(|b| {
-            use sha2::Digest;
-            sha2::Sha256::digest(&b).to_vec()
-        })
-    };
-    let mut seen = digest(&path);
-    tokio::pin!(shutdown);
-    loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
-        let forced = tokio::select! {
-            () = &mut shutdown => return,
-            () = hangup => true,
-            () = tokio::time::sleep(RELOAD_POLL) => false,
-        };
-        let now = digest(&path);
-        if !forced && now == seen {
-            continue;
-        }
-        seen = now;
-        let config = match config::load(&path, env_file.as_deref()) {
-            Ok(c) => c,
-            Err(errors) => {
-                for e in &errors.errors {
-                    tracing::error!(file = %path.display(), problem = %e, "Config reload rejected; the running config stays.");
-                }
-                gw.metrics.reload("rejected");
-                continue;
-            }
-        };
-        if config.server.listen != current.server.listen || config.store.path != current.store.path
-        {
-            tracing::warn!("server.listen and store.path take effect only after a restart.");
-        }
-        match build(&config, &gw.store, &gw.metrics, &gw.replies) {
-            Ok((app, new_engine)) => {
-                gw.swap(app);
-                engine.store(Arc::new(new_engine));
-                crate::stream::apply(&config, &gw).await;
-                gw.metrics.reload("ok");
-                tracing::info!(
-                    receivers = config.receivers.len(),
-                    rules = config.rules.len(),
-                    "Config reloaded."
-                );
-                current = config;
-            }
-            Err(e) => {
-                gw.metrics.reload("rejected");
-                tracing::error!(error = %e, "Config reload rejected; the running config stays.");
-            }
-        }
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when
@@ -487,7 +324,7 @@ fn open_existing(config: &Config, nothing: &str) -> Result<(tokio::runtime::Runt
     if config.store.url.is_none() && !config.store.path.exists() {
         bail!("no store at {} yet: {nothing}", config.store.path.display());
     }
-    crate::actions::install_crypto_provider();
+    crate::tls::install_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -497,7 +334,7 @@ fn open_existing(config: &Config, nothing: &str) -> Result<(tokio::runtime::Runt
 
 fn migrate(cli: &Cli) -> Result<()> {
     let config = load(cli)?;
-    crate::actions::install_crypto_provider();
+    crate::tls::install_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -645,7 +482,7 @@ fn simulate(
     let event = event_file
         .map(|f| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display())))
         .transpose()?;
-    crate::actions::install_crypto_provider();
+    crate::tls::install_provider();
     let client = reqwest::Client::builder()
         .timeout(crate::simulate::TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())

@@ -27,9 +27,17 @@ pub mod secret;
 #[cfg(feature = "server")]
 pub mod actions;
 #[cfg(feature = "server")]
+pub mod app;
+#[cfg(feature = "server")]
 pub mod cli;
 #[cfg(feature = "server")]
+pub mod clock;
+#[cfg(feature = "server")]
 pub mod delivery;
+#[cfg(feature = "server")]
+pub mod intake;
+#[cfg(feature = "server")]
+pub mod loaded;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
@@ -41,4 +49,4 @@ pub mod store;
 #[cfg(feature = "server")]
 pub mod stream;
 #[cfg(feature = "server")]
-pub mod vendor;
+pub mod tls;

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
+use crate::clock::now_ms;
 use crate::config::{Credentials, MpMode, Receiver};
 use crate::crypto::Freshness;
 use crate::crypto::envelope::{Envelope, Signed, random_alnum};
-use crate::delivery::now_ms;
 
 /// What vendors leave unencoded in query values.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{ActionError, Attempt};
+use crate::actions::api::Apis;
+use crate::actions::api::dingtalk::DingTalk;
+use crate::actions::api::wecom::WeCom;
+use crate::clock::now_ms;
 use crate::config::AppVendor;
-use crate::delivery::now_ms;
 use crate::rules::{AppOp, People, RenderedApp, Target};
 use crate::store::{GroupRow, Store};
-use crate::vendor::Apis;
-use crate::vendor::dingtalk::DingTalk;
-use crate::vendor::wecom::WeCom;
 
 /// How long a department's member list is reused.
 const DIRECTORY_TTL: Duration = Duration::from_secs(60);

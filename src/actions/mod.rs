@@ -3,10 +3,12 @@
 //! "busy") or permanent (other 4xx, 5xx SMTP replies, bad addresses); the delivery worker
 //! decides what to do with that.
 
+pub mod api;
 mod app;
 mod email;
 mod http;
 mod outbound;
+pub mod replies;
 mod robot;
 
 pub use app::{Person, wecom_chat_id};
@@ -87,6 +89,29 @@ impl std::fmt::Display for ActionError {
     }
 }
 
+impl From<replies::ReplyError> for ActionError {
+    fn from(e: replies::ReplyError) -> Self {
+        match e {
+            // Not this delivery's failure: it waits (no attempt spent) for a claim by the
+            // replica that holds the connection.
+            replies::ReplyError::Elsewhere(_) => {
+                Self::throttled(e.to_string(), Duration::from_secs(1))
+            }
+            e if e.transient() => Self::retryable(e.to_string()),
+            e => Self::permanent(e.to_string()),
+        }
+    }
+}
+
+/// Why the clients for a config could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("connections.{name}: {reason}")]
+    Connection { name: String, reason: String },
+}
+
 /// What one run knows about the delivery: its id is the idempotency key sinks get.
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt<'a> {
@@ -101,16 +126,10 @@ pub struct Actions {
     /// `[outbound]`: confines robot webhooks, event-chosen hosts and local files.
     outbound: outbound::Outbound,
     mailers: HashMap<String, email::Mailer>,
-    apis: crate::vendor::Apis,
+    apis: crate::actions::api::Apis,
     store: crate::store::Store,
     directory: app::Directory,
-    replies: std::sync::Arc<crate::stream::wecom::Replies>,
-}
-
-/// rustls needs a process-wide crypto provider before any client is built; ring is the one
-/// this crate ships. Safe to call more than once.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    replies: std::sync::Arc<replies::Replies>,
 }
 
 impl Actions {
@@ -118,12 +137,10 @@ impl Actions {
         config: &Config,
         store: &crate::store::Store,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
-        replies: std::sync::Arc<crate::stream::wecom::Replies>,
-    ) -> anyhow::Result<Self> {
-        install_crypto_provider();
+        replies: std::sync::Arc<replies::Replies>,
+    ) -> Result<Self, BuildError> {
         let builder = || {
-            reqwest::Client::builder()
-                .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+            crate::tls::http_builder()
                 .connect_timeout(Duration::from_secs(10))
                 // A redirect would re-send the body and custom headers to a host nobody chose.
                 .redirect(reqwest::redirect::Policy::none())
@@ -134,15 +151,18 @@ impl Actions {
         for (name, c) in &config.connections {
             match c {
                 Connection::Smtp(smtp) => {
-                    let mailer = email::Mailer::new(smtp)
-                        .map_err(|e| anyhow::anyhow!("connections.{name}: {e}"))?;
+                    let mailer =
+                        email::Mailer::new(smtp).map_err(|reason| BuildError::Connection {
+                            name: name.clone(),
+                            reason,
+                        })?;
                     mailers.insert(name.clone(), mailer);
                 }
                 Connection::WeCom(_) | Connection::DingTalk(_) => {}
             }
         }
         Ok(Self {
-            apis: crate::vendor::Apis::new(config, &http, store, &metrics),
+            apis: crate::actions::api::Apis::new(config, &http, store, &metrics),
             http,
             outbound,
             mailers,
@@ -234,7 +254,10 @@ impl Actions {
                         .or_insert_with(|| format!("hookgate-{}", attempt.delivery_id).into());
                     stream.entry("finish").or_insert(true.into());
                 }
-                self.replies.send(&r.receiver, r.cmd, &r.req_id, body).await
+                self.replies
+                    .send(&r.receiver, r.cmd, &r.req_id, body)
+                    .await
+                    .map_err(ActionError::from)
             }
             Rendered::App(a) => {
                 let media = &self.outbound;

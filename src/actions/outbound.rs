@@ -231,7 +231,7 @@ mod tests {
     use crate::config::HostPattern;
 
     fn outbound(media: Option<&Path>, hosts: &[&str]) -> Outbound {
-        crate::actions::install_crypto_provider();
+        crate::tls::install_provider();
         let config = OutboundConfig {
             media_dir: media.map(Path::to_owned),
             allow_hosts: hosts

@@ -13,8 +13,8 @@ use md5::Digest;
 
 use super::outbound::Outbound;
 use super::{ActionError, Attempt};
+use crate::clock::now_ms;
 use crate::config::RobotVendor;
-use crate::delivery::now_ms;
 use crate::rules::RenderedRobot;
 use crate::store::Store;
 

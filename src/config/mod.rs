@@ -6,9 +6,14 @@ mod app_actions;
 mod connections;
 mod env;
 mod outbound;
+#[cfg(feature = "server")]
+mod pg_url;
 mod raw;
 mod rules;
 mod validate;
+
+#[cfg(feature = "server")]
+pub use pg_url::parse_postgres_url;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -852,7 +852,7 @@ impl Ctx<'_> {
 /// What is wrong with a PostgreSQL URL (the driver's own parser, when it is built in).
 #[cfg(feature = "server")]
 fn postgres_url_problem(url: &str) -> Option<String> {
-    crate::store::postgres_url_problem(url)
+    super::parse_postgres_url(url, false).err()
 }
 
 #[cfg(not(feature = "server"))]

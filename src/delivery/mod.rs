@@ -12,11 +12,12 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::actions::{Actions, Attempt};
-use crate::config::{DeliveryConfig, RuleChanged};
+use crate::actions::Attempt;
+use crate::clock::now_ms;
+use crate::config::RuleChanged;
+use crate::loaded::Current;
 use crate::metrics::Metrics;
 use crate::rules::{EventView, RuleSet};
-pub use crate::store::now_ms;
 use crate::store::{ClaimedDelivery, Outcome, Store};
 
 /// How often the worker looks for due deliveries it was not told about (another process,
@@ -26,13 +27,6 @@ const POLL: Duration = Duration::from_secs(1);
 const CLAIM_AHEAD: usize = 4;
 /// How long in-flight deliveries may finish after shutdown begins; the rest run again later.
 const DRAIN: Duration = Duration::from_secs(10);
-
-/// What the worker runs with; swapped whole when the config is reloaded.
-pub struct Engine {
-    pub rules: Arc<RuleSet>,
-    pub actions: Arc<Actions>,
-    pub config: DeliveryConfig,
-}
 
 /// Why `d` must not run: the action at its place is not the one it was made for (a reload
 /// edited, moved or removed it). A delivery from before fingerprints were kept runs as before.
@@ -55,7 +49,7 @@ fn changed_since(rules: &RuleSet, policy: RuleChanged, d: &ClaimedDelivery) -> O
 
 pub struct Worker {
     store: Store,
-    engine: Arc<arc_swap::ArcSwap<Engine>>,
+    current: Current,
     metrics: Arc<Metrics>,
     /// Unix ms of the last loop, for `/readyz`.
     beat: Arc<std::sync::atomic::AtomicI64>,
@@ -87,13 +81,13 @@ async fn maintain(store: Store) {
 impl Worker {
     pub fn new(
         store: Store,
-        engine: Arc<arc_swap::ArcSwap<Engine>>,
+        current: Current,
         metrics: Arc<Metrics>,
         beat: Arc<std::sync::atomic::AtomicI64>,
     ) -> Self {
         Self {
             store,
-            engine,
+            current,
             metrics,
             beat,
         }
@@ -114,7 +108,7 @@ impl Worker {
         loop {
             this.beat
                 .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-            let concurrency = this.engine.load().config.concurrency;
+            let concurrency = this.current.load().delivery.concurrency;
             let batch = concurrency.saturating_mul(CLAIM_AHEAD);
             // Finished tasks stay in the set until joined: reap them all before counting.
             while running.try_join_next().is_some() {}
@@ -165,7 +159,7 @@ impl Worker {
     }
 
     async fn deliver(&self, d: ClaimedDelivery) {
-        let engine = self.engine.load_full();
+        let loaded = self.current.load_full();
         let empty = serde_json::Map::new();
         let view = EventView {
             id: d.event.id,
@@ -181,16 +175,16 @@ impl Worker {
             rule: &d.rule,
             receiver: &d.event.receiver,
         };
-        let rendered = match changed_since(&engine.rules, engine.config.rule_changed, &d) {
+        let rendered = match changed_since(&loaded.rules, loaded.delivery.rule_changed, &d) {
             Some(why) => Err(why),
-            None => engine
+            None => loaded
                 .rules
                 .render(&d.rule, d.action, &view)
                 .map_err(|e| format!("render: {e}")),
         };
         let outcome = match rendered {
             Err(error) => Outcome::Dead { error },
-            Ok(rendered) => match engine.actions.run(&rendered, attempt).await {
+            Ok(rendered) => match loaded.actions.run(&rendered, attempt).await {
                 Ok(()) => Outcome::Done,
                 Err(e) if e.throttled => Outcome::Defer {
                     at_ms: now_ms()
@@ -201,8 +195,8 @@ impl Worker {
                 Err(e) => {
                     let mut delay = backoff(
                         d.attempts,
-                        engine.config.first_retry,
-                        engine.config.max_backoff,
+                        loaded.delivery.first_retry,
+                        loaded.delivery.max_backoff,
                     );
                     if let Some(after) = e.retry_after {
                         delay = delay.max(after);

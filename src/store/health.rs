@@ -42,7 +42,7 @@ impl Health {
 
     pub(super) fn failed(&self, cause: &(dyn std::error::Error + 'static)) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        let now = crate::store::now_ms();
+        let now = crate::clock::now_ms();
         *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, chain(cause)));
     }
 

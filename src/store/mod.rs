@@ -7,7 +7,6 @@ mod health;
 mod lock;
 #[cfg(test)]
 mod model;
-mod pg_tls;
 mod postgres;
 mod sqlite;
 #[cfg(test)]
@@ -18,18 +17,6 @@ use std::time::Duration;
 
 pub use health::Health;
 pub use lock::StoreLock;
-
-/// Wall-clock Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// What is wrong with a `[store] url`, if anything (for `hookgate check`).
-pub fn postgres_url_problem(url: &str) -> Option<String> {
-    pg_tls::parse_url(url, false).err()
-}
 
 pub use crate::crypto::robot::SignUse;
 

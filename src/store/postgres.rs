@@ -342,12 +342,10 @@ impl Postgres {
         config: &StoreConfig,
         health: Arc<super::Health>,
     ) -> Result<Self, StoreError> {
-        let (mut pg, verify) =
-            super::pg_tls::parse_url(url, config.ca_file.is_some()).map_err(|e| {
-                StoreError::Open {
-                    path: "store.url".into(),
-                    source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(e)),
-                }
+        let (mut pg, verify) = crate::config::parse_postgres_url(url, config.ca_file.is_some())
+            .map_err(|e| StoreError::Open {
+                path: "store.url".into(),
+                source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(e)),
             })?;
         let shown = describe(&pg);
         // With the causes: "TLS handshake" alone does not say the certificate was refused.
@@ -364,7 +362,8 @@ impl Postgres {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
         pg.keepalives_idle(Duration::from_secs(30));
-        let tls = super::pg_tls::connector(verify, config.ca_file.as_deref())
+        let tls = crate::tls::client(verify, config.ca_file.as_deref())
+            .map(tokio_postgres_rustls::MakeRustlsConnect::new)
             .map_err(|e| open_error(e.into()))?;
         let manager = Manager::from_config(
             pg.clone(),
@@ -1038,7 +1037,7 @@ impl Postgres {
             Some(s) => (Some(s.as_str()), false, false),
         };
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-        let now = super::now_ms();
+        let now = crate::clock::now_ms();
         let rows = self
             .client()
             .await?
@@ -1207,7 +1206,7 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(i64, i64), S
             tx.batch_execute(step).await.map_err(db_error)?;
             tx.execute(
                 "INSERT INTO hookgate_schema (version, applied_at_ms) VALUES ($1, $2)",
-                &[&(i as i32 + 1), &super::now_ms()],
+                &[&(i as i32 + 1), &crate::clock::now_ms()],
             )
             .await
             .map_err(db_error)?;

@@ -599,7 +599,7 @@ impl Sqlite {
             Some(DeliveryStatus::Scheduled) => (Some("pending"), false, true),
             Some(s) => (Some(s.as_str()), false, false),
         };
-        let now = super::now_ms();
+        let now = crate::clock::now_ms();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT d.id, d.event_id, e.receiver, d.rule, d.action, d.kind, d.status, d.attempts,

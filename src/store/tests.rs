@@ -684,7 +684,7 @@ async fn a_schema_newer_than_the_binary_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_postgres_with_the_servers_ca() {
-    crate::actions::install_crypto_provider();
+    crate::tls::install_provider();
     let url = format!("{}&sslmode=require", pg::fresh_url("tls"));
     let config = StoreConfig {
         ca_file: Some(pg::server_cert()),
@@ -738,7 +738,7 @@ async fn a_failed_commit_answers_every_op_with_its_cause() {
             other => panic!("want the commit's cause, got {other:?}"),
         }
     }
-    let cause = store.health().failing(super::now_ms()).unwrap();
+    let cause = store.health().failing(crate::clock::now_ms()).unwrap();
     assert!(cause.contains("disk full"), "{cause}");
     assert!(store.health().failures() >= 1);
 }

@@ -15,10 +15,9 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::warn;
 
-use super::{Backoff, Dialer, Ended, Failure, Link, Ws, incoming, stopped};
+use super::{Backoff, Dialer, Ended, Failure, Hub, Link, Ws, incoming, stopped};
 use crate::config::{DingTalkStream, StreamTopic};
 use crate::event::Vendor;
-use crate::server::Gateway;
 
 const OPEN_PATH: &str = "/v1.0/gateway/connections/open";
 const ROBOT_TOPIC: &str = "/v1.0/im/bot/messages/get";
@@ -30,7 +29,7 @@ const DRAIN: Duration = Duration::from_secs(15);
 pub struct Client {
     name: String,
     config: DingTalkStream,
-    gw: Arc<Gateway>,
+    hub: Arc<Hub>,
     dial: Dialer,
 }
 
@@ -64,12 +63,12 @@ impl Link for Client {
 }
 
 impl Client {
-    pub fn new(name: String, config: DingTalkStream, gw: Arc<Gateway>) -> Self {
+    pub fn new(name: String, config: DingTalkStream, hub: Arc<Hub>) -> Self {
         Self {
             dial: Dialer::new(&name),
             name,
             config,
-            gw,
+            hub,
         }
     }
 
@@ -278,7 +277,9 @@ impl Client {
     /// Stores an event body; whether it is safely committed.
     async fn store(&self, body: Map<String, Value>) -> bool {
         let raw = Value::Object(body).to_string();
-        super::accept(&self.gw, &self.name, Vendor::DingTalkStream, raw).await
+        self.hub
+            .accept(&self.name, Vendor::DingTalkStream, raw)
+            .await
     }
 }
 

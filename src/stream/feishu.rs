@@ -17,10 +17,9 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
-use super::{Backoff, Dialer, Ended, Failure, Link, Ws, incoming, stopped};
+use super::{Backoff, Dialer, Ended, Failure, Hub, Link, Ws, incoming, stopped};
 use crate::config::FeishuWs;
 use crate::event::Vendor;
-use crate::server::Gateway;
 
 const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
 /// Fragments of a message that do not all arrive within this are dropped (as the SDKs do).
@@ -125,7 +124,7 @@ impl ClientConfig {
 pub struct Client {
     name: String,
     config: FeishuWs,
-    gw: Arc<Gateway>,
+    hub: Arc<Hub>,
     dial: Dialer,
     /// The latest client config from the server (pongs may change it).
     client_config: std::sync::Mutex<ClientConfig>,
@@ -168,12 +167,12 @@ impl Link for Client {
 }
 
 impl Client {
-    pub fn new(name: String, config: FeishuWs, gw: Arc<Gateway>) -> Self {
+    pub fn new(name: String, config: FeishuWs, hub: Arc<Hub>) -> Self {
         Self {
             dial: Dialer::new(&name),
             name,
             config,
-            gw,
+            hub,
             client_config: std::sync::Mutex::new(ClientConfig {
                 ping_interval: Duration::from_secs(120),
                 reconnect_interval: Duration::from_secs(120),
@@ -334,7 +333,7 @@ impl Client {
             (1, Some("event")) => {
                 let payload = reassemble(&frame, fragments)?;
                 let raw = String::from_utf8_lossy(&payload).into_owned();
-                let stored = super::accept(&self.gw, &self.name, Vendor::FeishuWs, raw).await;
+                let stored = self.hub.accept(&self.name, Vendor::FeishuWs, raw).await;
                 Some(frame.ack(if stored { 200 } else { 500 }, started.elapsed()))
             }
             (1, kind) => {

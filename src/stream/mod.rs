@@ -1,30 +1,28 @@
 //! Stream ingress: receivers that connect out to the vendor over a long-lived WebSocket
 //! (DingTalk Stream, Feishu/Lark long connection, WeCom AI bots) instead of waiting for
-//! callbacks. Each event goes through the same path as a callback ([`Gateway::store_event`]:
+//! callbacks. Each event goes through the same path as a callback ([`crate::intake`]:
 //! rules planned, stored durably, deduplicated) and is acknowledged to the vendor only after
 //! the commit. This module holds what the three share: the status `/readyz` and `/metrics`
-//! show, the connection driver and its backoff, and the dialer (rustls, timeouts).
+//! show, the connection driver and its backoff, and the dialer (rustls, timeouts); `hub.rs`
+//! what they run with and how a reload starts and stops them.
 
 pub mod dingtalk;
 pub mod feishu;
+mod hub;
 pub mod wecom;
 
-use std::collections::{BTreeMap, HashMap};
+pub use hub::Hub;
+
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sha2::Digest;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{error, info, warn};
 
-use crate::crypto::Verified;
-use crate::event::{Event, Vendor};
-
-use crate::config::{Config, Credentials, Receiver};
 use crate::metrics::{Metrics, ReceiverLabels, StreamStateLabels};
-use crate::server::Gateway;
 
 /// A stream receiver's connection state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +114,7 @@ impl Status {
 
     /// An event or message arrived.
     pub fn message(&self, receiver: &str) {
-        let now = crate::delivery::now_ms();
+        let now = crate::clock::now_ms();
         self.metrics
             .stream_last_message
             .get_or_create(&ReceiverLabels {
@@ -151,12 +149,7 @@ impl Status {
             failed |= matches!(e.state, State::Failed(_));
             let last = e.last_message_ms.map_or_else(
                 || "no message yet".to_owned(),
-                |t| {
-                    format!(
-                        "last message {} s ago",
-                        (crate::delivery::now_ms() - t) / 1000
-                    )
-                },
+                |t| format!("last message {} s ago", (crate::clock::now_ms() - t) / 1000),
             );
             out.push_str(&format!(
                 "stream {name}: {}{why}, {} reconnects, {last}\n",
@@ -217,25 +210,12 @@ pub(crate) struct Dialer {
 
 impl Dialer {
     pub fn new(receiver: &str) -> Self {
-        crate::actions::install_crypto_provider();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())
-            .and_then(|builder| {
-                let verifier = rustls_platform_verifier::Verifier::new(provider)
-                    .map_err(|e| format!("system CA store: {e}"))?;
-                Ok(builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(verifier))
-                    .with_no_client_auth())
-            })
+        let tls = crate::tls::system_client()
             .map_err(|e| error!(receiver = %receiver, error = %e, "No TLS for wss:// connections."))
             .ok()
             .map(Arc::new);
         Self {
-            http: reqwest::Client::builder()
-                .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+            http: crate::tls::http_builder()
                 .timeout(CONNECT_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
@@ -383,148 +363,6 @@ pub(crate) async fn drive<L: Link>(
         }
     }
     draining.abort_all();
-}
-
-/// Stores a message that came over a stream, with the deliveries its rules plan; whether it
-/// is safely committed (only then may it be acknowledged).
-pub(crate) async fn accept(gw: &Gateway, receiver: &str, vendor: Vendor, raw: String) -> bool {
-    let event = match Event::parse(
-        receiver,
-        vendor,
-        Verified::new(raw),
-        crate::delivery::now_ms(),
-    ) {
-        Ok(e) => e,
-        Err(e) => {
-            warn!(receiver = %receiver, error = %e, "A stream message that is not a JSON object; acknowledged and dropped.");
-            gw.metrics
-                .callback(receiver, vendor.as_str(), "rejected", "malformed");
-            return true;
-        }
-    };
-    let (kind, key) = (event.kind().to_owned(), event.dedupe_key().to_owned());
-    let started = Instant::now();
-    let result = gw.store_event(event).await;
-    gw.metrics
-        .latency(receiver, started.elapsed().as_secs_f64());
-    match result {
-        Ok(stored) => {
-            gw.streams.message(receiver);
-            let outcome = if stored.duplicate {
-                "duplicate"
-            } else {
-                "accepted"
-            };
-            gw.metrics.callback(receiver, vendor.as_str(), outcome, "");
-            info!(receiver = %receiver, kind = %kind, event_id = stored.id, duplicate = stored.duplicate, dedupe_key = %key, "Stream event accepted.");
-            true
-        }
-        Err(e) => {
-            gw.metrics
-                .callback(receiver, vendor.as_str(), "error", "store");
-            error!(receiver = %receiver, kind = %kind, error = %e, "Could not store the stream event; not acknowledging it, so the vendor pushes it again.");
-            false
-        }
-    }
-}
-
-/// The running stream receivers, so a reload can start, stop or restart them.
-#[derive(Default)]
-pub struct Tasks {
-    running: tokio::sync::Mutex<HashMap<String, Task>>,
-}
-
-struct Task {
-    /// What the receiver was started with (secrets included: a new secret restarts it).
-    fingerprint: String,
-    stop: watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-fn fingerprint(r: &Receiver) -> String {
-    let secret = match &r.credentials {
-        Credentials::DingTalkStream(c) => c.client_secret.expose().clone(),
-        Credentials::FeishuWs(c) => c.app_secret.expose().clone(),
-        Credentials::WecomAibot(c) => c.secret.expose().clone(),
-        _ => String::new(),
-    };
-    let digest = sha2::Sha256::digest(format!("{:?}\n{secret}", r.credentials).as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Brings the running stream receivers in line with `config`: starts new ones, stops
-/// removed ones, restarts changed ones (each change logged); unchanged ones keep their
-/// connection.
-pub async fn apply(config: &Config, gw: &Arc<Gateway>) {
-    let mut running = gw.stream_tasks.running.lock().await;
-    let wanted: HashMap<&str, &Receiver> = config
-        .receivers
-        .iter()
-        .filter(|r| r.is_stream())
-        .map(|r| (r.name.as_str(), r))
-        .collect();
-    let stale: Vec<String> = running
-        .iter()
-        .filter(|(name, task)| {
-            wanted
-                .get(name.as_str())
-                .is_none_or(|r| fingerprint(r) != task.fingerprint)
-        })
-        .map(|(name, _)| name.clone())
-        .collect();
-    for name in stale {
-        if let Some(task) = running.remove(&name) {
-            info!(receiver = %name, "Stopping the stream receiver (removed or changed).");
-            let _ = task.stop.send(true);
-            let _ = task.handle.await;
-            gw.streams.remove(&name);
-        }
-    }
-    for (name, receiver) in wanted {
-        if running.contains_key(name) {
-            continue;
-        }
-        gw.streams.set(name, State::Connecting);
-        let (stop, stopping) = watch::channel(false);
-        let (gw, r) = (gw.clone(), receiver.clone());
-        let handle = tokio::spawn(async move { run(r, gw, stopping).await });
-        running.insert(
-            name.to_owned(),
-            Task {
-                fingerprint: fingerprint(receiver),
-                stop,
-                handle,
-            },
-        );
-    }
-}
-
-/// Stops every stream receiver (closing its connection) and waits for them.
-pub async fn stop_all(gw: &Gateway) {
-    let mut running = gw.stream_tasks.running.lock().await;
-    for (_, task) in running.drain() {
-        let _ = task.stop.send(true);
-        let _ = task.handle.await;
-    }
-}
-
-async fn run(receiver: Receiver, gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) {
-    let status = gw.streams.clone();
-    match &receiver.credentials {
-        Credentials::DingTalkStream(c) => {
-            let link = dingtalk::Client::new(receiver.name.clone(), c.clone(), gw);
-            drive(Arc::new(link), status, shutdown).await;
-        }
-        Credentials::FeishuWs(c) => {
-            let link = feishu::Client::new(receiver.name.clone(), c.clone(), gw);
-            drive(Arc::new(link), status, shutdown).await;
-        }
-        Credentials::WecomAibot(c) => {
-            wecom::run(receiver.name.clone(), c.clone(), gw, status, shutdown).await;
-        }
-        // Not stream receivers: `spawn` passes only those.
-        _ => {}
-    }
 }
 
 /// Waits until `shutdown` is true; for `select!` arms.

@@ -11,7 +11,7 @@
 //! WeCom's receipt (`errcode`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -21,13 +21,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
 use super::{
-    Backoff, CONNECT_TIMEOUT, Dialer, Ended, Failure, Link, State, Status, Ws, drive, incoming,
-    stopped,
+    Backoff, CONNECT_TIMEOUT, Dialer, Ended, Failure, Hub, Link, State, Status, Ws, drive,
+    incoming, stopped,
 };
-use crate::actions::ActionError;
+use crate::actions::replies::{Outgoing, RECEIPT_WAIT, Replies, ReplyError, receipt};
 use crate::config::WecomAibot;
 use crate::event::Vendor;
-use crate::server::Gateway;
 
 /// After `disconnected_event` (another client subscribed this bot) before trying again:
 /// reconnecting at once would only kick the other client, and be kicked back.
@@ -36,106 +35,6 @@ const DISPLACED_WAIT: Duration = Duration::from_secs(60);
 /// message again, so one the store cannot take now waits in memory (in order) and is tried
 /// again until it can, while the connection goes on.
 const HELD_MAX: usize = 10_000;
-
-/// How long a reply waits for WeCom's receipt (the SDKs wait 5 s).
-const RECEIPT_WAIT: Duration = Duration::from_secs(5);
-
-/// A reply on its way to the bot connection.
-pub(crate) struct Outgoing {
-    cmd: &'static str,
-    req_id: String,
-    body: Value,
-    done: oneshot::Sender<Result<(), ActionError>>,
-}
-
-/// The bot connections this process holds, by receiver: where replies go.
-#[derive(Default)]
-pub struct Replies {
-    links: Mutex<HashMap<String, Holder>>,
-}
-
-enum Holder {
-    /// Connected here.
-    Here(mpsc::Sender<Outgoing>),
-    /// Another replica holds the bot's lock (and its connection).
-    Elsewhere,
-}
-
-impl Replies {
-    /// Sends `cmd` for `req_id` over `receiver`'s connection and waits for WeCom's receipt.
-    pub async fn send(
-        &self,
-        receiver: &str,
-        cmd: &'static str,
-        req_id: &str,
-        body: Value,
-    ) -> Result<(), ActionError> {
-        let link = match self.links.lock().expect("replies lock").get(receiver) {
-            Some(Holder::Here(link)) => link.clone(),
-            // Not this delivery's failure: it waits (no attempt spent) for a claim by the
-            // replica that holds the connection.
-            Some(Holder::Elsewhere) => {
-                return Err(ActionError::throttled(
-                    format!("another replica holds the connection of {receiver:?}"),
-                    Duration::from_secs(1),
-                ));
-            }
-            None => {
-                return Err(ActionError::retryable(format!(
-                    "the connection of {receiver:?} is not up (reconnecting or stopped)"
-                )));
-            }
-        };
-        let (done, receipt) = oneshot::channel();
-        let out = Outgoing {
-            cmd,
-            req_id: req_id.to_owned(),
-            body,
-            done,
-        };
-        if link.send(out).await.is_err() {
-            return Err(ActionError::retryable("the bot connection closed"));
-        }
-        // The connection settles every reply (receipt, timeout, its own end); this bound only
-        // guards against a reply queued behind many others for the same req_id.
-        match tokio::time::timeout(RECEIPT_WAIT * 4, receipt).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ActionError::retryable(
-                "the bot connection closed before WeCom's receipt",
-            )),
-            Err(_) => Err(ActionError::retryable(format!(
-                "no receipt from WeCom within {} s",
-                (RECEIPT_WAIT * 4).as_secs()
-            ))),
-        }
-    }
-
-    fn register(&self, receiver: &str, link: mpsc::Sender<Outgoing>) {
-        self.links
-            .lock()
-            .expect("replies lock")
-            .insert(receiver.to_owned(), Holder::Here(link));
-    }
-
-    fn unregister(&self, receiver: &str, link: &mpsc::Sender<Outgoing>) {
-        let mut links = self.links.lock().expect("replies lock");
-        if let Some(Holder::Here(l)) = links.get(receiver)
-            && l.same_channel(link)
-        {
-            links.remove(receiver);
-        }
-    }
-
-    /// Whether another replica holds `receiver`'s bot (this one waits on standby).
-    fn standby(&self, receiver: &str, standby: bool) {
-        let mut links = self.links.lock().expect("replies lock");
-        if standby {
-            links.insert(receiver.to_owned(), Holder::Elsewhere);
-        } else if matches!(links.get(receiver), Some(Holder::Elsewhere)) {
-            links.remove(receiver);
-        }
-    }
-}
 
 /// Takes the connection out of [`Replies`] when its session ends, however it ends.
 struct Registered<'a> {
@@ -150,29 +49,10 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// What a receipt's errcode means for the delivery.
-fn receipt(frame: &Value) -> Result<(), ActionError> {
-    let code = frame["errcode"].as_i64().unwrap_or(0);
-    let msg = frame["errmsg"].as_str().unwrap_or("");
-    match code {
-        0 => Ok(()),
-        // System busy; frequency limit.
-        -1 | 45009 => Err(ActionError::retryable(format!(
-            "WeCom errcode {code}: {msg}"
-        ))),
-        846605 => Err(ActionError::permanent(format!(
-            "WeCom errcode {code}: {msg} (the push's req_id is not valid on the bot's connection: it reconnected since, or the reply came too late)"
-        ))),
-        _ => Err(ActionError::permanent(format!(
-            "WeCom errcode {code}: {msg}"
-        ))),
-    }
-}
-
 /// Replies sent and waiting for their receipt, by req_id, with the ones queued behind them.
 #[derive(Default)]
 struct InFlight {
-    waiting: HashMap<String, (oneshot::Sender<Result<(), ActionError>>, Instant)>,
+    waiting: HashMap<String, (oneshot::Sender<Result<(), ReplyError>>, Instant)>,
     queued: HashMap<String, VecDeque<Outgoing>>,
 }
 
@@ -189,7 +69,13 @@ impl InFlight {
         let frame = json!({"cmd": out.cmd, "headers": {"req_id": out.req_id}, "body": out.body});
         ws.send(Message::text(frame.to_string()))
             .await
-            .map_err(|e| format!("{}: {e}", out.cmd))?;
+            .map_err(|e| {
+                ReplyError::Write {
+                    cmd: out.cmd,
+                    reason: e.to_string(),
+                }
+                .to_string()
+            })?;
         self.waiting.insert(out.req_id, (out.done, Instant::now()));
         Ok(())
     }
@@ -199,7 +85,7 @@ impl InFlight {
         &mut self,
         ws: &mut Ws,
         req_id: &str,
-        result: Result<(), ActionError>,
+        result: Result<(), ReplyError>,
     ) -> Result<(), String> {
         if let Some((done, _)) = self.waiting.remove(req_id) {
             let _ = done.send(result);
@@ -223,11 +109,8 @@ impl InFlight {
             .map(|(id, _)| id.clone())
             .collect();
         for id in overdue {
-            let late = ActionError::retryable(format!(
-                "no receipt from WeCom within {} s",
-                RECEIPT_WAIT.as_secs()
-            ));
-            self.settle(ws, &id, Err(late)).await?;
+            self.settle(ws, &id, Err(ReplyError::NoReceipt(RECEIPT_WAIT)))
+                .await?;
         }
         Ok(())
     }
@@ -236,7 +119,7 @@ impl InFlight {
 pub struct Client {
     name: String,
     config: WecomAibot,
-    gw: Arc<Gateway>,
+    hub: Arc<Hub>,
     dial: Dialer,
     /// Pushed messages on their way to the store.
     held: mpsc::Sender<Value>,
@@ -246,7 +129,7 @@ pub struct Client {
 fn req_id(prefix: &str) -> String {
     format!(
         "{prefix}_{}_{:08x}",
-        crate::delivery::now_ms(),
+        crate::clock::now_ms(),
         rand::random::<u32>()
     )
 }
@@ -317,9 +200,9 @@ impl Link for Client {
         let mut last_seen = Instant::now();
         let mut worked = false;
         let (link, mut replies) = mpsc::channel(64);
-        self.gw.replies.register(&self.name, link.clone());
+        self.hub.replies.register(&self.name, link.clone());
         let _registered = Registered {
-            replies: &self.gw.replies,
+            replies: &self.hub.replies,
             receiver: &self.name,
             link,
         };
@@ -391,14 +274,14 @@ impl Link for Client {
 }
 
 impl Client {
-    pub fn new(name: String, config: WecomAibot, gw: Arc<Gateway>) -> Self {
+    pub fn new(name: String, config: WecomAibot, hub: Arc<Hub>) -> Self {
         let (held, queue) = mpsc::channel(HELD_MAX);
-        tokio::spawn(keep(name.clone(), gw.clone(), queue));
+        tokio::spawn(keep(name.clone(), hub.clone(), queue));
         Self {
             dial: Dialer::new(&name),
             name,
             config,
-            gw,
+            hub,
             held,
         }
     }
@@ -418,11 +301,14 @@ impl Client {
 /// Stores the bot's messages in the order they came, each tried again (500 ms doubling to
 /// 10 s) until the store takes it: an outage of the store delays them, it does not lose them
 /// (unless the process ends meanwhile).
-async fn keep(name: String, gw: Arc<Gateway>, mut queue: mpsc::Receiver<Value>) {
+async fn keep(name: String, hub: Arc<Hub>, mut queue: mpsc::Receiver<Value>) {
     while let Some(body) = queue.recv().await {
         let mut wait = Duration::from_millis(500);
         let mut first = true;
-        while !super::accept(&gw, &name, Vendor::WecomAibot, body.to_string()).await {
+        while !hub
+            .accept(&name, Vendor::WecomAibot, body.to_string())
+            .await
+        {
             if first {
                 warn!(receiver = %name, msgid = %body["msgid"], waiting = queue.len(), "A WeCom bot message could not be stored; holding it and trying again (WeCom does not push it again).");
                 first = false;
@@ -441,24 +327,24 @@ async fn keep(name: String, gw: Arc<Gateway>, mut queue: mpsc::Receiver<Value>) 
 pub async fn run(
     name: String,
     config: WecomAibot,
-    gw: Arc<Gateway>,
+    hub: Arc<Hub>,
     status: Arc<Status>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let lock_name = format!("wecom_aibot:{}", config.bot_id);
     let every = config.keepalive;
-    let link = Arc::new(Client::new(name.clone(), config, gw.clone()));
+    let link = Arc::new(Client::new(name.clone(), config, hub.clone()));
     loop {
         status.set(&name, State::Standby);
-        gw.replies.standby(&name, true);
+        hub.replies.standby(&name, true);
         let lock = tokio::select! {
-            l = gw.store.lock(&lock_name) => l,
+            l = hub.intake.store().lock(&lock_name) => l,
             () = stopped(&mut shutdown) => {
-                gw.replies.standby(&name, false);
+                hub.replies.standby(&name, false);
                 return;
             }
         };
-        gw.replies.standby(&name, false);
+        hub.replies.standby(&name, false);
         let lock = match lock {
             Ok(lock) => lock,
             Err(e) => {
@@ -489,58 +375,5 @@ pub async fn run(
         if done {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_reply_waits_on_a_standby_replica_and_fails_without_a_connection() {
-        let replies = Replies::default();
-        let body = json!({"msgtype": "text", "text": {"content": "x"}});
-        let e = replies
-            .send("bot", "aibot_respond_msg", "R", body.clone())
-            .await
-            .unwrap_err();
-        assert!(e.retryable && !e.throttled, "{e:?}");
-        replies.standby("bot", true);
-        let e = replies
-            .send("bot", "aibot_respond_msg", "R", body.clone())
-            .await
-            .unwrap_err();
-        assert!(e.throttled && e.retry_after.is_some(), "{e:?}");
-
-        // Connected here: the reply reaches the connection, which settles it.
-        let (link, mut out) = mpsc::channel(1);
-        replies.register("bot", link.clone());
-        let conn = tokio::spawn(async move {
-            let o: Outgoing = out.recv().await.unwrap();
-            assert_eq!((o.cmd, o.req_id.as_str()), ("aibot_respond_msg", "R"));
-            let _ = o.done.send(receipt(&json!({"errcode": 0})));
-        });
-        replies
-            .send("bot", "aibot_respond_msg", "R", body)
-            .await
-            .unwrap();
-        conn.await.unwrap();
-        // A standby mark does not displace a live connection; unregistering leaves nothing.
-        replies.standby("bot", false);
-        assert!(matches!(
-            replies.links.lock().unwrap().get("bot"),
-            Some(Holder::Here(_))
-        ));
-        replies.unregister("bot", &link);
-        assert!(replies.links.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn receipts_map_to_outcomes() {
-        assert!(receipt(&json!({"errcode": 0, "errmsg": "ok"})).is_ok());
-        let busy = receipt(&json!({"errcode": -1, "errmsg": "system busy"})).unwrap_err();
-        assert!(busy.retryable);
-        let gone = receipt(&json!({"errcode": 846605, "errmsg": "invalid req_id"})).unwrap_err();
-        assert!(!gone.retryable && gone.reason.contains("846605"), "{gone}");
     }
 }

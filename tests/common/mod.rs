@@ -15,15 +15,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hookgate::actions::Actions;
+use hookgate::app::{App, Listeners};
 use hookgate::config::{self, Config};
-use hookgate::delivery::Worker;
-use hookgate::rules::RuleSet;
-use hookgate::server::{self, AppState};
 use hookgate::store::{DeliveryFilter, DeliveryRow, ListFilter, Store, StoredEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -34,8 +30,7 @@ pub struct TestServer {
     pub schema: Option<String>,
     reader: Reader,
     _dir: Option<tempfile::TempDir>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    app: Option<App>,
 }
 
 /// Starts the server on `receivers` (TOML `[[receivers]]` tables) plus optional `[server]` keys.
@@ -154,46 +149,12 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
     }
     let (config, schema) = test_store(config, &db);
     let store = Store::open(&config.store).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let metrics = Arc::new(hookgate::metrics::Metrics::new());
-    let rules = Arc::new(RuleSet::new(&config).unwrap());
-    let app = AppState::new(&config, rules.clone(), store.clone());
-    let replies = Arc::new(hookgate::stream::wecom::Replies::default());
-    let actions =
-        Arc::new(Actions::new(&config, &store, metrics.clone(), replies.clone()).unwrap());
-    let gw = Arc::new(server::Gateway::new(
-        app,
-        store.clone(),
-        metrics.clone(),
-        replies,
-    ));
-    let engine = Arc::new(arc_swap::ArcSwap::from_pointee(
-        hookgate::delivery::Engine {
-            rules,
-            actions,
-            config: config.delivery.clone(),
-        },
-    ));
-    let worker = Worker::new(store.clone(), engine, metrics, gw.worker_beat.clone());
-    let streams_config = config.clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (halt, halted) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        let mut w = halted.clone();
-        let worker = tokio::spawn(worker.run(async move {
-            let _ = w.wait_for(|h| *h).await;
-        }));
-        hookgate::stream::apply(&streams_config, &gw).await;
-        let stream_gw = gw.clone();
-        server::run(listener, gw, async {
-            let _ = stopped.await;
-        })
-        .await;
-        let _ = halt.send(true);
-        hookgate::stream::stop_all(&stream_gw).await;
-        let _ = worker.await;
-    });
+    // The same start as `hookgate serve`: resume, load, listeners, worker, streams.
+    let listeners = Listeners::bind(&config.server).await.unwrap();
+    let app = App::start(config.clone(), store.clone(), listeners)
+        .await
+        .unwrap();
+    let addr = app.addr();
     TestServer {
         addr,
         reader: Reader::new(config.store.clone()),
@@ -202,15 +163,13 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
         db,
         schema,
         _dir: dir,
-        stop: Some(stop),
-        task: Some(task),
+        app: Some(app),
     }
 }
 
 impl TestServer {
     pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap();
+        self.app.take().unwrap().shutdown().await;
     }
 
     /// Makes every event insert fail (as a full disk or a broken database would), or not.

@@ -38,7 +38,7 @@ impl TokenCache {
         Fut: Future<Output = Result<(String, i64), ActionError>>,
     {
         let mut cached = self.cached.lock().await;
-        let now = crate::delivery::now_ms();
+        let now = crate::clock::now_ms();
         if let Some((token, expires)) = &*cached
             && expires - MARGIN_MS > now
         {
