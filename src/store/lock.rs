@@ -1,5 +1,6 @@
-//! Named locks: an async mutex per name inside the process, plus (PostgreSQL) a session
-//! advisory lock that the other replicas see. Token refreshes and group creation take one, so
+//! Named locks: an async mutex per name inside the process, plus what the backend holds
+//! (`sqlite/lock.rs`: nothing more; `postgres/lock.rs`: a session advisory lock that the
+//! other replicas see). Token refreshes and group creation take one, so
 //! N processes refresh a token once and create an item's group once.
 
 use std::collections::HashMap;
@@ -47,28 +48,33 @@ impl Drop for LocalGuard {
     }
 }
 
-/// Held until dropped; the remote half is released before the local one.
+/// What the backend holds for a lock.
+pub(super) enum Remote {
+    Sqlite(super::sqlite::lock::Held),
+    Postgres(Box<super::postgres::lock::AdvisoryLock>),
+}
+
+/// Held until dropped; the backend's half is released before the local one.
 pub struct StoreLock {
-    remote: Option<super::postgres::AdvisoryLock>,
+    remote: Option<Remote>,
     _local: LocalGuard,
 }
 
 impl StoreLock {
-    pub(super) fn new(local: LocalGuard, remote: Option<super::postgres::AdvisoryLock>) -> Self {
+    pub(super) fn new(local: LocalGuard, remote: Remote) -> Self {
         Self {
-            remote,
+            remote: Some(remote),
             _local: local,
         }
     }
-}
 
-impl StoreLock {
     /// Whether the lock is still held: the database session holding it answers (always, for
     /// a lock within the process).
     pub async fn alive(&self) -> bool {
         match &self.remote {
-            Some(remote) => remote.alive().await,
-            None => true,
+            Some(Remote::Sqlite(held)) => held.alive().await,
+            Some(Remote::Postgres(held)) => held.alive().await,
+            None => false,
         }
     }
 }

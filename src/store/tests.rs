@@ -682,6 +682,40 @@ async fn a_schema_newer_than_the_binary_is_refused() {
     }
 }
 
+/// Before the steps were paired, a PostgreSQL store had two: the rate-limit tables came in
+/// the first, the fingerprints and signs in the second. Such a store at either version takes
+/// the paired steps in place and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_from_the_two_step_history_upgrades_in_place() {
+    use super::migrations::STEPS;
+    for old_version in [1, 2] {
+        let schema = pg::fresh_schema("unpaired");
+        let mut sql = format!(
+            "SET search_path TO {schema};
+             CREATE TABLE hookgate_schema (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL);
+             {}{}INSERT INTO hookgate_schema VALUES (1, 0);",
+            STEPS[0].postgres, STEPS[1].postgres
+        );
+        if old_version == 2 {
+            sql += &format!(
+                "{}INSERT INTO hookgate_schema VALUES (2, 0);",
+                STEPS[2].postgres
+            );
+        }
+        pg::psql(&sql);
+        let store = Store::open(&StoreConfig::postgres(pg::schema_url(&schema)))
+            .await
+            .unwrap();
+        assert_eq!(store.schema_versions(), (old_version, 3));
+        let stored = store
+            .accept(event("1", 0), vec![delivery("r", 0, 0, Some("k"))], vec![])
+            .await
+            .unwrap();
+        assert!(!stored.duplicate);
+        assert_eq!(store.claim(1, 8).await.unwrap().len(), 1);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_postgres_with_the_servers_ca() {
     crate::tls::install_provider();

@@ -1,0 +1,349 @@
+//! The delivery state machine: claim what is due (`FOR UPDATE SKIP LOCKED`, with a lease),
+//! finish with done / retry / defer / dead only while the claim is ours (fencing on
+//! `claimed_by`), requeue, cancel by key or id with the chain after it (recursive CTEs), and
+//! the upkeep that renews our leases and takes back lapsed ones.
+
+use deadpool_postgres::{GenericClient, Transaction};
+
+use super::{Postgres, cached, db_error};
+use crate::store::{Cancel, ClaimedDelivery, Outcome, RequeueTarget, StoreError, StoredEvent};
+impl Postgres {
+    pub(in crate::store) async fn claim(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let claim = client
+            .prepare_cached(
+                "WITH due AS (
+                     SELECT id FROM deliveries
+                     WHERE status = 'pending' AND next_attempt_at_ms <= $1
+                     ORDER BY next_attempt_at_ms, id LIMIT $2
+                     FOR UPDATE SKIP LOCKED
+                 ), claimed AS (
+                     UPDATE deliveries d SET status = 'running', attempts = d.attempts + 1,
+                            updated_at_ms = $1, claimed_by = $3, lease_until_ms = $1 + $4
+                     FROM due WHERE d.id = due.id
+                     RETURNING d.id, d.event_id, d.rule, d.action, d.kind, d.attempts, d.deadline_ms,
+                               d.spec
+                 )
+                 SELECT c.id, c.rule, c.action, c.kind, c.attempts, c.deadline_ms,
+                        e.id, e.receiver, e.vendor, e.kind, e.dedupe_key, e.received_at_ms, e.raw,
+                        c.spec
+                 FROM claimed c JOIN events e ON e.id = c.event_id ORDER BY c.id",
+            )
+            .await
+            .map_err(db_error)?;
+        let rows = client
+            .query(&claim, &[&now_ms, &limit, &self.owner, &self.lease_ms])
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| ClaimedDelivery {
+                id: r.get(0),
+                rule: r.get(1),
+                action: usize::try_from(r.get::<_, i64>(2)).unwrap_or(usize::MAX),
+                kind: r.get(3),
+                spec: r.get(13),
+                attempts: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
+                deadline_ms: r.get(5),
+                event: StoredEvent::from_row(
+                    r.get(6),
+                    r.get(7),
+                    r.get(8),
+                    r.get(9),
+                    r.get(10),
+                    r.get(11),
+                    r.get(12),
+                ),
+            })
+            .collect())
+    }
+
+    pub(in crate::store) async fn finish(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        // Only while the claim is ours: after a lost lease another replica owns the row.
+        let mine = "id = $1 AND status = 'running' AND claimed_by = $2";
+        let changed = match &outcome {
+            Outcome::Done => client
+                .execute(
+                    &cached(
+                        &client,
+                        &format!(
+                            "WITH done AS (
+                             UPDATE deliveries SET status = 'done', updated_at_ms = $3,
+                                    lease_until_ms = NULL
+                             WHERE {mine} RETURNING id
+                         ), next AS (
+                             UPDATE deliveries SET status = 'pending', updated_at_ms = $3,
+                                    next_attempt_at_ms = greatest(next_attempt_at_ms, $3)
+                             WHERE after_id IN (SELECT id FROM done) AND status = 'waiting'
+                         )
+                         SELECT 1 FROM done"
+                        ),
+                    )
+                    .await?,
+                    &[&id, &self.owner, &now_ms],
+                )
+                .await
+                .map_err(db_error)?,
+            Outcome::Retry { at_ms, error } => client
+                .execute(
+                    &format!(
+                        "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = $3,
+                                last_error = $4, updated_at_ms = $5, lease_until_ms = NULL
+                         WHERE {mine}"
+                    ),
+                    &[&id, &self.owner, at_ms, error, &now_ms],
+                )
+                .await
+                .map_err(db_error)?,
+            Outcome::Defer { at_ms } => client
+                .execute(
+                    &format!(
+                        "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = $3,
+                                attempts = greatest(attempts - 1, 0), updated_at_ms = $4,
+                                lease_until_ms = NULL
+                         WHERE {mine}"
+                    ),
+                    &[&id, &self.owner, at_ms, &now_ms],
+                )
+                .await
+                .map_err(db_error)?,
+            Outcome::Dead { error } => {
+                let tx = client.transaction().await.map_err(db_error)?;
+                let dead = tx
+                    .query_opt(
+                        &format!(
+                            "UPDATE deliveries SET status = 'dead', last_error = $3,
+                                    updated_at_ms = $4, lease_until_ms = NULL
+                             WHERE {mine} RETURNING action"
+                        ),
+                        &[&id, &self.owner, error, &now_ms],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                if let Some(row) = &dead {
+                    let action: i64 = row.get(0);
+                    // The rule's later actions will not run: dead too, marked as skipped.
+                    tx.execute(
+                        "WITH RECURSIVE chain (id) AS (
+                             SELECT id FROM deliveries WHERE after_id = $1 AND status = 'waiting'
+                             UNION ALL
+                             SELECT d.id FROM deliveries d JOIN chain c ON d.after_id = c.id
+                             WHERE d.status = 'waiting'
+                         )
+                         UPDATE deliveries SET status = 'dead', skipped = true, updated_at_ms = $2,
+                                last_error = 'skipped: action ' || $3 || ' of the rule is dead'
+                         WHERE id IN (SELECT id FROM chain)",
+                        &[&id, &now_ms, &action.to_string()],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)?;
+                u64::from(dead.is_some())
+            }
+        };
+        if changed == 0 {
+            tracing::warn!(
+                delivery = id,
+                "This replica's claim on the delivery had lapsed; another replica runs it."
+            );
+        }
+        if !matches!(outcome, Outcome::Dead { .. }) {
+            self.due.notify_one();
+        }
+        Ok(())
+    }
+
+    pub(in crate::store) async fn requeue(
+        &self,
+        target: RequeueTarget,
+        now_ms: i64,
+        deadline_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let n = match target {
+            RequeueTarget::Id(id) => {
+                let n = tx
+                    .execute(
+                        "UPDATE deliveries SET status = CASE WHEN skipped THEN 'waiting' ELSE 'pending' END,
+                                skipped = false, next_attempt_at_ms = $2, deadline_ms = $3,
+                                updated_at_ms = $2, spec = NULL
+                         WHERE id = $1 AND status IN ('dead', 'pending')",
+                        &[&id, &now_ms, &deadline_ms],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                if n > 0 {
+                    // Its skipped successors wait for it again.
+                    tx.execute(
+                        "WITH RECURSIVE chain (id) AS (
+                             SELECT id FROM deliveries WHERE after_id = $1 AND status = 'dead' AND skipped
+                             UNION ALL
+                             SELECT d.id FROM deliveries d JOIN chain c ON d.after_id = c.id
+                             WHERE d.status = 'dead' AND d.skipped
+                         )
+                         UPDATE deliveries SET status = 'waiting', skipped = false, last_error = NULL,
+                                updated_at_ms = $2
+                         WHERE id IN (SELECT id FROM chain)",
+                        &[&id, &now_ms],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                }
+                n
+            }
+            // Claims whose owner stopped renewing them: run again (at-least-once). Claims of
+            // live replicas are theirs to finish.
+            RequeueTarget::Running => tx
+                .execute(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = $1,
+                            updated_at_ms = $1, claimed_by = NULL, lease_until_ms = NULL
+                     WHERE status = 'running' AND lease_until_ms <= $1",
+                    &[&now_ms],
+                )
+                .await
+                .map_err(db_error)?,
+            RequeueTarget::AllDead => tx
+                .execute(
+                    "UPDATE deliveries SET status = CASE WHEN skipped THEN 'waiting' ELSE 'pending' END,
+                            skipped = false, next_attempt_at_ms = $1, deadline_ms = $2,
+                            updated_at_ms = $1, spec = NULL
+                     WHERE status = 'dead'",
+                    &[&now_ms, &deadline_ms],
+                )
+                .await
+                .map_err(db_error)?,
+        };
+        if n > 0 {
+            // In the transaction (sent on commit): `deliveries retry` is a process that ends
+            // right after.
+            tx.execute("SELECT pg_notify($1, '')", &[&self.announcer.channel])
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        if n > 0 {
+            self.due.notify_one();
+        }
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// Renews this replica's claims, frees lapsed ones, forgets old rate entries; how many
+    /// claims were freed.
+    pub(in crate::store) async fn maintain(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE deliveries SET lease_until_ms = $1::bigint + $2::bigint
+                 WHERE status = 'running' AND claimed_by = $3",
+                &[&now_ms, &self.lease_ms, &self.owner],
+            )
+            .await
+            .map_err(db_error)?;
+        client
+            .execute(
+                "DELETE FROM robot_sends WHERE at_ms <= $1",
+                &[&(now_ms - crate::store::types::RATE_WINDOW_MS)],
+            )
+            .await
+            .map_err(db_error)?;
+        client
+            .execute("DELETE FROM robot_signs WHERE until_ms <= $1", &[&now_ms])
+            .await
+            .map_err(db_error)?;
+        drop(client);
+        let freed = self.requeue(RequeueTarget::Running, now_ms, 0).await?;
+        if freed > 0 {
+            tracing::warn!(
+                deliveries = freed,
+                "Claims of a replica that stopped renewing them have lapsed; running them here."
+            );
+        }
+        Ok(freed)
+    }
+
+    pub(in crate::store) async fn cancel_now(
+        &self,
+        key: Option<String>,
+        id: Option<i64>,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let n = match (key, id) {
+            (Some(key), _) => {
+                let c = Cancel {
+                    key,
+                    rules: Vec::new(),
+                    reason,
+                };
+                cancel(&tx, &c, now_ms).await
+            }
+            (None, Some(id)) => cancel_ids(&tx, "id = $1", &id, &[], &reason, now_ms).await,
+            (None, None) => Ok(0),
+        }
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(n)
+    }
+}
+
+/// Calls off the pending and waiting deliveries with the cancel's key (of its rules, if
+/// any), and the later actions of their rules that wait for them.
+pub(super) async fn cancel(
+    tx: &Transaction<'_>,
+    c: &Cancel,
+    now_ms: i64,
+) -> Result<usize, tokio_postgres::Error> {
+    cancel_ids(
+        tx,
+        "correlation = $1 AND (cardinality($2::text[]) = 0 OR rule = ANY($2))",
+        &c.key,
+        &c.rules,
+        &c.reason,
+        now_ms,
+    )
+    .await
+}
+
+/// Cancels the pending or waiting deliveries `roots` selects (with `$1` = `first`, `$2` =
+/// `rules`) and their waiting successors.
+pub(super) async fn cancel_ids(
+    tx: &Transaction<'_>,
+    roots: &str,
+    first: &(dyn tokio_postgres::types::ToSql + Sync),
+    rules: &[String],
+    reason: &str,
+    now_ms: i64,
+) -> Result<usize, tokio_postgres::Error> {
+    let n = tx
+        .execute(
+            &format!(
+                "WITH RECURSIVE chain (id) AS (
+                     SELECT id FROM deliveries
+                     WHERE {roots} AND status IN ('pending', 'waiting') AND $2::text[] IS NOT NULL
+                     UNION
+                     SELECT d.id FROM deliveries d JOIN chain c ON d.after_id = c.id
+                     WHERE d.status = 'waiting'
+                 )
+                 UPDATE deliveries SET status = 'cancelled', last_error = $3, updated_at_ms = $4
+                 WHERE id IN (SELECT id FROM chain) AND status IN ('pending', 'waiting')"
+            ),
+            &[first, &rules, &reason, &now_ms],
+        )
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}

@@ -1,0 +1,121 @@
+//! Reads for the CLI, `/metrics` and the tests: pending depth, deliveries and events by
+//! filter, one event by id.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::{Postgres, db_error};
+use crate::store::{
+    DeliveryFilter, DeliveryRow, DeliveryStatus, ListFilter, StoreError, StoredEvent,
+};
+impl Postgres {
+    pub(in crate::store) async fn pending_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT count(*), min(created_at_ms) FROM deliveries
+                 WHERE status IN ('pending', 'waiting')",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    pub(in crate::store) async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let (status, failed, scheduled) = match filter.status {
+            None => (None, false, false),
+            Some(DeliveryStatus::Failed) => (Some("pending"), true, false),
+            Some(DeliveryStatus::Scheduled) => (Some("pending"), false, true),
+            Some(s) => (Some(s.as_str()), false, false),
+        };
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let now = crate::clock::now_ms();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT d.id, d.event_id, e.receiver, d.rule, d.action, d.kind, d.status, d.attempts,
+                        d.next_attempt_at_ms, d.created_at_ms, d.updated_at_ms, d.last_error, d.correlation
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE ($1::text IS NULL OR d.status = $1) AND (NOT $2 OR d.last_error IS NOT NULL)
+                   AND ($3::bigint IS NULL OR d.event_id = $3)
+                   AND (NOT $5 OR (d.attempts = 0 AND d.next_attempt_at_ms > $6))
+                 ORDER BY d.id DESC LIMIT $4",
+                &[&status, &failed, &filter.event_id, &limit, &scheduled, &now],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryRow {
+                id: r.get(0),
+                event_id: r.get(1),
+                receiver: r.get(2),
+                rule: r.get(3),
+                action: r.get(4),
+                kind: r.get(5),
+                status: DeliveryStatus::parse(r.get(6)).unwrap_or(DeliveryStatus::Pending),
+                attempts: u32::try_from(r.get::<_, i32>(7)).unwrap_or(0),
+                next_attempt_at_ms: r.get(8),
+                created_at_ms: r.get(9),
+                updated_at_ms: r.get(10),
+                last_error: r.get(11),
+                key: r.get(12),
+            })
+            .collect())
+    }
+
+    pub(in crate::store) async fn list(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE ($1::text IS NULL OR receiver = $1) AND ($2::text IS NULL OR kind = $2)
+                     ORDER BY id DESC LIMIT $3"
+                ),
+                &[&filter.receiver, &filter.kind, &limit],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(row_to_event).collect())
+    }
+
+    pub(in crate::store) async fn get(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.as_ref().map(row_to_event))
+    }
+}
+
+pub(super) const EVENT_COLUMNS: &str =
+    "id, receiver, vendor, kind, dedupe_key, received_at_ms, raw";
+
+pub(super) fn row_to_event(r: &Row) -> StoredEvent {
+    StoredEvent::from_row(
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+    )
+}

@@ -1,0 +1,139 @@
+//! What the actions remember between deliveries: vendor access tokens and the group chats
+//! `group_create` made (one per connection and key), shared by every replica.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::{Postgres, db_error};
+use crate::store::{GroupRow, StoreError};
+impl Postgres {
+    pub(in crate::store) async fn token(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT token, expires_at_ms FROM tokens WHERE key = $1",
+                &[&key],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub(in crate::store) async fn put_token(
+        &self,
+        key: String,
+        token: String,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO tokens (key, token, expires_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET token = $2, expires_at_ms = $3",
+                &[&key, &token, &expires_at_ms],
+            )
+            .await
+            .map_err(db_error)
+            .map(drop)
+    }
+
+    pub(in crate::store) async fn forget_token(
+        &self,
+        key: String,
+        token: String,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM tokens WHERE key = $1 AND token = $2",
+                &[&key, &token],
+            )
+            .await
+            .map_err(db_error)
+            .map(drop)
+    }
+
+    pub(in crate::store) async fn group(
+        &self,
+        connection: &str,
+        key: &str,
+    ) -> Result<Option<GroupRow>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
+                 FROM groups WHERE connection = $1 AND key = $2",
+                &[&connection, &key],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.as_ref().map(row_to_group))
+    }
+
+    pub(in crate::store) async fn groups(&self, limit: usize) -> Result<Vec<GroupRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
+                 FROM groups ORDER BY created_at_ms DESC LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(row_to_group).collect())
+    }
+
+    /// Records a group (chat id "" = being created); a row that has a chat id keeps it
+    /// (first one wins).
+    pub(in crate::store) async fn put_group(&self, g: GroupRow) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO groups (connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (connection, key) DO UPDATE SET name = $5, updated_at_ms = $7,
+                     chat_id = CASE WHEN groups.chat_id = '' THEN $3 ELSE groups.chat_id END,
+                     open_conversation_id = coalesce($4, groups.open_conversation_id)",
+                &[&g.connection, &g.key, &g.chat_id, &g.open_conversation_id, &g.name, &g.created_at_ms, &g.updated_at_ms],
+            )
+            .await
+            .map_err(db_error)
+            .map(drop)
+    }
+
+    /// Removes a key from the registry; whether it was there.
+    pub(in crate::store) async fn forget_group(
+        &self,
+        connection: String,
+        key: String,
+    ) -> Result<bool, StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM groups WHERE connection = $1 AND key = $2",
+                &[&connection, &key],
+            )
+            .await
+            .map_err(db_error)
+            .map(|n| n > 0)
+    }
+}
+
+pub(super) fn row_to_group(r: &Row) -> GroupRow {
+    GroupRow {
+        connection: r.get(0),
+        key: r.get(1),
+        chat_id: r.get(2),
+        open_conversation_id: r.get(3),
+        name: r.get(4),
+        created_at_ms: r.get(5),
+        updated_at_ms: r.get(6),
+    }
+}

@@ -1,0 +1,317 @@
+//! The delivery state machine: claim what is due, finish with done / retry / defer / dead
+//! (a dead action skips the later actions of its rule), requeue by hand or after a restart,
+//! cancel by key or id (the chain after it too), and the upkeep of old rate entries.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::read::row_to_event;
+use super::{Op, Sqlite};
+use crate::store::{Cancel, ClaimedDelivery, Outcome, RequeueTarget, StoreError};
+impl Sqlite {
+    pub(in crate::store) async fn claim(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.call(|reply| Op::Claim {
+            now_ms,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn finish(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Op::Finish {
+            id,
+            outcome,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn requeue(
+        &self,
+        target: RequeueTarget,
+        now_ms: i64,
+        deadline_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.call(|reply| Op::Requeue {
+            target,
+            now_ms,
+            deadline_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Cancels by key (like a `cancel` action) or one delivery by id; how many.
+    pub(in crate::store) async fn cancel_now(
+        &self,
+        key: Option<String>,
+        id: Option<i64>,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(Box::new(move |tx| match (key, id) {
+            (Some(key), _) => cancel(
+                tx,
+                &Cancel {
+                    key,
+                    rules: Vec::new(),
+                    reason,
+                },
+                now_ms,
+            ),
+            (None, Some(id)) => cancel_chain(tx, id, &reason, now_ms),
+            (None, None) => Ok(0),
+        }))
+        .await
+    }
+
+    /// One process owns the file, so no claim needs renewing: only old rate entries go.
+    pub(in crate::store) async fn maintain(&self, now_ms: i64) -> Result<usize, StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "DELETE FROM robot_sends WHERE at_ms <= ?1",
+                [now_ms - crate::store::types::RATE_WINDOW_MS],
+            )?;
+            tx.execute("DELETE FROM robot_signs WHERE until_ms <= ?1", [now_ms])?;
+            tx.execute("DELETE FROM robot_pauses WHERE until_ms <= ?1", [now_ms])
+        }))
+        .await
+    }
+}
+
+pub(super) fn claim(
+    tx: &rusqlite::Transaction<'_>,
+    now_ms: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<ClaimedDelivery>> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE deliveries SET status = 'running', attempts = attempts + 1, updated_at_ms = ?1
+         WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at_ms <= ?1
+                      ORDER BY next_attempt_at_ms, id LIMIT ?2)
+         RETURNING id, event_id, rule, action, kind, attempts, deadline_ms, spec",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    type Row = (i64, i64, String, i64, String, u32, i64, Option<String>);
+    let rows: Vec<Row> = stmt
+        .query_map(params![now_ms, limit], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut event = tx.prepare_cached(
+        "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events WHERE id = ?1",
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, event_id, rule, action, kind, attempts, deadline_ms, spec) in rows {
+        out.push(ClaimedDelivery {
+            id,
+            event: event.query_row([event_id], row_to_event)?,
+            rule,
+            action: usize::try_from(action).unwrap_or(usize::MAX),
+            kind,
+            spec,
+            attempts,
+            deadline_ms,
+        });
+    }
+    out.sort_by_key(|d| d.id);
+    Ok(out)
+}
+
+pub(super) fn finish(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    outcome: &Outcome,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    match outcome {
+        Outcome::Done => {
+            tx.execute(
+                "UPDATE deliveries SET status = 'done', updated_at_ms = ?2 WHERE id = ?1",
+                params![id, now_ms],
+            )?;
+            // The rule's next action may run now (or when its own delay is over).
+            tx.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = max(next_attempt_at_ms, ?2),
+                                       updated_at_ms = ?2
+                 WHERE after_id = ?1 AND status = 'waiting'",
+                params![id, now_ms],
+            )
+        }
+        Outcome::Retry { at_ms, error } => tx.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2, last_error = ?3,
+                                   updated_at_ms = ?4 WHERE id = ?1",
+            params![id, at_ms, error, now_ms],
+        ),
+        // Not an attempt: the sink was never called (rate limit, back-off of the target).
+        Outcome::Defer { at_ms } => tx.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2,
+                                   attempts = max(attempts - 1, 0), updated_at_ms = ?3 WHERE id = ?1",
+            params![id, at_ms, now_ms],
+        ),
+        Outcome::Dead { error } => {
+            tx.execute(
+                "UPDATE deliveries SET status = 'dead', last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",
+                params![id, error, now_ms],
+            )?;
+            // The rule's later actions will not run: dead too, marked as skipped.
+            let mut next = id;
+            loop {
+                let skipped: Option<(i64, i64)> = tx
+                    .query_row(
+                        "UPDATE deliveries SET status = 'dead', skipped = 1, updated_at_ms = ?2,
+                                last_error = 'skipped: action ' || ?3 || ' of the rule is dead'
+                         WHERE after_id = ?1 AND status = 'waiting' RETURNING id, action",
+                        params![next, now_ms, action_of(tx, id)?],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                match skipped {
+                    Some((succ, _)) => next = succ,
+                    None => break,
+                }
+            }
+            Ok(0)
+        }
+    }
+    .map(drop)
+}
+
+/// Cancels a pending or waiting delivery and the later actions of its rule waiting for it.
+pub(super) fn cancel_chain(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    reason: &str,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let mut n = 0;
+    let mut next = Some(id);
+    while let Some(d) = next {
+        let changed = tx.execute(
+            "UPDATE deliveries SET status = 'cancelled', last_error = ?2, updated_at_ms = ?3
+             WHERE id = ?1 AND status IN ('pending', 'waiting')",
+            params![d, reason, now_ms],
+        )?;
+        if changed == 0 {
+            break;
+        }
+        n += changed;
+        next = tx
+            .query_row(
+                "SELECT id FROM deliveries WHERE after_id = ?1 AND status = 'waiting'",
+                [d],
+                |r| r.get(0),
+            )
+            .optional()?;
+    }
+    Ok(n)
+}
+
+pub(super) fn action_of(tx: &rusqlite::Transaction<'_>, id: i64) -> rusqlite::Result<i64> {
+    tx.query_row("SELECT action FROM deliveries WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+}
+
+/// Sends the skipped successors of `id` back to waiting (their predecessor runs again).
+pub(super) fn unskip(tx: &rusqlite::Transaction<'_>, id: i64, now_ms: i64) -> rusqlite::Result<()> {
+    let mut next = id;
+    loop {
+        let succ: Option<i64> = tx
+            .query_row(
+                "UPDATE deliveries SET status = 'waiting', skipped = 0, last_error = NULL, updated_at_ms = ?2
+                 WHERE after_id = ?1 AND status = 'dead' AND skipped = 1 RETURNING id",
+                params![next, now_ms],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match succ {
+            Some(s) => next = s,
+            None => return Ok(()),
+        }
+    }
+}
+
+pub(super) fn requeue(
+    tx: &rusqlite::Transaction<'_>,
+    target: &RequeueTarget,
+    now_ms: i64,
+    deadline_ms: i64,
+) -> rusqlite::Result<usize> {
+    // A retried delivery runs the action now in its place (`spec` forgotten): the operator
+    // chose to run it after a change.
+    match target {
+        RequeueTarget::Id(id) => {
+            // A skipped one waits for its predecessor again; any other runs now.
+            let n = tx.execute(
+                "UPDATE deliveries SET status = CASE WHEN skipped = 1 THEN 'waiting' ELSE 'pending' END,
+                                       skipped = 0, next_attempt_at_ms = ?2, deadline_ms = ?3,
+                                       updated_at_ms = ?2, spec = NULL
+                 WHERE id = ?1 AND status IN ('dead', 'pending')",
+                params![id, now_ms, deadline_ms],
+            )?;
+            if n > 0 {
+                unskip(tx, *id, now_ms)?;
+            }
+            Ok(n)
+        }
+        // Left running by a process that died: run again (at-least-once), same deadline.
+        RequeueTarget::Running => tx.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?1, updated_at_ms = ?1
+             WHERE status = 'running'",
+            params![now_ms],
+        ),
+        RequeueTarget::AllDead => tx.execute(
+            "UPDATE deliveries SET status = CASE WHEN skipped = 1 THEN 'waiting' ELSE 'pending' END,
+                                   skipped = 0, next_attempt_at_ms = ?1, deadline_ms = ?2,
+                                   updated_at_ms = ?1, spec = NULL
+             WHERE status = 'dead'",
+            params![now_ms, deadline_ms],
+        ),
+    }
+}
+
+/// Calls off the pending and waiting deliveries with the cancel's key, and the later actions
+/// of their rules that wait for them.
+pub(super) fn cancel(
+    tx: &rusqlite::Transaction<'_>,
+    c: &Cancel,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let ids: Vec<i64> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, rule FROM deliveries WHERE correlation = ?1 AND status IN ('pending', 'waiting')",
+        )?;
+        let rows = stmt.query_map([&c.key], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|(_, rule)| c.rules.is_empty() || c.rules.contains(rule))
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let mut n = 0;
+    for id in ids {
+        n += cancel_chain(tx, id, &c.reason, now_ms)?;
+    }
+    Ok(n)
+}

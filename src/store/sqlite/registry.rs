@@ -1,0 +1,135 @@
+//! What the actions remember between deliveries: vendor access tokens and the group chats
+//! `group_create` made (one per connection and key).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::Sqlite;
+use crate::store::{GroupRow, StoreError};
+impl Sqlite {
+    pub(in crate::store) async fn token(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT token, expires_at_ms FROM tokens WHERE key = ?1",
+                [&key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn put_token(
+        &self,
+        key: String,
+        token: String,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "INSERT INTO tokens (key, token, expires_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET token = ?2, expires_at_ms = ?3",
+                params![key, token, expires_at_ms],
+            )
+        }))
+        .await
+        .map(drop)
+    }
+
+    pub(in crate::store) async fn forget_token(
+        &self,
+        key: String,
+        token: String,
+    ) -> Result<(), StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "DELETE FROM tokens WHERE key = ?1 AND token = ?2",
+                params![key, token],
+            )
+        }))
+        .await
+        .map(drop)
+    }
+
+    pub(in crate::store) async fn group(
+        &self,
+        connection: &str,
+        key: &str,
+    ) -> Result<Option<GroupRow>, StoreError> {
+        let connection = connection.to_owned();
+        let key = key.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
+                 FROM groups WHERE connection = ?1 AND key = ?2",
+                [&connection, &key],
+                row_to_group,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn groups(&self, limit: usize) -> Result<Vec<GroupRow>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
+                     FROM groups ORDER BY created_at_ms DESC LIMIT ?1",
+                )
+                ?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map([limit], row_to_group)?;
+            rows.collect::<Result<_, _>>()
+        })
+        .await
+    }
+
+    /// Records a group (chat id "" = being created); a row that has a chat id keeps it
+    /// (first one wins).
+    pub(in crate::store) async fn put_group(&self, g: GroupRow) -> Result<(), StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "INSERT INTO groups (connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (connection, key) DO UPDATE SET name = ?5, updated_at_ms = ?7,
+                     chat_id = CASE WHEN chat_id = '' THEN ?3 ELSE chat_id END,
+                     open_conversation_id = coalesce(?4, open_conversation_id)",
+                params![g.connection, g.key, g.chat_id, g.open_conversation_id, g.name, g.created_at_ms, g.updated_at_ms],
+            )
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Removes a key from the registry; whether it was there.
+    pub(in crate::store) async fn forget_group(
+        &self,
+        connection: String,
+        key: String,
+    ) -> Result<bool, StoreError> {
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "DELETE FROM groups WHERE connection = ?1 AND key = ?2",
+                params![&connection, &key],
+            )
+        }))
+        .await
+        .map(|n| n > 0)
+    }
+}
+
+pub(super) fn row_to_group(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
+    Ok(GroupRow {
+        connection: r.get(0)?,
+        key: r.get(1)?,
+        chat_id: r.get(2)?,
+        open_conversation_id: r.get(3)?,
+        name: r.get(4)?,
+        created_at_ms: r.get(5)?,
+        updated_at_ms: r.get(6)?,
+    })
+}

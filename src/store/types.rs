@@ -1,0 +1,264 @@
+//! What goes in and out of the store: events, deliveries and their outcomes, the filters
+//! the CLI reads with, the registry rows, and [`StoreError`]. Shared by both backends.
+
+use std::sync::Arc;
+
+pub use crate::crypto::robot::SignUse;
+
+/// Where an accepted event lives, and whether it was already there (a vendor retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub id: i64,
+    pub duplicate: bool,
+}
+
+/// An event as read back from the store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub receiver: String,
+    pub vendor: String,
+    pub kind: String,
+    pub dedupe_key: String,
+    pub received_at_ms: i64,
+    pub fields: serde_json::Value,
+    pub raw: String,
+}
+
+/// A delivery to insert with a new event: one action of one matched rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub rule: String,
+    pub action: usize,
+    pub kind: String,
+    /// The fingerprint of the action it is made for; `None` where none is known.
+    pub spec: Option<String>,
+    /// Not before this (the event's time, or later for `after = …`).
+    pub due_ms: i64,
+    /// The rendered `key`, which a later `cancel` names.
+    pub key: Option<String>,
+    /// After this, a failing delivery goes dead instead of retrying.
+    pub deadline_ms: i64,
+}
+
+/// Calls off pending deliveries with `key` (of `rules` only, if any), in the transaction that
+/// stores the event whose `cancel` action matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancel {
+    pub key: String,
+    pub rules: Vec<String>,
+    /// Why, kept on each cancelled delivery.
+    pub reason: String,
+}
+
+/// A delivery the worker claimed (now `running`), with its event.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub event: StoredEvent,
+    pub rule: String,
+    pub action: usize,
+    pub kind: String,
+    /// The fingerprint of the action it was made for (none for deliveries stored before
+    /// hookgate recorded them).
+    pub spec: Option<String>,
+    /// Attempts started, this one included.
+    pub attempts: u32,
+    pub deadline_ms: i64,
+}
+
+/// How a claimed delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Failed; run again at `at_ms`.
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
+    /// Not attempted (the target's rate limit or back-off); run at `at_ms`, attempt not counted.
+    Defer {
+        at_ms: i64,
+    },
+    /// Failed for good.
+    Dead {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// After an earlier action of the same rule, which is not done yet.
+    Waiting,
+    /// Called off by a `cancel` (or `deliveries cancel`) before it ran.
+    Cancelled,
+    /// A filter only: pending, not tried yet, due later (a timer).
+    Scheduled,
+    Pending,
+    Running,
+    Done,
+    Dead,
+    /// A filter only: pending after at least one failure.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Cancelled => "cancelled",
+            Self::Scheduled => "scheduled",
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Dead => "dead",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Waiting,
+            Self::Cancelled,
+            Self::Scheduled,
+            Self::Pending,
+            Self::Running,
+            Self::Done,
+            Self::Dead,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// A delivery as `hookgate deliveries list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub event_id: i64,
+    pub receiver: String,
+    pub rule: String,
+    pub action: i64,
+    pub kind: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at_ms: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub last_error: Option<String>,
+    /// The action's `key`, if it has one.
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub event_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// A group chat in the registry: the vendor's chat id for a `group_create` key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupRow {
+    pub connection: String,
+    pub key: String,
+    pub chat_id: String,
+    /// DingTalk's `cid…` id, which the v1.0 robot API takes.
+    pub open_conversation_id: Option<String>,
+    pub name: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Which deliveries `requeue` sends back to pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequeueTarget {
+    Id(i64),
+    AllDead,
+    /// Deliveries a dead process left `running`; only `serve` may do this, at start.
+    Running,
+}
+
+/// Which events `list` returns, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub receiver: Option<String>,
+    pub kind: Option<String>,
+    pub limit: usize,
+}
+
+type Source = Arc<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: Source,
+    },
+    #[error(
+        "the store's schema is at version {found}, newer than this hookgate knows ({known}); run a newer hookgate"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("commit failed: {0}")]
+    Commit(#[source] Source),
+    #[error("query failed: {0}")]
+    Query(#[source] Source),
+    #[error("the database is unreachable: {0}")]
+    Unavailable(#[source] Source),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl StoreError {
+    /// Whether the caller may try again later (the vendor does, after our 503).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Commit(_) | Self::Unavailable(_) | Self::Closed)
+    }
+}
+
+impl StoredEvent {
+    /// An event row; the fields are parsed again from the body (it parsed when accepted; if
+    /// that ever fails, the raw text is still there to read).
+    pub(super) fn from_row(
+        id: i64,
+        receiver: String,
+        vendor: String,
+        kind: String,
+        dedupe_key: String,
+        received_at_ms: i64,
+        raw: String,
+    ) -> Self {
+        let fields = crate::event::parse_fields(&raw)
+            .map(serde_json::Value::Object)
+            .unwrap_or(serde_json::Value::Null);
+        Self {
+            id,
+            receiver,
+            vendor,
+            kind,
+            dedupe_key,
+            received_at_ms,
+            fields,
+            raw,
+        }
+    }
+}
+
+/// The wait before the oldest of `count` sends in the last minute leaves the window, or
+/// `None` when another send fits.
+pub(super) fn rate_wait(
+    count: i64,
+    oldest_ms: Option<i64>,
+    per_minute: u32,
+    now_ms: i64,
+) -> Option<i64> {
+    (count >= i64::from(per_minute))
+        .then(|| (oldest_ms.unwrap_or(now_ms) + RATE_WINDOW_MS - now_ms).max(1))
+}
+
+/// The rate limits' window: vendors count robot messages per minute.
+pub(super) const RATE_WINDOW_MS: i64 = 60_000;
