@@ -9,6 +9,7 @@ mod migrations;
 #[cfg(test)]
 mod model;
 mod postgres;
+mod sql;
 mod sqlite;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 use deadpool_postgres::{GenericClient, Transaction};
 
 use super::{Postgres, cached, db_error};
+use crate::store::sql;
 use crate::store::{Cancel, ClaimedDelivery, Outcome, RequeueTarget, StoreError, StoredEvent};
 impl Postgres {
     pub(in crate::store) async fn claim(
@@ -135,15 +136,7 @@ impl Postgres {
                     let action: i64 = row.get(0);
                     // The rule's later actions will not run: dead too, marked as skipped.
                     tx.execute(
-                        "WITH RECURSIVE chain (id) AS (
-                             SELECT id FROM deliveries WHERE after_id = $1 AND status = 'waiting'
-                             UNION ALL
-                             SELECT d.id FROM deliveries d JOIN chain c ON d.after_id = c.id
-                             WHERE d.status = 'waiting'
-                         )
-                         UPDATE deliveries SET status = 'dead', skipped = true, updated_at_ms = $2,
-                                last_error = 'skipped: action ' || $3 || ' of the rule is dead'
-                         WHERE id IN (SELECT id FROM chain)",
+                        sql::SKIP_AFTER_DEAD.postgres(),
                         &[&id, &now_ms, &action.to_string()],
                     )
                     .await
@@ -176,31 +169,14 @@ impl Postgres {
         let n = match target {
             RequeueTarget::Id(id) => {
                 let n = tx
-                    .execute(
-                        "UPDATE deliveries SET status = CASE WHEN skipped THEN 'waiting' ELSE 'pending' END,
-                                skipped = false, next_attempt_at_ms = $2, deadline_ms = $3,
-                                updated_at_ms = $2, spec = NULL
-                         WHERE id = $1 AND status IN ('dead', 'pending')",
-                        &[&id, &now_ms, &deadline_ms],
-                    )
+                    .execute(sql::REQUEUE_ONE.postgres(), &[&id, &now_ms, &deadline_ms])
                     .await
                     .map_err(db_error)?;
                 if n > 0 {
                     // Its skipped successors wait for it again.
-                    tx.execute(
-                        "WITH RECURSIVE chain (id) AS (
-                             SELECT id FROM deliveries WHERE after_id = $1 AND status = 'dead' AND skipped
-                             UNION ALL
-                             SELECT d.id FROM deliveries d JOIN chain c ON d.after_id = c.id
-                             WHERE d.status = 'dead' AND d.skipped
-                         )
-                         UPDATE deliveries SET status = 'waiting', skipped = false, last_error = NULL,
-                                updated_at_ms = $2
-                         WHERE id IN (SELECT id FROM chain)",
-                        &[&id, &now_ms],
-                    )
-                    .await
-                    .map_err(db_error)?;
+                    tx.execute(sql::UNSKIP.postgres(), &[&id, &now_ms])
+                        .await
+                        .map_err(db_error)?;
                 }
                 n
             }
@@ -216,13 +192,7 @@ impl Postgres {
                 .await
                 .map_err(db_error)?,
             RequeueTarget::AllDead => tx
-                .execute(
-                    "UPDATE deliveries SET status = CASE WHEN skipped THEN 'waiting' ELSE 'pending' END,
-                            skipped = false, next_attempt_at_ms = $1, deadline_ms = $2,
-                            updated_at_ms = $1, spec = NULL
-                     WHERE status = 'dead'",
-                    &[&now_ms, &deadline_ms],
-                )
+                .execute(sql::REQUEUE_DEAD.postgres(), &[&now_ms, &deadline_ms])
                 .await
                 .map_err(db_error)?,
         };
@@ -292,7 +262,10 @@ impl Postgres {
                 };
                 cancel(&tx, &c, now_ms).await
             }
-            (None, Some(id)) => cancel_ids(&tx, "id = $1", &id, &[], &reason, now_ms).await,
+            (None, Some(id)) => {
+                let roots = "id = $1 AND CAST($4 AS TEXT[]) IS NOT NULL";
+                cancel_ids(&tx, roots, &id, &[], &reason, now_ms).await
+            }
             (None, None) => Ok(0),
         }
         .map_err(db_error)?;
@@ -310,7 +283,7 @@ pub(super) async fn cancel(
 ) -> Result<usize, tokio_postgres::Error> {
     cancel_ids(
         tx,
-        "correlation = $1 AND (cardinality($2::text[]) = 0 OR rule = ANY($2))",
+        "correlation = $1 AND (cardinality(CAST($4 AS TEXT[])) = 0 OR rule = ANY($4))",
         &c.key,
         &c.rules,
         &c.reason,
@@ -319,8 +292,8 @@ pub(super) async fn cancel(
     .await
 }
 
-/// Cancels the pending or waiting deliveries `roots` selects (with `$1` = `first`, `$2` =
-/// `rules`) and their waiting successors.
+/// Cancels the pending or waiting deliveries `roots` selects (with `$1` = `first`, `$4` =
+/// `rules`, which it must name) and their waiting successors.
 pub(super) async fn cancel_ids(
     tx: &Transaction<'_>,
     roots: &str,
@@ -329,21 +302,9 @@ pub(super) async fn cancel_ids(
     reason: &str,
     now_ms: i64,
 ) -> Result<usize, tokio_postgres::Error> {
+    let statement = sql::cancel_chain(sql::Dialect::Postgres, roots);
     let n = tx
-        .execute(
-            &format!(
-                "WITH RECURSIVE chain (id) AS (
-                     SELECT id FROM deliveries
-                     WHERE {roots} AND status IN ('pending', 'waiting') AND $2::text[] IS NOT NULL
-                     UNION
-                     SELECT d.id FROM deliveries d JOIN chain c ON d.after_id = c.id
-                     WHERE d.status = 'waiting'
-                 )
-                 UPDATE deliveries SET status = 'cancelled', last_error = $3, updated_at_ms = $4
-                 WHERE id IN (SELECT id FROM chain) AND status IN ('pending', 'waiting')"
-            ),
-            &[first, &rules, &reason, &now_ms],
-        )
+        .execute(&statement, &[first, &reason, &now_ms, &rules])
         .await?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }

@@ -1,6 +1,7 @@
 //! Waking the workers: a replica that commits new deliveries NOTIFYs a channel (named after
 //! the schema) that every replica LISTENs to, and the earliest due time for the poll.
 
+use crate::store::sql;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +19,7 @@ impl Postgres {
         let row = self
             .client()
             .await?
-            .query_one(
-                "SELECT min(next_attempt_at_ms) FROM deliveries WHERE status = 'pending'",
-                &[],
-            )
+            .query_one(sql::NEXT_DUE.postgres(), &[])
             .await
             .map_err(db_error)?;
         Ok(row.get(0))

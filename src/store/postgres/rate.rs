@@ -2,6 +2,7 @@
 //! imposed pauses, and the (timestamp, sign) pairs a DingTalk robot callback may carry one
 //! body with.
 
+use crate::store::sql;
 use deadpool_postgres::GenericClient;
 
 use super::{Postgres, db_error};
@@ -60,12 +61,15 @@ impl Postgres {
         self.client()
             .await?
             .query_opt(
-                "INSERT INTO robot_signs (receiver, stamp, sign, digest, until_ms) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (receiver, stamp, sign) DO UPDATE
-                     SET digest = excluded.digest, until_ms = excluded.until_ms
-                     WHERE robot_signs.until_ms <= $6 OR robot_signs.digest = excluded.digest
-                 RETURNING 1",
-                &[&s.receiver, &s.timestamp, &s.sign, &digest, &s.until_ms, &now_ms],
+                sql::SIGN_ONCE.postgres(),
+                &[
+                    &s.receiver,
+                    &s.timestamp,
+                    &s.sign,
+                    &digest,
+                    &s.until_ms,
+                    &now_ms,
+                ],
             )
             .await
             .map_err(db_error)
@@ -79,11 +83,7 @@ impl Postgres {
     ) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute(
-                "INSERT INTO robot_pauses (key, until_ms) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET until_ms = greatest(robot_pauses.until_ms, $2)",
-                &[&key, &until_ms],
-            )
+            .execute(sql::RATE_PAUSE.postgres(), &[&key, &until_ms])
             .await
             .map_err(db_error)
             .map(drop)

@@ -5,6 +5,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::{Postgres, db_error};
+use crate::store::sql;
 use crate::store::{
     DeliveryFilter, DeliveryRow, DeliveryStatus, ListFilter, StoreError, StoredEvent,
 };
@@ -13,11 +14,7 @@ impl Postgres {
         let row = self
             .client()
             .await?
-            .query_one(
-                "SELECT count(*), min(created_at_ms) FROM deliveries
-                 WHERE status IN ('pending', 'waiting')",
-                &[],
-            )
+            .query_one(sql::PENDING_STATS.postgres(), &[])
             .await
             .map_err(db_error)?;
         Ok((row.get(0), row.get(1)))
@@ -39,13 +36,7 @@ impl Postgres {
             .client()
             .await?
             .query(
-                "SELECT d.id, d.event_id, e.receiver, d.rule, d.action, d.kind, d.status, d.attempts,
-                        d.next_attempt_at_ms, d.created_at_ms, d.updated_at_ms, d.last_error, d.correlation
-                 FROM deliveries d JOIN events e ON e.id = d.event_id
-                 WHERE ($1::text IS NULL OR d.status = $1) AND (NOT $2 OR d.last_error IS NOT NULL)
-                   AND ($3::bigint IS NULL OR d.event_id = $3)
-                   AND (NOT $5 OR (d.attempts = 0 AND d.next_attempt_at_ms > $6))
-                 ORDER BY d.id DESC LIMIT $4",
+                sql::DELIVERIES.postgres(),
                 &[&status, &failed, &filter.event_id, &limit, &scheduled, &now],
             )
             .await
@@ -79,11 +70,7 @@ impl Postgres {
             .client()
             .await?
             .query(
-                &format!(
-                    "SELECT {EVENT_COLUMNS} FROM events
-                     WHERE ($1::text IS NULL OR receiver = $1) AND ($2::text IS NULL OR kind = $2)
-                     ORDER BY id DESC LIMIT $3"
-                ),
+                sql::EVENTS.postgres(),
                 &[&filter.receiver, &filter.kind, &limit],
             )
             .await
@@ -95,18 +82,12 @@ impl Postgres {
         let row = self
             .client()
             .await?
-            .query_opt(
-                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"),
-                &[&id],
-            )
+            .query_opt(sql::EVENT.postgres(), &[&id])
             .await
             .map_err(db_error)?;
         Ok(row.as_ref().map(row_to_event))
     }
 }
-
-pub(super) const EVENT_COLUMNS: &str =
-    "id, receiver, vendor, kind, dedupe_key, received_at_ms, raw";
 
 pub(super) fn row_to_event(r: &Row) -> StoredEvent {
     StoredEvent::from_row(

@@ -5,6 +5,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::{Postgres, db_error};
+use crate::store::sql;
 use crate::store::{GroupRow, StoreError};
 impl Postgres {
     pub(in crate::store) async fn token(
@@ -14,10 +15,7 @@ impl Postgres {
         let row = self
             .client()
             .await?
-            .query_opt(
-                "SELECT token, expires_at_ms FROM tokens WHERE key = $1",
-                &[&key],
-            )
+            .query_opt(sql::TOKEN.postgres(), &[&key])
             .await
             .map_err(db_error)?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
@@ -31,11 +29,7 @@ impl Postgres {
     ) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute(
-                "INSERT INTO tokens (key, token, expires_at_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (key) DO UPDATE SET token = $2, expires_at_ms = $3",
-                &[&key, &token, &expires_at_ms],
-            )
+            .execute(sql::PUT_TOKEN.postgres(), &[&key, &token, &expires_at_ms])
             .await
             .map_err(db_error)
             .map(drop)
@@ -48,10 +42,7 @@ impl Postgres {
     ) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute(
-                "DELETE FROM tokens WHERE key = $1 AND token = $2",
-                &[&key, &token],
-            )
+            .execute(sql::FORGET_TOKEN.postgres(), &[&key, &token])
             .await
             .map_err(db_error)
             .map(drop)
@@ -65,11 +56,7 @@ impl Postgres {
         let row = self
             .client()
             .await?
-            .query_opt(
-                "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
-                 FROM groups WHERE connection = $1 AND key = $2",
-                &[&connection, &key],
-            )
+            .query_opt(sql::GROUP.postgres(), &[&connection, &key])
             .await
             .map_err(db_error)?;
         Ok(row.as_ref().map(row_to_group))
@@ -80,11 +67,7 @@ impl Postgres {
         let rows = self
             .client()
             .await?
-            .query(
-                "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
-                 FROM groups ORDER BY created_at_ms DESC LIMIT $1",
-                &[&limit],
-            )
+            .query(sql::GROUPS.postgres(), &[&limit])
             .await
             .map_err(db_error)?;
         Ok(rows.iter().map(row_to_group).collect())
@@ -96,12 +79,16 @@ impl Postgres {
         self.client()
             .await?
             .execute(
-                "INSERT INTO groups (connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (connection, key) DO UPDATE SET name = $5, updated_at_ms = $7,
-                     chat_id = CASE WHEN groups.chat_id = '' THEN $3 ELSE groups.chat_id END,
-                     open_conversation_id = coalesce($4, groups.open_conversation_id)",
-                &[&g.connection, &g.key, &g.chat_id, &g.open_conversation_id, &g.name, &g.created_at_ms, &g.updated_at_ms],
+                sql::PUT_GROUP.postgres(),
+                &[
+                    &g.connection,
+                    &g.key,
+                    &g.chat_id,
+                    &g.open_conversation_id,
+                    &g.name,
+                    &g.created_at_ms,
+                    &g.updated_at_ms,
+                ],
             )
             .await
             .map_err(db_error)
@@ -116,10 +103,7 @@ impl Postgres {
     ) -> Result<bool, StoreError> {
         self.client()
             .await?
-            .execute(
-                "DELETE FROM groups WHERE connection = $1 AND key = $2",
-                &[&connection, &key],
-            )
+            .execute(sql::FORGET_GROUP.postgres(), &[&connection, &key])
             .await
             .map_err(db_error)
             .map(|n| n > 0)

@@ -2,7 +2,8 @@
 //! (a dead action skips the later actions of its rule), requeue by hand or after a restart,
 //! cancel by key or id (the chain after it too), and the upkeep of old rate entries.
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::sql;
+use rusqlite::params;
 
 use super::read::row_to_event;
 use super::{Op, Sqlite};
@@ -173,23 +174,9 @@ pub(super) fn finish(
                 params![id, error, now_ms],
             )?;
             // The rule's later actions will not run: dead too, marked as skipped.
-            let mut next = id;
-            loop {
-                let skipped: Option<(i64, i64)> = tx
-                    .query_row(
-                        "UPDATE deliveries SET status = 'dead', skipped = 1, updated_at_ms = ?2,
-                                last_error = 'skipped: action ' || ?3 || ' of the rule is dead'
-                         WHERE after_id = ?1 AND status = 'waiting' RETURNING id, action",
-                        params![next, now_ms, action_of(tx, id)?],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                match skipped {
-                    Some((succ, _)) => next = succ,
-                    None => break,
-                }
-            }
-            Ok(0)
+            let action = action_of(tx, id)?.to_string();
+            tx.prepare_cached(sql::SKIP_AFTER_DEAD.sqlite())?
+                .execute(params![id, now_ms, action])
         }
     }
     .map(drop)
@@ -202,27 +189,10 @@ pub(super) fn cancel_chain(
     reason: &str,
     now_ms: i64,
 ) -> rusqlite::Result<usize> {
-    let mut n = 0;
-    let mut next = Some(id);
-    while let Some(d) = next {
-        let changed = tx.execute(
-            "UPDATE deliveries SET status = 'cancelled', last_error = ?2, updated_at_ms = ?3
-             WHERE id = ?1 AND status IN ('pending', 'waiting')",
-            params![d, reason, now_ms],
-        )?;
-        if changed == 0 {
-            break;
-        }
-        n += changed;
-        next = tx
-            .query_row(
-                "SELECT id FROM deliveries WHERE after_id = ?1 AND status = 'waiting'",
-                [d],
-                |r| r.get(0),
-            )
-            .optional()?;
-    }
-    Ok(n)
+    static BY_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let statement = BY_ID.get_or_init(|| sql::cancel_chain(sql::Dialect::Sqlite, "id = $1"));
+    tx.prepare_cached(statement)?
+        .execute(params![id, reason, now_ms])
 }
 
 pub(super) fn action_of(tx: &rusqlite::Transaction<'_>, id: i64) -> rusqlite::Result<i64> {
@@ -233,21 +203,9 @@ pub(super) fn action_of(tx: &rusqlite::Transaction<'_>, id: i64) -> rusqlite::Re
 
 /// Sends the skipped successors of `id` back to waiting (their predecessor runs again).
 pub(super) fn unskip(tx: &rusqlite::Transaction<'_>, id: i64, now_ms: i64) -> rusqlite::Result<()> {
-    let mut next = id;
-    loop {
-        let succ: Option<i64> = tx
-            .query_row(
-                "UPDATE deliveries SET status = 'waiting', skipped = 0, last_error = NULL, updated_at_ms = ?2
-                 WHERE after_id = ?1 AND status = 'dead' AND skipped = 1 RETURNING id",
-                params![next, now_ms],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match succ {
-            Some(s) => next = s,
-            None => return Ok(()),
-        }
-    }
+    tx.prepare_cached(sql::UNSKIP.sqlite())?
+        .execute(params![id, now_ms])
+        .map(drop)
 }
 
 pub(super) fn requeue(
@@ -261,13 +219,7 @@ pub(super) fn requeue(
     match target {
         RequeueTarget::Id(id) => {
             // A skipped one waits for its predecessor again; any other runs now.
-            let n = tx.execute(
-                "UPDATE deliveries SET status = CASE WHEN skipped = 1 THEN 'waiting' ELSE 'pending' END,
-                                       skipped = 0, next_attempt_at_ms = ?2, deadline_ms = ?3,
-                                       updated_at_ms = ?2, spec = NULL
-                 WHERE id = ?1 AND status IN ('dead', 'pending')",
-                params![id, now_ms, deadline_ms],
-            )?;
+            let n = tx.execute(sql::REQUEUE_ONE.sqlite(), params![id, now_ms, deadline_ms])?;
             if n > 0 {
                 unskip(tx, *id, now_ms)?;
             }
@@ -279,13 +231,9 @@ pub(super) fn requeue(
              WHERE status = 'running'",
             params![now_ms],
         ),
-        RequeueTarget::AllDead => tx.execute(
-            "UPDATE deliveries SET status = CASE WHEN skipped = 1 THEN 'waiting' ELSE 'pending' END,
-                                   skipped = 0, next_attempt_at_ms = ?1, deadline_ms = ?2,
-                                   updated_at_ms = ?1, spec = NULL
-             WHERE status = 'dead'",
-            params![now_ms, deadline_ms],
-        ),
+        RequeueTarget::AllDead => {
+            tx.execute(sql::REQUEUE_DEAD.sqlite(), params![now_ms, deadline_ms])
+        }
     }
 }
 

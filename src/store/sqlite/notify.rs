@@ -1,6 +1,7 @@
 //! When the worker should look for due deliveries: woken by the writer after a commit that
 //! added or re-queued some, and the earliest due time.
 
+use crate::store::sql;
 use std::sync::Arc;
 
 use super::Sqlite;
@@ -12,13 +13,7 @@ impl Sqlite {
 
     /// When the earliest pending delivery is due.
     pub(in crate::store) async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        self.read(move |conn| {
-            conn.query_row(
-                "SELECT min(next_attempt_at_ms) FROM deliveries WHERE status = 'pending'",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .await
+        self.read(move |conn| conn.query_row(sql::NEXT_DUE.sqlite(), [], |r| r.get(0)))
+            .await
     }
 }

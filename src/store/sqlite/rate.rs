@@ -1,6 +1,7 @@
 //! Robot budgets: a sliding minute of sends per webhook, vendor-imposed pauses, and the
 //! (timestamp, sign) pairs a DingTalk robot callback may carry one body with.
 
+use crate::store::sql;
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::oneshot;
 
@@ -32,12 +33,15 @@ impl Sqlite {
         self.write(Box::new(move |tx| {
             let fresh = tx
                 .query_row(
-                    "INSERT INTO robot_signs (receiver, stamp, sign, digest, until_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (receiver, stamp, sign) DO UPDATE
-                     SET digest = excluded.digest, until_ms = excluded.until_ms
-                     WHERE robot_signs.until_ms <= ?6 OR robot_signs.digest = excluded.digest
-                 RETURNING 1",
-                    params![s.receiver, s.timestamp, s.sign, s.digest.as_slice(), s.until_ms, now_ms],
+                    sql::SIGN_ONCE.sqlite(),
+                    params![
+                        s.receiver,
+                        s.timestamp,
+                        s.sign,
+                        s.digest.as_slice(),
+                        s.until_ms,
+                        now_ms
+                    ],
                     |_| Ok(()),
                 )
                 .optional()?
@@ -55,11 +59,7 @@ impl Sqlite {
         until_ms: i64,
     ) -> Result<(), StoreError> {
         self.write(Box::new(move |tx| {
-            tx.execute(
-                "INSERT INTO robot_pauses (key, until_ms) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET until_ms = max(until_ms, ?2)",
-                params![key, until_ms],
-            )
+            tx.execute(sql::RATE_PAUSE.sqlite(), params![key, until_ms])
         }))
         .await
         .map(drop)

@@ -4,6 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::Sqlite;
+use crate::store::sql;
 use crate::store::{GroupRow, StoreError};
 impl Sqlite {
     pub(in crate::store) async fn token(
@@ -12,12 +13,8 @@ impl Sqlite {
     ) -> Result<Option<(String, i64)>, StoreError> {
         let key = key.to_owned();
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT token, expires_at_ms FROM tokens WHERE key = ?1",
-                [&key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+            conn.query_row(sql::TOKEN.sqlite(), [&key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
         })
         .await
     }
@@ -29,11 +26,7 @@ impl Sqlite {
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
         self.write(Box::new(move |tx| {
-            tx.execute(
-                "INSERT INTO tokens (key, token, expires_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET token = ?2, expires_at_ms = ?3",
-                params![key, token, expires_at_ms],
-            )
+            tx.execute(sql::PUT_TOKEN.sqlite(), params![key, token, expires_at_ms])
         }))
         .await
         .map(drop)
@@ -45,10 +38,7 @@ impl Sqlite {
         token: String,
     ) -> Result<(), StoreError> {
         self.write(Box::new(move |tx| {
-            tx.execute(
-                "DELETE FROM tokens WHERE key = ?1 AND token = ?2",
-                params![key, token],
-            )
+            tx.execute(sql::FORGET_TOKEN.sqlite(), params![key, token])
         }))
         .await
         .map(drop)
@@ -62,25 +52,15 @@ impl Sqlite {
         let connection = connection.to_owned();
         let key = key.to_owned();
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
-                 FROM groups WHERE connection = ?1 AND key = ?2",
-                [&connection, &key],
-                row_to_group,
-            )
-            .optional()
+            conn.query_row(sql::GROUP.sqlite(), [&connection, &key], row_to_group)
+                .optional()
         })
         .await
     }
 
     pub(in crate::store) async fn groups(&self, limit: usize) -> Result<Vec<GroupRow>, StoreError> {
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
-                     FROM groups ORDER BY created_at_ms DESC LIMIT ?1",
-                )
-                ?;
+            let mut stmt = conn.prepare(sql::GROUPS.sqlite())?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let rows = stmt.query_map([limit], row_to_group)?;
             rows.collect::<Result<_, _>>()
@@ -93,12 +73,16 @@ impl Sqlite {
     pub(in crate::store) async fn put_group(&self, g: GroupRow) -> Result<(), StoreError> {
         self.write(Box::new(move |tx| {
             tx.execute(
-                "INSERT INTO groups (connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (connection, key) DO UPDATE SET name = ?5, updated_at_ms = ?7,
-                     chat_id = CASE WHEN chat_id = '' THEN ?3 ELSE chat_id END,
-                     open_conversation_id = coalesce(?4, open_conversation_id)",
-                params![g.connection, g.key, g.chat_id, g.open_conversation_id, g.name, g.created_at_ms, g.updated_at_ms],
+                sql::PUT_GROUP.sqlite(),
+                params![
+                    g.connection,
+                    g.key,
+                    g.chat_id,
+                    g.open_conversation_id,
+                    g.name,
+                    g.created_at_ms,
+                    g.updated_at_ms
+                ],
             )
         }))
         .await
@@ -112,10 +96,7 @@ impl Sqlite {
         key: String,
     ) -> Result<bool, StoreError> {
         self.write(Box::new(move |tx| {
-            tx.execute(
-                "DELETE FROM groups WHERE connection = ?1 AND key = ?2",
-                params![&connection, &key],
-            )
+            tx.execute(sql::FORGET_GROUP.sqlite(), params![&connection, &key])
         }))
         .await
         .map(|n| n > 0)

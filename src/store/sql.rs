@@ -1,0 +1,225 @@
+//! The statements both backends run, written once. They are written in PostgreSQL's form
+//! (`$1` placeholders, `true`/`false`, which SQLite reads as 1/0, `CAST(… AS …)` for typed
+//! NULL checks) with `{max}` for the two-argument maximum; [`Dialect`] renders them for each
+//! backend once and keeps the text. What only one backend does (claim leases and fencing,
+//! `SKIP LOCKED`, `unnest` batches, SQLite's writer thread) stays in its own files.
+
+use std::sync::OnceLock;
+
+/// Which backend a statement is rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// `sql` in this dialect: `$N` becomes `?N` for SQLite; `{max}` becomes `max` or
+    /// `greatest`.
+    pub(super) fn render(self, sql: &str) -> String {
+        match self {
+            Dialect::Postgres => sql.replace("{max}", "greatest"),
+            Dialect::Sqlite => sql.replace("{max}", "max").replace('$', "?"),
+        }
+    }
+}
+
+/// A shared statement, rendered for each dialect on first use.
+pub(super) struct Statement {
+    text: &'static str,
+    sqlite: OnceLock<String>,
+    postgres: OnceLock<String>,
+}
+
+impl Statement {
+    const fn new(text: &'static str) -> Self {
+        Self {
+            text,
+            sqlite: OnceLock::new(),
+            postgres: OnceLock::new(),
+        }
+    }
+
+    pub(super) fn sqlite(&self) -> &str {
+        self.sqlite
+            .get_or_init(|| Dialect::Sqlite.render(self.text))
+    }
+
+    pub(super) fn postgres(&self) -> &str {
+        self.postgres
+            .get_or_init(|| Dialect::Postgres.render(self.text))
+    }
+}
+
+// === delivery chains: the later actions of a rule wait, each for the one before it ===
+
+/// The rule's later actions will not run after `$1` went dead: dead too, marked as skipped
+/// (`$2` now, `$3` the dead action's index as text).
+pub(super) static SKIP_AFTER_DEAD: Statement = Statement::new(
+    "WITH RECURSIVE chain (id) AS (
+         SELECT id FROM deliveries WHERE after_id = $1 AND status = 'waiting'
+         UNION ALL
+         SELECT d.id FROM deliveries d JOIN chain c ON d.after_id = c.id
+         WHERE d.status = 'waiting'
+     )
+     UPDATE deliveries SET status = 'dead', skipped = true, updated_at_ms = $2,
+            last_error = 'skipped: action ' || $3 || ' of the rule is dead'
+     WHERE id IN (SELECT id FROM chain)",
+);
+
+/// `$1` runs again: its skipped successors wait for it again (`$2` now).
+pub(super) static UNSKIP: Statement = Statement::new(
+    "WITH RECURSIVE chain (id) AS (
+         SELECT id FROM deliveries WHERE after_id = $1 AND status = 'dead' AND skipped
+         UNION ALL
+         SELECT d.id FROM deliveries d JOIN chain c ON d.after_id = c.id
+         WHERE d.status = 'dead' AND d.skipped
+     )
+     UPDATE deliveries SET status = 'waiting', skipped = false, last_error = NULL,
+            updated_at_ms = $2
+     WHERE id IN (SELECT id FROM chain)",
+);
+
+/// Cancels the pending or waiting deliveries `roots` selects (a condition on `deliveries`
+/// that may use `$1` and, on PostgreSQL, `$4`) and their waiting successors: `$2` the reason,
+/// `$3` now.
+pub(super) fn cancel_chain(dialect: Dialect, roots: &str) -> String {
+    dialect.render(&format!(
+        "WITH RECURSIVE chain (id) AS (
+             SELECT id FROM deliveries WHERE ({roots}) AND status IN ('pending', 'waiting')
+             UNION
+             SELECT d.id FROM deliveries d JOIN chain c ON d.after_id = c.id
+             WHERE d.status = 'waiting'
+         )
+         UPDATE deliveries SET status = 'cancelled', last_error = $2, updated_at_ms = $3
+         WHERE id IN (SELECT id FROM chain) AND status IN ('pending', 'waiting')"
+    ))
+}
+
+// === requeue (`hookgate deliveries retry`): the action runs now in its place ===
+
+/// `$1` (dead or pending) runs again: a skipped one waits for its predecessor again, any
+/// other runs now (`$2` now, `$3` the new deadline); its fingerprint is forgotten.
+pub(super) static REQUEUE_ONE: Statement = Statement::new(
+    "UPDATE deliveries SET status = CASE WHEN skipped THEN 'waiting' ELSE 'pending' END,
+            skipped = false, next_attempt_at_ms = $2, deadline_ms = $3,
+            updated_at_ms = $2, spec = NULL
+     WHERE id = $1 AND status IN ('dead', 'pending')",
+);
+
+/// Every dead delivery runs again (`$1` now, `$2` the new deadline).
+pub(super) static REQUEUE_DEAD: Statement = Statement::new(
+    "UPDATE deliveries SET status = CASE WHEN skipped THEN 'waiting' ELSE 'pending' END,
+            skipped = false, next_attempt_at_ms = $1, deadline_ms = $2,
+            updated_at_ms = $1, spec = NULL
+     WHERE status = 'dead'",
+);
+
+// === when the worker looks next, and the pending depth ===
+
+pub(super) static NEXT_DUE: Statement =
+    Statement::new("SELECT min(next_attempt_at_ms) FROM deliveries WHERE status = 'pending'");
+
+pub(super) static PENDING_STATS: Statement = Statement::new(
+    "SELECT count(*), min(created_at_ms) FROM deliveries WHERE status IN ('pending', 'waiting')",
+);
+
+// === reads ===
+
+/// Deliveries newest first: `$1` status, `$2` failed only, `$3` event id, `$4` limit,
+/// `$5` scheduled only (not attempted, due after `$6`).
+pub(super) static DELIVERIES: Statement = Statement::new(
+    "SELECT d.id, d.event_id, e.receiver, d.rule, d.action, d.kind, d.status, d.attempts,
+            d.next_attempt_at_ms, d.created_at_ms, d.updated_at_ms, d.last_error, d.correlation
+     FROM deliveries d JOIN events e ON e.id = d.event_id
+     WHERE (CAST($1 AS TEXT) IS NULL OR d.status = $1) AND (NOT $2 OR d.last_error IS NOT NULL)
+       AND (CAST($3 AS BIGINT) IS NULL OR d.event_id = $3)
+       AND (NOT $5 OR (d.attempts = 0 AND d.next_attempt_at_ms > $6))
+     ORDER BY d.id DESC LIMIT $4",
+);
+
+/// Events newest first: `$1` receiver, `$2` kind, `$3` limit.
+pub(super) static EVENTS: Statement = Statement::new(
+    "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events
+     WHERE (CAST($1 AS TEXT) IS NULL OR receiver = $1) AND (CAST($2 AS TEXT) IS NULL OR kind = $2)
+     ORDER BY id DESC LIMIT $3",
+);
+
+pub(super) static EVENT: Statement = Statement::new(
+    "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events WHERE id = $1",
+);
+
+// === the registry: access tokens and groups ===
+
+pub(super) static TOKEN: Statement =
+    Statement::new("SELECT token, expires_at_ms FROM tokens WHERE key = $1");
+
+pub(super) static PUT_TOKEN: Statement = Statement::new(
+    "INSERT INTO tokens (key, token, expires_at_ms) VALUES ($1, $2, $3)
+     ON CONFLICT (key) DO UPDATE SET token = $2, expires_at_ms = $3",
+);
+
+/// Forgets a token only if it is still the one that failed (another may have replaced it).
+pub(super) static FORGET_TOKEN: Statement =
+    Statement::new("DELETE FROM tokens WHERE key = $1 AND token = $2");
+
+pub(super) static GROUP: Statement = Statement::new(
+    "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
+     FROM groups WHERE connection = $1 AND key = $2",
+);
+
+pub(super) static GROUPS: Statement = Statement::new(
+    "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
+     FROM groups ORDER BY created_at_ms DESC LIMIT $1",
+);
+
+/// Records a group (chat id "" = being created); a row that has a chat id keeps it (first
+/// one wins).
+pub(super) static PUT_GROUP: Statement = Statement::new(
+    "INSERT INTO groups (connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (connection, key) DO UPDATE SET name = $5, updated_at_ms = $7,
+         chat_id = CASE WHEN groups.chat_id = '' THEN $3 ELSE groups.chat_id END,
+         open_conversation_id = coalesce($4, groups.open_conversation_id)",
+);
+
+pub(super) static FORGET_GROUP: Statement =
+    Statement::new("DELETE FROM groups WHERE connection = $1 AND key = $2");
+
+// === robot budgets ===
+
+/// A vendor-imposed pause of a webhook until `$2`; a longer one already there stays.
+pub(super) static RATE_PAUSE: Statement = Statement::new(
+    "INSERT INTO robot_pauses (key, until_ms) VALUES ($1, $2)
+     ON CONFLICT (key) DO UPDATE SET until_ms = {max}(robot_pauses.until_ms, $2)",
+);
+
+/// A robot's (timestamp, sign) pair carries one body: a row comes back when this use is
+/// admitted (new, expired, or the same body again).
+pub(super) static SIGN_ONCE: Statement = Statement::new(
+    "INSERT INTO robot_signs (receiver, stamp, sign, digest, until_ms) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (receiver, stamp, sign) DO UPDATE
+         SET digest = excluded.digest, until_ms = excluded.until_ms
+         WHERE robot_signs.until_ms <= $6 OR robot_signs.digest = excluded.digest
+     RETURNING 1",
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_render_for_each_dialect() {
+        assert_eq!(
+            RATE_PAUSE.sqlite(),
+            "INSERT INTO robot_pauses (key, until_ms) VALUES (?1, ?2)
+     ON CONFLICT (key) DO UPDATE SET until_ms = max(robot_pauses.until_ms, ?2)"
+        );
+        assert!(
+            RATE_PAUSE
+                .postgres()
+                .contains("greatest(robot_pauses.until_ms, $2)")
+        );
+        assert!(cancel_chain(Dialect::Sqlite, "id = $1").contains("WHERE (id = ?1)"));
+    }
+}
