@@ -375,7 +375,7 @@ async fn wecom(
             match w.call("/cgi-bin/appchat/create", &[], Some(&body)).await {
                 Ok(_) => {}
                 // Created by an earlier attempt that stopped before the registry: the same group.
-                Err(e) if e.reason.contains("errcode 86215") => {}
+                Err(e) if e.errcode == Some(86215) => {}
                 Err(e) => return Err(e),
             }
             if let Some(text) = first_message {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 
-use super::{ActionError, Attempt};
+use super::{ActionError, Attempt, Disposition};
 use crate::rules::RenderedHttp;
 
 pub(super) async fn send(
@@ -76,11 +76,15 @@ pub(super) async fn send(
     let retryable = status.is_server_error()
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
         || status == reqwest::StatusCode::REQUEST_TIMEOUT;
+    let disposition = if retryable {
+        Disposition::Retry { after: retry_after }
+    } else {
+        Disposition::Permanent
+    };
     Err(ActionError {
-        retryable,
-        throttled: false,
+        disposition,
         reason,
-        retry_after,
+        errcode: None,
     })
 }
 

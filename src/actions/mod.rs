@@ -6,12 +6,14 @@
 pub mod api;
 mod app;
 mod email;
+mod error;
 mod http;
 mod outbound;
 pub mod replies;
 mod robot;
 
 pub use app::{Person, wecom_chat_id};
+pub use error::{ActionError, Disposition};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -40,53 +42,6 @@ pub(crate) fn multipart(field: &str, path: &std::path::Path, bytes: &[u8]) -> (S
 /// A robot webhook as logs and `explain` show it: no token.
 pub fn webhook_key(url: &str) -> String {
     robot::webhook_key(url)
-}
-
-/// Why an action did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActionError {
-    pub retryable: bool,
-    /// Not a failure of the delivery: the target's rate budget or the vendor's throttle.
-    /// The delivery waits `retry_after` without spending an attempt.
-    pub throttled: bool,
-    pub reason: String,
-    /// The sink asked for this pause (HTTP Retry-After, a throttle errcode).
-    pub retry_after: Option<Duration>,
-}
-
-impl ActionError {
-    pub fn retryable(reason: impl Into<String>) -> Self {
-        Self {
-            retryable: true,
-            throttled: false,
-            reason: reason.into(),
-            retry_after: None,
-        }
-    }
-
-    pub fn permanent(reason: impl Into<String>) -> Self {
-        Self {
-            retryable: false,
-            throttled: false,
-            reason: reason.into(),
-            retry_after: None,
-        }
-    }
-
-    pub fn throttled(reason: impl Into<String>, wait: Duration) -> Self {
-        Self {
-            retryable: true,
-            throttled: true,
-            reason: reason.into(),
-            retry_after: Some(wait),
-        }
-    }
-}
-
-impl std::fmt::Display for ActionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.reason)
-    }
 }
 
 impl From<replies::ReplyError> for ActionError {

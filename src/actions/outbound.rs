@@ -278,7 +278,7 @@ mod tests {
             "an allow-listed IP"
         );
         let e = o.robot(ding, "http://10.0.0.8/x").unwrap_err();
-        assert!(e.reason.contains("allow_hosts") && !e.retryable, "{e}");
+        assert!(e.reason.contains("allow_hosts") && !e.is_retryable(), "{e}");
         assert!(
             o.robot(ding, "http://oapi.dingtalk.com/robot/send")
                 .is_err(),
@@ -343,7 +343,7 @@ mod tests {
             "/dev/zero",
         ] {
             let e = o.read_media(bad, 10).await.unwrap_err();
-            assert!(!e.retryable, "{bad}: {e}");
+            assert!(!e.is_retryable(), "{bad}: {e}");
         }
         assert!(
             o.read_media("big", 10)

@@ -12,7 +12,7 @@ use base64::Engine;
 use md5::Digest;
 
 use super::outbound::Outbound;
-use super::{ActionError, Attempt};
+use super::{ActionError, Attempt, Disposition};
 use crate::clock::now_ms;
 use crate::config::RobotVendor;
 use crate::rules::RenderedRobot;
@@ -64,10 +64,12 @@ pub(super) async fn send(
         RobotVendor::WeCom => wecom(client, outbound, r).await,
         RobotVendor::Feishu => feishu(client, r).await,
     };
-    if let Err(e) = &result
-        && e.throttled
-        && let Some(pause) = e.retry_after
+    if let Err(ActionError {
+        disposition: Disposition::Throttled(pause),
+        ..
+    }) = &result
     {
+        let pause = *pause;
         let until = now_ms() + i64::try_from(pause.as_millis()).unwrap_or(i64::MAX / 4);
         if let Err(e) = store.rate_pause(&key, until).await {
             tracing::warn!(webhook = %key, error = %e, "Could not record the pause in the store.");

@@ -12,9 +12,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::actions::Attempt;
+use crate::actions::{ActionError, Attempt, Disposition};
 use crate::clock::now_ms;
-use crate::config::RuleChanged;
+use crate::config::{DeliveryConfig, RuleChanged};
 use crate::loaded::Current;
 use crate::metrics::Metrics;
 use crate::rules::{EventView, RuleSet};
@@ -158,6 +158,7 @@ impl Worker {
         upkeep.abort();
     }
 
+    /// Renders and runs one claimed delivery with the config now, and records the outcome.
     async fn deliver(&self, d: ClaimedDelivery) {
         let loaded = self.current.load_full();
         let empty = serde_json::Map::new();
@@ -175,6 +176,7 @@ impl Worker {
             rule: &d.rule,
             receiver: &d.event.receiver,
         };
+        // A delivery whose action a reload changed, or that does not render, cannot run.
         let rendered = match changed_since(&loaded.rules, loaded.delivery.rule_changed, &d) {
             Some(why) => Err(why),
             None => loaded
@@ -186,44 +188,21 @@ impl Worker {
             Err(error) => Outcome::Dead { error },
             Ok(rendered) => match loaded.actions.run(&rendered, attempt).await {
                 Ok(()) => Outcome::Done,
-                Err(e) if e.throttled => Outcome::Defer {
-                    at_ms: now_ms()
-                        + i64::try_from(e.retry_after.unwrap_or_default().as_millis())
-                            .unwrap_or(i64::MAX / 2),
-                },
-                Err(e) if !e.retryable => Outcome::Dead { error: e.reason },
-                Err(e) => {
-                    let mut delay = backoff(
-                        d.attempts,
-                        loaded.delivery.first_retry,
-                        loaded.delivery.max_backoff,
-                    );
-                    if let Some(after) = e.retry_after {
-                        delay = delay.max(after);
-                    }
-                    let at_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-                    if at_ms > d.deadline_ms {
-                        Outcome::Dead {
-                            error: format!("gave up after {} attempts: {}", d.attempts, e.reason),
-                        }
-                    } else {
-                        Outcome::Retry {
-                            at_ms,
-                            error: e.reason,
-                        }
-                    }
-                }
+                Err(e) => after_failure(e, &d, &loaded.delivery),
             },
         };
-        self.metrics.delivery(
-            &d.kind,
-            match &outcome {
-                Outcome::Done => "done",
-                Outcome::Retry { .. } => "retry",
-                Outcome::Defer { .. } => "deferred",
-                Outcome::Dead { .. } => "dead",
-            },
-        );
+        self.record(&d, outcome).await;
+    }
+
+    /// Counts and logs the outcome, then writes it to the store.
+    async fn record(&self, d: &ClaimedDelivery, outcome: Outcome) {
+        let label = match &outcome {
+            Outcome::Done => "done",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Defer { .. } => "deferred",
+            Outcome::Dead { .. } => "dead",
+        };
+        self.metrics.delivery(&d.kind, label);
         match &outcome {
             Outcome::Done => {
                 info!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, attempts = d.attempts, "Delivered.")
@@ -245,6 +224,35 @@ impl Worker {
     }
 }
 
+/// What a failed attempt of `d` leads to: a wait without spending an attempt (throttled),
+/// dead (permanent, or the next try would fall past its deadline), or a retry after the
+/// backoff (or the pause the sink asked for, if longer).
+fn after_failure(e: ActionError, d: &ClaimedDelivery, policy: &DeliveryConfig) -> Outcome {
+    let ms = |t: Duration| i64::try_from(t.as_millis()).unwrap_or(i64::MAX / 2);
+    let after = match e.disposition {
+        Disposition::Throttled(wait) => {
+            return Outcome::Defer {
+                at_ms: now_ms() + ms(wait),
+            };
+        }
+        Disposition::Permanent => return Outcome::Dead { error: e.reason },
+        Disposition::Retry { after } => after,
+    };
+    let delay =
+        backoff(d.attempts, policy.first_retry, policy.max_backoff).max(after.unwrap_or_default());
+    let at_ms = now_ms() + ms(delay);
+    if at_ms > d.deadline_ms {
+        Outcome::Dead {
+            error: format!("gave up after {} attempts: {}", d.attempts, e.reason),
+        }
+    } else {
+        Outcome::Retry {
+            at_ms,
+            error: e.reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +267,67 @@ mod tests {
                 assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_failure_leads_where_its_disposition_says() {
+        let policy = DeliveryConfig {
+            concurrency: 1,
+            first_retry: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(86_400),
+            rule_changed: RuleChanged::Dead,
+        };
+        let d = |attempts, deadline_ms| ClaimedDelivery {
+            id: 1,
+            event: crate::store::StoredEvent {
+                id: 1,
+                receiver: "r".into(),
+                vendor: "wecom".into(),
+                kind: "k".into(),
+                dedupe_key: "d".into(),
+                received_at_ms: 0,
+                fields: serde_json::Value::Null,
+                raw: String::new(),
+            },
+            rule: "r".into(),
+            action: 0,
+            kind: "http".into(),
+            spec: None,
+            attempts,
+            deadline_ms,
+        };
+        let far = i64::MAX / 4;
+        let before = now_ms();
+        let throttled = ActionError::throttled("budget", Duration::from_secs(30));
+        match after_failure(throttled, &d(1, far), &policy) {
+            Outcome::Defer { at_ms } => assert!((at_ms - before - 30_000).abs() < 5_000),
+            other => panic!("{other:?}"),
+        }
+        let dead = ActionError::permanent("HTTP 404").with_errcode(1);
+        assert!(
+            matches!(after_failure(dead, &d(1, far), &policy), Outcome::Dead { error } if error == "HTTP 404")
+        );
+        // The sink's pause wins over a shorter backoff.
+        let later = ActionError {
+            disposition: Disposition::Retry {
+                after: Some(Duration::from_secs(600)),
+            },
+            reason: "HTTP 503".into(),
+            errcode: None,
+        };
+        match after_failure(later, &d(1, far), &policy) {
+            Outcome::Retry { at_ms, error } => {
+                assert!(at_ms - before >= 600_000 && error == "HTTP 503");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A retry past the deadline gives up.
+        let busy = ActionError::retryable("busy");
+        assert!(matches!(
+            after_failure(busy, &d(3, before), &policy),
+            Outcome::Dead { error } if error.starts_with("gave up after 3 attempts")
+        ));
     }
 
     #[test]

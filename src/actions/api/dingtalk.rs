@@ -109,7 +109,7 @@ impl DingTalk {
         let code = errcode(body);
         self.metrics.vendor_error(&self.name, &code.to_string());
         let reason = format!("DingTalk {api}: errcode {code}: {}", errmsg(body));
-        match code {
+        let error = match code {
             -1 => ActionError::retryable(reason),
             // 调用过于频繁 / QPS limits.
             88 | 90002 | 90018 | 130101 => ActionError::throttled(reason, Duration::from_secs(60)),
@@ -118,7 +118,8 @@ impl DingTalk {
                 self.name
             )),
             _ => ActionError::permanent(reason),
-        }
+        };
+        error.with_errcode(code)
     }
 
     /// POST to an old `oapi` path with `?access_token=`.

@@ -77,7 +77,7 @@ impl WeCom {
         let code = errcode(body);
         self.metrics.vendor_error(&self.name, &code.to_string());
         let reason = format!("WeCom {api}: errcode {code}: {}", errmsg(body));
-        match code {
+        let error = match code {
             -1 => ActionError::retryable(reason),
             45009 | 45033 => ActionError::throttled(reason, Duration::from_secs(60)),
             60020 => ActionError::permanent(format!(
@@ -90,7 +90,8 @@ impl WeCom {
                 self.name
             )),
             _ => ActionError::permanent(reason),
-        }
+        };
+        error.with_errcode(code)
     }
 
     /// Calls `path` with the token; refreshes and retries once if the token was stale.
