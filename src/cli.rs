@@ -645,7 +645,7 @@ fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -> Result<()
                 .map(|m| {
                     let mut t = String::new();
                     if let Some(at) = &m.at {
-                        match crate::rules::parse_time(at, &config.server.timezone) {
+                        match crate::time::parse_time(at, &config.server.timezone) {
                             Some(ts) => t.push_str(&format!(
                                 ", scheduled for {} (at)",
                                 format_ms(ts.as_millisecond())

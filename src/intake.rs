@@ -109,7 +109,7 @@ fn delivery(loaded: &Loaded, event: &Event, m: Match) -> NewDelivery {
         .delay
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4));
     if let Some(at) = &m.at {
-        match crate::rules::parse_time(at, &loaded.server.timezone) {
+        match crate::time::parse_time(at, &loaded.server.timezone) {
             // A time already past runs at once.
             Some(t) => delay_ms = (t.as_millisecond() - received).max(0),
             None => warn!(rule = %m.rule, at = %at, "`at` is not a time; the action runs at once."),

@@ -23,6 +23,8 @@ pub mod event;
 pub mod ingress;
 pub mod rules;
 pub mod secret;
+pub mod template;
+pub mod time;
 
 #[cfg(feature = "server")]
 pub mod actions;

@@ -15,6 +15,8 @@ mod validate;
 #[cfg(feature = "server")]
 pub use pg_url::parse_postgres_url;
 
+pub use crate::time::parse_duration;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -760,58 +762,4 @@ pub fn load(path: &Path, env_file: Option<&Path>) -> Result<Config, ConfigErrors
         file: path.to_owned(),
         errors,
     })
-}
-
-/// A duration as rules write it: `90s`, `15m`, `24h`, `2d`, or a sum such as `1h30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut digits = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("{text:?}: a number must come before {c:?}"))?;
-        digits.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("{text:?}: unknown unit {c:?} (s, m, h, d)")),
-        };
-        total = total.saturating_add(Duration::from_secs(n.saturating_mul(unit)));
-    }
-    if !digits.is_empty() {
-        return Err(format!(
-            "{text:?}: the number {digits} has no unit (s, m, h, d)"
-        ));
-    }
-    Ok(total)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_as_rules_write_them() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert!(parse_duration("24").unwrap_err().contains("no unit"));
-        assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
-        assert!(
-            parse_duration("h")
-                .unwrap_err()
-                .contains("a number must come before")
-        );
-    }
 }

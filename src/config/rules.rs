@@ -198,7 +198,7 @@ impl Ctx<'_> {
             let when = self.when(&prefix, r);
             let condition = self.string(&r.condition, &format!("{prefix}.if"));
             if let Some(c) = &condition
-                && let Some(problem) = crate::rules::expression_problem(c)
+                && let Some(problem) = crate::template::expression_problem(c)
             {
                 let s = r.condition.as_ref().map(Spanned::span);
                 self.err(s, format!("{prefix}.if"), problem);
@@ -364,7 +364,7 @@ impl Ctx<'_> {
 
     fn template(&mut self, key: &str, value: &S<String>) -> Option<String> {
         let text = self.string(value, key)?;
-        if let Some(problem) = crate::rules::template_problem(&text) {
+        if let Some(problem) = crate::template::template_problem(&text) {
             let s = value.as_ref().map(Spanned::span);
             self.err(s, key, problem);
         }

@@ -1,0 +1,215 @@
+//! The Jinja environment every template and `if` expression runs in (minijinja): chainable
+//! undefined values, fuel, a 1 MiB cap on what one rendering may produce, `html` parts
+//! autoescaped, and the `datetime`, `shift` and capped `replace` filters. Also what
+//! `hookgate check` reports about a template before it ever runs.
+
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+
+use crate::time::{parse_duration, parse_time};
+
+/// Bounds what one template can make the renderer do (loops over huge ranges and the like).
+const FUEL: u64 = 200_000;
+
+/// The environment templates are compiled in; `tz` is the zone `datetime` and `shift` use.
+pub fn environment(tz: jiff::tz::TimeZone) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_fuel(Some(FUEL));
+    // Mail and chat text is taken as it is; an email's `html` part escapes what it inserts
+    // (event fields must not become links or tracking pixels; `|safe` opts out).
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            minijinja::AutoEscape::Html
+        } else {
+            minijinja::AutoEscape::None
+        }
+    });
+    // Fuel bounds steps, not bytes: `replace` refuses to build more than a rendering may hold.
+    env.add_filter("replace", capped_replace);
+    let shift_tz = tz.clone();
+    env.add_filter(
+        "datetime",
+        move |value: Value, format: Option<String>| -> Result<String, minijinja::Error> {
+            datetime(&value, format.as_deref(), &tz)
+        },
+    );
+    env.add_filter(
+        "shift",
+        move |value: Value, by: String| -> Result<String, minijinja::Error> {
+            shift(&value, &by, &shift_tz)
+        },
+    );
+    env
+}
+
+/// The most text one template may render (fuel bounds its steps, not its bytes).
+pub const MAX_RENDERED: usize = 1 << 20;
+
+/// `replace`, refusing a result larger than [`MAX_RENDERED`] before building it.
+fn capped_replace(value: String, from: String, to: String) -> Result<String, minijinja::Error> {
+    let hits = if from.is_empty() {
+        value.chars().count() + 1
+    } else {
+        value.matches(from.as_str()).count()
+    };
+    let size = value
+        .len()
+        .saturating_add(hits.saturating_mul(to.len()))
+        .saturating_sub(hits.saturating_mul(from.len()));
+    if size > MAX_RENDERED {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("replace: the result would be {size} bytes, over the {MAX_RENDERED}"),
+        ));
+    }
+    Ok(value.replace(from.as_str(), &to))
+}
+
+/// An output for templates that fails once [`MAX_RENDERED`] bytes are exceeded.
+#[derive(Default)]
+pub struct Capped(pub Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len().saturating_add(bytes.len()) > MAX_RENDERED {
+            return Err(std::io::Error::other(format!(
+                "the rendered text passed {} KiB",
+                MAX_RENDERED / 1024
+            )));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `shift`: a time moved by a signed duration (`'-1d'`, `'2h30m'`), as local time.
+fn shift(value: &Value, by: &str, tz: &jiff::tz::TimeZone) -> Result<String, minijinja::Error> {
+    let invalid = |m: String| minijinja::Error::new(ErrorKind::InvalidOperation, m);
+    let text = value.to_string();
+    let ts =
+        parse_time(&text, tz).ok_or_else(|| invalid(format!("shift: {text:?} is not a time")))?;
+    let (sign, rest) = match by.trim().strip_prefix('-') {
+        Some(r) => (-1i64, r),
+        None => (1, by.trim().trim_start_matches('+')),
+    };
+    let d = parse_duration(rest).map_err(|e| invalid(format!("shift: {e}")))?;
+    let secs = sign * i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
+    let moved = ts
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .map_err(|e| invalid(format!("shift: {e}")))?;
+    Ok(moved
+        .to_zoned(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string())
+}
+
+/// `datetime`: vendor epoch seconds or milliseconds (a number or numeric text) to local time.
+fn datetime(
+    value: &Value,
+    format: Option<&str>,
+    tz: &jiff::tz::TimeZone,
+) -> Result<String, minijinja::Error> {
+    if value.is_undefined() || value.is_none() {
+        return Ok(String::new());
+    }
+    let text = value.to_string();
+    let n: f64 = text.trim().parse().map_err(|_| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("datetime: {text:?} is not a timestamp"),
+        )
+    })?;
+    // Seconds until the year 5138; above that, milliseconds (DingTalk, Feishu).
+    let ms = if n.abs() > 1e11 { n } else { n * 1000.0 };
+    let ts = jiff::Timestamp::from_millisecond(ms as i64).map_err(|e| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("datetime: {e}"))
+    })?;
+    let zoned = ts.to_zoned(tz.clone());
+    Ok(zoned
+        .strftime(format.unwrap_or("%Y-%m-%d %H:%M:%S"))
+        .to_string())
+}
+
+/// A template's problem that `hookgate check` should report: bad syntax, or a filter, test or
+/// function that does not exist.
+pub fn template_problem(src: &str) -> Option<String> {
+    let mut env = environment(jiff::tz::TimeZone::UTC);
+    if let Err(e) = env.add_template_owned("t", src.to_owned()) {
+        return Some(describe(&e));
+    }
+    let tmpl = env.get_template("t").ok()?;
+    match tmpl.render(minijinja::context! {}) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
+            ) =>
+        {
+            Some(describe(&e))
+        }
+        _ => None,
+    }
+}
+
+/// An `if` expression's problem, as for templates.
+pub fn expression_problem(src: &str) -> Option<String> {
+    template_problem(&condition_template(src))
+}
+
+pub fn condition_template(expr: &str) -> String {
+    format!("{{% if {expr} %}}1{{% endif %}}")
+}
+
+pub fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        s.push_str(": ");
+        s.push_str(detail);
+    }
+    s
+}
+
+/// [`describe`], with the cause (an output refused by [`Capped`]) when there is one.
+pub fn describe_chain(e: &minijinja::Error) -> String {
+    let mut s = describe(e);
+    if let Some(source) = std::error::Error::source(e) {
+        s.push_str(": ");
+        s.push_str(&source.to_string());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_and_shift_in_the_configured_zone() {
+        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+        let want = 1_700_000_000_000;
+        for text in [
+            "1700000000",
+            "1700000000000",
+            "2023-11-15T06:13:20+08:00",
+            "2023-11-15 06:13:20",
+        ] {
+            assert_eq!(
+                parse_time(text, &tz).map(|t| t.as_millisecond()),
+                Some(want),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_time("2023-11-15", &tz).map(|t| t.as_millisecond()),
+            Some(1_699_977_600_000)
+        );
+        assert_eq!(parse_time("soon", &tz), None);
+        let v = Value::from("2023-11-15 06:13:20");
+        assert_eq!(shift(&v, "-1d", &tz).unwrap(), "2023-11-14 06:13:20");
+        assert_eq!(shift(&v, "2h30m", &tz).unwrap(), "2023-11-15 08:43:20");
+    }
+}
