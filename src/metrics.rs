@@ -92,101 +92,90 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("hookgate");
-        let callbacks = Family::<CallbackLabels, Counter>::default();
-        registry.register(
+        let mut metrics = Self {
+            registry: Registry::with_prefix("hookgate"),
+            callbacks: Family::<CallbackLabels, Counter>::default(),
+            callback_seconds: LatencyFamily::new_with_constructor(latency_histogram),
+            deliveries: Family::<DeliveryLabels, Counter>::default(),
+            vendor_errors: Family::<VendorErrorLabels, Counter>::default(),
+            token_refreshes: Family::<ConnectionLabels, Counter>::default(),
+            pending: Gauge::<i64, AtomicI64>::default(),
+            oldest_pending_seconds: Gauge::<f64, AtomicU64>::default(),
+            config_reloads: Family::<ReloadLabels, Counter>::default(),
+            store_commit_failures: Counter::default(),
+            connections_refused: Counter::default(),
+            stream_state: Family::<StreamStateLabels, Gauge>::default(),
+            stream_reconnects: Family::<ReceiverLabels, Counter>::default(),
+            stream_last_message: Family::<ReceiverLabels, Gauge<f64, AtomicU64>>::default(),
+        };
+        metrics.register();
+        metrics
+    }
+
+    /// Every metric under its name, with its help text.
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "callbacks",
             "Callbacks by receiver, vendor and outcome (rejections by reason)",
-            callbacks.clone(),
+            self.callbacks.clone(),
         );
-        let callback_seconds: LatencyFamily = Family::new_with_constructor(latency_histogram);
-        registry.register(
+        r.register(
             "callback_seconds",
             "Time from request to reply on the callback path, store commit included",
-            callback_seconds.clone(),
+            self.callback_seconds.clone(),
         );
-        let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register(
+        r.register(
             "deliveries",
             "Delivery attempts by action and outcome (done, retry, deferred, dead)",
-            deliveries.clone(),
+            self.deliveries.clone(),
         );
-        let vendor_errors = Family::<VendorErrorLabels, Counter>::default();
-        registry.register(
+        r.register(
             "vendor_errors",
             "Non-zero errcodes answered by vendor app APIs",
-            vendor_errors.clone(),
+            self.vendor_errors.clone(),
         );
-        let token_refreshes = Family::<ConnectionLabels, Counter>::default();
-        registry.register(
+        r.register(
             "token_refreshes",
             "Access tokens fetched from a vendor",
-            token_refreshes.clone(),
+            self.token_refreshes.clone(),
         );
-        let pending = Gauge::<i64, AtomicI64>::default();
-        registry.register(
+        r.register(
             "deliveries_pending",
             "Deliveries waiting to run (pending or waiting for an earlier action)",
-            pending.clone(),
+            self.pending.clone(),
         );
-        let oldest_pending_seconds = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        r.register(
             "oldest_pending_delivery_seconds",
             "Age of the oldest delivery still waiting to run",
-            oldest_pending_seconds.clone(),
+            self.oldest_pending_seconds.clone(),
         );
-        let config_reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
+        r.register(
             "config_reloads",
             "Config reloads by outcome (rejected: the file had problems, the old config stays)",
-            config_reloads.clone(),
+            self.config_reloads.clone(),
         );
-        let store_commit_failures = Counter::default();
-        registry.register(
-            "store_commit_failures",
-            "Store commits that failed (disk full, read-only, database gone); /readyz fails meanwhile",
-            store_commit_failures.clone(),
-        );
-        let connections_refused = Counter::default();
-        registry.register(
+        r.register("store_commit_failures", "Store commits that failed (disk full, read-only, database gone); /readyz fails meanwhile", self.store_commit_failures.clone());
+        r.register(
             "connections_refused",
             "Connections closed at once because server.max_connections were open",
-            connections_refused.clone(),
+            self.connections_refused.clone(),
         );
-        let stream_state = Family::<StreamStateLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "stream_state",
             "Stream receivers' connection state: 1 for the current one",
-            stream_state.clone(),
+            self.stream_state.clone(),
         );
-        let stream_reconnects = Family::<ReceiverLabels, Counter>::default();
-        registry.register(
+        r.register(
             "stream_reconnects",
             "New connections a stream receiver opened after its first",
-            stream_reconnects.clone(),
+            self.stream_reconnects.clone(),
         );
-        let stream_last_message = Family::<ReceiverLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        r.register(
             "stream_last_message_timestamp_seconds",
             "When a stream receiver last got an event or message (Unix time)",
-            stream_last_message.clone(),
+            self.stream_last_message.clone(),
         );
-        Self {
-            registry,
-            stream_state,
-            stream_reconnects,
-            stream_last_message,
-            callbacks,
-            callback_seconds,
-            deliveries,
-            vendor_errors,
-            token_refreshes,
-            pending,
-            oldest_pending_seconds,
-            config_reloads,
-            store_commit_failures,
-            connections_refused,
-        }
     }
 
     pub fn callback(&self, receiver: &str, vendor: &str, outcome: &str, reason: &str) {

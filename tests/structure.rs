@@ -375,6 +375,25 @@ fn no_file_over_700_lines() {
     assert!(long.is_empty(), "over {MAX_FILE_LINES} lines: {long:#?}");
 }
 
+/// Whether a trimmed line starts a function: `[pub[(…)]] [const] [async] [unsafe] fn name`.
+fn is_fn_line(t: &str) -> bool {
+    let mut rest = t;
+    if let Some(r) = rest.strip_prefix("pub") {
+        rest = match r.strip_prefix('(') {
+            Some(inner) => match inner.find(')') {
+                Some(close) => &inner[close + 1..],
+                None => return false,
+            },
+            None => r,
+        };
+        rest = rest.trim_start();
+    }
+    for word in ["const ", "async ", "unsafe "] {
+        rest = rest.strip_prefix(word).unwrap_or(rest);
+    }
+    rest.starts_with("fn ")
+}
+
 /// A function runs from its `fn` line to the `}` at the same indentation (rustfmt's layout).
 #[test]
 #[ignore = "issue 14 in progress: the pieces not yet moved"]
@@ -385,19 +404,7 @@ fn no_function_over_80_lines() {
         let lines: Vec<&str> = text.lines().collect();
         for (n, line) in lines.iter().enumerate() {
             let t = line.trim_start();
-            let is_fn = [
-                "fn ",
-                "pub fn ",
-                "pub(crate) fn ",
-                "async fn ",
-                "pub async fn ",
-                "pub(crate) async fn ",
-                "const fn ",
-                "pub const fn ",
-                "unsafe fn ",
-            ]
-            .iter()
-            .any(|p| t.starts_with(p));
+            let is_fn = is_fn_line(t);
             if !is_fn || t.ends_with(';') {
                 continue;
             }

@@ -174,60 +174,13 @@ pub(super) async fn insert_chunk(
     tx: &impl GenericClient,
     chunk: &[AcceptOp],
 ) -> Result<Vec<Stored>, tokio_postgres::Error> {
-    // The first of equal keys in the chunk is the one inserted.
-    let mut order: Vec<usize> = (0..chunk.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (ea, eb) = (&chunk[a].event, &chunk[b].event);
-        (ea.receiver(), ea.dedupe_key(), a).cmp(&(eb.receiver(), eb.dedupe_key(), b))
-    });
-    order.dedup_by(|b, a| {
-        let (ea, eb) = (&chunk[*a].event, &chunk[*b].event);
-        ea.receiver() == eb.receiver() && ea.dedupe_key() == eb.dedupe_key()
-    });
-    let column = |f: &dyn Fn(&Event) -> String| -> Vec<String> {
-        order.iter().map(|&i| f(&chunk[i].event)).collect()
-    };
-    let receivers = column(&|e| e.receiver().to_owned());
-    let keys = column(&|e| e.dedupe_key().to_owned());
-    let inserted = tx
-        .query(
-            &tx.prepare_cached(
-            "INSERT INTO events (receiver, vendor, kind, dedupe_key, received_at_ms, raw)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
-             ON CONFLICT (receiver, dedupe_key) DO NOTHING
-             RETURNING id, receiver, dedupe_key").await?,
-            &[
-                &receivers,
-                &column(&|e| e.vendor().as_str().to_owned()),
-                &column(&|e| e.kind().to_owned()),
-                &keys,
-                &order
-                    .iter()
-                    .map(|&i| chunk[i].event.received_at_ms())
-                    .collect::<Vec<i64>>(),
-                &column(&|e| e.raw().to_owned()),
-            ],
-        )
-        .await?;
-    let mut new: HashMap<(String, String), i64> = inserted
-        .iter()
-        .map(|r| ((r.get(1), r.get(2)), r.get(0)))
-        .collect();
+    let order = first_of_each_key(chunk);
+    let mut new = insert_events(tx, chunk, &order).await?;
     let mut ids = new.clone();
     if new.len() < order.len() {
-        let existing = tx
-            .query(
-                &tx.prepare_cached(
-                    "SELECT e.id, e.receiver, e.dedupe_key FROM events e
-                 JOIN unnest($1::text[], $2::text[]) AS k (receiver, dedupe_key)
-                   ON e.receiver = k.receiver AND e.dedupe_key = k.dedupe_key",
-                )
-                .await?,
-                &[&receivers, &keys],
-            )
-            .await?;
-        for r in &existing {
-            ids.entry((r.get(1), r.get(2))).or_insert(r.get(0));
+        // Some keys were there already: their ids, for the duplicates' answers.
+        for (key, id) in existing_ids(tx, chunk, &order).await? {
+            ids.entry(key).or_insert(id);
         }
     }
     let mut stored = Vec::with_capacity(chunk.len());
@@ -250,6 +203,85 @@ pub(super) async fn insert_chunk(
         insert_deliveries(tx, &firsts, count).await?;
     }
     Ok(stored)
+}
+
+/// The chunk's indexes sorted by (receiver, dedupe key), the first of equal keys only: the
+/// one inserted.
+fn first_of_each_key(chunk: &[AcceptOp]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..chunk.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ea, eb) = (&chunk[a].event, &chunk[b].event);
+        (ea.receiver(), ea.dedupe_key(), a).cmp(&(eb.receiver(), eb.dedupe_key(), b))
+    });
+    order.dedup_by(|b, a| {
+        let (ea, eb) = (&chunk[*a].event, &chunk[*b].event);
+        ea.receiver() == eb.receiver() && ea.dedupe_key() == eb.dedupe_key()
+    });
+    order
+}
+
+/// One column of the events at `order`.
+fn column(chunk: &[AcceptOp], order: &[usize], f: &dyn Fn(&Event) -> String) -> Vec<String> {
+    order.iter().map(|&i| f(&chunk[i].event)).collect()
+}
+
+/// Inserts the events at `order`; the ids of those that were new, by (receiver, key).
+async fn insert_events(
+    tx: &impl GenericClient,
+    chunk: &[AcceptOp],
+    order: &[usize],
+) -> Result<HashMap<(String, String), i64>, tokio_postgres::Error> {
+    let received: Vec<i64> = order
+        .iter()
+        .map(|&i| chunk[i].event.received_at_ms())
+        .collect();
+    let inserted = tx
+        .query(
+            &tx.prepare_cached(
+            "INSERT INTO events (receiver, vendor, kind, dedupe_key, received_at_ms, raw)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+             ON CONFLICT (receiver, dedupe_key) DO NOTHING
+             RETURNING id, receiver, dedupe_key").await?,
+            &[
+                &column(chunk, order, &|e| e.receiver().to_owned()),
+                &column(chunk, order, &|e| e.vendor().as_str().to_owned()),
+                &column(chunk, order, &|e| e.kind().to_owned()),
+                &column(chunk, order, &|e| e.dedupe_key().to_owned()),
+                &received,
+                &column(chunk, order, &|e| e.raw().to_owned()),
+            ],
+        )
+        .await?;
+    Ok(inserted
+        .iter()
+        .map(|r| ((r.get(1), r.get(2)), r.get(0)))
+        .collect())
+}
+
+/// The ids of the events at `order` as stored, by (receiver, key).
+async fn existing_ids(
+    tx: &impl GenericClient,
+    chunk: &[AcceptOp],
+    order: &[usize],
+) -> Result<Vec<((String, String), i64)>, tokio_postgres::Error> {
+    let existing = tx
+        .query(
+            &tx.prepare_cached(
+                "SELECT e.id, e.receiver, e.dedupe_key FROM events e
+                 JOIN unnest($1::text[], $2::text[]) AS k (receiver, dedupe_key)
+                   ON e.receiver = k.receiver AND e.dedupe_key = k.dedupe_key",
+            )
+            .await?,
+            &[
+                &column(chunk, order, &|e| e.receiver().to_owned()),
+                &column(chunk, order, &|e| e.dedupe_key().to_owned()),
+            ],
+        )
+        .await?;
+    Ok(existing
+        .iter()
+        .map(|r| ((r.get(1), r.get(2)), r.get(0)))
+        .collect())
 }
 
 pub(super) async fn insert_deliveries(

@@ -8,6 +8,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use super::{Postgres, cached, db_error};
 use crate::store::sql;
 use crate::store::{Cancel, ClaimedDelivery, Outcome, RequeueTarget, StoreError, StoredEvent};
+use tokio_postgres::types::ToSql;
 impl Postgres {
     pub(in crate::store) async fn claim(
         &self,
@@ -71,81 +72,22 @@ impl Postgres {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        // Only while the claim is ours: after a lost lease another replica owns the row.
-        let mine = "id = $1 AND status = 'running' AND claimed_by = $2";
         let changed = match &outcome {
-            Outcome::Done => client
-                .execute(
-                    &cached(
-                        &client,
-                        &format!(
-                            "WITH done AS (
-                             UPDATE deliveries SET status = 'done', updated_at_ms = $3,
-                                    lease_until_ms = NULL
-                             WHERE {mine} RETURNING id
-                         ), next AS (
-                             UPDATE deliveries SET status = 'pending', updated_at_ms = $3,
-                                    next_attempt_at_ms = greatest(next_attempt_at_ms, $3)
-                             WHERE after_id IN (SELECT id FROM done) AND status = 'waiting'
-                         )
-                         SELECT 1 FROM done"
-                        ),
-                    )
-                    .await?,
-                    &[&id, &self.owner, &now_ms],
-                )
-                .await
-                .map_err(db_error)?,
-            Outcome::Retry { at_ms, error } => client
-                .execute(
-                    &format!(
-                        "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = $3,
-                                last_error = $4, updated_at_ms = $5, lease_until_ms = NULL
-                         WHERE {mine}"
-                    ),
-                    &[&id, &self.owner, at_ms, error, &now_ms],
-                )
-                .await
-                .map_err(db_error)?,
-            Outcome::Defer { at_ms } => client
-                .execute(
-                    &format!(
-                        "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = $3,
-                                attempts = greatest(attempts - 1, 0), updated_at_ms = $4,
-                                lease_until_ms = NULL
-                         WHERE {mine}"
-                    ),
-                    &[&id, &self.owner, at_ms, &now_ms],
-                )
-                .await
-                .map_err(db_error)?,
-            Outcome::Dead { error } => {
-                let tx = client.transaction().await.map_err(db_error)?;
-                let dead = tx
-                    .query_opt(
-                        &format!(
-                            "UPDATE deliveries SET status = 'dead', last_error = $3,
-                                    updated_at_ms = $4, lease_until_ms = NULL
-                             WHERE {mine} RETURNING action"
-                        ),
-                        &[&id, &self.owner, error, &now_ms],
-                    )
-                    .await
-                    .map_err(db_error)?;
-                if let Some(row) = &dead {
-                    let action: i64 = row.get(0);
-                    // The rule's later actions will not run: dead too, marked as skipped.
-                    tx.execute(
-                        sql::SKIP_AFTER_DEAD.postgres(),
-                        &[&id, &now_ms, &action.to_string()],
-                    )
-                    .await
-                    .map_err(db_error)?;
-                }
-                tx.commit().await.map_err(db_error)?;
-                u64::from(dead.is_some())
+            Outcome::Done => {
+                let done = cached(&client, FINISH_DONE).await?;
+                client.execute(&done, &[&id, &self.owner, &now_ms]).await
             }
-        };
+            Outcome::Retry { at_ms, error } => {
+                let args: [&(dyn ToSql + Sync); 5] = [&id, &self.owner, at_ms, error, &now_ms];
+                client.execute(FINISH_RETRY, &args).await
+            }
+            Outcome::Defer { at_ms } => {
+                let args: [&(dyn ToSql + Sync); 4] = [&id, &self.owner, at_ms, &now_ms];
+                client.execute(FINISH_DEFER, &args).await
+            }
+            Outcome::Dead { error } => self.finish_dead(&mut client, id, error, now_ms).await,
+        }
+        .map_err(db_error)?;
         if changed == 0 {
             tracing::warn!(
                 delivery = id,
@@ -156,6 +98,28 @@ impl Postgres {
             self.due.notify_one();
         }
         Ok(())
+    }
+
+    /// Dead, and the rule's later actions with it (skipped), in one transaction; whether the
+    /// claim was still ours.
+    async fn finish_dead(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        id: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let tx = client.transaction().await?;
+        let dead = tx
+            .query_opt(FINISH_DEAD, &[&id, &self.owner, &error, &now_ms])
+            .await?;
+        if let Some(row) = &dead {
+            let action: i64 = row.get(0);
+            let args: [&(dyn ToSql + Sync); 3] = [&id, &now_ms, &action.to_string()];
+            tx.execute(sql::SKIP_AFTER_DEAD.postgres(), &args).await?;
+        }
+        tx.commit().await?;
+        Ok(u64::from(dead.is_some()))
     }
 
     pub(in crate::store) async fn requeue(
@@ -308,3 +272,51 @@ pub(super) async fn cancel_ids(
         .await?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
+
+/// A finish applies only while the claim is ours: after a lost lease another replica owns
+/// the row (`$1` the delivery, `$2` this replica).
+macro_rules! mine {
+    () => {
+        "id = $1 AND status = 'running' AND claimed_by = $2"
+    };
+}
+
+/// Done, and the rule's next action (if waiting for it) is due (`$3` now).
+const FINISH_DONE: &str = concat!(
+    "WITH done AS (
+         UPDATE deliveries SET status = 'done', updated_at_ms = $3, lease_until_ms = NULL
+         WHERE ",
+    mine!(),
+    " RETURNING id
+     ), next AS (
+         UPDATE deliveries SET status = 'pending', updated_at_ms = $3,
+                next_attempt_at_ms = greatest(next_attempt_at_ms, $3)
+         WHERE after_id IN (SELECT id FROM done) AND status = 'waiting'
+     )
+     SELECT 1 FROM done"
+);
+
+/// Failed: due again at `$3`, with the error `$4` (`$5` now).
+const FINISH_RETRY: &str = concat!(
+    "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = $3,
+            last_error = $4, updated_at_ms = $5, lease_until_ms = NULL
+     WHERE ",
+    mine!()
+);
+
+/// Not an attempt (a rate budget): due again at `$3`, the attempt given back (`$4` now).
+const FINISH_DEFER: &str = concat!(
+    "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = $3,
+            attempts = greatest(attempts - 1, 0), updated_at_ms = $4, lease_until_ms = NULL
+     WHERE ",
+    mine!()
+);
+
+/// Dead with the error `$3` (`$4` now); its action's index comes back.
+const FINISH_DEAD: &str = concat!(
+    "UPDATE deliveries SET status = 'dead', last_error = $3, updated_at_ms = $4,
+            lease_until_ms = NULL
+     WHERE ",
+    mine!(),
+    " RETURNING action"
+);

@@ -43,6 +43,67 @@ use accept::{AcceptOp, write_loop};
 use notify::{Announcer, due_channel, listen};
 use schema::migrate;
 
+/// An open failure with its causes: "TLS handshake" alone does not say the certificate was
+/// refused.
+fn opening(shown: &str, e: &(dyn std::error::Error + Send + Sync + 'static)) -> StoreError {
+    StoreError::Open {
+        path: shown.to_owned(),
+        source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(causes(e))),
+    }
+}
+
+/// What a URL leaves unsaid: our application name, a connect timeout, TCP keepalives.
+fn defaults(pg: &mut tokio_postgres::Config) {
+    if pg.get_application_name().is_none() {
+        pg.application_name("hookgate");
+    }
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(CONNECT_TIMEOUT);
+    }
+    pg.keepalives_idle(Duration::from_secs(30));
+}
+
+/// The connection pool; every wait on it is bounded by [`CONNECT_TIMEOUT`].
+fn pool(
+    pg: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
+    size: usize,
+) -> Result<Pool, deadpool_postgres::BuildError> {
+    let manager = Manager::from_config(
+        pg.clone(),
+        tls.clone(),
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+}
+
+/// Brings the schema up to date; the schema versions and the schema the store lives in.
+/// Failures other than a schema from the future go through `open_error`.
+async fn prepare(
+    pool: &Pool,
+    open_error: impl Fn(Box<dyn std::error::Error + Send + Sync>) -> StoreError,
+) -> Result<((i64, i64), String), StoreError> {
+    let mut client = pool.get().await.map_err(|e| open_error(e.into()))?;
+    let versions = migrate(&mut client).await.map_err(|e| match e {
+        e @ StoreError::TooNew { .. } => e,
+        other => open_error(other.into()),
+    })?;
+    let schema: String = client
+        .query_one("SELECT coalesce(current_schema(), '')", &[])
+        .await
+        .map_err(|e| open_error(e.into()))?
+        .get(0);
+    Ok((versions, schema))
+}
+
 impl Postgres {
     pub(in crate::store) async fn open(
         url: &str,
@@ -55,51 +116,13 @@ impl Postgres {
                 source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(e)),
             })?;
         let shown = describe(&pg);
-        // With the causes: "TLS handshake" alone does not say the certificate was refused.
-        let open_error = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
-            path: shown.clone(),
-            source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(causes(
-                &*e,
-            ))),
-        };
-        if pg.get_application_name().is_none() {
-            pg.application_name("hookgate");
-        }
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(CONNECT_TIMEOUT);
-        }
-        pg.keepalives_idle(Duration::from_secs(30));
+        let open_error = |e: Box<dyn std::error::Error + Send + Sync>| opening(&shown, &*e);
+        defaults(&mut pg);
         let tls = crate::tls::client(verify, config.ca_file.as_deref())
             .map(tokio_postgres_rustls::MakeRustlsConnect::new)
             .map_err(|e| open_error(e.into()))?;
-        let manager = Manager::from_config(
-            pg.clone(),
-            tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| open_error(e.into()))?;
-        let (versions, schema) = {
-            let mut client = pool.get().await.map_err(|e| open_error(e.into()))?;
-            let versions = migrate(&mut client).await.map_err(|e| match e {
-                e @ StoreError::TooNew { .. } => e,
-                other => open_error(other.into()),
-            })?;
-            let schema: String = client
-                .query_one("SELECT coalesce(current_schema(), '')", &[])
-                .await
-                .map_err(|e| open_error(e.into()))?
-                .get(0);
-            (versions, schema)
-        };
+        let pool = pool(&pg, &tls, config.pool_size).map_err(|e| open_error(e.into()))?;
+        let (versions, schema) = prepare(&pool, open_error).await?;
         let (accepts, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let due = Arc::new(tokio::sync::Notify::new());

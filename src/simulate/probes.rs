@@ -1,0 +1,260 @@
+//! One probe per vendor, built as the vendor builds its request: signed, encrypted (with
+//! `+`, `/` and `=` in the ciphertext, the characters proxies mangle), with what the vendor
+//! needs back.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::json;
+
+use super::{Expect, Probe};
+use crate::clock::now_ms;
+use crate::config::MpMode;
+use crate::crypto::envelope::{Envelope, Sealed, random_alnum};
+use crate::crypto::feishu::FeishuKey;
+use crate::secret::Secret;
+
+/// What vendors leave unencoded in query values.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The request's time and nonce, in the forms vendors use.
+pub(super) struct Stamp {
+    /// Unix seconds.
+    pub s: String,
+    /// Unix milliseconds (DingTalk).
+    pub ms: String,
+    pub nonce: String,
+}
+
+impl Stamp {
+    pub(super) fn now() -> Self {
+        Self {
+            s: (now_ms() / 1000).to_string(),
+            ms: now_ms().to_string(),
+            nonce: nonce(),
+        }
+    }
+}
+
+fn nonce() -> String {
+    String::from_utf8_lossy(&random_alnum()[..10]).into_owned()
+}
+
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, QUERY_VALUE).to_string()
+}
+
+/// Seals until the ciphertext holds `+`, `/` and `=`, the characters proxies mangle.
+fn seal_awkward(env: &Envelope, msg: &[u8], ts: &str, nonce: &str) -> Sealed {
+    let mut sealed = env.seal(0, msg, ts, nonce);
+    for _ in 0..500 {
+        if sealed.encrypt.contains('+')
+            && sealed.encrypt.contains('/')
+            && sealed.encrypt.ends_with('=')
+        {
+            break;
+        }
+        sealed = env.seal(0, msg, ts, nonce);
+    }
+    sealed
+}
+
+/// WeCom's URL check (GET with `echostr`) or an event (POST).
+pub(super) fn wecom(envelope: &Envelope, suite: bool, event: Option<&str>, t: &Stamp) -> Probe {
+    let (ts, n) = (&t.s, &t.nonce);
+    let Some(xml) = event else {
+        // Digits, sized so the ciphertext ends in "=" padding.
+        let echo: String = (0..19)
+            .map(|i| char::from(b'0' + ((now_ms() as u64 >> i) % 10) as u8))
+            .collect();
+        let sealed = seal_awkward(envelope, echo.as_bytes(), ts, n);
+        return Probe {
+            what: "WeCom URL check (GET, echostr)".into(),
+            method: reqwest::Method::GET,
+            query: format!(
+                "msg_signature={}&timestamp={ts}&nonce={n}&echostr={}",
+                sealed.msg_signature,
+                enc(&sealed.encrypt)
+            ),
+            headers: vec![],
+            body: vec![],
+            expect: Expect::Exact(echo.into_bytes()),
+        };
+    };
+    let sealed = seal_awkward(envelope, xml.as_bytes(), ts, n);
+    Probe {
+        what: "WeCom event (POST)".into(),
+        method: reqwest::Method::POST,
+        query: format!("msg_signature={}&timestamp={ts}&nonce={n}", sealed.msg_signature),
+        headers: vec![("Content-Type".into(), "text/xml".into())],
+        body: format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt><AgentID><![CDATA[1]]></AgentID></xml>",
+            envelope.receive_id(),
+            sealed.encrypt
+        )
+        .into_bytes(),
+        expect: Expect::Exact(if suite { b"success".to_vec() } else { Vec::new() }),
+    }
+}
+
+/// WeChat MP's URL check (3-part signature) or an event, sealed in safe and compatible mode.
+pub(super) fn wechat_mp(
+    token: &Secret<String>,
+    envelope: Option<&Envelope>,
+    mode: MpMode,
+    event: Option<&str>,
+    t: &Stamp,
+) -> Probe {
+    let (ts, n) = (&t.s, &t.nonce);
+    let mut parts = [token.expose().as_bytes(), ts.as_bytes(), n.as_bytes()];
+    let sig = String::from_utf8_lossy(&crate::crypto::envelope::signature(&mut parts)).into_owned();
+    match (event, envelope, mode) {
+        (None, _, _) => {
+            let echo = format!("{}", now_ms());
+            Probe {
+                what: "WeChat MP URL check (GET, 3-part signature)".into(),
+                method: reqwest::Method::GET,
+                query: format!("signature={sig}&echostr={echo}&timestamp={ts}&nonce={n}"),
+                headers: vec![],
+                body: vec![],
+                expect: Expect::Exact(echo.into_bytes()),
+            }
+        }
+        (Some(xml), Some(env), MpMode::Safe | MpMode::Compat) => {
+            let sealed = seal_awkward(env, xml.as_bytes(), ts, n);
+            Probe {
+                what: "WeChat MP event (POST, safe mode)".into(),
+                method: reqwest::Method::POST,
+                query: format!(
+                    "signature={sig}&timestamp={ts}&nonce={n}&openid=simulate&encrypt_type=aes&msg_signature={}",
+                    sealed.msg_signature
+                ),
+                headers: vec![("Content-Type".into(), "text/xml".into())],
+                body: format!("<xml><ToUserName><![CDATA[gh_simulate]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt></xml>", sealed.encrypt).into_bytes(),
+                expect: Expect::Exact(b"success".to_vec()),
+            }
+        }
+        (Some(xml), _, _) => Probe {
+            what: "WeChat MP event (POST, plaintext)".into(),
+            method: reqwest::Method::POST,
+            query: format!("signature={sig}&timestamp={ts}&nonce={n}&openid=simulate"),
+            headers: vec![("Content-Type".into(), "text/xml".into())],
+            body: xml.as_bytes().to_vec(),
+            expect: Expect::Exact(b"success".to_vec()),
+        },
+    }
+}
+
+/// DingTalk's `check_url` or an event, answered by the sealed "success" map.
+pub(super) fn dingtalk(envelope: &Envelope, event: Option<&str>, t: &Stamp) -> Probe {
+    let (ts, n) = (&t.ms, &t.nonce);
+    let plain = event.map_or_else(|| r#"{"EventType":"check_url"}"#.to_owned(), str::to_owned);
+    let sealed = seal_awkward(envelope, plain.as_bytes(), ts, n);
+    Probe {
+        what: if event.is_some() {
+            "DingTalk event (POST)"
+        } else {
+            "DingTalk check_url (POST)"
+        }
+        .into(),
+        method: reqwest::Method::POST,
+        query: format!(
+            "signature={}&timestamp={ts}&nonce={n}",
+            sealed.msg_signature
+        ),
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: json!({"encrypt": sealed.encrypt}).to_string().into_bytes(),
+        expect: Expect::DingTalkSuccess,
+    }
+}
+
+/// Feishu's `url_verification` (answered with its challenge) or an event; encrypted and
+/// signed when the receiver has an Encrypt Key.
+pub(super) fn feishu(
+    verification_token: &Secret<String>,
+    encrypt_key: Option<&FeishuKey>,
+    event: Option<&str>,
+    t: &Stamp,
+) -> Probe {
+    let challenge = format!("simulate-{}", nonce());
+    let plain = match event {
+        Some(e) => e.to_owned(),
+        None => json!({"challenge": challenge, "token": verification_token.expose(), "type": "url_verification"}).to_string(),
+    };
+    let (body, headers) = match encrypt_key {
+        Some(key) => {
+            let mut iv = [0u8; 16];
+            iv.copy_from_slice(&random_alnum());
+            let body = json!({"encrypt": key.encrypt(&iv, plain.as_bytes())})
+                .to_string()
+                .into_bytes();
+            let sig = String::from_utf8_lossy(&key.signature(&t.s, &t.nonce, &body)).into_owned();
+            let headers = vec![
+                (
+                    "Content-Type".into(),
+                    "application/json; charset=utf-8".into(),
+                ),
+                ("X-Lark-Request-Timestamp".into(), t.s.clone()),
+                ("X-Lark-Request-Nonce".into(), t.nonce.clone()),
+                ("X-Lark-Signature".into(), sig),
+            ];
+            (body, headers)
+        }
+        None => (
+            plain.into_bytes(),
+            vec![("Content-Type".into(), "application/json".into())],
+        ),
+    };
+    Probe {
+        what: if event.is_some() {
+            "Feishu event (POST)"
+        } else {
+            "Feishu url_verification (POST)"
+        }
+        .into(),
+        method: reqwest::Method::POST,
+        query: String::new(),
+        headers,
+        body,
+        expect: if event.is_some() {
+            Expect::Ok
+        } else {
+            Expect::Challenge(challenge)
+        },
+    }
+}
+
+/// A DingTalk robot message, signed; without one, a routing probe with a wrong signature.
+pub(super) fn dingtalk_robot(app_secret: &Secret<String>, body: Option<&str>, t: &Stamp) -> Probe {
+    let Some(body) = body else {
+        // Robots have no URL check: a deliberately wrong signature must come back 403
+        // (310000) from hookgate, which proves routing and stores nothing.
+        return Probe {
+            what: "DingTalk robot routing probe (POST, wrong signature on purpose)".into(),
+            method: reqwest::Method::POST,
+            query: String::new(),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("timestamp".into(), t.ms.clone()),
+                ("sign".into(), "aG9va2dhdGUgc2ltdWxhdGU=".into()),
+            ],
+            body: br#"{"msgtype":"text","text":{"content":"hookgate simulate"}}"#.to_vec(),
+            expect: Expect::Refused("310000"),
+        };
+    };
+    let sign = crate::crypto::robot::sign(app_secret.expose(), &t.ms);
+    Probe {
+        what: "DingTalk robot message (POST)".into(),
+        method: reqwest::Method::POST,
+        query: String::new(),
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("timestamp".into(), t.ms.clone()),
+            ("sign".into(), sign),
+        ],
+        body: body.as_bytes().to_vec(),
+        expect: Expect::Ok,
+    }
+}
