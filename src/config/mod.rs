@@ -9,6 +9,7 @@ mod outbound;
 #[cfg(feature = "server")]
 mod pg_url;
 mod raw;
+mod receivers;
 mod rules;
 mod validate;
 
