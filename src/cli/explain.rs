@@ -1,0 +1,221 @@
+//! Checks of a config against events: `hookgate explain` (which rules fire for an event
+//! file and what each action would send) and `hookgate simulate` (a vendor-exact probe sent
+//! through the proxy).
+
+use anyhow::{Context, Result, bail};
+
+use super::{Cli, format_ms, load};
+use crate::clock::now_ms;
+use crate::event::Event;
+use crate::rules::{EventView, RuleSet};
+
+pub(super) fn simulate(
+    cli: &Cli,
+    receiver: &str,
+    url: Option<&str>,
+    event_file: Option<&std::path::Path>,
+) -> Result<()> {
+    let config = load(cli)?;
+    let Some(r) = config.receivers.iter().find(|r| r.name == receiver) else {
+        let names: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
+        bail!(
+            "no receiver named {receiver:?} (receivers: {})",
+            names.join(", ")
+        );
+    };
+    let event = event_file
+        .map(|f| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display())))
+        .transpose()?;
+    crate::tls::install_provider();
+    let client = reqwest::Client::builder()
+        .timeout(crate::simulate::TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let local = crate::simulate::local_url(config.server.listen, &r.path);
+    let target = url.unwrap_or(&local).to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let verdict = runtime.block_on(async {
+        let probe = crate::simulate::probe(r, event.as_deref())?;
+        let verdict = crate::simulate::run(&client, r, &probe, &target).await;
+        anyhow::Ok((probe, verdict))
+    })?;
+    let (probe, verdict) = verdict;
+    println!("{} -> {target}", probe.what);
+    println!("{}", verdict.line);
+    if verdict.ok {
+        return Ok(());
+    }
+    // Through a proxy: is hookgate itself fine? Then the proxy is what changes the request.
+    if url.is_some() && event.is_none() {
+        let direct = runtime.block_on(async {
+            let probe = crate::simulate::probe(r, None)?;
+            anyhow::Ok(crate::simulate::run(&client, r, &probe, &local).await)
+        })?;
+        if direct.ok {
+            println!(
+                "Direct to hookgate at {local} the same check passes: the proxy between is what breaks it."
+            );
+        } else {
+            println!("Direct to hookgate at {local}: {}", direct.line);
+        }
+    }
+    bail!("simulation failed")
+}
+
+pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -> Result<()> {
+    let config = load(cli)?;
+    let Some(r) = config.receivers.iter().find(|r| r.name == receiver) else {
+        let names: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
+        bail!(
+            "no receiver named {receiver:?} (receivers: {})",
+            names.join(", ")
+        );
+    };
+    let text = std::fs::read_to_string(event_file)
+        .with_context(|| format!("reading {}", event_file.display()))?;
+    // The operator's own file, not a callback: nothing to verify.
+    let event = Event::parse(
+        &r.name,
+        r.vendor(),
+        crate::crypto::Verified::new(text),
+        now_ms(),
+    )
+    .with_context(|| format!("parsing {}", event_file.display()))?;
+    let rules = RuleSet::new(&config).map_err(|e| anyhow::anyhow!(e))?;
+    let view = EventView {
+        id: 0,
+        receiver: event.receiver(),
+        vendor: event.vendor().as_str(),
+        kind: event.kind(),
+        dedupe_key: event.dedupe_key(),
+        received_at_ms: event.received_at_ms(),
+        fields: event.fields(),
+    };
+    println!(
+        "event: receiver {}, kind {}, dedupe key {}",
+        view.receiver, view.kind, view.dedupe_key
+    );
+    if config.rules.is_empty() {
+        println!("no rules configured");
+    }
+    let matches = rules.matching(&view);
+    for v in rules.verdicts(&view) {
+        if let Some(why) = &v.why_not {
+            println!("\nrule {:?}: does not fire: {why}", v.rule);
+            continue;
+        }
+        println!("\nrule {:?}: FIRES", v.rule);
+        for (j, action) in config.rules[v.index].actions.iter().enumerate() {
+            // When it would run and under which key, as the server would store it.
+            let timing = matches
+                .iter()
+                .find(|m| m.rule == v.rule && m.action == j)
+                .map(|m| timing(m, &config.server.timezone, view.received_at_ms))
+                .unwrap_or_default();
+            match rules.render(&v.rule, j, &view) {
+                Ok(rendered) => println!(
+                    "  action {j} ({}{timing}):\n{}",
+                    action.kind(),
+                    indent(&describe(&rendered))
+                ),
+                Err(e) => println!("  action {j} ({}): render error: {e}", action.kind()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// When a matched action would run and under which key: ", scheduled for … (at)" and the
+/// like.
+fn timing(m: &crate::rules::Match, tz: &jiff::tz::TimeZone, received_at_ms: i64) -> String {
+    let mut t = String::new();
+    if let Some(at) = &m.at {
+        match crate::time::parse_time(at, tz) {
+            Some(ts) => t.push_str(&format!(
+                ", scheduled for {} (at)",
+                format_ms(ts.as_millisecond())
+            )),
+            None => t.push_str(&format!(", at {at:?} is not a time: runs at once")),
+        }
+    }
+    if let Some(d) = m.delay {
+        let due = received_at_ms + i64::try_from(d.as_millis()).unwrap_or(0);
+        t.push_str(&format!(
+            ", scheduled for {} (after {}s)",
+            format_ms(due),
+            d.as_secs()
+        ));
+    }
+    if let (Some(k), None) = (&m.key, &m.cancel) {
+        t.push_str(&format!(", key {k:?}"));
+    }
+    t
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("    {l}\n"))
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
+}
+
+/// A rendered action as `explain` shows it; secrets are not shown.
+fn describe(r: &crate::rules::Rendered) -> String {
+    use crate::rules::Rendered;
+    match r {
+        Rendered::Log { level, message } => format!("level: {level}\nmessage: {message}"),
+        Rendered::Http(h) => {
+            let mut s = format!("{} {}\n", h.method, h.url);
+            for (k, v) in &h.headers {
+                s.push_str(&format!("{k}: {v}\n"));
+            }
+            if h.secret.is_some() {
+                s.push_str("X-Hookgate-Signature: sha256=<hmac of the body>\n");
+            }
+            s.push_str(&format!("\n{}", h.body));
+            s
+        }
+        Rendered::App(a) => format!("via: {} ({:?})\n{:#?}", a.via, a.vendor, a.op),
+        Rendered::AibotReply(r) => format!(
+            "{} over {:?}'s connection, req_id {}\n{}",
+            r.cmd,
+            r.receiver,
+            r.req_id,
+            serde_json::to_string_pretty(&r.body).unwrap_or_default()
+        ),
+        Rendered::Cancel { key, rules } if rules.is_empty() => {
+            format!("cancels every pending delivery with key {key:?}")
+        }
+        Rendered::Cancel { key, rules } => {
+            format!("cancels the pending deliveries with key {key:?} of rules {rules:?}")
+        }
+        Rendered::Robot(r) => {
+            let mut s = format!("POST {}\n", crate::actions::webhook_key(&r.webhook));
+            if r.secret.is_some() {
+                s.push_str("(signed with the robot's secret)\n");
+            }
+            s.push_str(&serde_json::to_string_pretty(&r.message).unwrap_or_default());
+            s
+        }
+        Rendered::Email(m) => {
+            let mut s = format!("via: {}\nto: {}\n", m.via, crate::rules::join_people(&m.to));
+            if !m.cc.is_empty() {
+                s.push_str(&format!("cc: {}\n", crate::rules::join_people(&m.cc)));
+            }
+            if !m.bcc.is_empty() {
+                s.push_str(&format!("bcc: {}\n", crate::rules::join_people(&m.bcc)));
+            }
+            if m.one_per_recipient {
+                s.push_str("(one message per recipient)\n");
+            }
+            s.push_str(&format!("subject: {}\n\n{}", m.subject, m.body));
+            if let Some(html) = &m.html {
+                s.push_str(&format!("\n\n[html]\n{html}"));
+            }
+            s
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The `hookgate` command line: `serve` (`serve.rs`), `check`, `migrate`, `simulate` and
+//! `explain` (`explain.rs`), `events list|show`, `deliveries list|retry`,
+//! `groups list|show|set|forget` (`inspect.rs`).
+
+mod explain;
+mod inspect;
+mod serve;
+
+use explain::{explain, simulate};
+use inspect::{deliveries, events, groups};
+use serve::serve;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+use crate::store::{DeliveryStatus, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookgate",
+    version,
+    about = "Webhook callback gateway for WeCom, WeChat MP, DingTalk and Feishu/Lark"
+)]
+pub struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "HOOKGATE_CONFIG",
+        default_value = "hookgate.toml"
+    )]
+    pub config: PathBuf,
+    /// `KEY=VALUE` lines that fill `${KEY}` in the config where the environment does not
+    /// (as systemd's EnvironmentFile); `config/demo.env` holds the example's demo values.
+    #[arg(long, global = true, env = "HOOKGATE_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Validate the config, print every problem with its line, list the receivers.
+    Check,
+    /// Show which rules a decrypted event (an XML or JSON file) fires and the rendered
+    /// actions; sends nothing.
+    Explain {
+        /// The receiver the event arrives at.
+        #[arg(long)]
+        receiver: String,
+        /// The decrypted callback body, as `hookgate events show` prints in `raw`.
+        event_file: PathBuf,
+    },
+    /// Send a URL check (or, with an event file, an event) exactly as the vendor would, to
+    /// the local listener or through the proxy at --url, and say what is wrong if anything.
+    Simulate {
+        #[arg(long)]
+        receiver: String,
+        /// The public URL the vendor calls (through nginx, a load balancer, …); default the
+        /// local listener.
+        #[arg(long)]
+        url: Option<String>,
+        /// A decrypted event to send instead of the URL check (it is stored, rules fire).
+        event_file: Option<PathBuf>,
+    },
+    /// Read stored events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Read and retry deliveries (one per action a rule fired).
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// The group registry: chats made by group_create, by key.
+    Groups {
+        #[command(subcommand)]
+        command: GroupsCommand,
+    },
+    /// Create or upgrade the store's schema and exit (`serve` does this on start too).
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// The newest groups, one per line.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One group by its key, as JSON.
+    Show {
+        key: String,
+        /// The connection (needed only when several have this key).
+        #[arg(long)]
+        via: Option<String>,
+    },
+    /// Records a key's chat by hand: a DingTalk group whose creation was left unsure (the
+    /// delivery says so) and that exists.
+    Set {
+        key: String,
+        #[arg(long)]
+        via: String,
+        #[arg(long)]
+        chat_id: String,
+        /// DingTalk's `cid…` id, which group_send needs.
+        #[arg(long)]
+        open_conversation_id: Option<String>,
+    },
+    /// Removes a key, so the next group_create for it makes a new group.
+    Forget {
+        key: String,
+        #[arg(long)]
+        via: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// The newest deliveries, one per line.
+    List {
+        /// waiting, pending, running, done, dead, cancelled, failed (pending after a failure)
+        /// or scheduled (timers not due yet).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<DeliveryStatus>,
+        /// Only the deliveries of this event.
+        #[arg(long)]
+        event: Option<i64>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Call off a pending delivery (a timer) by id, or every one with a key.
+    Cancel {
+        #[arg(required_unless_present = "key", conflicts_with = "key")]
+        id: Option<i64>,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Run a dead delivery (or every dead one) again now, with a fresh retry deadline.
+    Retry {
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        id: Option<i64>,
+        #[arg(long)]
+        dead: bool,
+    },
+}
+
+fn parse_status(s: &str) -> Result<DeliveryStatus, String> {
+    DeliveryStatus::parse(s)
+        .ok_or_else(|| format!("{s:?} is not one of waiting, pending, running, done, dead, cancelled, failed, scheduled"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// The newest events, one per line.
+    List {
+        #[arg(long)]
+        receiver: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One event with all its fields, as JSON.
+    Show { id: i64 },
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default `info`. Lines are formatted on the
+/// request's thread and written by a logging thread that batches whatever is queued into one
+/// write, so one line per callback costs no syscall on the callback path. Never lossy: when
+/// 128k lines are queued, logging waits. Keep the guard until exit; dropping it flushes.
+pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: logs piped to files or journald stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("hookgate-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    guard
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    config::load(&cli.config, cli.env_file.as_deref())
+        .map_err(|errors| anyhow::anyhow!("{}", errors.to_string().trim_end()))
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Check => check(&cli),
+        Command::Serve => serve(&cli),
+        Command::Events { command } => events(&cli, command),
+        Command::Deliveries { command } => deliveries(&cli, command),
+        Command::Groups { command } => groups(&cli, command),
+        Command::Migrate => migrate(&cli),
+        Command::Simulate {
+            receiver,
+            url,
+            event_file,
+        } => simulate(&cli, receiver, url.as_deref(), event_file.as_deref()),
+        Command::Explain {
+            receiver,
+            event_file,
+        } => explain(&cli, receiver, event_file),
+    }
+}
+
+fn check(cli: &Cli) -> Result<()> {
+    let config = load(cli)?;
+    println!(
+        "{}: OK, {} receiver(s)",
+        cli.config.display(),
+        config.receivers.len()
+    );
+    for r in &config.receivers {
+        let at = if r.is_stream() {
+            "(long connection)"
+        } else {
+            r.path.as_str()
+        };
+        println!("  {:<20} {:<15} {at}", r.name, r.vendor().as_str());
+    }
+    if !config.rules.is_empty() {
+        println!("{} rule(s)", config.rules.len());
+        for r in &config.rules {
+            let kinds: Vec<&str> = r.actions.iter().map(|a| a.kind()).collect();
+            println!("  {:<36} {}", r.name, kinds.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// The store a command reads (a SQLite file must exist: `nothing` says why it does not), on
+/// a runtime for its calls.
+fn open_existing(config: &Config, nothing: &str) -> Result<(tokio::runtime::Runtime, Store)> {
+    if config.store.url.is_none() && !config.store.path.exists() {
+        bail!("no store at {} yet: {nothing}", config.store.path.display());
+    }
+    crate::tls::install_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = runtime.block_on(Store::open(&config.store))?;
+    Ok((runtime, store))
+}
+
+fn migrate(cli: &Cli) -> Result<()> {
+    let config = load(cli)?;
+    crate::tls::install_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = runtime
+        .block_on(Store::open(&config.store))
+        .context("opening the store")?;
+    match store.schema_versions() {
+        (was, now) if was == now => {
+            println!("{}: schema up to date (version {now})", store.location())
+        }
+        (was, now) => println!(
+            "{}: schema migrated from version {was} to {now}",
+            store.location()
+        ),
+    }
+    Ok(())
+}
+
+/// Unix milliseconds in the machine's time zone, to the second.
+fn format_ms(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => ts
+            .to_zoned(jiff::tz::TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S%:z")
+            .to_string(),
+        Err(_) => ms.to_string(),
+    }
+}
