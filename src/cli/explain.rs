@@ -117,10 +117,10 @@ pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -
             match rules.render(&v.rule, j, &view) {
                 Ok(rendered) => println!(
                     "  action {j} ({}{timing}):\n{}",
-                    action.kind(),
+                    action.action.kind(),
                     indent(&describe(&rendered))
                 ),
-                Err(e) => println!("  action {j} ({}): render error: {e}", action.kind()),
+                Err(e) => println!("  action {j} ({}): render error: {e}", action.action.kind()),
             }
         }
     }

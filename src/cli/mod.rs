@@ -251,7 +251,7 @@ fn check(cli: &Cli) -> Result<()> {
     if !config.rules.is_empty() {
         println!("{} rule(s)", config.rules.len());
         for r in &config.rules {
-            let kinds: Vec<&str> = r.actions.iter().map(|a| a.kind()).collect();
+            let kinds: Vec<&str> = r.actions.iter().map(|a| a.action.kind()).collect();
             println!("  {:<36} {}", r.name, kinds.join(", "));
         }
     }

@@ -334,13 +334,19 @@ pub struct Rule {
     /// A Jinja expression over the same context as templates; the rule fires if truthy.
     pub condition: Option<String>,
     pub stop: bool,
-    pub actions: Vec<Action>,
-    /// Per action (same index): how long after the event it runs; `None` at once.
-    pub delays: Vec<Option<Duration>>,
-    /// Per action: the `key` template that a later `cancel` names (and a group's key).
-    pub keys: Vec<Option<String>>,
-    /// Per action: the `at` template (a time) it waits for.
-    pub ats: Vec<Option<String>>,
+    pub actions: Vec<RuleAction>,
+}
+
+/// One action of a rule, with when it runs and the key it is known by.
+#[derive(Debug, Clone)]
+pub struct RuleAction {
+    pub action: Action,
+    /// `after = …`: how long after the event it runs; `None` at once.
+    pub delay: Option<Duration>,
+    /// The `key` template that a later `cancel` names (and a group's key).
+    pub key: Option<String>,
+    /// The `at` template (a time) it waits for.
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,9 @@ use toml::Spanned;
 
 use super::raw::{RawAction, RawDelivery, RawRule, S};
 use super::validate::Ctx;
-use super::{Action, Condition, Connection, DeliveryConfig, Receiver, RobotVendor, Rule};
+use super::{
+    Action, Condition, Connection, DeliveryConfig, Receiver, RobotVendor, Rule, RuleAction,
+};
 use crate::secret::Secret;
 
 /// Action kinds and the keys each takes besides `kind`.
@@ -164,6 +166,40 @@ impl Ctx<'_> {
         }
     }
 
+    /// One `[[rules.actions]]` entry with its `after` or `at` and its `key`.
+    fn rule_action(
+        &mut self,
+        key: &str,
+        a: &Spanned<RawAction>,
+        connections: &BTreeMap<String, Connection>,
+        receivers_named: Option<&[String]>,
+        receivers: &[Receiver],
+    ) -> Option<RuleAction> {
+        let raw = a.get_ref();
+        let delay = self.delay(key, &raw.after);
+        let at = self.template_at(&format!("{key}.at"), &raw.at);
+        if let (Some(_), Some(at_span)) = (&raw.after, &raw.at) {
+            self.err(
+                Some(at_span.span()),
+                format!("{key}.at"),
+                "give after or at, not both",
+            );
+        }
+        // `key` correlates any action with a later `cancel` (for group actions it is also
+        // the group's key).
+        let correlation = self.template_at(&format!("{key}.key"), &raw.key);
+        let action = self.action(key, a, connections)?;
+        if matches!(action, Action::AibotReply { .. }) {
+            self.aibot_receivers(key, a, receivers_named, receivers);
+        }
+        Some(RuleAction {
+            action,
+            delay,
+            key: correlation,
+            at,
+        })
+    }
+
     pub(super) fn rules(
         &mut self,
         raw: &[Spanned<RawRule>],
@@ -210,34 +246,15 @@ impl Ctx<'_> {
                     "no [[rules.actions]]: the rule would do nothing",
                 );
             }
-            let mut actions = Vec::new();
-            let mut delays = Vec::new();
-            let mut keys = Vec::new();
-            let mut ats = Vec::new();
-            for (j, a) in r.actions.iter().enumerate() {
-                let key = format!("{prefix}.actions[{j}]");
-                let delay = self.delay(&key, &a.get_ref().after);
-                let at = self.template_at(&format!("{key}.at"), &a.get_ref().at);
-                if let (Some(_), Some(at_span)) = (&a.get_ref().after, &a.get_ref().at) {
-                    self.err(
-                        Some(at_span.span()),
-                        format!("{key}.at"),
-                        "give after or at, not both",
-                    );
-                }
-                // `key` correlates any action with a later `cancel` (for group actions it is
-                // also the group's key).
-                let correlation = self.template_at(&format!("{key}.key"), &a.get_ref().key);
-                if let Some(action) = self.action(&key, a, connections) {
-                    if matches!(action, Action::AibotReply { .. }) {
-                        self.aibot_receivers(&key, a, receivers_named.as_deref(), receivers);
-                    }
-                    actions.push(action);
-                    delays.push(delay);
-                    keys.push(correlation);
-                    ats.push(at);
-                }
-            }
+            let actions: Vec<RuleAction> = r
+                .actions
+                .iter()
+                .enumerate()
+                .filter_map(|(j, a)| {
+                    let key = format!("{prefix}.actions[{j}]");
+                    self.rule_action(&key, a, connections, receivers_named.as_deref(), receivers)
+                })
+                .collect();
             if self.errors_len() > errors_before {
                 continue;
             }
@@ -249,9 +266,6 @@ impl Ctx<'_> {
                     condition,
                     stop: r.stop.as_ref().is_some_and(|s| *s.get_ref()),
                     actions,
-                    delays,
-                    keys,
-                    ats,
                 });
             }
         }

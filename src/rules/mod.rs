@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use minijinja::{Environment, Value};
 use serde_json::{Map, Value as Json};
 
-use crate::config::{Action, Config, Rule};
+use crate::config::{Action, Config, Rule, RuleAction};
 use crate::template::{Capped, condition_template, describe, describe_chain, environment};
 pub use crate::template::{MAX_RENDERED, expression_problem, template_problem};
 pub use crate::time::parse_time;
@@ -100,18 +100,18 @@ impl RuleSet {
                 env.add_template_owned(format!("rules[{i}].if"), condition_template(cond))
                     .map_err(|e| format!("rules[{i}].if: {}", describe(&e)))?;
             }
-            for (j, action) in rule.actions.iter().enumerate() {
-                for (field, src) in action.templates() {
+            for (j, a) in rule.actions.iter().enumerate() {
+                for (field, src) in a.action.templates() {
                     let name = template_name(i, j, &field);
                     env.add_template_owned(name.clone(), src.to_owned())
                         .map_err(|e| format!("{name}: {}", describe(&e)))?;
                 }
-                if let Some(Some(key)) = rule.keys.get(j) {
+                if let Some(key) = &a.key {
                     let name = template_name(i, j, "correlation");
                     env.add_template_owned(name.clone(), key.clone())
                         .map_err(|e| format!("{name}: {}", describe(&e)))?;
                 }
-                if let Some(Some(at)) = rule.ats.get(j) {
+                if let Some(at) = &a.at {
                     let name = template_name(i, j, "at");
                     env.add_template_owned(name.clone(), at.clone())
                         .map_err(|e| format!("{name}: {}", describe(&e)))?;
@@ -122,7 +122,7 @@ impl RuleSet {
         let specs = config
             .rules
             .iter()
-            .map(|r| r.actions.iter().map(Action::fingerprint).collect())
+            .map(|r| r.actions.iter().map(|a| a.action.fingerprint()).collect())
             .collect();
         Ok(Self {
             specs,
@@ -167,58 +167,60 @@ impl RuleSet {
             if !matches!(self.check(i, rule, ev, &mut ctx), Check::Fires) {
                 continue;
             }
-            for (j, action) in rule.actions.iter().enumerate() {
-                let key = match rule.keys.get(j) {
-                    Some(Some(_)) => {
-                        let ctx = ctx.get_or_insert_with(|| {
-                            Value::from(minijinja::value::Serde(self.context(ev)))
-                        });
-                        match self.render_field(i, j, "correlation", ctx) {
-                            Ok(k) if !k.trim().is_empty() => Some(k),
-                            Ok(_) => None,
-                            Err(e) => {
-                                tracing::warn!(rule = %rule.name, action = j, error = %e, "Action key did not render; no key.");
-                                None
-                            }
-                        }
-                    }
-                    _ => None,
-                };
-                let cancel = match action {
-                    Action::Cancel { rules, .. } => Some(rules.clone()),
-                    _ => None,
-                };
-                let at = match rule.ats.get(j) {
-                    Some(Some(_)) => {
-                        let ctx = ctx.get_or_insert_with(|| {
-                            Value::from(minijinja::value::Serde(self.context(ev)))
-                        });
-                        match self.render_field(i, j, "at", ctx) {
-                            Ok(t) => Some(t),
-                            Err(e) => {
-                                tracing::warn!(rule = %rule.name, action = j, error = %e, "`at` did not render; the action runs at once.");
-                                None
-                            }
-                        }
-                    }
-                    _ => None,
-                };
-                out.push(Match {
-                    rule: rule.name.clone(),
-                    action: j,
-                    kind: action.kind(),
-                    spec: self.specs[i][j].clone(),
-                    delay: rule.delays.get(j).copied().flatten(),
-                    key,
-                    at,
-                    cancel,
-                });
+            for (j, a) in rule.actions.iter().enumerate() {
+                out.push(self.planned(i, j, rule, a, ev, &mut ctx));
             }
             if rule.stop {
                 break;
             }
         }
         out
+    }
+
+    /// What one action of a firing rule plans: its key and `at` rendered (a failure is
+    /// logged: no key, or at once), its delay and fingerprint.
+    fn planned(
+        &self,
+        i: usize,
+        j: usize,
+        rule: &Rule,
+        a: &RuleAction,
+        ev: &EventView<'_>,
+        ctx: &mut Option<Value>,
+    ) -> Match {
+        let mut render = |field: &str| {
+            let ctx =
+                ctx.get_or_insert_with(|| Value::from(minijinja::value::Serde(self.context(ev))));
+            self.render_field(i, j, field, ctx)
+        };
+        let key = a.key.as_ref().and_then(|_| match render("correlation") {
+            Ok(k) if !k.trim().is_empty() => Some(k),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(rule = %rule.name, action = j, error = %e, "Action key did not render; no key.");
+                None
+            }
+        });
+        let at = a.at.as_ref().and_then(|_| match render("at") {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(rule = %rule.name, action = j, error = %e, "`at` did not render; the action runs at once.");
+                None
+            }
+        });
+        Match {
+            rule: rule.name.clone(),
+            action: j,
+            kind: a.action.kind(),
+            spec: self.specs[i][j].clone(),
+            delay: a.delay,
+            key,
+            at,
+            cancel: match &a.action {
+                Action::Cancel { rules, .. } => Some(rules.clone()),
+                _ => None,
+            },
+        }
     }
 
     /// Whether each rule fires for the event and, if not, why; rules after a firing `stop`
@@ -305,7 +307,7 @@ impl RuleSet {
 
     pub fn action(&self, rule: &str, action: usize) -> Option<(usize, &Action)> {
         let i = self.rules.iter().position(|r| r.name == rule)?;
-        Some((i, self.rules[i].actions.get(action)?))
+        Some((i, &self.rules[i].actions.get(action)?.action))
     }
 
     /// Renders one action for an event.
