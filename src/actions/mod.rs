@@ -4,16 +4,19 @@
 //! decides what to do with that.
 
 pub mod api;
-mod app;
+mod directory;
 mod email;
 mod error;
+mod group;
 mod http;
+mod notify;
 mod outbound;
 pub mod replies;
 mod robot;
 
-pub use app::{Person, wecom_chat_id};
+pub use directory::Person;
 pub use error::{ActionError, Disposition};
+pub use group::wecom_chat_id;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -58,6 +61,32 @@ impl From<replies::ReplyError> for ActionError {
     }
 }
 
+/// What a vendor-app action (groups, notifications) runs with.
+struct App<'a> {
+    apis: &'a api::Apis,
+    store: &'a crate::store::Store,
+    directory: &'a directory::Directory,
+    media: &'a outbound::Outbound,
+}
+
+impl App<'_> {
+    fn wecom(&self, via: &str) -> Result<&api::wecom::WeCom, ActionError> {
+        self.apis
+            .wecom
+            .get(via)
+            .map(|w| &**w)
+            .ok_or_else(|| ActionError::permanent(format!("no wecom connection named {via:?}")))
+    }
+
+    fn dingtalk(&self, via: &str) -> Result<&api::dingtalk::DingTalk, ActionError> {
+        self.apis
+            .dingtalk
+            .get(via)
+            .map(|d| &**d)
+            .ok_or_else(|| ActionError::permanent(format!("no dingtalk connection named {via:?}")))
+    }
+}
+
 /// Why the clients for a config could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -83,7 +112,7 @@ pub struct Actions {
     mailers: HashMap<String, email::Mailer>,
     apis: crate::actions::api::Apis,
     store: crate::store::Store,
-    directory: app::Directory,
+    directory: directory::Directory,
     replies: std::sync::Arc<replies::Replies>,
 }
 
@@ -122,7 +151,7 @@ impl Actions {
             outbound,
             mailers,
             store: store.clone(),
-            directory: app::Directory::default(),
+            directory: directory::Directory::default(),
             replies,
         })
     }
@@ -216,7 +245,13 @@ impl Actions {
             }
             Rendered::App(a) => {
                 let media = &self.outbound;
-                app::run(&self.apis, &self.store, &self.directory, media, a, attempt).await
+                let app = App {
+                    apis: &self.apis,
+                    store: &self.store,
+                    directory: &self.directory,
+                    media,
+                };
+                group::run(&app, a, attempt).await
             }
         }
     }
