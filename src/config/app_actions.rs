@@ -7,8 +7,8 @@ use std::ops::Range;
 
 use toml::Spanned;
 
+use super::actions::message_shape;
 use super::raw::{RawAction, S};
-use super::rules::message_shape;
 use super::validate::Ctx;
 use super::{Action, AppVendor, Connection, GroupTarget, Member};
 
@@ -123,6 +123,23 @@ impl Ctx<'_> {
         kind: &str,
         connections: &BTreeMap<String, Connection>,
     ) -> Option<Action> {
+        let app = self.app_via(prefix, a, table, connections);
+        match kind {
+            "group_create" => self.group_create(prefix, a, table, app, connections),
+            "group_update" => self.group_update(prefix, a, table, app, connections),
+            "group_send" => self.group_send(prefix, a, table, app),
+            _ => self.notify(prefix, a, table, app, connections),
+        }
+    }
+
+    /// `via`: the name of a wecom or dingtalk connection, and which vendor it is.
+    fn app_via(
+        &mut self,
+        prefix: &str,
+        a: &RawAction,
+        table: &Range<usize>,
+        connections: &BTreeMap<String, Connection>,
+    ) -> (Option<String>, Option<AppVendor>) {
         let via = self.string(&a.via, &format!("{prefix}.via"));
         let vendor = match (&via, via.as_deref().and_then(|v| connections.get(v))) {
             (None, _) => {
@@ -149,100 +166,133 @@ impl Ctx<'_> {
                 None
             }
         };
+        (via, vendor)
+    }
+
+    fn group_create(
+        &mut self,
+        prefix: &str,
+        a: &RawAction,
+        table: &Range<usize>,
+        app: (Option<String>, Option<AppVendor>),
+        connections: &BTreeMap<String, Connection>,
+    ) -> Option<Action> {
+        let (via, vendor) = app;
+        let kind = "group_create";
         let t = |ctx: &mut Self, key: &str, v: &S<String>| {
             ctx.template_at(&format!("{prefix}.{key}"), v)
         };
-        let action = match kind {
-            "group_create" => {
-                let key = self.need_template(prefix, "key", &a.key, table, kind);
-                let name = self.need_template(prefix, "name", &a.name, table, kind);
-                let owner = self.need_template(prefix, "owner", &a.owner, table, kind);
-                if a.members.is_none() {
-                    self.err(
-                        Some(table.clone()),
-                        format!("{prefix}.members"),
-                        "missing (required for kind group_create)",
-                    );
-                }
-                let members = self.members(&format!("{prefix}.members"), &a.members, connections);
-                let first_message = t(self, "first_message", &a.first_message);
-                Action::GroupCreate {
-                    via: via?,
-                    vendor: vendor?,
-                    key: key?,
-                    name: name?,
-                    owner: owner?,
-                    members,
-                    first_message,
-                }
-            }
-            "group_update" => {
-                let target = self.target(prefix, a, table);
-                let name = t(self, "name", &a.name);
-                let owner = t(self, "owner", &a.owner);
-                let add_members = self.members(
-                    &format!("{prefix}.add_members"),
-                    &a.add_members,
-                    connections,
-                );
-                let remove_members = self.members(
-                    &format!("{prefix}.remove_members"),
-                    &a.remove_members,
-                    connections,
-                );
-                if name.is_none()
-                    && owner.is_none()
-                    && add_members.is_empty()
-                    && remove_members.is_empty()
-                {
-                    self.err(
-                        Some(table.clone()),
-                        prefix,
-                        "group_update needs name, owner, add_members or remove_members",
-                    );
-                }
-                Action::GroupUpdate {
-                    via: via?,
-                    vendor: vendor?,
-                    target: target?,
-                    name,
-                    owner,
-                    add_members,
-                    remove_members,
-                }
-            }
-            "group_send" => {
-                let target = self.target(prefix, a, table);
-                let message = self.app_message(prefix, a, table, vendor, true)?;
-                Action::GroupSend {
-                    via: via?,
-                    vendor: vendor?,
-                    target: target?,
-                    message,
-                }
-            }
-            _ => {
-                let users = self.members(&format!("{prefix}.users"), &a.users, connections);
-                let departments =
-                    self.template_list(&format!("{prefix}.departments"), &a.departments);
-                if users.is_empty() && departments.is_empty() {
-                    self.err(
-                        Some(table.clone()),
-                        format!("{prefix}.users"),
-                        "notify needs users or departments",
-                    );
-                }
-                let message = self.app_message(prefix, a, table, vendor, false)?;
-                Action::Notify {
-                    via: via?,
-                    vendor: vendor?,
-                    users,
-                    departments,
-                    message,
-                }
-            }
+        let key = self.need_template(prefix, "key", &a.key, table, kind);
+        let name = self.need_template(prefix, "name", &a.name, table, kind);
+        let owner = self.need_template(prefix, "owner", &a.owner, table, kind);
+        if a.members.is_none() {
+            self.err(
+                Some(table.clone()),
+                format!("{prefix}.members"),
+                "missing (required for kind group_create)",
+            );
+        }
+        let members = self.members(&format!("{prefix}.members"), &a.members, connections);
+        let first_message = t(self, "first_message", &a.first_message);
+        Some(Action::GroupCreate {
+            via: via?,
+            vendor: vendor?,
+            key: key?,
+            name: name?,
+            owner: owner?,
+            members,
+            first_message,
+        })
+    }
+
+    fn group_update(
+        &mut self,
+        prefix: &str,
+        a: &RawAction,
+        table: &Range<usize>,
+        app: (Option<String>, Option<AppVendor>),
+        connections: &BTreeMap<String, Connection>,
+    ) -> Option<Action> {
+        let (via, vendor) = app;
+        let t = |ctx: &mut Self, key: &str, v: &S<String>| {
+            ctx.template_at(&format!("{prefix}.{key}"), v)
         };
-        Some(action)
+        let target = self.target(prefix, a, table);
+        let name = t(self, "name", &a.name);
+        let owner = t(self, "owner", &a.owner);
+        let add_members = self.members(
+            &format!("{prefix}.add_members"),
+            &a.add_members,
+            connections,
+        );
+        let remove_members = self.members(
+            &format!("{prefix}.remove_members"),
+            &a.remove_members,
+            connections,
+        );
+        if name.is_none() && owner.is_none() && add_members.is_empty() && remove_members.is_empty()
+        {
+            self.err(
+                Some(table.clone()),
+                prefix,
+                "group_update needs name, owner, add_members or remove_members",
+            );
+        }
+        Some(Action::GroupUpdate {
+            via: via?,
+            vendor: vendor?,
+            target: target?,
+            name,
+            owner,
+            add_members,
+            remove_members,
+        })
+    }
+
+    fn group_send(
+        &mut self,
+        prefix: &str,
+        a: &RawAction,
+        table: &Range<usize>,
+        app: (Option<String>, Option<AppVendor>),
+    ) -> Option<Action> {
+        let (via, vendor) = app;
+        let target = self.target(prefix, a, table);
+        let message = self.app_message(prefix, a, table, vendor, true)?;
+        Some(Action::GroupSend {
+            via: via?,
+            vendor: vendor?,
+            target: target?,
+            message,
+        })
+    }
+
+    fn notify(
+        &mut self,
+        prefix: &str,
+        a: &RawAction,
+        table: &Range<usize>,
+        app: (Option<String>, Option<AppVendor>),
+        connections: &BTreeMap<String, Connection>,
+    ) -> Option<Action> {
+        let (via, vendor) = app;
+        let users = self.members(&format!("{prefix}.users"), &a.users, connections);
+        let departments = self.template_list(&format!("{prefix}.departments"), &a.departments);
+        if users.is_empty() && departments.is_empty() {
+            self.err(
+                Some(table.clone()),
+                format!("{prefix}.users"),
+                "notify needs users or departments",
+            );
+        }
+        let message = self.app_message(prefix, a, table, vendor, false)?;
+        Some(Action::Notify {
+            via: via?,
+            vendor: vendor?,
+            users,
+            departments,
+            message,
+        })
     }
 
     /// `key` or `chat_id`, exactly one.
@@ -322,54 +372,9 @@ impl Ctx<'_> {
                     }
                 }
                 toml::Value::Table(t) => {
-                    let unknown: Vec<&String> = t
-                        .keys()
-                        .filter(|k| !["department", "via", "recursive"].contains(&k.as_str()))
-                        .collect();
-                    if !unknown.is_empty() {
-                        self.err(
-                            Some(v.span()),
-                            item_key.clone(),
-                            format!("unknown key {:?} (department, via, recursive)", unknown[0]),
-                        );
-                        continue;
+                    if let Some(m) = self.department(&item_key, v.span(), t, connections) {
+                        out.push(m);
                     }
-                    let id = match t.get("department") {
-                        Some(toml::Value::Integer(n)) => n.to_string(),
-                        Some(toml::Value::String(s)) => s.clone(),
-                        _ => {
-                            self.err(
-                                Some(v.span()),
-                                format!("{item_key}.department"),
-                                "missing (a department id)",
-                            );
-                            continue;
-                        }
-                    };
-                    let Some(id) = self.template_at(
-                        &format!("{item_key}.department"),
-                        &Some(Spanned::new(v.span(), id)),
-                    ) else {
-                        continue;
-                    };
-                    let via = t.get("via").and_then(|x| x.as_str()).map(str::to_owned);
-                    if let Some(name) = &via
-                        && !matches!(
-                            connections.get(name),
-                            Some(Connection::WeCom(_) | Connection::DingTalk(_))
-                        )
-                    {
-                        self.err(
-                            Some(v.span()),
-                            format!("{item_key}.via"),
-                            format!("no wecom or dingtalk connection named {name:?}"),
-                        );
-                    }
-                    let recursive = t
-                        .get("recursive")
-                        .and_then(toml::Value::as_bool)
-                        .unwrap_or(false);
-                    out.push(Member::Department { id, via, recursive });
                 }
                 _ => self.err(
                     Some(v.span()),
@@ -379,6 +384,62 @@ impl Ctx<'_> {
             }
         }
         out
+    }
+
+    /// `{ department = ID, via = "…", recursive = false }`: a department's members.
+    fn department(
+        &mut self,
+        item_key: &str,
+        span: Range<usize>,
+        t: &toml::Table,
+        connections: &BTreeMap<String, Connection>,
+    ) -> Option<Member> {
+        let unknown: Vec<&String> = t
+            .keys()
+            .filter(|k| !["department", "via", "recursive"].contains(&k.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            self.err(
+                Some(span.clone()),
+                item_key.to_owned(),
+                format!("unknown key {:?} (department, via, recursive)", unknown[0]),
+            );
+            return None;
+        }
+        let id = match t.get("department") {
+            Some(toml::Value::Integer(n)) => n.to_string(),
+            Some(toml::Value::String(s)) => s.clone(),
+            _ => {
+                self.err(
+                    Some(span.clone()),
+                    format!("{item_key}.department"),
+                    "missing (a department id)",
+                );
+                return None;
+            }
+        };
+        let id = self.template_at(
+            &format!("{item_key}.department"),
+            &Some(Spanned::new(span.clone(), id)),
+        )?;
+        let via = t.get("via").and_then(|x| x.as_str()).map(str::to_owned);
+        if let Some(name) = &via
+            && !matches!(
+                connections.get(name),
+                Some(Connection::WeCom(_) | Connection::DingTalk(_))
+            )
+        {
+            self.err(
+                Some(span.clone()),
+                format!("{item_key}.via"),
+                format!("no wecom or dingtalk connection named {name:?}"),
+            );
+        }
+        let recursive = t
+            .get("recursive")
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false);
+        Some(Member::Department { id, via, recursive })
     }
 
     fn app_message(

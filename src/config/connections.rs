@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::actions::syntax;
 use super::raw::{RawConnection, S};
-use super::rules::syntax;
 use super::validate::Ctx;
 use super::{Connection, DingTalkConnection, SmtpConnection, WeComConnection};
 use crate::secret::Secret;

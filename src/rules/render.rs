@@ -183,6 +183,9 @@ fn addresses(items: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// A template by its field name, rendered for the event (`to[0]`, `headers.X-Team`).
+type Field<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+
 pub(super) fn render(
     set: &RuleSet,
     rule: usize,
@@ -192,89 +195,118 @@ pub(super) fn render(
     ev: &EventView<'_>,
 ) -> Result<Rendered, String> {
     let field = |name: &str| set.render_field(rule, action, name, ctx);
-    let list = |name: &str, n: usize| -> Result<Vec<String>, String> {
-        (0..n).map(|i| field(&format!("{name}[{i}]"))).collect()
-    };
-    Ok(match spec {
-        Action::Log { level, .. } => Rendered::Log {
+    match spec {
+        Action::Log { level, .. } => Ok(Rendered::Log {
             level: *level,
             message: field("message")?,
-        },
-        Action::Http {
-            url,
-            method,
-            headers,
-            body,
-            secret,
-            timeout,
-        } => {
-            let mut out_headers = Vec::with_capacity(headers.len());
-            for (k, _) in headers {
-                out_headers.push((k.clone(), field(&format!("headers.{k}"))?));
-            }
-            let (body, json) = match body {
-                Some(_) => (field("body")?, false),
-                None => (event_json(ev), true),
-            };
-            Rendered::Http(RenderedHttp {
-                url: field("url")?,
-                host_from_template: !matches!(
-                    crate::config::url_target(url),
-                    Ok(crate::config::UrlTarget::Literal { .. })
-                ),
-                method: method.clone(),
-                headers: out_headers,
-                body,
-                json,
-                secret: secret.clone(),
-                timeout: *timeout,
-            })
-        }
-        Action::Email {
-            via,
-            to,
-            cc,
-            bcc,
-            html,
-            one_per_recipient,
-            ..
-        } => Rendered::Email(RenderedEmail {
-            via: via.clone(),
-            to: people("to", to, &field)?,
-            cc: people("cc", cc, &field)?,
-            bcc: people("bcc", bcc, &field)?,
-            subject: field("subject")?,
-            body: field("body")?,
-            html: html.as_ref().map(|_| field("html")).transpose()?,
-            one_per_recipient: *one_per_recipient,
         }),
+        Action::Http { .. } => http(spec, &field, ev),
+        Action::Email { .. } => email(spec, &field),
         Action::Robot {
             vendor,
             secret,
             message,
             per_minute,
             ..
-        } => Rendered::Robot(RenderedRobot {
+        } => Ok(Rendered::Robot(RenderedRobot {
             vendor: *vendor,
             webhook: field("webhook")?,
             secret: secret.clone(),
             message: render_json(message, "message".into(), &field)?,
             per_minute: *per_minute,
+        })),
+        Action::GroupCreate { .. }
+        | Action::GroupUpdate { .. }
+        | Action::GroupSend { .. }
+        | Action::Notify { .. } => app_action(spec, &field),
+        Action::AibotReply { message } => aibot_reply(message, &field, ev),
+        Action::Cancel { rules, .. } => Ok(Rendered::Cancel {
+            key: nonempty("key", field("key")?)?,
+            rules: rules.clone(),
         }),
+    }
+}
+
+fn http(spec: &Action, field: Field<'_>, ev: &EventView<'_>) -> Result<Rendered, String> {
+    let Action::Http {
+        url,
+        method,
+        headers,
+        body,
+        secret,
+        timeout,
+    } = spec
+    else {
+        return Err("not an http action".into());
+    };
+    let mut out_headers = Vec::with_capacity(headers.len());
+    for (k, _) in headers {
+        out_headers.push((k.clone(), field(&format!("headers.{k}"))?));
+    }
+    let (body, json) = match body {
+        Some(_) => (field("body")?, false),
+        None => (event_json(ev), true),
+    };
+    Ok(Rendered::Http(RenderedHttp {
+        url: field("url")?,
+        host_from_template: !matches!(
+            crate::config::url_target(url),
+            Ok(crate::config::UrlTarget::Literal { .. })
+        ),
+        method: method.clone(),
+        headers: out_headers,
+        body,
+        json,
+        secret: secret.clone(),
+        timeout: *timeout,
+    }))
+}
+
+fn email(spec: &Action, field: Field<'_>) -> Result<Rendered, String> {
+    let Action::Email {
+        via,
+        to,
+        cc,
+        bcc,
+        html,
+        one_per_recipient,
+        ..
+    } = spec
+    else {
+        return Err("not an email action".into());
+    };
+    Ok(Rendered::Email(RenderedEmail {
+        via: via.clone(),
+        to: people("to", to, field)?,
+        cc: people("cc", cc, field)?,
+        bcc: people("bcc", bcc, field)?,
+        subject: field("subject")?,
+        body: field("body")?,
+        html: html.as_ref().map(|_| field("html")).transpose()?,
+        one_per_recipient: *one_per_recipient,
+    }))
+}
+
+/// The vendor-app kinds: `group_create`, `group_update`, `group_send`, `notify`.
+fn app_action(spec: &Action, field: Field<'_>) -> Result<Rendered, String> {
+    let list = |name: &str, n: usize| -> Result<Vec<String>, String> {
+        (0..n).map(|i| field(&format!("{name}[{i}]"))).collect()
+    };
+    let (via, vendor, op) = match spec {
         Action::GroupCreate {
             via,
             vendor,
             members,
             first_message,
             ..
-        } => app(
+        } => (
             via,
-            *vendor,
+            vendor,
             AppOp::GroupCreate {
                 key: nonempty("key", field("key")?)?,
                 name: field("name")?,
                 owner: field("owner")?,
-                members: people("members", members, &field)?,
+                members: people("members", members, field)?,
                 first_message: first_message
                     .as_ref()
                     .map(|_| field("first_message"))
@@ -289,15 +321,15 @@ pub(super) fn render(
             owner,
             add_members,
             remove_members,
-        } => app(
+        } => (
             via,
-            *vendor,
+            vendor,
             AppOp::GroupUpdate {
-                target: render_target(target, &field)?,
+                target: render_target(target, field)?,
                 name: name.as_ref().map(|_| field("name")).transpose()?,
                 owner: owner.as_ref().map(|_| field("owner")).transpose()?,
-                add_members: people("add_members", add_members, &field)?,
-                remove_members: people("remove_members", remove_members, &field)?,
+                add_members: people("add_members", add_members, field)?,
+                remove_members: people("remove_members", remove_members, field)?,
             },
         ),
         Action::GroupSend {
@@ -305,52 +337,56 @@ pub(super) fn render(
             vendor,
             target,
             message,
-        } => app(
+        } => (
             via,
-            *vendor,
+            vendor,
             AppOp::GroupSend {
-                target: render_target(target, &field)?,
-                message: render_json(message, "message".into(), &field)?,
+                target: render_target(target, field)?,
+                message: render_json(message, "message".into(), field)?,
             },
         ),
-        Action::AibotReply { message } => {
-            let Some(req_id) = ev.fields.get("req_id").and_then(|r| r.as_str()) else {
-                return Err(format!(
-                    "event from {:?} has no req_id: wecom_aibot_reply answers only messages and events of a wecom_aibot receiver",
-                    ev.receiver
-                ));
-            };
-            Rendered::AibotReply(RenderedAibotReply {
-                receiver: ev.receiver.to_owned(),
-                cmd: match ev.kind {
-                    "enter_chat" => "aibot_respond_welcome_msg",
-                    "template_card_event" => "aibot_respond_update_msg",
-                    _ => "aibot_respond_msg",
-                },
-                req_id: req_id.to_owned(),
-                body: render_json(message, "message".into(), &field)?,
-            })
-        }
-        Action::Cancel { rules, .. } => Rendered::Cancel {
-            key: nonempty("key", field("key")?)?,
-            rules: rules.clone(),
-        },
         Action::Notify {
             via,
             vendor,
             users,
             departments,
             message,
-        } => app(
+        } => (
             via,
-            *vendor,
+            vendor,
             AppOp::Notify {
-                users: people("users", users, &field)?,
+                users: people("users", users, field)?,
                 departments: addresses(list("departments", departments.len())?),
-                message: render_json(message, "message".into(), &field)?,
+                message: render_json(message, "message".into(), field)?,
             },
         ),
-    })
+        _ => return Err("not a vendor-app action".into()),
+    };
+    Ok(app(via, *vendor, op))
+}
+
+/// A bot reply: to the push's `req_id`, as a welcome, a card update or an answer.
+fn aibot_reply(
+    message: &serde_json::Value,
+    field: Field<'_>,
+    ev: &EventView<'_>,
+) -> Result<Rendered, String> {
+    let Some(req_id) = ev.fields.get("req_id").and_then(|r| r.as_str()) else {
+        return Err(format!(
+            "event from {:?} has no req_id: wecom_aibot_reply answers only messages and events of a wecom_aibot receiver",
+            ev.receiver
+        ));
+    };
+    Ok(Rendered::AibotReply(RenderedAibotReply {
+        receiver: ev.receiver.to_owned(),
+        cmd: match ev.kind {
+            "enter_chat" => "aibot_respond_welcome_msg",
+            "template_card_event" => "aibot_respond_update_msg",
+            _ => "aibot_respond_msg",
+        },
+        req_id: req_id.to_owned(),
+        body: render_json(message, "message".into(), field)?,
+    }))
 }
 
 fn app(via: &str, vendor: AppVendor, op: AppOp) -> Rendered {
@@ -369,10 +405,7 @@ fn nonempty(name: &str, value: String) -> Result<String, String> {
     }
 }
 
-fn render_target(
-    target: &GroupTarget,
-    field: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<Target, String> {
+fn render_target(target: &GroupTarget, field: Field<'_>) -> Result<Target, String> {
     Ok(match target {
         GroupTarget::Key(_) => Target::Key(nonempty("key", field("key")?)?),
         GroupTarget::ChatId(_) => Target::ChatId(nonempty("chat_id", field("chat_id")?)?),
@@ -380,11 +413,7 @@ fn render_target(
 }
 
 /// Members as rendered: a user template may yield several ids (comma or space separated).
-fn people(
-    name: &str,
-    members: &[Member],
-    field: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<Vec<People>, String> {
+fn people(name: &str, members: &[Member], field: Field<'_>) -> Result<Vec<People>, String> {
     let mut out = Vec::new();
     for (i, m) in members.iter().enumerate() {
         match m {
@@ -418,7 +447,7 @@ fn people(
 fn render_json(
     value: &serde_json::Value,
     path: String,
-    field: &dyn Fn(&str) -> Result<String, String>,
+    field: Field<'_>,
 ) -> Result<serde_json::Value, String> {
     use serde_json::Value as J;
     Ok(match value {

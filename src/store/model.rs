@@ -124,6 +124,246 @@ fn event(key: u8, now: i64) -> Event {
 /// of the process that "died" have lapsed (SQLite frees them at start anyway).
 const LEASE_MS: i64 = 1_000;
 
+impl Model {
+    /// A new event with `actions` deliveries, each waiting for the one before it; whether it
+    /// was already there.
+    fn accept(&mut self, key: u8, actions: u8, now: i64) -> bool {
+        if self.events.contains_key(&key) {
+            return true;
+        }
+        let mut ids: Vec<i64> = Vec::new();
+        for _ in 0..actions {
+            self.next_id += 1;
+            let after = ids.last().copied();
+            ids.push(self.next_id);
+            let status = if after.is_some() {
+                DeliveryStatus::Waiting
+            } else {
+                DeliveryStatus::Pending
+            };
+            self.rows.insert(
+                self.next_id,
+                Row {
+                    status,
+                    attempts: 0,
+                    next_at: now,
+                },
+            );
+            self.links.insert(
+                self.next_id,
+                Links {
+                    after,
+                    skipped: false,
+                },
+            );
+        }
+        self.events.insert(key, ids);
+        false
+    }
+
+    fn finish(&mut self, id: i64, outcome: &Outcome, now: i64) {
+        let r = self.rows.get_mut(&id).unwrap();
+        match outcome {
+            Outcome::Done => {
+                r.status = DeliveryStatus::Done;
+                if let Some(s) = self.successor(id) {
+                    let s = self.rows.get_mut(&s).unwrap();
+                    if s.status == DeliveryStatus::Waiting {
+                        s.status = DeliveryStatus::Pending;
+                        s.next_at = now;
+                    }
+                }
+            }
+            Outcome::Retry { at_ms, .. } => {
+                r.status = DeliveryStatus::Pending;
+                r.next_at = *at_ms;
+            }
+            Outcome::Defer { at_ms } => {
+                r.status = DeliveryStatus::Pending;
+                r.next_at = *at_ms;
+                r.attempts = r.attempts.saturating_sub(1);
+            }
+            Outcome::Dead { .. } => {
+                r.status = DeliveryStatus::Dead;
+                let mut next = id;
+                while let Some(s) = self.successor(next) {
+                    if self.rows[&s].status != DeliveryStatus::Waiting {
+                        break;
+                    }
+                    self.rows.get_mut(&s).unwrap().status = DeliveryStatus::Dead;
+                    self.links.get_mut(&s).unwrap().skipped = true;
+                    next = s;
+                }
+            }
+        }
+    }
+
+    /// Dead `id` runs again: a skipped one waits for its predecessor again.
+    fn requeue_one(&mut self, id: i64, now: i64) {
+        let skipped = self.links[&id].skipped;
+        let r = self.rows.get_mut(&id).unwrap();
+        r.status = if skipped {
+            DeliveryStatus::Waiting
+        } else {
+            DeliveryStatus::Pending
+        };
+        r.next_at = now;
+        self.links.get_mut(&id).unwrap().skipped = false;
+        self.unskip(id);
+    }
+
+    /// Every dead one runs again; how many.
+    fn requeue_dead(&mut self, now: i64) -> usize {
+        let mut n = 0;
+        for (id, r) in self.rows.iter_mut() {
+            if r.status == DeliveryStatus::Dead {
+                let l = self.links.get_mut(id).unwrap();
+                r.status = if l.skipped {
+                    DeliveryStatus::Waiting
+                } else {
+                    DeliveryStatus::Pending
+                };
+                l.skipped = false;
+                r.next_at = now;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn dead(&self) -> Vec<i64> {
+        self.rows
+            .iter()
+            .filter(|(_, r)| r.status == DeliveryStatus::Dead)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+fn deliveries(actions: u8, now: i64) -> Vec<NewDelivery> {
+    (0..actions)
+        .map(|a| NewDelivery {
+            spec: None,
+            rule: "r".into(),
+            action: a.into(),
+            kind: "log".into(),
+            due_ms: now,
+            key: None,
+            deadline_ms: i64::MAX,
+        })
+        .collect()
+}
+
+fn outcome(how: u8, now: i64, delay: i64) -> Outcome {
+    match how {
+        0 => Outcome::Done,
+        1 => Outcome::Retry {
+            at_ms: now + delay,
+            error: "e".into(),
+        },
+        2 => Outcome::Defer { at_ms: now + delay },
+        _ => Outcome::Dead { error: "e".into() },
+    }
+}
+
+/// The store holds exactly the model's rows, and its next due time is the model's.
+async fn check(store: &Store, model: &Model) {
+    let rows: BTreeMap<i64, Row> = store
+        .deliveries(&DeliveryFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            let row = Row {
+                status: d.status,
+                attempts: d.attempts,
+                next_at: d.next_attempt_at_ms,
+            };
+            (d.id, row)
+        })
+        .collect();
+    assert_eq!(rows, model.rows);
+    let due = model
+        .rows
+        .values()
+        .filter(|r| r.status == DeliveryStatus::Pending)
+        .map(|r| r.next_at)
+        .min();
+    assert_eq!(store.next_due().await.unwrap(), due);
+}
+
+/// Runs `op` on the store and the model (a restart is [`run`]'s: it replaces the store).
+async fn step(store: &Store, model: &mut Model, now: &mut i64, op: Op) {
+    match op {
+        Op::Accept { key, actions } => {
+            let stored = store
+                .accept(event(key, *now), deliveries(actions, *now), Vec::new())
+                .await
+                .unwrap();
+            let known = model.accept(key, actions, *now);
+            assert_eq!(stored.duplicate, known, "{key}");
+        }
+        Op::Advance { ms } => *now += ms,
+        Op::Claim { limit } => {
+            let want = model.due(*now, limit.into());
+            let claimed = store.claim(*now, limit.into()).await.unwrap();
+            let got: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+            let mut sorted = want.clone();
+            sorted.sort();
+            assert_eq!(got, sorted, "claim at {now}");
+            for id in want {
+                let r = model.rows.get_mut(&id).unwrap();
+                r.status = DeliveryStatus::Running;
+                r.attempts += 1;
+            }
+        }
+        Op::Finish { nth, how, delay } => {
+            let running = model.running();
+            let Some(&id) = running.get(usize::from(nth) % running.len().max(1)) else {
+                return;
+            };
+            let outcome = outcome(how, *now, delay);
+            store.finish(id, outcome.clone(), *now).await.unwrap();
+            model.finish(id, &outcome, *now);
+        }
+        Op::Restart => {
+            *now += LEASE_MS + 1;
+            store
+                .requeue(RequeueTarget::Running, *now, 0)
+                .await
+                .unwrap();
+            for r in model.rows.values_mut() {
+                if r.status == DeliveryStatus::Running {
+                    r.status = DeliveryStatus::Pending;
+                    r.next_at = *now;
+                }
+            }
+        }
+        Op::RequeueOne { nth } => {
+            let dead = model.dead();
+            let Some(&id) = dead.get(usize::from(nth) % dead.len().max(1)) else {
+                return;
+            };
+            let n = store
+                .requeue(RequeueTarget::Id(id), *now, i64::MAX)
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+            model.requeue_one(id, *now);
+        }
+        Op::RequeueDead => {
+            let n = store
+                .requeue(RequeueTarget::AllDead, *now, i64::MAX)
+                .await
+                .unwrap();
+            assert_eq!(n, model.requeue_dead(*now));
+        }
+    }
+}
+
 fn run(backend: Backend, ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
@@ -139,212 +379,12 @@ fn run(backend: Backend, ops: Vec<Op>) {
         let mut model = Model::default();
         let mut now = 1_000_000i64;
         for op in ops {
-            match op {
-                Op::Accept { key, actions } => {
-                    let deliveries = (0..actions)
-                        .map(|a| NewDelivery {
-                            spec: None,
-                            rule: "r".into(),
-                            action: a.into(),
-                            kind: "log".into(),
-                            due_ms: now,
-                            key: None,
-                            deadline_ms: i64::MAX,
-                        })
-                        .collect();
-                    let stored = store
-                        .accept(event(key, now), deliveries, Vec::new())
-                        .await
-                        .unwrap();
-                    let known = model.events.contains_key(&key);
-                    assert_eq!(stored.duplicate, known, "{key}");
-                    if !known {
-                        let mut ids: Vec<i64> = Vec::new();
-                        for _ in 0..actions {
-                            model.next_id += 1;
-                            let after = ids.last().copied();
-                            ids.push(model.next_id);
-                            model.rows.insert(
-                                model.next_id,
-                                Row {
-                                    status: if after.is_some() {
-                                        DeliveryStatus::Waiting
-                                    } else {
-                                        DeliveryStatus::Pending
-                                    },
-                                    attempts: 0,
-                                    next_at: now,
-                                },
-                            );
-                            model.links.insert(
-                                model.next_id,
-                                Links {
-                                    after,
-                                    skipped: false,
-                                },
-                            );
-                        }
-                        model.events.insert(key, ids);
-                    }
-                }
-                Op::Advance { ms } => now += ms,
-                Op::Claim { limit } => {
-                    let want = model.due(now, limit.into());
-                    let got: Vec<i64> = store
-                        .claim(now, limit.into())
-                        .await
-                        .unwrap()
-                        .iter()
-                        .map(|d| d.id)
-                        .collect();
-                    let mut sorted = want.clone();
-                    sorted.sort();
-                    assert_eq!(got, sorted, "claim at {now}");
-                    for id in want {
-                        let r = model.rows.get_mut(&id).unwrap();
-                        r.status = DeliveryStatus::Running;
-                        r.attempts += 1;
-                    }
-                }
-                Op::Finish { nth, how, delay } => {
-                    let running = model.running();
-                    let Some(&id) = running.get(usize::from(nth) % running.len().max(1)) else {
-                        continue;
-                    };
-                    let outcome = match how {
-                        0 => Outcome::Done,
-                        1 => Outcome::Retry {
-                            at_ms: now + delay,
-                            error: "e".into(),
-                        },
-                        2 => Outcome::Defer { at_ms: now + delay },
-                        _ => Outcome::Dead { error: "e".into() },
-                    };
-                    store.finish(id, outcome.clone(), now).await.unwrap();
-                    let r = model.rows.get_mut(&id).unwrap();
-                    match outcome {
-                        Outcome::Done => {
-                            r.status = DeliveryStatus::Done;
-                            if let Some(s) = model.successor(id) {
-                                let s = model.rows.get_mut(&s).unwrap();
-                                if s.status == DeliveryStatus::Waiting {
-                                    s.status = DeliveryStatus::Pending;
-                                    s.next_at = now;
-                                }
-                            }
-                        }
-                        Outcome::Retry { at_ms, .. } => {
-                            r.status = DeliveryStatus::Pending;
-                            r.next_at = at_ms;
-                        }
-                        Outcome::Defer { at_ms } => {
-                            r.status = DeliveryStatus::Pending;
-                            r.next_at = at_ms;
-                            r.attempts = r.attempts.saturating_sub(1);
-                        }
-                        Outcome::Dead { .. } => {
-                            r.status = DeliveryStatus::Dead;
-                            let mut next = id;
-                            while let Some(s) = model.successor(next) {
-                                if model.rows[&s].status != DeliveryStatus::Waiting {
-                                    break;
-                                }
-                                model.rows.get_mut(&s).unwrap().status = DeliveryStatus::Dead;
-                                model.links.get_mut(&s).unwrap().skipped = true;
-                                next = s;
-                            }
-                        }
-                    }
-                }
-                Op::Restart => {
-                    drop(store);
-                    store = Store::open(&config).await.unwrap();
-                    now += LEASE_MS + 1;
-                    store.requeue(RequeueTarget::Running, now, 0).await.unwrap();
-                    for r in model.rows.values_mut() {
-                        if r.status == DeliveryStatus::Running {
-                            r.status = DeliveryStatus::Pending;
-                            r.next_at = now;
-                        }
-                    }
-                }
-                Op::RequeueOne { nth } => {
-                    let dead: Vec<i64> = model
-                        .rows
-                        .iter()
-                        .filter(|(_, r)| r.status == DeliveryStatus::Dead)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    let Some(&id) = dead.get(usize::from(nth) % dead.len().max(1)) else {
-                        continue;
-                    };
-                    let n = store
-                        .requeue(RequeueTarget::Id(id), now, i64::MAX)
-                        .await
-                        .unwrap();
-                    assert_eq!(n, 1);
-                    let skipped = model.links[&id].skipped;
-                    let r = model.rows.get_mut(&id).unwrap();
-                    r.status = if skipped {
-                        DeliveryStatus::Waiting
-                    } else {
-                        DeliveryStatus::Pending
-                    };
-                    r.next_at = now;
-                    model.links.get_mut(&id).unwrap().skipped = false;
-                    model.unskip(id);
-                }
-                Op::RequeueDead => {
-                    let n = store
-                        .requeue(RequeueTarget::AllDead, now, i64::MAX)
-                        .await
-                        .unwrap();
-                    let mut m = 0;
-                    for (id, r) in model.rows.iter_mut() {
-                        if r.status == DeliveryStatus::Dead {
-                            let l = model.links.get_mut(id).unwrap();
-                            r.status = if l.skipped {
-                                DeliveryStatus::Waiting
-                            } else {
-                                DeliveryStatus::Pending
-                            };
-                            l.skipped = false;
-                            r.next_at = now;
-                            m += 1;
-                        }
-                    }
-                    assert_eq!(n, m);
-                }
+            if matches!(op, Op::Restart) {
+                drop(store);
+                store = Store::open(&config).await.unwrap();
             }
-            let rows: BTreeMap<i64, Row> = store
-                .deliveries(&DeliveryFilter {
-                    limit: 10_000,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|d| {
-                    (
-                        d.id,
-                        Row {
-                            status: d.status,
-                            attempts: d.attempts,
-                            next_at: d.next_attempt_at_ms,
-                        },
-                    )
-                })
-                .collect();
-            assert_eq!(rows, model.rows);
-            assert_eq!(
-                store.next_due().await.unwrap(),
-                model
-                    .rows
-                    .values()
-                    .filter(|r| r.status == DeliveryStatus::Pending)
-                    .map(|r| r.next_at)
-                    .min()
-            );
+            step(&store, &mut model, &mut now, op).await;
+            check(&store, &model).await;
         }
     });
 }
