@@ -1,20 +1,25 @@
 //! hookgate: a webhook callback gateway for WeCom, WeChat MP, DingTalk and Feishu/Lark.
 //!
-//! The modules, in the order a callback travels through them:
+//! The modules, in the order an event travels through them (`ARCHITECTURE.md` has the map):
 //!
+//! - `app` (feature `server`): the composition root that `serve` and the tests start.
 //! - [`config`]: the TOML file, `${VAR}` substitution and validation into a [`config::Config`].
 //! - `server` (feature `server`): the hyper service; routes a path to its receiver, enforces
-//!   body limits and timeouts, answers only after the store committed.
+//!   body limits and timeouts, answers only after the event is committed.
 //! - [`ingress`]: one file per vendor; reads a request, verifies and decrypts it through
 //!   [`crypto`], decides the vendor-exact reply and yields a verified [`event::Event`].
 //! - [`crypto`]: pure signature and AES schemes over bytes.
 //! - [`event`]: decrypted XML/JSON → `Event` (kind, dedupe key, fields).
-//! - [`rules`]: which events fire which actions; Jinja templates that render them.
 //! - `stream` (feature `server`): receivers that connect out (DingTalk Stream, Feishu long
-//!   connection, WeCom AI bots) and feed the same path.
+//!   connection, WeCom AI bots) and feed the same intake.
+//! - `intake` (feature `server`): the one way an event becomes durable: the rules plan its
+//!   deliveries, the store commits them with it.
+//! - [`rules`]: which events fire which actions; [`template`] the Jinja environment that
+//!   renders them; [`time`] the times and durations rules write.
 //! - `store` (feature `server`): the durable store behind one boundary (SQLite or PostgreSQL).
 //! - `delivery` (feature `server`): the worker that runs stored deliveries with retries.
-//! - `actions` (feature `server`): email, HTTP and log sinks, with failure classification.
+//! - `actions` (feature `server`): the sinks (email, HTTP, robots, app groups and
+//!   notifications, bot replies), each failure typed for the worker.
 //! - `cli` (feature `server`): the `hookgate` command line.
 
 pub mod config;
