@@ -28,6 +28,7 @@ pub mod event;
 pub mod ingress;
 pub mod rules;
 pub mod secret;
+pub mod store;
 pub mod template;
 pub mod time;
 
@@ -51,8 +52,6 @@ pub mod metrics;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod simulate;
-#[cfg(feature = "server")]
-pub mod store;
 #[cfg(feature = "server")]
 pub mod stream;
 #[cfg(feature = "server")]

@@ -8,16 +8,15 @@ mod connections;
 mod env;
 mod kinds;
 mod outbound;
-#[cfg(feature = "server")]
-mod pg_url;
 mod raw;
 mod receivers;
 mod rules;
 mod validate;
 
 #[cfg(feature = "server")]
-pub use pg_url::parse_postgres_url;
+pub use crate::store::settings::parse_postgres_url;
 
+pub use crate::store::settings::{StoreConfig, Synchronous};
 pub use crate::time::parse_duration;
 pub use kinds::{Action, AppVendor, GroupTarget, Member, RobotVendor};
 
@@ -69,52 +68,6 @@ pub struct ServerConfig {
     /// A separate listener for `/metrics`, `/healthz` and `/readyz` (say on 127.0.0.1 only);
     /// when set, the callback listener no longer serves the metrics.
     pub admin_listen: Option<SocketAddr>,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// The SQLite file (the default store), unless `url` names a PostgreSQL database.
-    pub path: PathBuf,
-    pub synchronous: Synchronous,
-    /// `postgres://…`: the store shared by several replicas.
-    pub url: Option<Secret<String>>,
-    /// PostgreSQL connections per process.
-    pub pool_size: usize,
-    /// How long a replica's claim on a running delivery lasts without renewal; after that
-    /// another replica runs it (PostgreSQL only: one SQLite file has one process).
-    pub lease: Duration,
-    /// CA certificates (PEM) for TLS to PostgreSQL; else the system's.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl StoreConfig {
-    /// The embedded store at `path` with the defaults.
-    pub fn sqlite(path: impl Into<PathBuf>) -> Self {
-        Self {
-            path: path.into(),
-            synchronous: Synchronous::Full,
-            url: None,
-            pool_size: 16,
-            lease: Duration::from_secs(30),
-            ca_file: None,
-        }
-    }
-
-    /// `url` in place of the file.
-    pub fn postgres(url: impl Into<String>) -> Self {
-        Self {
-            url: Some(Secret::new(url.into())),
-            ..Self::sqlite("")
-        }
-    }
-}
-
-/// SQLite's `synchronous`: `Full` fsyncs every commit; `Normal` survives a process crash but
-/// may lose the last commits on power loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Synchronous {
-    Full,
-    Normal,
 }
 
 /// One callback endpoint: a vendor app's URL and credentials.

@@ -10,9 +10,9 @@ use proptest::prelude::*;
 
 use super::tests::Backend;
 use super::{DeliveryFilter, DeliveryStatus, NewDelivery, Outcome, RequeueTarget, Store};
-use crate::config::StoreConfig;
 use crate::crypto::Verified;
 use crate::event::{Event, Vendor};
+use crate::store::StoreConfig;
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -11,9 +11,9 @@ use super::{
     Cancel, DeliveryFilter, DeliveryStatus, GroupRow, ListFilter, NewDelivery, Outcome,
     RequeueTarget, Store, StoreError,
 };
-use crate::config::StoreConfig;
 use crate::crypto::Verified;
 use crate::event::{Event, Vendor};
+use crate::store::StoreConfig;
 
 #[path = "../../tests/common/pg.rs"]
 pub(super) mod pg;

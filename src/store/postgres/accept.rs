@@ -384,9 +384,9 @@ pub(super) struct DeliveryColumns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StoreConfig;
     use crate::crypto::Verified;
     use crate::event::Vendor;
+    use crate::store::StoreConfig;
     use crate::store::{DeliveryFilter, DeliveryStatus};
 
     fn op(key: &str, deliveries: Vec<NewDelivery>, cancels: Vec<Cancel>) -> AcceptOp {

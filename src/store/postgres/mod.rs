@@ -37,7 +37,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
-use crate::config::StoreConfig;
+use crate::store::StoreConfig;
 use crate::store::StoreError;
 use accept::{AcceptOp, write_loop};
 use notify::{Announcer, due_channel, listen};
@@ -110,11 +110,13 @@ impl Postgres {
         config: &StoreConfig,
         health: Arc<crate::store::Health>,
     ) -> Result<Self, StoreError> {
-        let (mut pg, verify) = crate::config::parse_postgres_url(url, config.ca_file.is_some())
-            .map_err(|e| StoreError::Open {
-                path: "store.url".into(),
-                source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(e)),
-            })?;
+        let (mut pg, verify) =
+            crate::store::settings::parse_postgres_url(url, config.ca_file.is_some()).map_err(
+                |e| StoreError::Open {
+                    path: "store.url".into(),
+                    source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(e)),
+                },
+            )?;
         let shown = describe(&pg);
         let open_error = |e: Box<dyn std::error::Error + Send + Sync>| opening(&shown, &*e);
         defaults(&mut pg);

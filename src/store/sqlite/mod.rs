@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{StoreConfig, Synchronous};
 use crate::event::Event;
 use crate::store::{
     Cancel, ClaimedDelivery, NewDelivery, Outcome, RequeueTarget, StoreError, Stored,
 };
+use crate::store::{StoreConfig, Synchronous};
 use accept::insert_event;
 use deliveries::{cancel, claim, finish, requeue};
 use schema::{Migration, migrate};
