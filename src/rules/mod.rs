@@ -42,6 +42,28 @@ enum Check {
     IfFailed(String),
 }
 
+/// Why an action could not be rendered for an event (the delivery goes dead with it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed: minijinja's reason, fuel or the 1 MiB cap included.
+    #[error("{field}: {reason}")]
+    Template { field: String, reason: String },
+    /// A field that names something (a key, a chat, a department) rendered empty.
+    #[error("{0} rendered empty")]
+    Empty(String),
+    /// A `wecom_aibot_reply` for an event that did not come over a bot's connection.
+    #[error(
+        "event from {0:?} has no req_id: wecom_aibot_reply answers only messages and events of a wecom_aibot receiver"
+    )]
+    NoReqId(String),
+    /// A reload removed the action the delivery was made for.
+    #[error("rule {rule:?} has no action {action} in the current config")]
+    Gone { rule: String, action: usize },
+    /// The dispatch handed an action to the wrong kind's renderer (a bug).
+    #[error("not a {0} action")]
+    NotThisKind(&'static str),
+}
+
 /// Whether one rule fires for an event (`hookgate explain`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -316,10 +338,11 @@ impl RuleSet {
         rule: &str,
         action: usize,
         ev: &EventView<'_>,
-    ) -> Result<Rendered, String> {
-        let (i, spec) = self
-            .action(rule, action)
-            .ok_or_else(|| format!("rule {rule:?} has no action {action} in the current config"))?;
+    ) -> Result<Rendered, RenderError> {
+        let (i, spec) = self.action(rule, action).ok_or_else(|| RenderError::Gone {
+            rule: rule.to_owned(),
+            action,
+        })?;
         let ctx = Value::from(minijinja::value::Serde(self.context(ev)));
         render::render(self, i, action, spec, &ctx, ev)
     }
@@ -330,13 +353,20 @@ impl RuleSet {
         action: usize,
         field: &str,
         ctx: &Value,
-    ) -> Result<String, String> {
+    ) -> Result<String, RenderError> {
+        let failed = |reason: String| RenderError::Template {
+            field: field.to_owned(),
+            reason,
+        };
         let name = template_name(rule, action, field);
-        let tmpl = self.env.get_template(&name).map_err(|e| describe(&e))?;
+        let tmpl = self
+            .env
+            .get_template(&name)
+            .map_err(|e| failed(describe(&e)))?;
         let mut out = Capped::default();
         tmpl.render_captured_to(ctx.clone(), &mut out)
-            .map_err(|e| format!("{field}: {}", describe_chain(&e)))?;
-        String::from_utf8(out.0).map_err(|e| format!("{field}: {e}"))
+            .map_err(|e| failed(describe_chain(&e)))?;
+        String::from_utf8(out.0).map_err(|e| failed(e.to_string()))
     }
 }
 
@@ -566,7 +596,10 @@ message = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}
 "#);
         let f = fields("{}");
         let err = rules.render("r", 0, &view("hr", &f)).unwrap_err();
-        assert!(err.contains("fuel"), "{err}");
+        assert!(
+            matches!(&err, RenderError::Template { field, reason } if field == "message" && reason.contains("fuel")),
+            "{err}"
+        );
     }
 
     /// Security review, item 14: one `replace` on event-sized text allocated 2.6 GB and
@@ -584,9 +617,15 @@ kind = "log"
 message = "{% for i in range(20000) %}{{ Name }}{% endfor %}"
 "#);
         let f = fields(&format!(r#"{{"Name":"{}"}}"#, "x".repeat(2000)));
-        let err = rules.render("r", 0, &view("hr", &f)).unwrap_err();
+        let err = rules
+            .render("r", 0, &view("hr", &f))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("message") && err.contains("replace"), "{err}");
-        let err = rules.render("r", 1, &view("hr", &f)).unwrap_err();
+        let err = rules
+            .render("r", 1, &view("hr", &f))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("message") && err.contains("1024 KiB"), "{err}");
         let small = fields(r#"{"Name":"ab"}"#);
         let Rendered::Log { message, .. } = rules.render("r", 0, &view("hr", &small)).unwrap()

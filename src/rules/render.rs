@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use minijinja::Value;
 
-use super::{EventView, RuleSet};
+use super::{EventView, RenderError, RuleSet};
 use crate::config::{Action, AppVendor, GroupTarget, Member, RobotVendor};
 use crate::secret::Secret;
 
@@ -184,7 +184,7 @@ fn addresses(items: Vec<String>) -> Vec<String> {
 }
 
 /// A template by its field name, rendered for the event (`to[0]`, `headers.X-Team`).
-type Field<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+type Field<'a> = &'a dyn Fn(&str) -> Result<String, RenderError>;
 
 pub(super) fn render(
     set: &RuleSet,
@@ -193,7 +193,7 @@ pub(super) fn render(
     spec: &Action,
     ctx: &Value,
     ev: &EventView<'_>,
-) -> Result<Rendered, String> {
+) -> Result<Rendered, RenderError> {
     let field = |name: &str| set.render_field(rule, action, name, ctx);
     match spec {
         Action::Log { level, .. } => Ok(Rendered::Log {
@@ -227,7 +227,7 @@ pub(super) fn render(
     }
 }
 
-fn http(spec: &Action, field: Field<'_>, ev: &EventView<'_>) -> Result<Rendered, String> {
+fn http(spec: &Action, field: Field<'_>, ev: &EventView<'_>) -> Result<Rendered, RenderError> {
     let Action::Http {
         url,
         method,
@@ -237,7 +237,7 @@ fn http(spec: &Action, field: Field<'_>, ev: &EventView<'_>) -> Result<Rendered,
         timeout,
     } = spec
     else {
-        return Err("not an http action".into());
+        return Err(RenderError::NotThisKind("http"));
     };
     let mut out_headers = Vec::with_capacity(headers.len());
     for (k, _) in headers {
@@ -262,7 +262,7 @@ fn http(spec: &Action, field: Field<'_>, ev: &EventView<'_>) -> Result<Rendered,
     }))
 }
 
-fn email(spec: &Action, field: Field<'_>) -> Result<Rendered, String> {
+fn email(spec: &Action, field: Field<'_>) -> Result<Rendered, RenderError> {
     let Action::Email {
         via,
         to,
@@ -273,7 +273,7 @@ fn email(spec: &Action, field: Field<'_>) -> Result<Rendered, String> {
         ..
     } = spec
     else {
-        return Err("not an email action".into());
+        return Err(RenderError::NotThisKind("email"));
     };
     Ok(Rendered::Email(RenderedEmail {
         via: via.clone(),
@@ -288,8 +288,8 @@ fn email(spec: &Action, field: Field<'_>) -> Result<Rendered, String> {
 }
 
 /// The vendor-app kinds: `group_create`, `group_update`, `group_send`, `notify`.
-fn app_action(spec: &Action, field: Field<'_>) -> Result<Rendered, String> {
-    let list = |name: &str, n: usize| -> Result<Vec<String>, String> {
+fn app_action(spec: &Action, field: Field<'_>) -> Result<Rendered, RenderError> {
+    let list = |name: &str, n: usize| -> Result<Vec<String>, RenderError> {
         (0..n).map(|i| field(&format!("{name}[{i}]"))).collect()
     };
     let (via, vendor, op) = match spec {
@@ -360,7 +360,7 @@ fn app_action(spec: &Action, field: Field<'_>) -> Result<Rendered, String> {
                 message: render_json(message, "message".into(), field)?,
             },
         ),
-        _ => return Err("not a vendor-app action".into()),
+        _ => return Err(RenderError::NotThisKind("vendor-app")),
     };
     Ok(app(via, *vendor, op))
 }
@@ -370,12 +370,9 @@ fn aibot_reply(
     message: &serde_json::Value,
     field: Field<'_>,
     ev: &EventView<'_>,
-) -> Result<Rendered, String> {
+) -> Result<Rendered, RenderError> {
     let Some(req_id) = ev.fields.get("req_id").and_then(|r| r.as_str()) else {
-        return Err(format!(
-            "event from {:?} has no req_id: wecom_aibot_reply answers only messages and events of a wecom_aibot receiver",
-            ev.receiver
-        ));
+        return Err(RenderError::NoReqId(ev.receiver.to_owned()));
     };
     Ok(Rendered::AibotReply(RenderedAibotReply {
         receiver: ev.receiver.to_owned(),
@@ -397,15 +394,15 @@ fn app(via: &str, vendor: AppVendor, op: AppOp) -> Rendered {
     })
 }
 
-fn nonempty(name: &str, value: String) -> Result<String, String> {
+fn nonempty(name: &str, value: String) -> Result<String, RenderError> {
     if value.trim().is_empty() {
-        Err(format!("{name} rendered empty"))
+        Err(RenderError::Empty(name.to_owned()))
     } else {
         Ok(value)
     }
 }
 
-fn render_target(target: &GroupTarget, field: Field<'_>) -> Result<Target, String> {
+fn render_target(target: &GroupTarget, field: Field<'_>) -> Result<Target, RenderError> {
     Ok(match target {
         GroupTarget::Key(_) => Target::Key(nonempty("key", field("key")?)?),
         GroupTarget::ChatId(_) => Target::ChatId(nonempty("chat_id", field("chat_id")?)?),
@@ -413,7 +410,7 @@ fn render_target(target: &GroupTarget, field: Field<'_>) -> Result<Target, Strin
 }
 
 /// Members as rendered: a user template may yield several ids (comma or space separated).
-fn people(name: &str, members: &[Member], field: Field<'_>) -> Result<Vec<People>, String> {
+fn people(name: &str, members: &[Member], field: Field<'_>) -> Result<Vec<People>, RenderError> {
     let mut out = Vec::new();
     for (i, m) in members.iter().enumerate() {
         match m {
@@ -429,7 +426,7 @@ fn people(name: &str, members: &[Member], field: Field<'_>) -> Result<Vec<People
                 let ids = field(&format!("{name}[{i}].department"))?;
                 let ids = addresses(vec![ids]);
                 if ids.is_empty() {
-                    return Err(format!("{name}[{i}].department rendered empty"));
+                    return Err(RenderError::Empty(format!("{name}[{i}].department")));
                 }
                 out.extend(ids.into_iter().map(|id| People::Department {
                     id,
@@ -448,7 +445,7 @@ fn render_json(
     value: &serde_json::Value,
     path: String,
     field: Field<'_>,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, RenderError> {
     use serde_json::Value as J;
     Ok(match value {
         J::String(_) => J::String(field(&path)?),
@@ -462,7 +459,7 @@ fn render_json(
         J::Object(map) => J::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), render_json(v, format!("{path}.{k}"), field)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, RenderError>>()?,
         ),
         other => other.clone(),
     })
