@@ -1,11 +1,48 @@
 //! The Jinja environment every template and `if` expression runs in (minijinja): chainable
 //! undefined values, fuel, a 1 MiB cap on what one rendering may produce, `html` parts
-//! autoescaped, and the `datetime`, `shift` and capped `replace` filters. Also what
-//! `hookgate check` reports about a template before it ever runs.
+//! autoescaped, and the `datetime`, `shift` and capped `replace` filters; the event as
+//! templates see it ([`EventView`]). Also what `hookgate check` reports about a template
+//! before it ever runs.
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+use serde_json::{Map, Value as Json};
 
 use crate::time::{parse_duration, parse_time};
+
+/// The event as templates and conditions see it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventView<'a> {
+    pub id: i64,
+    pub receiver: &'a str,
+    pub vendor: &'a str,
+    pub kind: &'a str,
+    pub dedupe_key: &'a str,
+    pub received_at_ms: i64,
+    pub fields: &'a Map<String, Json>,
+}
+
+impl EventView<'_> {
+    /// The context templates see: the event's fields at the top level, `event` (the fields'
+    /// own `event` object, if any, with `id`, `receiver`, `vendor`, `kind`, `dedupe_key` and
+    /// `received_at` laid over it), `fields` (all fields), and `tables`.
+    pub fn context(&self, tables: &Json) -> Json {
+        let mut top = self.fields.clone();
+        let mut meta = match self.fields.get("event") {
+            Some(Json::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        meta.insert("id".into(), self.id.into());
+        meta.insert("receiver".into(), self.receiver.into());
+        meta.insert("vendor".into(), self.vendor.into());
+        meta.insert("kind".into(), self.kind.into());
+        meta.insert("dedupe_key".into(), self.dedupe_key.into());
+        meta.insert("received_at".into(), self.received_at_ms.into());
+        top.insert("fields".into(), Json::Object(self.fields.clone()));
+        top.insert("event".into(), Json::Object(meta));
+        top.insert("tables".into(), tables.clone());
+        Json::Object(top)
+    }
+}
 
 /// Bounds what one template can make the renderer do (loops over huge ranges and the like).
 const FUEL: u64 = 200_000;

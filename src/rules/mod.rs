@@ -12,25 +12,13 @@ use serde_json::{Map, Value as Json};
 
 use crate::config::{Action, Config, Rule, RuleAction};
 use crate::template::{Capped, condition_template, describe, describe_chain, environment};
-pub use crate::template::{MAX_RENDERED, expression_problem, template_problem};
+pub use crate::template::{EventView, MAX_RENDERED, expression_problem, template_problem};
 pub use crate::time::parse_time;
 
 pub use render::{
     AppOp, People, Rendered, RenderedAibotReply, RenderedApp, RenderedEmail, RenderedHttp,
     RenderedRobot, Target, join_people,
 };
-
-/// The event as templates and conditions see it.
-#[derive(Debug, Clone, Copy)]
-pub struct EventView<'a> {
-    pub id: i64,
-    pub receiver: &'a str,
-    pub vendor: &'a str,
-    pub kind: &'a str,
-    pub dedupe_key: &'a str,
-    pub received_at_ms: i64,
-    pub fields: &'a Map<String, Json>,
-}
 
 /// Why a rule does or does not fire, cheap to make.
 enum Check {
@@ -162,21 +150,7 @@ impl RuleSet {
     /// own `event` object, if any, with `id`, `receiver`, `vendor`, `kind`, `dedupe_key` and
     /// `received_at` laid over it), `fields` (all fields), and `tables`.
     pub fn context(&self, ev: &EventView<'_>) -> Json {
-        let mut top = ev.fields.clone();
-        let mut meta = match ev.fields.get("event") {
-            Some(Json::Object(m)) => m.clone(),
-            _ => Map::new(),
-        };
-        meta.insert("id".into(), ev.id.into());
-        meta.insert("receiver".into(), ev.receiver.into());
-        meta.insert("vendor".into(), ev.vendor.into());
-        meta.insert("kind".into(), ev.kind.into());
-        meta.insert("dedupe_key".into(), ev.dedupe_key.into());
-        meta.insert("received_at".into(), ev.received_at_ms.into());
-        top.insert("fields".into(), Json::Object(ev.fields.clone()));
-        top.insert("event".into(), Json::Object(meta));
-        top.insert("tables".into(), self.tables.clone());
-        Json::Object(top)
+        ev.context(&self.tables)
     }
 
     /// Every action that fires for the event, in file order, honouring `stop`. A condition
