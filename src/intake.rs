@@ -72,15 +72,7 @@ pub fn plan(loaded: &Loaded, event: &Event) -> (Vec<NewDelivery>, Vec<Cancel>) {
     if loaded.rules.rules().is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let view = EventView {
-        id: 0,
-        receiver: event.receiver(),
-        vendor: event.vendor().as_str(),
-        kind: event.kind(),
-        dedupe_key: event.dedupe_key(),
-        received_at_ms: event.received_at_ms(),
-        fields: event.fields(),
-    };
+    let view = EventView::unstored(event);
     let mut deliveries = Vec::new();
     let mut cancels = Vec::new();
     for m in loaded.rules.matching(&view) {

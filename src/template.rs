@@ -21,7 +21,20 @@ pub struct EventView<'a> {
     pub fields: &'a Map<String, Json>,
 }
 
-impl EventView<'_> {
+impl<'a> EventView<'a> {
+    /// An event not stored yet: templates see its id as 0 (the id exists only once stored).
+    pub fn unstored(event: &'a crate::event::Event) -> Self {
+        Self {
+            id: 0,
+            receiver: event.receiver(),
+            vendor: event.vendor().as_str(),
+            kind: event.kind(),
+            dedupe_key: event.dedupe_key(),
+            received_at_ms: event.received_at_ms(),
+            fields: event.fields(),
+        }
+    }
+
     /// The context templates see: the event's fields at the top level, `event` (the fields'
     /// own `event` object, if any, with `id`, `receiver`, `vendor`, `kind`, `dedupe_key` and
     /// `received_at` laid over it), `fields` (all fields), and `tables`.

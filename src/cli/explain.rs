@@ -84,15 +84,7 @@ pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -
     )
     .with_context(|| format!("parsing {}", event_file.display()))?;
     let rules = RuleSet::new(&config).map_err(|e| anyhow::anyhow!(e))?;
-    let view = EventView {
-        id: 0,
-        receiver: event.receiver(),
-        vendor: event.vendor().as_str(),
-        kind: event.kind(),
-        dedupe_key: event.dedupe_key(),
-        received_at_ms: event.received_at_ms(),
-        fields: event.fields(),
-    };
+    let view = EventView::unstored(&event);
     println!(
         "event: receiver {}, kind {}, dedupe key {}",
         view.receiver, view.kind, view.dedupe_key
