@@ -174,10 +174,6 @@ impl App {
         self.admin_addr
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Swaps in a validated config: requests and deliveries in flight finish with the old
     /// one; stream receivers that changed restart. On an error the running config stays.
     /// `[server] listen`, `admin_listen` and `[store]` take effect only after a restart.

@@ -73,23 +73,10 @@ fn strip(text: &str) -> (String, Vec<String>) {
 }
 
 fn files() -> Vec<File> {
-    let mut found = Vec::new();
-    let mut stack = vec![src()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                found.push(p);
-            }
-        }
-    }
     let mut all = Vec::new();
     let mut test_only = BTreeSet::new();
-    for p in found {
-        let rel = p.strip_prefix(src()).unwrap().to_owned();
-        let text = std::fs::read_to_string(&p).unwrap();
+    for (path, text) in every_file() {
+        let rel = PathBuf::from(path.trim_start_matches("src/"));
         let (code, test_mods) = strip(&text);
         let module = module_of(&rel);
         for m in test_mods {
@@ -97,14 +84,9 @@ fn files() -> Vec<File> {
             child.push(m);
             test_only.insert(child);
         }
-        all.push(File {
-            path: format!("src/{}", rel.display()),
-            module,
-            code,
-        });
+        all.push(File { path, module, code });
     }
     all.retain(|f| !f.path.ends_with("main.rs") && !test_only.contains(&f.module));
-    all.sort_by(|a, b| a.path.cmp(&b.path));
     all
 }
 

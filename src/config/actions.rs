@@ -106,18 +106,7 @@ impl Ctx<'_> {
         Some(text)
     }
 
-    pub(super) fn need_template(
-        &mut self,
-        prefix: &str,
-        key: &str,
-        value: &S<String>,
-        table: &std::ops::Range<usize>,
-        kind: &str,
-    ) -> Option<String> {
-        self.required_template(prefix, key, value, table, kind)
-    }
-
-    fn required_template(
+    pub(super) fn required_template(
         &mut self,
         prefix: &str,
         key: &str,
@@ -405,7 +394,7 @@ impl Ctx<'_> {
         table: &std::ops::Range<usize>,
         kind: &str,
     ) -> Option<Action> {
-        let key = self.need_template(prefix, "key", &a.key, table, kind);
+        let key = self.required_template(prefix, "key", &a.key, table, kind);
         let rules = match &a.rules {
             None => Vec::new(),
             Some(v) => match v.get_ref() {

@@ -182,9 +182,9 @@ impl Ctx<'_> {
         let t = |ctx: &mut Self, key: &str, v: &S<String>| {
             ctx.template_at(&format!("{prefix}.{key}"), v)
         };
-        let key = self.need_template(prefix, "key", &a.key, table, kind);
-        let name = self.need_template(prefix, "name", &a.name, table, kind);
-        let owner = self.need_template(prefix, "owner", &a.owner, table, kind);
+        let key = self.required_template(prefix, "key", &a.key, table, kind);
+        let name = self.required_template(prefix, "name", &a.name, table, kind);
+        let owner = self.required_template(prefix, "owner", &a.owner, table, kind);
         if a.members.is_none() {
             self.err(
                 Some(table.clone()),
