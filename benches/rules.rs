@@ -64,7 +64,7 @@ body = """
 
 fn bench(c: &mut Criterion) {
     let config = hookgate::config::parse(&thousand_rules(), &|_| None).unwrap();
-    let rules = RuleSet::new(&config).unwrap();
+    let rules = RuleSet::new(&config);
     let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
         r#"{"ToUserName":"ww1","FromUserName":"sys","CreateTime":"1700000100","MsgType":"event",
             "Event":"change_contact","ChangeType":"create_user","UserID":"lisi","Name":"李四","Department":"1,2"}"#,

@@ -19,8 +19,6 @@ pub type Current = Arc<arc_swap::ArcSwap<Loaded>>;
 /// Why a validated config could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("rules: {0}")]
-    Rules(String),
     #[error(transparent)]
     Actions(#[from] crate::actions::BuildError),
 }
@@ -52,7 +50,7 @@ impl Loaded {
             .collect();
         Ok(Self {
             receivers,
-            rules: RuleSet::new(config).map_err(LoadError::Rules)?,
+            rules: RuleSet::new(config),
             actions: Actions::new(config, store, metrics.clone(), replies.clone())?,
             delivery: config.delivery.clone(),
             server: config.server.clone(),

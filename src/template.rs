@@ -4,6 +4,8 @@
 //! templates see it ([`EventView`]). Also what `hookgate check` reports about a template
 //! before it ever runs.
 
+use std::sync::{Arc, OnceLock};
+
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use serde_json::{Map, Value as Json};
 
@@ -184,25 +186,181 @@ fn datetime(
         .to_string())
 }
 
+/// A template compiled once, when its config is validated: a handle into the environment
+/// of that config's [`Compiler`]. It renders only once the compiler has finished (a config
+/// with errors is never run).
+#[derive(Clone)]
+pub struct Template {
+    /// Its name in the environment (an `.html` field's name ends so: autoescaped).
+    name: Arc<str>,
+    src: Arc<str>,
+    env: Arc<OnceLock<Environment<'static>>>,
+}
+
+impl Template {
+    /// The text as written (what a fingerprint hashes).
+    pub fn source(&self) -> &str {
+        &self.src
+    }
+
+    /// Renders for `ctx`, capped at [`MAX_RENDERED`]; the error is minijinja's reason.
+    pub fn render(&self, ctx: &Value) -> Result<String, String> {
+        let env = self
+            .env
+            .get()
+            .ok_or("the config's templates were not compiled")?;
+        let tmpl = env.get_template(&self.name).map_err(|e| describe(&e))?;
+        let mut out = Capped::default();
+        tmpl.render_captured_to(ctx.clone(), &mut out)
+            .map_err(|e| describe_chain(&e))?;
+        String::from_utf8(out.0).map_err(|e| e.to_string())
+    }
+
+    /// An `if` expression: true when it renders as `1` ([`condition_template`]).
+    pub fn holds(&self, ctx: &Value) -> Result<bool, String> {
+        self.render(ctx).map(|s| s == "1")
+    }
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.src, f)
+    }
+}
+
+/// A JSON value whose every string is a [`Template`] (a vendor message body).
+#[derive(Debug, Clone)]
+pub enum JsonTemplate {
+    Text(Template),
+    List(Vec<JsonTemplate>),
+    /// Keys in order, as `serde_json` keeps them.
+    Map(std::collections::BTreeMap<String, JsonTemplate>),
+    /// A number, a boolean or null: as written.
+    Value(Json),
+}
+
+impl JsonTemplate {
+    /// The value as written, each template as its source text (for shape checks).
+    pub fn source(&self) -> Json {
+        match self {
+            Self::Text(t) => Json::String(t.source().to_owned()),
+            Self::List(items) => Json::Array(items.iter().map(Self::source).collect()),
+            Self::Map(map) => {
+                Json::Object(map.iter().map(|(k, v)| (k.clone(), v.source())).collect())
+            }
+            Self::Value(v) => v.clone(),
+        }
+    }
+
+    /// Every template in it, named by its path from `path` (`message.markdown.text`,
+    /// `message.at.atMobiles[0]`).
+    pub fn templates<'a>(&'a self, path: String, out: &mut Vec<(String, &'a str)>) {
+        match self {
+            Self::Text(t) => out.push((path, t.source())),
+            Self::List(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    v.templates(format!("{path}[{i}]"), out);
+                }
+            }
+            Self::Map(map) => {
+                for (k, v) in map {
+                    v.templates(format!("{path}.{k}"), out);
+                }
+            }
+            Self::Value(_) => {}
+        }
+    }
+
+    /// Renders every string; a failure names its path from `path` and minijinja's reason.
+    pub fn render(&self, ctx: &Value, path: &str) -> Result<Json, (String, String)> {
+        Ok(match self {
+            Self::Text(t) => Json::String(t.render(ctx).map_err(|e| (path.to_owned(), e))?),
+            Self::List(items) => Json::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v.render(ctx, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Self::Map(map) => Json::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(ctx, &format!("{path}.{k}"))?)))
+                    .collect::<Result<_, (String, String)>>()?,
+            ),
+            Self::Value(v) => v.clone(),
+        })
+    }
+}
+
+/// Compiles one config's templates into one environment; [`Compiler::finish`] hands it to
+/// every [`Template`] it made.
+pub struct Compiler {
+    env: Environment<'static>,
+    shared: Arc<OnceLock<Environment<'static>>>,
+    next: usize,
+}
+
+impl Compiler {
+    /// `tz`: the zone `datetime` and `shift` use.
+    pub fn new(tz: jiff::tz::TimeZone) -> Self {
+        Self {
+            env: environment(tz),
+            shared: Arc::new(OnceLock::new()),
+            next: 0,
+        }
+    }
+
+    /// Compiles `src`; `key` names it (a key ending in `.html` autoescapes). With the handle
+    /// comes what `hookgate check` should report: bad syntax, or a filter, test or function
+    /// that does not exist (the handle of a template that did not compile never renders).
+    pub fn compile(&mut self, key: &str, src: &str) -> (Template, Option<String>) {
+        self.next += 1;
+        let template = Template {
+            name: format!("{}:{key}", self.next).into(),
+            src: src.into(),
+            env: Arc::clone(&self.shared),
+        };
+        if let Err(e) = self
+            .env
+            .add_template_owned(template.name.to_string(), src.to_owned())
+        {
+            return (template, Some(describe(&e)));
+        }
+        let problem = match self.env.get_template(&template.name) {
+            Ok(t) => match t.render(minijinja::context! {}) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::UnknownFilter
+                            | ErrorKind::UnknownTest
+                            | ErrorKind::UnknownFunction
+                    ) =>
+                {
+                    Some(describe(&e))
+                }
+                _ => None,
+            },
+            Err(e) => Some(describe(&e)),
+        };
+        (template, problem)
+    }
+
+    /// An `if` expression, compiled as [`condition_template`].
+    pub fn condition(&mut self, key: &str, expr: &str) -> (Template, Option<String>) {
+        self.compile(key, &condition_template(expr))
+    }
+
+    /// Hands the environment to every template compiled in it.
+    pub fn finish(self) {
+        // A compiler is finished once (it is consumed), so the cell is empty here.
+        let _ = self.shared.set(self.env);
+    }
+}
+
 /// A template's problem that `hookgate check` should report: bad syntax, or a filter, test or
 /// function that does not exist.
 pub fn template_problem(src: &str) -> Option<String> {
-    let mut env = environment(jiff::tz::TimeZone::UTC);
-    if let Err(e) = env.add_template_owned("t", src.to_owned()) {
-        return Some(describe(&e));
-    }
-    let tmpl = env.get_template("t").ok()?;
-    match tmpl.render(minijinja::context! {}) {
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
-            ) =>
-        {
-            Some(describe(&e))
-        }
-        _ => None,
-    }
+    Compiler::new(jiff::tz::TimeZone::UTC).compile("t", src).1
 }
 
 /// An `if` expression's problem, as for templates.
@@ -236,6 +394,32 @@ pub fn describe_chain(e: &minijinja::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A config's templates are compiled once, into one environment their handles share:
+    /// they render only after `finish`, an `.html` field autoescapes, and the handle of a
+    /// template that did not compile reports its problem instead of rendering.
+    #[test]
+    fn handles_render_from_the_one_compiled_environment() {
+        let mut c = Compiler::new(jiff::tz::TimeZone::UTC);
+        let (text, p1) = c.compile("rules[0].actions[0].body", "hi {{ name }}");
+        let (html, p2) = c.compile("rules[0].actions[0].html", "<b>{{ name }}</b>");
+        let (cond, p3) = c.condition("rules[0].if", "name == '<x>'");
+        let (broken, p4) = c.compile("rules[0].actions[1].body", "{{ name ");
+        let (unknown, p5) = c.compile("rules[0].actions[2].body", "{{ name | nope }}");
+        assert_eq!((p1, p2, p3), (None, None, None));
+        assert!(p4.unwrap().contains("syntax error"));
+        assert!(p5.unwrap().contains("unknown filter"));
+        let ctx = Value::from(minijinja::value::Serde(
+            serde_json::json!({ "name": "<x>" }),
+        ));
+        assert!(text.render(&ctx).unwrap_err().contains("not compiled"));
+        c.finish();
+        assert_eq!(text.render(&ctx).unwrap(), "hi <x>");
+        assert_eq!(html.render(&ctx).unwrap(), "<b>&lt;x&gt;</b>");
+        assert!(cond.holds(&ctx).unwrap());
+        assert!(broken.render(&ctx).is_err());
+        assert_eq!(text.source(), "hi {{ name }}");
+    }
 
     #[test]
     fn times_parse_and_shift_in_the_configured_zone() {

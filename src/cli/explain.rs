@@ -83,7 +83,7 @@ pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -
         now_ms(),
     )
     .with_context(|| format!("parsing {}", event_file.display()))?;
-    let rules = RuleSet::new(&config).map_err(|e| anyhow::anyhow!(e))?;
+    let rules = RuleSet::new(&config);
     let view = EventView::unstored(&event);
     println!(
         "event: receiver {}, kind {}, dedupe key {}",

@@ -12,6 +12,7 @@ use super::raw::{RawAction, S};
 use super::validate::Ctx;
 use super::{Action, Connection, Receiver, RobotVendor};
 use crate::secret::Secret;
+use crate::template::{JsonTemplate, Template};
 
 /// Action kinds and the keys each takes besides `kind`.
 const ACTION_KEYS: &[(&str, &[&str])] = &[
@@ -93,17 +94,14 @@ const FEISHU_TYPES: &[(&str, &[&str])] = &[
 ];
 
 impl Ctx<'_> {
-    pub(super) fn template_at(&mut self, key: &str, value: &S<String>) -> Option<String> {
+    pub(super) fn template_at(&mut self, key: &str, value: &S<String>) -> Option<Template> {
         self.template(key, value)
     }
 
-    fn template(&mut self, key: &str, value: &S<String>) -> Option<String> {
+    fn template(&mut self, key: &str, value: &S<String>) -> Option<Template> {
         let text = self.string(value, key)?;
-        if let Some(problem) = crate::template::template_problem(&text) {
-            let s = value.as_ref().map(Spanned::span);
-            self.err(s, key, problem);
-        }
-        Some(text)
+        let s = value.as_ref().map(Spanned::span);
+        Some(self.compile(key, s, &text, false))
     }
 
     pub(super) fn required_template(
@@ -113,7 +111,7 @@ impl Ctx<'_> {
         value: &S<String>,
         table: &std::ops::Range<usize>,
         kind: &str,
-    ) -> Option<String> {
+    ) -> Option<Template> {
         if value.is_none() {
             self.err(
                 Some(table.clone()),
@@ -126,7 +124,7 @@ impl Ctx<'_> {
     }
 
     /// `to`, `cc`, `bcc`: one template or a list of them.
-    pub(super) fn template_list(&mut self, key: &str, value: &S<toml::Value>) -> Vec<String> {
+    pub(super) fn template_list(&mut self, key: &str, value: &S<toml::Value>) -> Vec<Template> {
         let Some(v) = value else {
             return Vec::new();
         };
@@ -380,7 +378,7 @@ impl Ctx<'_> {
         };
         let key = format!("{prefix}.message");
         let message = self.json_template(&key, raw.span(), raw.get_ref())?;
-        if let Some(problem) = message_shape(&message, "msgtype", AIBOT_TYPES, &|t| t) {
+        if let Some(problem) = message_shape(&message.source(), "msgtype", AIBOT_TYPES, &|t| t) {
             self.err(Some(raw.span()), key, problem);
         }
         Some(Action::AibotReply { message })
@@ -490,7 +488,7 @@ impl Ctx<'_> {
             RobotVendor::WeCom => ("msgtype", WECOM_TYPES),
             RobotVendor::Feishu => ("msg_type", FEISHU_TYPES),
         };
-        let problem = message_problem(&message, type_key, types, vendor);
+        let problem = message_problem(&message.source(), type_key, types, vendor);
         if let Some(problem) = problem {
             self.err(Some(raw.span()), key, problem);
         }
@@ -509,24 +507,23 @@ impl Ctx<'_> {
         key: &str,
         span: std::ops::Range<usize>,
         value: &toml::Value,
-    ) -> Option<serde_json::Value> {
+    ) -> Option<JsonTemplate> {
         Some(match value {
             toml::Value::String(s) => {
-                let text = self.template(key, &Some(Spanned::new(span, s.clone())))?;
-                serde_json::Value::String(text)
+                JsonTemplate::Text(self.template(key, &Some(Spanned::new(span, s.clone())))?)
             }
-            toml::Value::Integer(i) => (*i).into(),
-            toml::Value::Float(f) => (*f).into(),
-            toml::Value::Boolean(b) => (*b).into(),
-            toml::Value::Datetime(d) => d.to_string().into(),
-            toml::Value::Array(items) => serde_json::Value::Array(
+            toml::Value::Integer(i) => JsonTemplate::Value((*i).into()),
+            toml::Value::Float(f) => JsonTemplate::Value((*f).into()),
+            toml::Value::Boolean(b) => JsonTemplate::Value((*b).into()),
+            toml::Value::Datetime(d) => JsonTemplate::Value(d.to_string().into()),
+            toml::Value::Array(items) => JsonTemplate::List(
                 items
                     .iter()
                     .enumerate()
                     .map(|(i, v)| self.json_template(&format!("{key}[{i}]"), span.clone(), v))
                     .collect::<Option<_>>()?,
             ),
-            toml::Value::Table(t) => serde_json::Value::Object(
+            toml::Value::Table(t) => JsonTemplate::Map(
                 t.iter()
                     .map(|(k, v)| {
                         Some((

@@ -11,6 +11,7 @@ use super::actions::message_shape;
 use super::raw::{RawAction, S};
 use super::validate::Ctx;
 use super::{Action, AppVendor, Connection, GroupTarget, Member};
+use crate::template::JsonTemplate;
 
 /// WeCom `appchat/send` and `message/send` types with their required keys (`a|b`: either).
 const WECOM_GROUP: &[(&str, &[&str])] = &[
@@ -449,23 +450,24 @@ impl Ctx<'_> {
         table: &Range<usize>,
         vendor: Option<AppVendor>,
         group: bool,
-    ) -> Option<serde_json::Value> {
+    ) -> Option<JsonTemplate> {
         let key = format!("{prefix}.message");
         let Some(raw) = &a.message else {
             self.err(Some(table.clone()), key, "missing");
             return None;
         };
         let message = self.json_template(&key, raw.span(), raw.get_ref())?;
+        let shape = message.source();
         let problem = match (vendor?, group) {
             // { msgKey = "sampleMarkdown", msgParam = { title, text } }
             (AppVendor::DingTalk, true) => {
-                message_shape(&message, "msgKey", DINGTALK_GROUP, &|_| "msgParam")
+                message_shape(&shape, "msgKey", DINGTALK_GROUP, &|_| "msgParam")
             }
             // { msgtype = "text", text = { content } }
-            (AppVendor::WeCom, true) => message_shape(&message, "msgtype", WECOM_GROUP, &|t| t),
-            (AppVendor::WeCom, false) => message_shape(&message, "msgtype", WECOM_NOTIFY, &|t| t),
+            (AppVendor::WeCom, true) => message_shape(&shape, "msgtype", WECOM_GROUP, &|t| t),
+            (AppVendor::WeCom, false) => message_shape(&shape, "msgtype", WECOM_NOTIFY, &|t| t),
             (AppVendor::DingTalk, false) => {
-                message_shape(&message, "msgtype", DINGTALK_NOTIFY, &|t| t)
+                message_shape(&shape, "msgtype", DINGTALK_NOTIFY, &|t| t)
             }
         };
         if let Some(p) = problem {

@@ -4,20 +4,21 @@
 use std::time::Duration;
 
 use crate::secret::Secret;
+use crate::template::{JsonTemplate, Template};
 
 /// An action; every string in it is a template.
 #[derive(Debug, Clone)]
 pub enum Action {
     Log {
         level: tracing::Level,
-        message: String,
+        message: Template,
     },
     Http {
-        url: String,
+        url: Template,
         method: String,
-        headers: Vec<(String, String)>,
+        headers: Vec<(String, Template)>,
         /// `None`: the event as JSON.
-        body: Option<String>,
+        body: Option<Template>,
         /// Signs the body: `X-Hookgate-Signature: sha256=<hex hmac>`.
         secret: Option<Secret<String>>,
         timeout: Duration,
@@ -29,9 +30,9 @@ pub enum Action {
         to: Vec<Member>,
         cc: Vec<Member>,
         bcc: Vec<Member>,
-        subject: String,
-        body: String,
-        html: Option<String>,
+        subject: Template,
+        body: Template,
+        html: Option<Template>,
         /// One message per address in `to` (cc and bcc go with each) instead of one to all.
         one_per_recipient: bool,
     },
@@ -39,9 +40,9 @@ pub enum Action {
     /// template (WeCom `image`/`file` take a `path` the gateway uploads).
     Robot {
         vendor: RobotVendor,
-        webhook: String,
+        webhook: Template,
         secret: Option<Secret<String>>,
-        message: serde_json::Value,
+        message: JsonTemplate,
         /// Messages a minute this webhook accepts (the vendors allow 20; Feishu 100).
         per_minute: u32,
     },
@@ -49,19 +50,19 @@ pub enum Action {
     GroupCreate {
         via: String,
         vendor: AppVendor,
-        key: String,
-        name: String,
-        owner: String,
+        key: Template,
+        name: Template,
+        owner: Template,
         members: Vec<Member>,
         /// Sent as text right after creation (a new WeCom group shows in clients only then).
-        first_message: Option<String>,
+        first_message: Option<Template>,
     },
     GroupUpdate {
         via: String,
         vendor: AppVendor,
         target: GroupTarget,
-        name: Option<String>,
-        owner: Option<String>,
+        name: Option<Template>,
+        owner: Option<Template>,
         add_members: Vec<Member>,
         remove_members: Vec<Member>,
     },
@@ -71,23 +72,23 @@ pub enum Action {
         via: String,
         vendor: AppVendor,
         target: GroupTarget,
-        message: serde_json::Value,
+        message: JsonTemplate,
     },
     /// Calls off the pending (delayed) deliveries whose `key` renders the same, when the event
     /// is stored; of the named rules only, if any. Not a delivery itself.
-    Cancel { key: String, rules: Vec<String> },
+    Cancel { key: Template, rules: Vec<String> },
     /// An answer over the WeCom AI bot connection the event came in on, to the push's `req_id`
     /// (`aibot_respond_msg`; to `enter_chat` a welcome, to `template_card_event` a card
     /// update). `message`: `{ msgtype, <msgtype> = {…} }`, strings are templates.
-    AibotReply { message: serde_json::Value },
+    AibotReply { message: JsonTemplate },
     /// A work notification to people (WeCom `message/send`, DingTalk `asyncsend_v2`).
     Notify {
         via: String,
         vendor: AppVendor,
         users: Vec<Member>,
         /// Department ids (templates) the vendor fans out itself.
-        departments: Vec<String>,
-        message: serde_json::Value,
+        departments: Vec<Template>,
+        message: JsonTemplate,
     },
 }
 
@@ -123,10 +124,9 @@ pub enum AppVendor {
 /// comma- or space-separated), or every member of a department looked up in the directory.
 #[derive(Debug, Clone)]
 pub enum Member {
-    User(String),
+    User(Template),
     Department {
-        /// A template.
-        id: String,
+        id: Template,
         /// The connection whose directory is asked; default the action's `via`.
         via: Option<String>,
         recursive: bool,
@@ -137,9 +137,9 @@ pub enum Member {
 #[derive(Debug, Clone)]
 pub enum GroupTarget {
     /// The `key` of a `group_create` (a template), looked up in the group registry.
-    Key(String),
+    Key(Template),
     /// A vendor chat id (a template): WeCom chatid, DingTalk openConversationId (`cid…`).
-    ChatId(String),
+    ChatId(Template),
 }
 
 impl Action {
@@ -195,16 +195,16 @@ impl Action {
     pub fn templates(&self) -> Vec<(String, &str)> {
         let mut out: Vec<(String, &str)> = Vec::new();
         match self {
-            Action::Log { message, .. } => out.push(("message".into(), message)),
+            Action::Log { message, .. } => out.push(("message".into(), message.source())),
             Action::Http {
                 url, headers, body, ..
             } => {
-                out.push(("url".into(), url));
+                out.push(("url".into(), url.source()));
                 for (k, v) in headers {
-                    out.push((format!("headers.{k}"), v));
+                    out.push((format!("headers.{k}"), v.source()));
                 }
                 if let Some(b) = body {
-                    out.push(("body".into(), b));
+                    out.push(("body".into(), b.source()));
                 }
             }
             Action::Email {
@@ -219,20 +219,20 @@ impl Action {
                 member_templates(&mut out, "to", to);
                 member_templates(&mut out, "cc", cc);
                 member_templates(&mut out, "bcc", bcc);
-                out.push(("subject".into(), subject));
-                out.push(("body".into(), body));
+                out.push(("subject".into(), subject.source()));
+                out.push(("body".into(), body.source()));
                 if let Some(h) = html {
-                    out.push(("html".into(), h));
+                    out.push(("html".into(), h.source()));
                 }
             }
             Action::Robot {
                 webhook, message, ..
             } => {
-                out.push(("webhook".into(), webhook));
-                json_templates(&mut out, "message".into(), message);
+                out.push(("webhook".into(), webhook.source()));
+                message.templates("message".into(), &mut out);
             }
-            Action::Cancel { key, .. } => out.push(("key".into(), key)),
-            Action::AibotReply { message } => json_templates(&mut out, "message".into(), message),
+            Action::Cancel { key, .. } => out.push(("key".into(), key.source())),
+            Action::AibotReply { message } => message.templates("message".into(), &mut out),
             _ => self.app_templates(&mut out),
         }
         out
@@ -250,12 +250,12 @@ impl Action {
                 first_message,
                 ..
             } => {
-                out.push(("key".into(), key));
-                out.push(("name".into(), name));
-                out.push(("owner".into(), owner));
+                out.push(("key".into(), key.source()));
+                out.push(("name".into(), name.source()));
+                out.push(("owner".into(), owner.source()));
                 member_templates(out, "members", members);
                 if let Some(m) = first_message {
-                    out.push(("first_message".into(), m));
+                    out.push(("first_message".into(), m.source()));
                 }
             }
             Action::GroupUpdate {
@@ -268,10 +268,10 @@ impl Action {
             } => {
                 target_template(out, target);
                 if let Some(n) = name {
-                    out.push(("name".into(), n));
+                    out.push(("name".into(), n.source()));
                 }
                 if let Some(o) = owner {
-                    out.push(("owner".into(), o));
+                    out.push(("owner".into(), o.source()));
                 }
                 member_templates(out, "add_members", add_members);
                 member_templates(out, "remove_members", remove_members);
@@ -280,7 +280,7 @@ impl Action {
                 target, message, ..
             } => {
                 target_template(out, target);
-                json_templates(out, "message".into(), message);
+                message.templates("message".into(), out);
             }
             Action::Notify {
                 users,
@@ -290,9 +290,9 @@ impl Action {
             } => {
                 member_templates(out, "users", users);
                 for (i, d) in departments.iter().enumerate() {
-                    out.push((format!("departments[{i}]"), d));
+                    out.push((format!("departments[{i}]"), d.source()));
                 }
-                json_templates(out, "message".into(), message);
+                message.templates("message".into(), out);
             }
             _ => {}
         }
@@ -301,40 +301,19 @@ impl Action {
 
 fn target_template<'a>(out: &mut Vec<(String, &'a str)>, target: &'a GroupTarget) {
     match target {
-        GroupTarget::Key(k) => out.push(("key".into(), k)),
-        GroupTarget::ChatId(c) => out.push(("chat_id".into(), c)),
+        GroupTarget::Key(k) => out.push(("key".into(), k.source())),
+        GroupTarget::ChatId(c) => out.push(("chat_id".into(), c.source())),
     }
 }
 
 fn member_templates<'a>(out: &mut Vec<(String, &'a str)>, name: &str, members: &'a [Member]) {
     for (i, m) in members.iter().enumerate() {
         match m {
-            Member::User(u) => out.push((format!("{name}[{i}]"), u)),
-            Member::Department { id, .. } => out.push((format!("{name}[{i}].department"), id)),
-        }
-    }
-}
-
-/// Every string inside a JSON value, named by its path (`message.markdown.text`,
-/// `message.at.atMobiles[0]`).
-fn json_templates<'a>(
-    out: &mut Vec<(String, &'a str)>,
-    path: String,
-    value: &'a serde_json::Value,
-) {
-    match value {
-        serde_json::Value::String(s) => out.push((path, s)),
-        serde_json::Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                json_templates(out, format!("{path}[{i}]"), v);
+            Member::User(u) => out.push((format!("{name}[{i}]"), u.source())),
+            Member::Department { id, .. } => {
+                out.push((format!("{name}[{i}].department"), id.source()))
             }
         }
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                json_templates(out, format!("{path}.{k}"), v);
-            }
-        }
-        _ => {}
     }
 }
 

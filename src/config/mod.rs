@@ -30,6 +30,7 @@ use crate::crypto::envelope::Envelope;
 use crate::crypto::feishu::FeishuKey;
 use crate::event::Vendor;
 use crate::secret::Secret;
+use crate::template::Template;
 
 pub use env::{expand, parse_env_file};
 pub use outbound::{HostPattern, OutboundConfig, UrlTarget, robot_hosts, url_target};
@@ -288,7 +289,7 @@ pub struct Rule {
     /// All must hold: the field at `path` equals one of `any_of` (compared as text).
     pub when: Vec<Condition>,
     /// A Jinja expression over the same context as templates; the rule fires if truthy.
-    pub condition: Option<String>,
+    pub condition: Option<Template>,
     pub stop: bool,
     pub actions: Vec<RuleAction>,
 }
@@ -300,9 +301,9 @@ pub struct RuleAction {
     /// `after = …`: how long after the event it runs; `None` at once.
     pub delay: Option<Duration>,
     /// The `key` template that a later `cancel` names (and a group's key).
-    pub key: Option<String>,
+    pub key: Option<Template>,
     /// The `at` template (a time) it waits for.
-    pub at: Option<String>,
+    pub at: Option<Template>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -272,18 +272,18 @@ impl Ctx<'_> {
             } => {
                 problems.extend(
                     outbound
-                        .webhook_problem(*vendor, webhook)
+                        .webhook_problem(*vendor, webhook.source())
                         .map(|p| ("webhook", p)),
                 );
-                for (key, path) in media_paths(message) {
+                for (key, path) in media_paths(&message.source()) {
                     problems.extend(outbound.media_problem(path).map(|p| (key, p)));
                 }
             }
             Action::Http { url, .. } => {
-                problems.extend(outbound.http_url_problem(url).map(|p| ("url", p)));
+                problems.extend(outbound.http_url_problem(url.source()).map(|p| ("url", p)));
             }
             Action::GroupSend { message, .. } | Action::Notify { message, .. } => {
-                for (key, path) in media_paths(message) {
+                for (key, path) in media_paths(&message.source()) {
                     problems.extend(outbound.media_problem(path).map(|p| (key, p)));
                 }
             }

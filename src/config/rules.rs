@@ -150,13 +150,10 @@ impl Ctx<'_> {
             let receivers_named =
                 self.rule_receivers(&prefix, &r.receiver, receivers, receivers_declared);
             let when = self.when(&prefix, r);
-            let condition = self.string(&r.condition, &format!("{prefix}.if"));
-            if let Some(c) = &condition
-                && let Some(problem) = crate::template::expression_problem(c)
-            {
+            let condition = self.string(&r.condition, &format!("{prefix}.if")).map(|c| {
                 let s = r.condition.as_ref().map(Spanned::span);
-                self.err(s, format!("{prefix}.if"), problem);
-            }
+                self.compile(&format!("{prefix}.if"), s, &c, true)
+            });
             if r.actions.is_empty() {
                 self.err(
                     table.clone(),

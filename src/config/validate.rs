@@ -11,6 +11,7 @@ use toml::de::{DeTable, DeValue};
 use super::raw::{RawConfig, S};
 use super::{Config, ConfigError, ServerConfig, StoreConfig, Synchronous};
 use crate::secret::Secret;
+use crate::template::{Compiler, Template};
 
 /// Parses and validates a config file's text; `lookup` supplies `${VAR}` values.
 pub fn parse(
@@ -23,6 +24,7 @@ pub fn parse(
         errors: Vec::new(),
         declared_connections: HashSet::new(),
         outbound_config: super::OutboundConfig::default(),
+        compiler: None,
     };
     let doc = DeTable::parse(src).map_err(|e| vec![ctx.toml_error(&e)])?;
     let mut unknown = Vec::new();
@@ -122,6 +124,8 @@ pub(super) struct Ctx<'a> {
     pub(super) declared_connections: HashSet<String>,
     /// `[outbound]`, read before the rules whose targets it confines.
     pub(super) outbound_config: super::OutboundConfig,
+    /// Compiles the rules' templates once, in the zone of `[server] timezone`.
+    compiler: Option<Compiler>,
 }
 
 impl Ctx<'_> {
@@ -132,6 +136,29 @@ impl Ctx<'_> {
             .filter(|b| **b == b'\n')
             .count()
             + 1
+    }
+
+    /// Compiles a template (`key` names it for `hookgate check`); a problem is reported and
+    /// the handle still returned, so the checks after it run as on a good one.
+    pub(super) fn compile(
+        &mut self,
+        key: &str,
+        span: Option<Range<usize>>,
+        src: &str,
+        condition: bool,
+    ) -> Template {
+        let compiler = self
+            .compiler
+            .get_or_insert_with(|| Compiler::new(jiff::tz::TimeZone::UTC));
+        let (template, problem) = if condition {
+            compiler.condition(key, src)
+        } else {
+            compiler.compile(key, src)
+        };
+        if let Some(problem) = problem {
+            self.err(span, key, problem);
+        }
+        template
     }
 
     pub(super) fn errors_len(&self) -> usize {
@@ -174,6 +201,7 @@ impl Ctx<'_> {
 
     fn config(&mut self, raw: RawConfig) -> Config {
         let server = self.server(&raw.server);
+        self.compiler = Some(Compiler::new(server.timezone.clone()));
         let store = self.store(&raw.store);
         let mut names = HashSet::new();
         let mut paths = HashSet::new();
@@ -222,6 +250,9 @@ impl Ctx<'_> {
         let outbound = self.outbound(&raw.outbound);
         self.outbound_config = outbound.clone();
         let rules = self.rules(&raw.rules, &receivers, &connections, raw.receivers.len());
+        if let Some(compiler) = self.compiler.take() {
+            compiler.finish();
+        }
         Config {
             server,
             store,

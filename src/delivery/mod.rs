@@ -337,7 +337,7 @@ mod tests {
                 "[[receivers]]\nname = \"bot\"\nvendor = \"dingtalk_robot\"\npath = \"/b\"\napp_secret = \"s\"\n\
                  [[rules]]\nname = \"r\"\n[[rules.actions]]\nkind = \"log\"\nmessage = \"{message}\"\n"
             );
-            RuleSet::new(&crate::config::parse(&src, &|_| None).unwrap()).unwrap()
+            RuleSet::new(&crate::config::parse(&src, &|_| None).unwrap())
         };
         let (old, new) = (rules("a"), rules("b"));
         let d = |spec: Option<&str>, action| ClaimedDelivery {

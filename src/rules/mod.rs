@@ -7,11 +7,11 @@ mod render;
 
 use std::collections::BTreeMap;
 
-use minijinja::{Environment, Value};
+use minijinja::Value;
 use serde_json::{Map, Value as Json};
 
 use crate::config::{Action, Config, Rule, RuleAction};
-use crate::template::{Capped, condition_template, describe, describe_chain, environment};
+use crate::template::Template;
 pub use crate::template::{EventView, MAX_RENDERED, expression_problem, template_problem};
 pub use crate::time::parse_time;
 
@@ -79,12 +79,11 @@ pub struct Match {
     pub cancel: Option<Vec<String>>,
 }
 
-/// The rules of one config, with every template compiled.
+/// The rules of one config (their templates were compiled when the config was validated).
 pub struct RuleSet {
     rules: Vec<Rule>,
     /// Each action's fingerprint, by rule and action index (computed once).
     specs: Vec<Vec<String>>,
-    env: Environment<'static>,
     tables: Json,
 }
 
@@ -96,50 +95,19 @@ impl std::fmt::Debug for RuleSet {
     }
 }
 
-fn template_name(rule: usize, action: usize, field: &str) -> String {
-    format!("rules[{rule}].actions[{action}].{field}")
-}
-
 impl RuleSet {
-    /// Compiles every template. Validation already compiled each one, so an error here is
-    /// a bug; it is still reported rather than panicking.
-    pub fn new(config: &Config) -> Result<Self, String> {
-        let mut env = environment(config.server.timezone.clone());
-        for (i, rule) in config.rules.iter().enumerate() {
-            if let Some(cond) = &rule.condition {
-                env.add_template_owned(format!("rules[{i}].if"), condition_template(cond))
-                    .map_err(|e| format!("rules[{i}].if: {}", describe(&e)))?;
-            }
-            for (j, a) in rule.actions.iter().enumerate() {
-                for (field, src) in a.action.templates() {
-                    let name = template_name(i, j, &field);
-                    env.add_template_owned(name.clone(), src.to_owned())
-                        .map_err(|e| format!("{name}: {}", describe(&e)))?;
-                }
-                if let Some(key) = &a.key {
-                    let name = template_name(i, j, "correlation");
-                    env.add_template_owned(name.clone(), key.clone())
-                        .map_err(|e| format!("{name}: {}", describe(&e)))?;
-                }
-                if let Some(at) = &a.at {
-                    let name = template_name(i, j, "at");
-                    env.add_template_owned(name.clone(), at.clone())
-                        .map_err(|e| format!("{name}: {}", describe(&e)))?;
-                }
-            }
-        }
+    pub fn new(config: &Config) -> Self {
         let tables = serde_json::to_value(&config.tables).unwrap_or(Json::Null);
         let specs = config
             .rules
             .iter()
             .map(|r| r.actions.iter().map(|a| a.action.fingerprint()).collect())
             .collect();
-        Ok(Self {
+        Self {
             specs,
             rules: config.rules.clone(),
-            env,
             tables,
-        })
+        }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -160,7 +128,7 @@ impl RuleSet {
         let mut out = Vec::new();
         let mut ctx: Option<Value> = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            if !matches!(self.check(i, rule, ev, &mut ctx), Check::Fires) {
+            if !matches!(self.check(rule, ev, &mut ctx), Check::Fires) {
                 continue;
             }
             for (j, a) in rule.actions.iter().enumerate() {
@@ -184,12 +152,12 @@ impl RuleSet {
         ev: &EventView<'_>,
         ctx: &mut Option<Value>,
     ) -> Match {
-        let mut render = |field: &str| {
+        let mut render = |t: &Template| {
             let ctx =
                 ctx.get_or_insert_with(|| Value::from(minijinja::value::Serde(self.context(ev))));
-            self.render_field(i, j, field, ctx)
+            t.render(ctx)
         };
-        let key = a.key.as_ref().and_then(|_| match render("correlation") {
+        let key = a.key.as_ref().and_then(|t| match render(t) {
             Ok(k) if !k.trim().is_empty() => Some(k),
             Ok(_) => None,
             Err(e) => {
@@ -197,7 +165,7 @@ impl RuleSet {
                 None
             }
         });
-        let at = a.at.as_ref().and_then(|_| match render("at") {
+        let at = a.at.as_ref().and_then(|t| match render(t) {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::warn!(rule = %rule.name, action = j, error = %e, "`at` did not render; the action runs at once.");
@@ -225,7 +193,7 @@ impl RuleSet {
         let mut out = Vec::new();
         let mut ctx: Option<Value> = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            let why_not = match self.check(i, rule, ev, &mut ctx) {
+            let why_not = match self.check(rule, ev, &mut ctx) {
                 Check::Fires => None,
                 Check::Receiver => Some(format!(
                     "receiver {:?} is not in {:?}",
@@ -258,7 +226,7 @@ impl RuleSet {
         out
     }
 
-    fn check(&self, i: usize, rule: &Rule, ev: &EventView<'_>, ctx: &mut Option<Value>) -> Check {
+    fn check(&self, rule: &Rule, ev: &EventView<'_>, ctx: &mut Option<Value>) -> Check {
         if let Some(receivers) = &rule.receivers
             && !receivers.iter().any(|r| r == ev.receiver)
         {
@@ -271,10 +239,10 @@ impl RuleSet {
         {
             return Check::When(c);
         }
-        if rule.condition.is_some() {
+        if let Some(condition) = &rule.condition {
             let ctx =
                 ctx.get_or_insert_with(|| Value::from(minijinja::value::Serde(self.context(ev))));
-            match self.condition(i, ctx) {
+            match condition.holds(ctx) {
                 Ok(true) => {}
                 Ok(false) => return Check::IfFalse,
                 Err(e) => {
@@ -284,14 +252,6 @@ impl RuleSet {
             }
         }
         Check::Fires
-    }
-
-    fn condition(&self, rule: usize, ctx: &Value) -> Result<bool, String> {
-        let tmpl = self
-            .env
-            .get_template(&format!("rules[{rule}].if"))
-            .map_err(|e| describe(&e))?;
-        tmpl.render(ctx).map(|s| s == "1").map_err(|e| describe(&e))
     }
 
     /// The rule by name and its action, if the config still has them.
@@ -313,34 +273,12 @@ impl RuleSet {
         action: usize,
         ev: &EventView<'_>,
     ) -> Result<Rendered, RenderError> {
-        let (i, spec) = self.action(rule, action).ok_or_else(|| RenderError::Gone {
+        let (_, spec) = self.action(rule, action).ok_or_else(|| RenderError::Gone {
             rule: rule.to_owned(),
             action,
         })?;
         let ctx = Value::from(minijinja::value::Serde(self.context(ev)));
-        render::render(self, i, action, spec, &ctx, ev)
-    }
-
-    fn render_field(
-        &self,
-        rule: usize,
-        action: usize,
-        field: &str,
-        ctx: &Value,
-    ) -> Result<String, RenderError> {
-        let failed = |reason: String| RenderError::Template {
-            field: field.to_owned(),
-            reason,
-        };
-        let name = template_name(rule, action, field);
-        let tmpl = self
-            .env
-            .get_template(&name)
-            .map_err(|e| failed(describe(&e)))?;
-        let mut out = Capped::default();
-        tmpl.render_captured_to(ctx.clone(), &mut out)
-            .map_err(|e| failed(describe_chain(&e)))?;
-        String::from_utf8(out.0).map_err(|e| failed(e.to_string()))
+        render::render(spec, &ctx, ev)
     }
 }
 
@@ -404,7 +342,7 @@ verification_token = "v"
     fn set(rules: &str) -> RuleSet {
         let config = crate::config::parse(&format!("{RECEIVERS}\n{rules}"), &|_| None)
             .unwrap_or_else(|e| panic!("{e:?}"));
-        RuleSet::new(&config).unwrap()
+        RuleSet::new(&config)
     }
 
     fn fields(json: &str) -> Map<String, Json> {

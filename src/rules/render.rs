@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use minijinja::Value;
 
-use super::{EventView, RenderError, RuleSet};
+use super::{EventView, RenderError};
 use crate::config::{Action, AppVendor, GroupTarget, Member, RobotVendor};
 use crate::secret::Secret;
+use crate::template::{JsonTemplate, Template};
 
 /// An action ready to run.
 #[derive(Debug, Clone)]
@@ -183,51 +184,63 @@ fn addresses(items: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// A template by its field name, rendered for the event (`to[0]`, `headers.X-Team`).
-type Field<'a> = &'a dyn Fn(&str) -> Result<String, RenderError>;
+/// A template rendered for the event; a failure names the field (`to[0]`, `headers.X-Team`).
+fn text(ctx: &Value, field: &str, t: &Template) -> Result<String, RenderError> {
+    t.render(ctx).map_err(|reason| RenderError::Template {
+        field: field.to_owned(),
+        reason,
+    })
+}
+
+/// [`text`] for an optional template.
+fn text_opt(ctx: &Value, field: &str, t: Option<&Template>) -> Result<Option<String>, RenderError> {
+    t.map(|t| text(ctx, field, t)).transpose()
+}
+
+/// A JSON template rendered, a failure named by its path under `field`.
+fn json(ctx: &Value, field: &str, t: &JsonTemplate) -> Result<serde_json::Value, RenderError> {
+    t.render(ctx, field)
+        .map_err(|(field, reason)| RenderError::Template { field, reason })
+}
 
 pub(super) fn render(
-    set: &RuleSet,
-    rule: usize,
-    action: usize,
     spec: &Action,
     ctx: &Value,
     ev: &EventView<'_>,
 ) -> Result<Rendered, RenderError> {
-    let field = |name: &str| set.render_field(rule, action, name, ctx);
     match spec {
-        Action::Log { level, .. } => Ok(Rendered::Log {
+        Action::Log { level, message } => Ok(Rendered::Log {
             level: *level,
-            message: field("message")?,
+            message: text(ctx, "message", message)?,
         }),
-        Action::Http { .. } => http(spec, &field, ev),
-        Action::Email { .. } => email(spec, &field),
+        Action::Http { .. } => http(spec, ctx, ev),
+        Action::Email { .. } => email(spec, ctx),
         Action::Robot {
             vendor,
+            webhook,
             secret,
             message,
             per_minute,
-            ..
         } => Ok(Rendered::Robot(RenderedRobot {
             vendor: *vendor,
-            webhook: field("webhook")?,
+            webhook: text(ctx, "webhook", webhook)?,
             secret: secret.clone(),
-            message: render_json(message, "message".into(), &field)?,
+            message: json(ctx, "message", message)?,
             per_minute: *per_minute,
         })),
         Action::GroupCreate { .. }
         | Action::GroupUpdate { .. }
         | Action::GroupSend { .. }
-        | Action::Notify { .. } => app_action(spec, &field),
-        Action::AibotReply { message } => aibot_reply(message, &field, ev),
-        Action::Cancel { rules, .. } => Ok(Rendered::Cancel {
-            key: nonempty("key", field("key")?)?,
+        | Action::Notify { .. } => app_action(spec, ctx),
+        Action::AibotReply { message } => aibot_reply(message, ctx, ev),
+        Action::Cancel { key, rules } => Ok(Rendered::Cancel {
+            key: nonempty("key", text(ctx, "key", key)?)?,
             rules: rules.clone(),
         }),
     }
 }
 
-fn http(spec: &Action, field: Field<'_>, ev: &EventView<'_>) -> Result<Rendered, RenderError> {
+fn http(spec: &Action, ctx: &Value, ev: &EventView<'_>) -> Result<Rendered, RenderError> {
     let Action::Http {
         url,
         method,
@@ -240,17 +253,17 @@ fn http(spec: &Action, field: Field<'_>, ev: &EventView<'_>) -> Result<Rendered,
         return Err(RenderError::NotThisKind("http"));
     };
     let mut out_headers = Vec::with_capacity(headers.len());
-    for (k, _) in headers {
-        out_headers.push((k.clone(), field(&format!("headers.{k}"))?));
+    for (k, t) in headers {
+        out_headers.push((k.clone(), text(ctx, &format!("headers.{k}"), t)?));
     }
     let (body, json) = match body {
-        Some(_) => (field("body")?, false),
+        Some(t) => (text(ctx, "body", t)?, false),
         None => (event_json(ev), true),
     };
     Ok(Rendered::Http(RenderedHttp {
-        url: field("url")?,
+        url: text(ctx, "url", url)?,
         host_from_template: !matches!(
-            crate::config::url_target(url),
+            crate::config::url_target(url.source()),
             Ok(crate::config::UrlTarget::Literal { .. })
         ),
         method: method.clone(),
@@ -262,55 +275,52 @@ fn http(spec: &Action, field: Field<'_>, ev: &EventView<'_>) -> Result<Rendered,
     }))
 }
 
-fn email(spec: &Action, field: Field<'_>) -> Result<Rendered, RenderError> {
+fn email(spec: &Action, ctx: &Value) -> Result<Rendered, RenderError> {
     let Action::Email {
         via,
         to,
         cc,
         bcc,
+        subject,
+        body,
         html,
         one_per_recipient,
-        ..
     } = spec
     else {
         return Err(RenderError::NotThisKind("email"));
     };
     Ok(Rendered::Email(RenderedEmail {
         via: via.clone(),
-        to: people("to", to, field)?,
-        cc: people("cc", cc, field)?,
-        bcc: people("bcc", bcc, field)?,
-        subject: field("subject")?,
-        body: field("body")?,
-        html: html.as_ref().map(|_| field("html")).transpose()?,
+        to: people(ctx, "to", to)?,
+        cc: people(ctx, "cc", cc)?,
+        bcc: people(ctx, "bcc", bcc)?,
+        subject: text(ctx, "subject", subject)?,
+        body: text(ctx, "body", body)?,
+        html: text_opt(ctx, "html", html.as_ref())?,
         one_per_recipient: *one_per_recipient,
     }))
 }
 
 /// The vendor-app kinds: `group_create`, `group_update`, `group_send`, `notify`.
-fn app_action(spec: &Action, field: Field<'_>) -> Result<Rendered, RenderError> {
-    let list = |name: &str, n: usize| -> Result<Vec<String>, RenderError> {
-        (0..n).map(|i| field(&format!("{name}[{i}]"))).collect()
-    };
+fn app_action(spec: &Action, ctx: &Value) -> Result<Rendered, RenderError> {
     let (via, vendor, op) = match spec {
         Action::GroupCreate {
             via,
             vendor,
+            key,
+            name,
+            owner,
             members,
             first_message,
-            ..
         } => (
             via,
             vendor,
             AppOp::GroupCreate {
-                key: nonempty("key", field("key")?)?,
-                name: field("name")?,
-                owner: field("owner")?,
-                members: people("members", members, field)?,
-                first_message: first_message
-                    .as_ref()
-                    .map(|_| field("first_message"))
-                    .transpose()?,
+                key: nonempty("key", text(ctx, "key", key)?)?,
+                name: text(ctx, "name", name)?,
+                owner: text(ctx, "owner", owner)?,
+                members: people(ctx, "members", members)?,
+                first_message: text_opt(ctx, "first_message", first_message.as_ref())?,
             },
         ),
         Action::GroupUpdate {
@@ -325,11 +335,11 @@ fn app_action(spec: &Action, field: Field<'_>) -> Result<Rendered, RenderError> 
             via,
             vendor,
             AppOp::GroupUpdate {
-                target: render_target(target, field)?,
-                name: name.as_ref().map(|_| field("name")).transpose()?,
-                owner: owner.as_ref().map(|_| field("owner")).transpose()?,
-                add_members: people("add_members", add_members, field)?,
-                remove_members: people("remove_members", remove_members, field)?,
+                target: render_target(ctx, target)?,
+                name: text_opt(ctx, "name", name.as_ref())?,
+                owner: text_opt(ctx, "owner", owner.as_ref())?,
+                add_members: people(ctx, "add_members", add_members)?,
+                remove_members: people(ctx, "remove_members", remove_members)?,
             },
         ),
         Action::GroupSend {
@@ -341,8 +351,8 @@ fn app_action(spec: &Action, field: Field<'_>) -> Result<Rendered, RenderError> 
             via,
             vendor,
             AppOp::GroupSend {
-                target: render_target(target, field)?,
-                message: render_json(message, "message".into(), field)?,
+                target: render_target(ctx, target)?,
+                message: json(ctx, "message", message)?,
             },
         ),
         Action::Notify {
@@ -351,15 +361,22 @@ fn app_action(spec: &Action, field: Field<'_>) -> Result<Rendered, RenderError> 
             users,
             departments,
             message,
-        } => (
-            via,
-            vendor,
-            AppOp::Notify {
-                users: people("users", users, field)?,
-                departments: addresses(list("departments", departments.len())?),
-                message: render_json(message, "message".into(), field)?,
-            },
-        ),
+        } => {
+            let departments = departments
+                .iter()
+                .enumerate()
+                .map(|(i, t)| text(ctx, &format!("departments[{i}]"), t))
+                .collect::<Result<_, _>>()?;
+            (
+                via,
+                vendor,
+                AppOp::Notify {
+                    users: people(ctx, "users", users)?,
+                    departments: addresses(departments),
+                    message: json(ctx, "message", message)?,
+                },
+            )
+        }
         _ => return Err(RenderError::NotThisKind("vendor-app")),
     };
     Ok(app(via, *vendor, op))
@@ -367,8 +384,8 @@ fn app_action(spec: &Action, field: Field<'_>) -> Result<Rendered, RenderError> 
 
 /// A bot reply: to the push's `req_id`, as a welcome, a card update or an answer.
 fn aibot_reply(
-    message: &serde_json::Value,
-    field: Field<'_>,
+    message: &JsonTemplate,
+    ctx: &Value,
     ev: &EventView<'_>,
 ) -> Result<Rendered, RenderError> {
     let Some(req_id) = ev.fields.get("req_id").and_then(|r| r.as_str()) else {
@@ -382,7 +399,7 @@ fn aibot_reply(
             _ => "aibot_respond_msg",
         },
         req_id: req_id.to_owned(),
-        body: render_json(message, "message".into(), field)?,
+        body: json(ctx, "message", message)?,
     }))
 }
 
@@ -402,31 +419,28 @@ fn nonempty(name: &str, value: String) -> Result<String, RenderError> {
     }
 }
 
-fn render_target(target: &GroupTarget, field: Field<'_>) -> Result<Target, RenderError> {
+fn render_target(ctx: &Value, target: &GroupTarget) -> Result<Target, RenderError> {
     Ok(match target {
-        GroupTarget::Key(_) => Target::Key(nonempty("key", field("key")?)?),
-        GroupTarget::ChatId(_) => Target::ChatId(nonempty("chat_id", field("chat_id")?)?),
+        GroupTarget::Key(t) => Target::Key(nonempty("key", text(ctx, "key", t)?)?),
+        GroupTarget::ChatId(t) => Target::ChatId(nonempty("chat_id", text(ctx, "chat_id", t)?)?),
     })
 }
 
 /// Members as rendered: a user template may yield several ids (comma or space separated).
-fn people(name: &str, members: &[Member], field: Field<'_>) -> Result<Vec<People>, RenderError> {
+fn people(ctx: &Value, name: &str, members: &[Member]) -> Result<Vec<People>, RenderError> {
     let mut out = Vec::new();
     for (i, m) in members.iter().enumerate() {
         match m {
-            Member::User(_) => {
-                out.extend(
-                    addresses(vec![field(&format!("{name}[{i}]"))?])
-                        .into_iter()
-                        .map(People::User),
-                );
+            Member::User(t) => {
+                let ids = text(ctx, &format!("{name}[{i}]"), t)?;
+                out.extend(addresses(vec![ids]).into_iter().map(People::User));
             }
-            Member::Department { via, recursive, .. } => {
+            Member::Department { id, via, recursive } => {
                 // "1,2" (WeCom's Department field) is two departments.
-                let ids = field(&format!("{name}[{i}].department"))?;
-                let ids = addresses(vec![ids]);
+                let field = format!("{name}[{i}].department");
+                let ids = addresses(vec![text(ctx, &field, id)?]);
                 if ids.is_empty() {
-                    return Err(RenderError::Empty(format!("{name}[{i}].department")));
+                    return Err(RenderError::Empty(field));
                 }
                 out.extend(ids.into_iter().map(|id| People::Department {
                     id,
@@ -437,32 +451,6 @@ fn people(name: &str, members: &[Member], field: Field<'_>) -> Result<Vec<People
         }
     }
     Ok(out)
-}
-
-/// The JSON value with each string replaced by its rendered template (named by path, as
-/// `Action::templates` names them).
-fn render_json(
-    value: &serde_json::Value,
-    path: String,
-    field: Field<'_>,
-) -> Result<serde_json::Value, RenderError> {
-    use serde_json::Value as J;
-    Ok(match value {
-        J::String(_) => J::String(field(&path)?),
-        J::Array(items) => J::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| render_json(v, format!("{path}[{i}]"), field))
-                .collect::<Result<_, _>>()?,
-        ),
-        J::Object(map) => J::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), render_json(v, format!("{path}.{k}"), field)?)))
-                .collect::<Result<_, RenderError>>()?,
-        ),
-        other => other.clone(),
-    })
 }
 
 /// The event as the `http` action posts it by default.
