@@ -405,7 +405,7 @@ mod tests {
         let (html, p2) = c.compile("rules[0].actions[0].html", "<b>{{ name }}</b>");
         let (cond, p3) = c.condition("rules[0].if", "name == '<x>'");
         let (broken, p4) = c.compile("rules[0].actions[1].body", "{{ name ");
-        let (unknown, p5) = c.compile("rules[0].actions[2].body", "{{ name | nope }}");
+        let (_, p5) = c.compile("rules[0].actions[2].body", "{{ name | nope }}");
         assert_eq!((p1, p2, p3), (None, None, None));
         assert!(p4.unwrap().contains("syntax error"));
         assert!(p5.unwrap().contains("unknown filter"));
