@@ -18,10 +18,11 @@
 //!   renders them; [`time`] the times and durations rules write.
 //! - `store` (feature `server`): the durable store behind one boundary (SQLite or PostgreSQL).
 //! - `delivery` (feature `server`): the worker that runs stored deliveries with retries.
-//! - `actions` (feature `server`): the sinks (email, HTTP, robots, app groups and
-//!   notifications, bot replies), each failure typed for the worker.
+//! - [`actions`]: one folder per action kind (keys, validated spec, render; with the
+//!   `server` feature, sending), each failure typed for the worker.
 //! - `cli` (feature `server`): the `hookgate` command line.
 
+pub mod actions;
 pub mod config;
 pub mod crypto;
 pub mod event;
@@ -32,8 +33,6 @@ pub mod store;
 pub mod template;
 pub mod time;
 
-#[cfg(feature = "server")]
-pub mod actions;
 #[cfg(feature = "server")]
 pub mod app;
 #[cfg(feature = "server")]

@@ -51,7 +51,13 @@ impl Loaded {
         Ok(Self {
             receivers,
             rules: RuleSet::new(config),
-            actions: Actions::new(config, store, metrics.clone(), replies.clone())?,
+            actions: Actions::new(
+                &config.connections,
+                &config.outbound,
+                store,
+                metrics.clone(),
+                replies.clone(),
+            )?,
             delivery: config.delivery.clone(),
             server: config.server.clone(),
             give_up_after_ms: i64::try_from(config.delivery.give_up_after.as_millis())

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::ActionError;
+use crate::actions::ActionError;
 use crate::actions::api::Apis;
 use crate::actions::api::dingtalk::DingTalk;
 use crate::actions::api::wecom::WeCom;
-use crate::rules::People;
+use crate::actions::people::People;
 
 /// How long a department's member list is reused.
 const DIRECTORY_TTL: Duration = Duration::from_secs(60);
@@ -34,13 +34,13 @@ type Entry = Arc<tokio::sync::Mutex<Option<(Instant, Vec<Person>)>>>;
 /// Department member lists, cached briefly; one lookup per department however many
 /// deliveries ask at once (each entry's async lock is held across its fetch).
 #[derive(Default)]
-pub(super) struct Directory {
+pub struct Directory {
     cache: Mutex<HashMap<DepartmentKey, Entry>>,
 }
 
 impl Directory {
     /// The members of a department (and its sub-departments if `recursive`).
-    pub(super) async fn members(
+    pub async fn members(
         &self,
         apis: &Apis,
         via: &str,
@@ -75,7 +75,7 @@ impl Directory {
     }
 
     /// User ids for a people list, departments expanded, duplicates dropped, order kept.
-    pub(super) async fn user_ids(
+    pub async fn user_ids(
         &self,
         apis: &Apis,
         via: &str,

@@ -110,7 +110,7 @@ pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -
                 Ok(rendered) => println!(
                     "  action {j} ({}{timing}):\n{}",
                     action.action.kind(),
-                    indent(&describe(&rendered))
+                    indent(&rendered.describe())
                 ),
                 Err(e) => println!("  action {j} ({}): render error: {e}", action.action.kind()),
             }
@@ -152,62 +152,4 @@ fn indent(s: &str) -> String {
         .collect::<String>()
         .trim_end()
         .to_owned()
-}
-
-/// A rendered action as `explain` shows it; secrets are not shown.
-fn describe(r: &crate::rules::Rendered) -> String {
-    use crate::rules::Rendered;
-    match r {
-        Rendered::Log { level, message } => format!("level: {level}\nmessage: {message}"),
-        Rendered::Http(h) => {
-            let mut s = format!("{} {}\n", h.method, h.url);
-            for (k, v) in &h.headers {
-                s.push_str(&format!("{k}: {v}\n"));
-            }
-            if h.secret.is_some() {
-                s.push_str("X-Hookgate-Signature: sha256=<hmac of the body>\n");
-            }
-            s.push_str(&format!("\n{}", h.body));
-            s
-        }
-        Rendered::App(a) => format!("via: {} ({:?})\n{:#?}", a.via, a.vendor, a.op),
-        Rendered::AibotReply(r) => format!(
-            "{} over {:?}'s connection, req_id {}\n{}",
-            r.cmd,
-            r.receiver,
-            r.req_id,
-            serde_json::to_string_pretty(&r.body).unwrap_or_default()
-        ),
-        Rendered::Cancel { key, rules } if rules.is_empty() => {
-            format!("cancels every pending delivery with key {key:?}")
-        }
-        Rendered::Cancel { key, rules } => {
-            format!("cancels the pending deliveries with key {key:?} of rules {rules:?}")
-        }
-        Rendered::Robot(r) => {
-            let mut s = format!("POST {}\n", crate::actions::webhook_key(&r.webhook));
-            if r.secret.is_some() {
-                s.push_str("(signed with the robot's secret)\n");
-            }
-            s.push_str(&serde_json::to_string_pretty(&r.message).unwrap_or_default());
-            s
-        }
-        Rendered::Email(m) => {
-            let mut s = format!("via: {}\nto: {}\n", m.via, crate::rules::join_people(&m.to));
-            if !m.cc.is_empty() {
-                s.push_str(&format!("cc: {}\n", crate::rules::join_people(&m.cc)));
-            }
-            if !m.bcc.is_empty() {
-                s.push_str(&format!("bcc: {}\n", crate::rules::join_people(&m.bcc)));
-            }
-            if m.one_per_recipient {
-                s.push_str("(one message per recipient)\n");
-            }
-            s.push_str(&format!("subject: {}\n\n{}", m.subject, m.body));
-            if let Some(html) = &m.html {
-                s.push_str(&format!("\n\n[html]\n{html}"));
-            }
-            s
-        }
-    }
 }

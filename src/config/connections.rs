@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::actions::syntax;
 use super::raw::{RawConnection, S};
 use super::validate::Ctx;
 use super::{Connection, DingTalkConnection, SmtpConnection, WeComConnection};
@@ -159,7 +158,7 @@ impl Ctx<'_> {
             );
         }
         if let Some(f) = &from
-            && !syntax::mailbox_ok(f)
+            && !crate::actions::connection::mailbox_ok(f)
         {
             let s = c.from.as_ref().map(Spanned::span);
             self.err(

@@ -2,11 +2,9 @@
 //! Validation is pure: `${VAR}` values come from a lookup passed in, and every problem is
 //! reported at once with its key and file line. Clients and sockets are built elsewhere.
 
-mod actions;
-mod app_actions;
+mod check;
 mod connections;
 mod env;
-mod kinds;
 mod outbound;
 mod raw;
 mod receivers;
@@ -16,9 +14,13 @@ mod validate;
 #[cfg(feature = "server")]
 pub use crate::store::settings::parse_postgres_url;
 
+pub use crate::actions::Action;
+pub use crate::actions::connection::{
+    Connection, DingTalkConnection, SmtpConnection, WeComConnection,
+};
+pub use crate::actions::outbound::OutboundConfig;
 pub use crate::store::settings::{StoreConfig, Synchronous};
 pub use crate::time::parse_duration;
-pub use kinds::{Action, AppVendor, GroupTarget, Member, RobotVendor};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,7 +35,6 @@ use crate::secret::Secret;
 use crate::template::Template;
 
 pub use env::{expand, parse_env_file};
-pub use outbound::{HostPattern, OutboundConfig, UrlTarget, robot_hosts, url_target};
 pub use validate::parse;
 
 /// A validated configuration.
@@ -196,61 +197,6 @@ pub enum MpMode {
     Compat,
     /// Only plaintext messages (3-part signature).
     Plaintext,
-}
-
-/// `[connections.NAME]`: an outbound endpoint actions refer to with `via`.
-#[derive(Debug, Clone)]
-pub enum Connection {
-    Smtp(SmtpConnection),
-    WeCom(WeComConnection),
-    DingTalk(DingTalkConnection),
-}
-
-impl Connection {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Connection::Smtp(_) => "smtp",
-            Connection::WeCom(_) => "wecom",
-            Connection::DingTalk(_) => "dingtalk",
-        }
-    }
-}
-
-/// A WeCom self-built app: its token comes from `gettoken?corpid&corpsecret`.
-#[derive(Debug, Clone)]
-pub struct WeComConnection {
-    pub corp_id: String,
-    pub secret: Secret<String>,
-    /// The app's AgentId, for work notifications (`message/send`).
-    pub agent_id: Option<i64>,
-    /// Default `https://qyapi.weixin.qq.com`.
-    pub api_base: String,
-}
-
-/// A DingTalk internal app: AppKey/AppSecret; the robot code for group messages.
-#[derive(Debug, Clone)]
-pub struct DingTalkConnection {
-    pub app_key: String,
-    pub app_secret: Secret<String>,
-    /// The app robot's code (`robotCode`); default the AppKey.
-    pub robot_code: String,
-    /// The app's AgentId, for work notifications (`asyncsend_v2`).
-    pub agent_id: Option<i64>,
-    /// Default `https://oapi.dingtalk.com` (old API).
-    pub api_base: String,
-    /// Default `https://api.dingtalk.com` (v1.0 API).
-    pub new_api_base: String,
-}
-
-/// An SMTP server as a lettre URL: `smtp://` (plain), `smtp://…?tls=required` (STARTTLS),
-/// `smtps://` (TLS from the start); `user:password@` for AUTH.
-#[derive(Debug, Clone)]
-pub struct SmtpConnection {
-    pub url: Secret<String>,
-    pub from: String,
-    /// A PEM file of extra CA certificates to trust (a private CA).
-    pub ca_file: Option<PathBuf>,
-    pub timeout: Duration,
 }
 
 /// The delivery worker and its retry policy.

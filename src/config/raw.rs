@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::actions::check::RawAction;
+
 pub type S<T> = Option<Spanned<T>>;
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,90 +189,4 @@ pub struct RawRule {
     pub stop: S<bool>,
     #[serde(default)]
     pub actions: Vec<Spanned<RawAction>>,
-}
-
-/// Every key any action kind takes; validation says which apply to which kind.
-#[derive(Debug, Default, Deserialize)]
-pub struct RawAction {
-    pub kind: S<String>,
-    // log
-    pub level: S<String>,
-    /// A string for `log`, the vendor's message table for robots.
-    pub message: S<toml::Value>,
-    // http
-    pub url: S<String>,
-    pub method: S<String>,
-    pub headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
-    pub body: S<String>,
-    pub secret: S<String>,
-    pub timeout: S<u64>,
-    // email
-    pub via: S<String>,
-    pub to: S<toml::Value>,
-    pub cc: S<toml::Value>,
-    pub bcc: S<toml::Value>,
-    pub subject: S<String>,
-    pub html: S<String>,
-    pub one_per_recipient: S<bool>,
-    // robots
-    pub webhook: S<String>,
-    pub per_minute: S<u64>,
-    // vendor apps: groups and notifications
-    pub key: S<String>,
-    pub chat_id: S<String>,
-    pub name: S<String>,
-    pub owner: S<String>,
-    pub members: S<toml::Value>,
-    pub add_members: S<toml::Value>,
-    pub remove_members: S<toml::Value>,
-    pub first_message: S<String>,
-    pub users: S<toml::Value>,
-    pub departments: S<toml::Value>,
-    /// Any kind: run this long after the event ("90s", "15m", "24h", "2d", "1h30m").
-    pub after: S<String>,
-    /// Any kind: run at this time (a template; see `rules::parse_time`).
-    pub at: S<String>,
-    /// `cancel`: only deliveries of these rules.
-    pub rules: S<toml::Value>,
-}
-
-impl RawAction {
-    /// The kind-specific keys that are set, by name, for the "does not apply" check.
-    pub fn keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
-        fn span<T>(v: &S<T>) -> Option<std::ops::Range<usize>> {
-            v.as_ref().map(Spanned::span)
-        }
-        [
-            ("level", span(&self.level)),
-            ("message", span(&self.message)),
-            ("url", span(&self.url)),
-            ("method", span(&self.method)),
-            ("headers", self.headers.as_ref().map(Spanned::span)),
-            ("body", span(&self.body)),
-            ("secret", span(&self.secret)),
-            ("timeout", span(&self.timeout)),
-            ("via", span(&self.via)),
-            ("to", span(&self.to)),
-            ("cc", span(&self.cc)),
-            ("bcc", span(&self.bcc)),
-            ("subject", span(&self.subject)),
-            ("html", span(&self.html)),
-            ("one_per_recipient", span(&self.one_per_recipient)),
-            ("webhook", span(&self.webhook)),
-            ("per_minute", span(&self.per_minute)),
-            ("rules", span(&self.rules)),
-            ("chat_id", span(&self.chat_id)),
-            ("name", span(&self.name)),
-            ("owner", span(&self.owner)),
-            ("members", span(&self.members)),
-            ("add_members", span(&self.add_members)),
-            ("remove_members", span(&self.remove_members)),
-            ("first_message", span(&self.first_message)),
-            ("users", span(&self.users)),
-            ("departments", span(&self.departments)),
-        ]
-        .into_iter()
-        .filter_map(|(k, s)| Some((k, s?)))
-        .collect()
-    }
 }

@@ -3,13 +3,14 @@
 //! compiled here, so `hookgate check` reports its problem with the rule, field and line.
 
 use std::collections::{BTreeMap, HashSet};
+
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::raw::{RawAction, RawDelivery, RawRule, S};
 use super::validate::Ctx;
-use super::{Action, Condition, Connection, DeliveryConfig, Receiver, Rule, RuleAction};
+use super::{Action, Condition, DeliveryConfig, Receiver, Rule, RuleAction};
 
 impl Ctx<'_> {
     pub(super) fn tables(
@@ -89,13 +90,12 @@ impl Ctx<'_> {
         &mut self,
         key: &str,
         a: &Spanned<RawAction>,
-        connections: &BTreeMap<String, Connection>,
         receivers_named: Option<&[String]>,
         receivers: &[Receiver],
     ) -> Option<RuleAction> {
         let raw = a.get_ref();
         let delay = self.delay(key, &raw.after);
-        let at = self.template_at(&format!("{key}.at"), &raw.at);
+        let at = self.check().template(&format!("{key}.at"), &raw.at);
         if let (Some(_), Some(at_span)) = (&raw.after, &raw.at) {
             self.err(
                 Some(at_span.span()),
@@ -105,9 +105,9 @@ impl Ctx<'_> {
         }
         // `key` correlates any action with a later `cancel` (for group actions it is also
         // the group's key).
-        let correlation = self.template_at(&format!("{key}.key"), &raw.key);
-        let action = self.action(key, a, connections)?;
-        if matches!(action, Action::AibotReply { .. }) {
+        let correlation = self.check().template(&format!("{key}.key"), &raw.key);
+        let action = Action::validate(self.check(), key, a)?;
+        if matches!(action, Action::AibotReply(_)) {
             self.aibot_receivers(key, a, receivers_named, receivers);
         }
         Some(RuleAction {
@@ -118,11 +118,39 @@ impl Ctx<'_> {
         })
     }
 
+    /// A bot reply travels over the connection its event came in on: the rule may apply only
+    /// to `wecom_aibot` receivers.
+    pub(super) fn aibot_receivers(
+        &mut self,
+        prefix: &str,
+        a: &Spanned<RawAction>,
+        named: Option<&[String]>,
+        receivers: &[Receiver],
+    ) {
+        let others: Vec<&str> = receivers
+            .iter()
+            .filter(|r| named.is_none_or(|n| n.contains(&r.name)))
+            .filter(|r| r.vendor() != crate::event::Vendor::WecomAibot)
+            .map(|r| r.name.as_str())
+            .collect();
+        if !others.is_empty() {
+            let s = a.get_ref().kind.as_ref().map(Spanned::span);
+            self.err(
+                s,
+                format!("{prefix}.kind"),
+                format!(
+                    "wecom_aibot_reply answers over a WeCom AI bot's connection, but the rule also applies to {} \
+                     (give the rule receiver = the wecom_aibot receiver)",
+                    others.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
+
     pub(super) fn rules(
         &mut self,
         raw: &[Spanned<RawRule>],
         receivers: &[Receiver],
-        connections: &BTreeMap<String, Connection>,
         receivers_declared: usize,
     ) -> Vec<Rule> {
         let mut names = HashSet::new();
@@ -167,7 +195,7 @@ impl Ctx<'_> {
                 .enumerate()
                 .filter_map(|(j, a)| {
                     let key = format!("{prefix}.actions[{j}]");
-                    self.rule_action(&key, a, connections, receivers_named.as_deref(), receivers)
+                    self.rule_action(&key, a, receivers_named.as_deref(), receivers)
                 })
                 .collect();
             if self.errors_len() > errors_before {

@@ -1,7 +1,7 @@
 //! Raw config → [`Config`]: fills `${VAR}`, checks every key, builds AES keys, and collects
 //! every problem with its line instead of stopping at the first.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -9,9 +9,11 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::raw::{RawConfig, S};
-use super::{Config, ConfigError, ServerConfig, StoreConfig, Synchronous};
+use super::{
+    Config, ConfigError, Connection, OutboundConfig, ServerConfig, StoreConfig, Synchronous,
+};
 use crate::secret::Secret;
-use crate::template::{Compiler, Template};
+use crate::template::Compiler;
 
 /// Parses and validates a config file's text; `lookup` supplies `${VAR}` values.
 pub fn parse(
@@ -23,8 +25,9 @@ pub fn parse(
         lookup,
         errors: Vec::new(),
         declared_connections: HashSet::new(),
-        outbound_config: super::OutboundConfig::default(),
+        outbound_config: OutboundConfig::default(),
         compiler: None,
+        valid_connections: BTreeMap::new(),
     };
     let doc = DeTable::parse(src).map_err(|e| vec![ctx.toml_error(&e)])?;
     let mut unknown = Vec::new();
@@ -123,9 +126,11 @@ pub(super) struct Ctx<'a> {
     /// errors is not reported again.
     pub(super) declared_connections: HashSet<String>,
     /// `[outbound]`, read before the rules whose targets it confines.
-    pub(super) outbound_config: super::OutboundConfig,
+    pub(super) outbound_config: OutboundConfig,
     /// Compiles the rules' templates once, in the zone of `[server] timezone`.
-    compiler: Option<Compiler>,
+    pub(super) compiler: Option<Compiler>,
+    /// The connections that validated, for the actions that name them.
+    pub(super) valid_connections: BTreeMap<String, Connection>,
 }
 
 impl Ctx<'_> {
@@ -136,29 +141,6 @@ impl Ctx<'_> {
             .filter(|b| **b == b'\n')
             .count()
             + 1
-    }
-
-    /// Compiles a template (`key` names it for `hookgate check`); a problem is reported and
-    /// the handle still returned, so the checks after it run as on a good one.
-    pub(super) fn compile(
-        &mut self,
-        key: &str,
-        span: Option<Range<usize>>,
-        src: &str,
-        condition: bool,
-    ) -> Template {
-        let compiler = self
-            .compiler
-            .get_or_insert_with(|| Compiler::new(jiff::tz::TimeZone::UTC));
-        let (template, problem) = if condition {
-            compiler.condition(key, src)
-        } else {
-            compiler.compile(key, src)
-        };
-        if let Some(problem) = problem {
-            self.err(span, key, problem);
-        }
-        template
     }
 
     pub(super) fn errors_len(&self) -> usize {
@@ -249,7 +231,8 @@ impl Ctx<'_> {
         let delivery = self.delivery(&raw.delivery);
         let outbound = self.outbound(&raw.outbound);
         self.outbound_config = outbound.clone();
-        let rules = self.rules(&raw.rules, &receivers, &connections, raw.receivers.len());
+        self.valid_connections = connections.clone();
+        let rules = self.rules(&raw.rules, &receivers, raw.receivers.len());
         if let Some(compiler) = self.compiler.take() {
             compiler.finish();
         }

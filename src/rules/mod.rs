@@ -1,9 +1,7 @@
-//! Rules: which events fire which actions, and the Jinja templates (minijinja) that render
-//! the actions. Matching runs on the callback path before the event is stored (one delivery
+//! Rules: which events fire which actions, and rendering an action's templates for an
+//! event. Matching runs on the callback path before the event is stored (one delivery
 //! per matched action goes into the same transaction); rendering runs in the delivery worker,
 //! when the event has its id.
-
-mod render;
 
 use std::collections::BTreeMap;
 
@@ -15,10 +13,7 @@ use crate::template::Template;
 pub use crate::template::{EventView, MAX_RENDERED, expression_problem, template_problem};
 pub use crate::time::parse_time;
 
-pub use render::{
-    AppOp, People, Rendered, RenderedAibotReply, RenderedApp, RenderedEmail, RenderedHttp,
-    RenderedRobot, Target, join_people,
-};
+pub use crate::actions::{RenderError, Rendered};
 
 /// Why a rule does or does not fire, cheap to make.
 enum Check {
@@ -28,28 +23,6 @@ enum Check {
     When(usize),
     IfFalse,
     IfFailed(String),
-}
-
-/// Why an action could not be rendered for an event (the delivery goes dead with it).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderError {
-    /// A template failed: minijinja's reason, fuel or the 1 MiB cap included.
-    #[error("{field}: {reason}")]
-    Template { field: String, reason: String },
-    /// A field that names something (a key, a chat, a department) rendered empty.
-    #[error("{0} rendered empty")]
-    Empty(String),
-    /// A `wecom_aibot_reply` for an event that did not come over a bot's connection.
-    #[error(
-        "event from {0:?} has no req_id: wecom_aibot_reply answers only messages and events of a wecom_aibot receiver"
-    )]
-    NoReqId(String),
-    /// A reload removed the action the delivery was made for.
-    #[error("rule {rule:?} has no action {action} in the current config")]
-    Gone { rule: String, action: usize },
-    /// The dispatch handed an action to the wrong kind's renderer (a bug).
-    #[error("not a {0} action")]
-    NotThisKind(&'static str),
 }
 
 /// Whether one rule fires for an event (`hookgate explain`).
@@ -181,7 +154,7 @@ impl RuleSet {
             key,
             at,
             cancel: match &a.action {
-                Action::Cancel { rules, .. } => Some(rules.clone()),
+                Action::Cancel(c) => Some(c.rules.clone()),
                 _ => None,
             },
         }
@@ -278,7 +251,7 @@ impl RuleSet {
             action,
         })?;
         let ctx = Value::from(minijinja::value::Serde(self.context(ev)));
-        render::render(spec, &ctx, ev)
+        spec.render(&ctx, ev)
     }
 }
 
@@ -454,7 +427,7 @@ from = "IT <it@example.com>"
             panic!("not an email")
         };
         assert_eq!(
-            join_people(&m.to),
+            crate::actions::people::join_people(&m.to),
             "zhangsan@example.com, a@example.com, b@example.com"
         );
         assert_eq!(m.subject, "新增成员：zhangsan");
@@ -478,10 +451,10 @@ message = "{{ event.chat_id }} {{ event.receiver }} {{ header.event_type }} {{ f
         let f = fields(
             r#"{"schema":"2.0","header":{"event_type":"im.chat.updated_v1"},"event":{"chat_id":"oc_1"}}"#,
         );
-        let Rendered::Log { message, .. } = rules.render("r", 0, &view("lark", &f)).unwrap() else {
+        let Rendered::Log(log) = rules.render("r", 0, &view("lark", &f)).unwrap() else {
             panic!()
         };
-        assert_eq!(message, "oc_1 lark im.chat.updated_v1 oc_1");
+        assert_eq!(log.message, "oc_1 lark im.chat.updated_v1 oc_1");
     }
 
     #[test]
@@ -540,12 +513,11 @@ message = "{% for i in range(20000) %}{{ Name }}{% endfor %}"
             .to_string();
         assert!(err.contains("message") && err.contains("1024 KiB"), "{err}");
         let small = fields(r#"{"Name":"ab"}"#);
-        let Rendered::Log { message, .. } = rules.render("r", 0, &view("hr", &small)).unwrap()
-        else {
+        let Rendered::Log(log) = rules.render("r", 0, &view("hr", &small)).unwrap() else {
             panic!()
         };
         // "ab" → "abaabbab" → 8 characters with "ab" at each of their 9 gaps.
-        assert_eq!(message.len(), 8 + 9 * 2);
+        assert_eq!(log.message.len(), 8 + 9 * 2);
     }
 
     /// Security review, defect 6: `<a href>` and `<img>` from an event field went verbatim

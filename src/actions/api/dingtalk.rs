@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::token::TokenCache;
 use super::{CallError, errcode, errmsg, json_answer, json_call, snippet};
 use crate::actions::ActionError;
-use crate::config::DingTalkConnection;
+use crate::actions::connection::DingTalkConnection;
 use crate::store::Store;
 
 pub struct DingTalk {

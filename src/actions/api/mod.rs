@@ -9,8 +9,10 @@ pub mod wecom;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use crate::actions::ActionError;
-use crate::config::{Config, Connection};
+use crate::actions::connection::Connection;
 use crate::store::Store;
 
 /// Every vendor app connection of the config, by name.
@@ -22,13 +24,13 @@ pub struct Apis {
 
 impl Apis {
     pub fn new(
-        config: &Config,
+        connections: &BTreeMap<String, Connection>,
         http: &reqwest::Client,
         store: &Store,
         metrics: &Arc<crate::metrics::Metrics>,
     ) -> Self {
         let mut apis = Apis::default();
-        for (name, c) in &config.connections {
+        for (name, c) in connections {
             match c {
                 Connection::WeCom(w) => {
                     apis.wecom.insert(
@@ -141,4 +143,22 @@ pub(crate) fn errmsg(body: &serde_json::Value) -> String {
         .and_then(serde_json::Value::as_str)
         .unwrap_or("");
     snippet(msg)
+}
+
+/// A one-file `multipart/form-data` body (WeCom media uploads): (content type, body).
+pub(crate) fn multipart(field: &str, path: &std::path::Path, bytes: &[u8]) -> (String, Vec<u8>) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().replace(['"', '\r', '\n'], "_"))
+        .unwrap_or_else(|| "file".into());
+    let boundary = format!("hookgate{:016x}", rand::random::<u64>());
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"; \
+         filelength={}\r\nContent-Type: application/octet-stream\r\n\r\n",
+        bytes.len()
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::token::TokenCache;
 use super::{errcode, errmsg, json_answer};
 use crate::actions::ActionError;
-use crate::config::WeComConnection;
+use crate::actions::connection::WeComConnection;
 use crate::store::Store;
 
 pub struct WeCom {
@@ -137,7 +137,7 @@ impl WeCom {
     ) -> Result<String, ActionError> {
         for attempt in 0..2 {
             let token = self.token.get(|| self.fetch_token()).await?;
-            let (content_type, body) = crate::actions::multipart("media", path, bytes);
+            let (content_type, body) = super::multipart("media", path, bytes);
             let req = self
                 .http
                 .post(format!("{}/cgi-bin/media/upload", self.conn.api_base))

@@ -1,4 +1,4 @@
-//! `http`: POST (or PUT/PATCH) the event or a rendered body. The delivery id goes in
+//! Sends an `http` action. The delivery id goes in
 //! `X-Hookgate-Delivery` (an idempotency key: a retried or re-run delivery keeps it); with a
 //! secret, `X-Hookgate-Signature: sha256=<hex HMAC-SHA256 of the body>`.
 
@@ -6,14 +6,38 @@ use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 
-use super::{ActionError, Attempt, Disposition};
-use crate::rules::RenderedHttp;
+use super::Rendered;
+use crate::actions::outbound::Outbound;
+use crate::actions::{ActionError, Attempt, Disposition};
 
-pub(super) async fn send(
-    client: &reqwest::Client,
-    h: &RenderedHttp,
-    a: Attempt<'_>,
-) -> Result<(), ActionError> {
+impl Rendered {
+    /// As `explain` shows it: the request, without the secret.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} {}\n", self.method, self.url);
+        for (k, v) in &self.headers {
+            s.push_str(&format!("{k}: {v}\n"));
+        }
+        if self.secret.is_some() {
+            s.push_str("X-Hookgate-Signature: sha256=<hmac of the body>\n");
+        }
+        s.push_str(&format!("\n{}", self.body));
+        s
+    }
+
+    /// Sends it with `plain`, or through `[outbound]`'s confined client when its host came
+    /// from the event.
+    pub async fn send(
+        &self,
+        outbound: &Outbound,
+        plain: &reqwest::Client,
+        a: Attempt<'_>,
+    ) -> Result<(), ActionError> {
+        let client = outbound.http(&self.url, self.host_from_template, plain)?;
+        send(client, self, a).await
+    }
+}
+
+async fn send(client: &reqwest::Client, h: &Rendered, a: Attempt<'_>) -> Result<(), ActionError> {
     let method = reqwest::Method::from_bytes(h.method.as_bytes())
         .map_err(|_| ActionError::permanent(format!("bad method {:?}", h.method)))?;
     let mut req = client

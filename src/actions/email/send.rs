@@ -1,4 +1,4 @@
-//! `email` over SMTP with lettre (tokio, rustls/ring, pooled connections). Every message
+//! Sends an `email` over SMTP with lettre (tokio, rustls/ring, pooled connections). Every message
 //! carries `Message-ID: <hookgate.D.N@domain>` from its delivery id, so a delivery that runs
 //! again after a crash sends the same id and mail systems can tell the copies apart.
 
@@ -6,19 +6,23 @@ use lettre::message::{Mailbox, MultiPart, header::ContentType};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{ActionError, Attempt};
-use crate::config::SmtpConnection;
-use crate::rules::RenderedEmail;
+use super::Rendered;
+use crate::actions::api::Apis;
+use crate::actions::connection::SmtpConnection;
+use crate::actions::directory::Directory;
+use crate::actions::people::{People, join_people};
+use crate::actions::{ActionError, Attempt};
 
 /// Addresses after departments were resolved.
 #[derive(Debug, Default)]
-pub(super) struct Recipients {
+struct Recipients {
     pub to: Vec<String>,
     pub cc: Vec<String>,
     pub bcc: Vec<String>,
 }
 
-pub(super) struct Mailer {
+/// One `smtp` connection's transport (pooled).
+pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     timeout: std::time::Duration,
     from: Mailbox,
@@ -27,7 +31,7 @@ pub(super) struct Mailer {
 }
 
 impl Mailer {
-    pub(super) fn new(c: &SmtpConnection) -> Result<Self, String> {
+    pub fn new(c: &SmtpConnection) -> Result<Self, String> {
         let url = c.url.expose();
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| format!("url: {}", redact(&e.to_string(), url)))?
@@ -67,17 +71,12 @@ impl Mailer {
         })
     }
 
-    pub(super) fn timeout(&self) -> std::time::Duration {
+    pub fn timeout(&self) -> std::time::Duration {
         self.timeout
     }
 
     /// Sends `m` to the resolved addresses (departments already looked up).
-    pub(super) async fn send(
-        &self,
-        m: &RenderedEmail,
-        r: &Recipients,
-        a: Attempt<'_>,
-    ) -> Result<(), ActionError> {
+    async fn send(&self, m: &Rendered, r: &Recipients, a: Attempt<'_>) -> Result<(), ActionError> {
         if r.to.is_empty() && r.cc.is_empty() && r.bcc.is_empty() {
             return Err(ActionError::permanent("no recipients after rendering"));
         }
@@ -126,6 +125,95 @@ impl Mailer {
         }
         Ok(())
     }
+}
+
+impl Rendered {
+    /// As `explain` shows it.
+    pub fn describe(&self) -> String {
+        let mut s = format!("via: {}\nto: {}\n", self.via, join_people(&self.to));
+        if !self.cc.is_empty() {
+            s.push_str(&format!("cc: {}\n", join_people(&self.cc)));
+        }
+        if !self.bcc.is_empty() {
+            s.push_str(&format!("bcc: {}\n", join_people(&self.bcc)));
+        }
+        if self.one_per_recipient {
+            s.push_str("(one message per recipient)\n");
+        }
+        s.push_str(&format!("subject: {}\n\n{}", self.subject, self.body));
+        if let Some(html) = &self.html {
+            s.push_str(&format!("\n\n[html]\n{html}"));
+        }
+        s
+    }
+
+    /// Messages it makes: one, or one per `to` address.
+    pub fn messages(&self) -> usize {
+        if self.one_per_recipient {
+            self.to.len().max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Resolves departments through the directory, then sends through `mailer`.
+    pub async fn send(
+        &self,
+        mailer: &Mailer,
+        directory: &Directory,
+        apis: &Apis,
+        a: Attempt<'_>,
+    ) -> Result<(), ActionError> {
+        let recipients = Recipients {
+            to: addresses(&self.to, directory, apis, a).await?,
+            cc: addresses(&self.cc, directory, apis, a).await?,
+            bcc: addresses(&self.bcc, directory, apis, a).await?,
+        };
+        mailer.send(self, &recipients, a).await
+    }
+}
+
+/// Email addresses for people: addresses as written; departments through the directory.
+/// Members without a visible address are named in the log, not dropped silently.
+async fn addresses(
+    people: &[People],
+    directory: &Directory,
+    apis: &Apis,
+    a: Attempt<'_>,
+) -> Result<Vec<String>, ActionError> {
+    let mut out = Vec::new();
+    for p in people {
+        match p {
+            People::User(addr) => out.push(addr.clone()),
+            People::Department { id, via, recursive } => {
+                let via = via.as_deref().unwrap_or_default();
+                let members = directory.members(apis, via, id, *recursive).await?;
+                let (with, without): (Vec<_>, Vec<_>) =
+                    members.into_iter().partition(|m| !m.email.is_empty());
+                if !without.is_empty() {
+                    let ids: Vec<&str> = without.iter().map(|m| m.userid.as_str()).collect();
+                    tracing::warn!(
+                        delivery = a.delivery_id,
+                        department = %id,
+                        connection = %via,
+                        members = %ids.join(","),
+                        "Department members without an email address visible to the app get no mail \
+                         (WeCom hides email from apps created after 2022-06-20; see the README)."
+                    );
+                }
+                if with.is_empty() {
+                    return Err(ActionError::permanent(format!(
+                        "department {id} via {via}: none of its {} members has an email address visible to the app",
+                        without.len()
+                    )));
+                }
+                out.extend(with.into_iter().map(|m| m.email));
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|a| seen.insert(a.to_ascii_lowercase()));
+    Ok(out)
 }
 
 /// SMTP 5xx replies are permanent; 4xx, timeouts, TLS and connection failures are retried.

@@ -10,11 +10,11 @@ use std::path::{Component, Path, PathBuf};
 
 use tokio::io::AsyncReadExt;
 
-use super::ActionError;
-use crate::config::{OutboundConfig, RobotVendor, robot_hosts};
+use super::policy::OutboundConfig;
+use crate::actions::error::ActionError;
 
 /// The checks, and the client for destinations they confine.
-pub(super) struct Outbound {
+pub struct Outbound {
     config: OutboundConfig,
     /// Resolves names to public addresses only (unless `allow_private`), so a host cannot
     /// resolve (or rebind) its way onto the internal network.
@@ -22,10 +22,7 @@ pub(super) struct Outbound {
 }
 
 impl Outbound {
-    pub(super) fn new(
-        config: &OutboundConfig,
-        builder: reqwest::ClientBuilder,
-    ) -> reqwest::Result<Self> {
+    pub fn new(config: &OutboundConfig, builder: reqwest::ClientBuilder) -> reqwest::Result<Self> {
         let builder = if config.allow_private {
             builder
         } else {
@@ -38,20 +35,21 @@ impl Outbound {
     }
 
     /// A rendered robot webhook, and the client to send it with.
-    pub(super) fn robot(
+    /// `kind` names the robot, `hosts` are its vendor's own (HTTPS only).
+    pub fn robot(
         &self,
-        vendor: RobotVendor,
+        kind: &str,
+        hosts: &[&str],
         webhook: &str,
     ) -> Result<(url::Url, &reqwest::Client), ActionError> {
         let url = parse(webhook, "webhook")?;
         let (host, port) = host_port(&url)?;
-        let vendor_host = robot_hosts(vendor).contains(&host.as_str()) && url.scheme() == "https";
+        let vendor_host = hosts.contains(&host.as_str()) && url.scheme() == "https";
         let pattern = self.config.allowed_host(&host, port);
         if !vendor_host && pattern.is_none() {
             return Err(ActionError::permanent(format!(
-                "webhook host {host:?} is not a {} robot host ({}) nor in [outbound] allow_hosts; not sent",
-                vendor.kind(),
-                robot_hosts(vendor).join(", ")
+                "webhook host {host:?} is not a {kind} robot host ({}) nor in [outbound] allow_hosts; not sent",
+                hosts.join(", ")
             )));
         }
         self.destination(&url, &host, pattern.is_some_and(|p| p.is_ip()))?;
@@ -59,7 +57,7 @@ impl Outbound {
     }
 
     /// A rendered `http` URL whose host came from a template: allow-listed hosts only.
-    pub(super) fn http<'a>(
+    pub fn http<'a>(
         &'a self,
         url: &str,
         host_from_template: bool,
@@ -96,7 +94,7 @@ impl Outbound {
 
     /// Reads a local file named by a rendered `path`: inside `media_dir` only, a regular file,
     /// at most `max` bytes. Returns the path (for the upload's file name) and the bytes.
-    pub(super) async fn read_media(
+    pub async fn read_media(
         &self,
         rendered: &str,
         max: u64,
@@ -172,7 +170,7 @@ fn host_port(url: &url::Url) -> Result<(String, u16), ActionError> {
 
 /// Whether an address is on the public internet (not loopback, private, link-local, CGNAT,
 /// multicast, documentation or otherwise reserved; IPv4-mapped IPv6 judged as IPv4).
-pub(super) fn is_public(ip: IpAddr) -> bool {
+pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
@@ -227,8 +225,10 @@ impl reqwest::dns::Resolve for PublicOnly {
 
 #[cfg(test)]
 mod tests {
+    use super::super::policy::HostPattern;
     use super::*;
-    use crate::config::HostPattern;
+
+    const DING: (&str, &[&str]) = ("dingtalk_robot", &["oapi.dingtalk.com", "api.dingtalk.com"]);
 
     fn outbound(media: Option<&Path>, hosts: &[&str]) -> Outbound {
         crate::tls::install_provider();
@@ -268,23 +268,27 @@ mod tests {
     #[test]
     fn robot_webhooks_and_event_chosen_hosts() {
         let o = outbound(None, &["127.0.0.1", "*.corp.example.com"]);
-        let ding = RobotVendor::DingTalk;
         assert!(
-            o.robot(ding, "https://oapi.dingtalk.com/robot/send?access_token=x")
-                .is_ok()
+            o.robot(
+                DING.0,
+                DING.1,
+                "https://oapi.dingtalk.com/robot/send?access_token=x"
+            )
+            .is_ok()
         );
         assert!(
-            o.robot(ding, "http://127.0.0.1:9/robot/send").is_ok(),
+            o.robot(DING.0, DING.1, "http://127.0.0.1:9/robot/send")
+                .is_ok(),
             "an allow-listed IP"
         );
-        let e = o.robot(ding, "http://10.0.0.8/x").unwrap_err();
+        let e = o.robot(DING.0, DING.1, "http://10.0.0.8/x").unwrap_err();
         assert!(e.reason.contains("allow_hosts") && !e.is_retryable(), "{e}");
         assert!(
-            o.robot(ding, "http://oapi.dingtalk.com/robot/send")
+            o.robot(DING.0, DING.1, "http://oapi.dingtalk.com/robot/send")
                 .is_err(),
             "HTTPS only"
         );
-        assert!(o.robot(ding, "file:///etc/passwd").is_err());
+        assert!(o.robot(DING.0, DING.1, "file:///etc/passwd").is_err());
         let plain = reqwest::Client::new();
         assert!(
             o.http("http://10.0.0.8/x", false, &plain).is_ok(),
@@ -295,7 +299,8 @@ mod tests {
         // Security review, defect 10: a malformed URL's error carried its access_token.
         let e = o
             .robot(
-                ding,
+                DING.0,
+                DING.1,
                 "https://oapi.ding talk.com/robot/send?access_token=SECRET",
             )
             .unwrap_err();

@@ -11,11 +11,10 @@ use std::time::Duration;
 use base64::Engine;
 use md5::Digest;
 
-use super::outbound::Outbound;
-use super::{ActionError, Attempt, Disposition};
+use super::{Rendered, RobotVendor};
+use crate::actions::outbound::Outbound;
+use crate::actions::{ActionError, Attempt, Disposition};
 use crate::clock::now_ms;
-use crate::config::RobotVendor;
-use crate::rules::RenderedRobot;
 use crate::store::Store;
 
 /// WeCom limits: image 2 MB before encoding, upload 20 MB.
@@ -23,7 +22,7 @@ const WECOM_IMAGE_MAX: u64 = 2 * 1024 * 1024;
 const WECOM_FILE_MAX: u64 = 20 * 1024 * 1024;
 
 /// The webhook without its query (which holds the token): the limiter key and what logs show.
-pub(super) fn webhook_key(url: &str) -> String {
+pub fn webhook_key(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             let token: String = u
@@ -40,14 +39,35 @@ pub(super) fn webhook_key(url: &str) -> String {
     }
 }
 
-pub(super) async fn send(
+impl Rendered {
+    /// As `explain` shows it: the webhook without its token.
+    pub fn describe(&self) -> String {
+        let mut s = format!("POST {}\n", webhook_key(&self.webhook));
+        if self.secret.is_some() {
+            s.push_str("(signed with the robot's secret)\n");
+        }
+        s.push_str(&serde_json::to_string_pretty(&self.message).unwrap_or_default());
+        s
+    }
+
+    pub async fn send(
+        &self,
+        outbound: &Outbound,
+        store: &Store,
+        a: Attempt<'_>,
+    ) -> Result<(), ActionError> {
+        send(outbound, store, self, a).await
+    }
+}
+
+async fn send(
     outbound: &Outbound,
     store: &Store,
-    r: &RenderedRobot,
+    r: &Rendered,
     a: Attempt<'_>,
 ) -> Result<(), ActionError> {
     // Where the webhook may go is settled before anything else (the budget included).
-    let (_, client) = outbound.robot(r.vendor, &r.webhook)?;
+    let (_, client) = outbound.robot(r.vendor.kind(), r.vendor.hosts(), &r.webhook)?;
     let key = webhook_key(&r.webhook);
     let wait = store
         .rate_take(&key, r.per_minute, now_ms())
@@ -79,7 +99,7 @@ pub(super) async fn send(
     result
 }
 
-async fn dingtalk(client: &reqwest::Client, r: &RenderedRobot) -> Result<(), ActionError> {
+async fn dingtalk(client: &reqwest::Client, r: &Rendered) -> Result<(), ActionError> {
     let mut url =
         url::Url::parse(&r.webhook).map_err(|e| ActionError::permanent(format!("webhook: {e}")))?;
     if let Some(secret) = &r.secret {
@@ -105,7 +125,7 @@ async fn dingtalk(client: &reqwest::Client, r: &RenderedRobot) -> Result<(), Act
 async fn wecom(
     client: &reqwest::Client,
     outbound: &Outbound,
-    r: &RenderedRobot,
+    r: &Rendered,
 ) -> Result<(), ActionError> {
     let mut message = r.message.clone();
     match message.get("msgtype").and_then(|t| t.as_str()) {
@@ -161,7 +181,7 @@ async fn wecom_upload(
     let upload_path = url.path().replace("/webhook/send", "/webhook/upload_media");
     url.set_path(&upload_path);
     url.query_pairs_mut().append_pair("type", "file");
-    let (content_type, body) = super::multipart("media", path, bytes);
+    let (content_type, body) = crate::actions::api::multipart("media", path, bytes);
     let resp = client
         .post(url.as_str())
         .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -177,7 +197,7 @@ async fn wecom_upload(
     })
 }
 
-async fn feishu(client: &reqwest::Client, r: &RenderedRobot) -> Result<(), ActionError> {
+async fn feishu(client: &reqwest::Client, r: &Rendered) -> Result<(), ActionError> {
     let mut message = r.message.clone();
     if let Some(secret) = &r.secret {
         let ts = (now_ms() / 1000).to_string();

@@ -1,26 +1,25 @@
-//! `notify`: a work notification to people and departments through a WeCom app
-//! (`message/send`) or a DingTalk app (`asyncsend_v2`).
+//! Sends a work notification: WeCom `message/send` (`touser`/`toparty` joined with `|`),
+//! DingTalk `asyncsend_v2`; departments in `users` are listed through the directory.
 
 use serde_json::json;
 
-use super::App;
-use super::{ActionError, Attempt};
-use crate::config::AppVendor;
-use crate::rules::{AppOp, RenderedApp};
+use super::Rendered;
+use crate::actions::app::{App, AppVendor};
+use crate::actions::{ActionError, Attempt};
 
-pub(super) async fn run(
-    app: &App<'_>,
-    a: &RenderedApp,
-    attempt: Attempt<'_>,
-) -> Result<(), ActionError> {
-    let AppOp::Notify {
-        users,
-        departments,
-        message,
-    } = &a.op
-    else {
-        return Err(ActionError::permanent("not a notify action"));
-    };
+impl Rendered {
+    /// As `explain` shows it: the connection, then what is asked for.
+    pub fn describe(&self) -> String {
+        format!("via: {} ({:?})\n{self:#?}", self.via, self.vendor)
+    }
+
+    pub async fn send(&self, app: &App<'_>, attempt: Attempt<'_>) -> Result<(), ActionError> {
+        send(app, self, attempt).await
+    }
+}
+
+async fn send(app: &App<'_>, a: &Rendered, attempt: Attempt<'_>) -> Result<(), ActionError> {
+    let (users, departments, message) = (&a.users, &a.departments, &a.message);
     match a.vendor {
         AppVendor::WeCom => {
             let w = app.wecom(&a.via)?;

@@ -1,0 +1,72 @@
+//! The config validator as the action kinds see it ([`Check`]): problems with their line,
+//! `${VAR}`, templates compiled once into the config's one environment, the connections that
+//! validated and `[outbound]`.
+
+use std::ops::Range;
+
+use super::raw::S;
+use super::validate::Ctx;
+use super::{Connection, OutboundConfig};
+use crate::actions::check::Check;
+use crate::template::{Compiler, Template};
+
+impl Ctx<'_> {
+    /// Compiles a template (`key` names it for `hookgate check`); a problem is reported and
+    /// the handle still returned, so the checks after it run as on a good one.
+    pub(super) fn compile(
+        &mut self,
+        key: &str,
+        span: Option<Range<usize>>,
+        src: &str,
+        condition: bool,
+    ) -> Template {
+        let compiler = self
+            .compiler
+            .get_or_insert_with(|| Compiler::new(jiff::tz::TimeZone::UTC));
+        let (template, problem) = if condition {
+            compiler.condition(key, src)
+        } else {
+            compiler.compile(key, src)
+        };
+        if let Some(problem) = problem {
+            self.err(span, key, problem);
+        }
+        template
+    }
+
+    /// This validator as the action kinds see it.
+    pub(super) fn check(&mut self) -> &mut dyn Check {
+        self
+    }
+}
+
+/// What the action kinds' validation asks of the config being validated.
+impl Check for Ctx<'_> {
+    fn report(&mut self, span: Option<Range<usize>>, key: String, message: String) {
+        self.err(span, key, message);
+    }
+
+    fn problems(&self) -> usize {
+        self.errors_len()
+    }
+
+    fn expand(&mut self, value: &S<String>, key: &str) -> Option<String> {
+        self.string(value, key)
+    }
+
+    fn compile(&mut self, key: &str, span: Option<Range<usize>>, src: &str) -> Template {
+        Ctx::compile(self, key, span, src, false)
+    }
+
+    fn connection(&self, name: &str) -> Option<&Connection> {
+        self.valid_connections.get(name)
+    }
+
+    fn declared(&self, name: &str) -> bool {
+        self.declared_connections.contains(name)
+    }
+
+    fn outbound(&self) -> &OutboundConfig {
+        &self.outbound_config
+    }
+}
