@@ -415,3 +415,36 @@ fn no_function_over_80_lines() {
     }
     assert!(long.is_empty(), "over {MAX_FN_LINES} lines: {long:#?}");
 }
+
+/// The names of the files in a folder of `src/`.
+fn file_names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Siblings have the same shape: the store's two backends the same files, and every action
+/// kind (a folder of `src/actions/` other than the shared `api/`, `app/` and `outbound/`)
+/// exactly `mod.rs` (keys, spec, render) and `send.rs` (explain's view, sending).
+#[test]
+fn siblings_have_the_same_file_set() {
+    let store = src().join("store");
+    assert_eq!(
+        file_names(&store.join("sqlite")),
+        file_names(&store.join("postgres"))
+    );
+    let actions = src().join("actions");
+    let kind_files: BTreeSet<String> = ["mod.rs", "send.rs"].map(String::from).into();
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(&actions).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !path.is_dir() || ["api", "app", "outbound"].contains(&name.as_str()) {
+            continue;
+        }
+        assert_eq!(file_names(&path), kind_files, "src/actions/{name}/");
+        kinds.push(name);
+    }
+    assert!(kinds.len() >= 10, "{kinds:?}");
+}
