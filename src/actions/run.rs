@@ -159,21 +159,6 @@ impl Actions {
 }
 
 impl Rendered {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Log(_) => "log",
-            Self::Http(_) => "http",
-            Self::Email(_) => "email",
-            Self::Robot(r) => r.vendor.kind(),
-            Self::GroupCreate(_) => "group_create",
-            Self::GroupUpdate(_) => "group_update",
-            Self::GroupSend(_) => "group_send",
-            Self::Notify(_) => "notify",
-            Self::Cancel(_) => "cancel",
-            Self::AibotReply(_) => "wecom_aibot_reply",
-        }
-    }
-
     /// The action as `explain` shows it; secrets are not shown.
     pub fn describe(&self) -> String {
         match self {
