@@ -5,6 +5,7 @@
 pub mod envelope;
 pub mod feishu;
 pub mod robot;
+pub mod webhook;
 
 use subtle::ConstantTimeEq;
 
