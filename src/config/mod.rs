@@ -10,6 +10,7 @@ mod raw;
 mod receivers;
 mod rules;
 mod validate;
+mod webhook;
 
 #[cfg(feature = "server")]
 pub use crate::store::settings::parse_postgres_url;
@@ -93,6 +94,7 @@ impl Receiver {
             Credentials::DingTalkStream(_) => Vendor::DingTalkStream,
             Credentials::FeishuWs(_) => Vendor::FeishuWs,
             Credentials::WecomAibot(_) => Vendor::WecomAibot,
+            Credentials::Webhook(_) => Vendor::Webhook,
         }
     }
 
@@ -129,6 +131,51 @@ pub enum Credentials {
     DingTalkStream(DingTalkStream),
     FeishuWs(FeishuWs),
     WecomAibot(WecomAibot),
+    Webhook(Box<Webhook>),
+}
+
+/// `vendor = "webhook"`: a signed webhook from any system.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub auth: WebhookAuth,
+    /// What `when` matches as the event's kind (a template over the body's fields, `headers`
+    /// and `query`); default `webhook`.
+    pub kind: Option<Template>,
+    /// What tells a retry from a new event (a template, as `kind`); default the Standard
+    /// Webhooks `webhook-id`, else a digest of the body.
+    pub dedupe_key: Option<Template>,
+}
+
+/// How a webhook proves where it comes from. Several secrets are tried in turn (rotation).
+#[derive(Debug, Clone)]
+pub enum WebhookAuth {
+    /// Explicitly nothing (a trusted network, or a platform that cannot sign).
+    None,
+    /// A static token (an API key) in a header or the query, after `prefix` (`Bearer `).
+    Token {
+        at: AuthAt,
+        prefix: String,
+        secrets: Vec<Secret<String>>,
+    },
+    /// An HMAC of the body in a header or the query (`X-Hub-Signature-256: sha256=<hex>`).
+    Hmac {
+        at: AuthAt,
+        prefix: String,
+        algorithm: crate::crypto::webhook::Algorithm,
+        encoding: crate::crypto::webhook::Encoding,
+        secrets: Vec<Secret<String>>,
+    },
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp` (within `timestamp_window`),
+    /// `webhook-signature` (`v1,<base64>`); the secrets' key bytes (`whsec_` decoded).
+    StandardWebhooks { keys: Vec<Secret<Vec<u8>>> },
+}
+
+/// Where a token or signature travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthAt {
+    /// A header, by its lowercase name.
+    Header(String),
+    Query(String),
 }
 
 /// `vendor = "dingtalk_stream"`: a DingTalk app's Stream-mode connection.

@@ -85,11 +85,21 @@ pub struct RawReceiver {
     pub api_base: S<String>,
     pub ws_url: S<String>,
     pub keepalive: S<String>,
+    // webhook receivers
+    pub auth: S<String>,
+    pub secrets: S<Vec<Spanned<String>>>,
+    pub auth_header: S<String>,
+    pub auth_query: S<String>,
+    pub algorithm: S<String>,
+    pub encoding: S<String>,
+    pub prefix: S<String>,
+    pub dedupe_key: S<String>,
+    pub kind: S<String>,
 }
 
 impl RawReceiver {
     /// The vendor-specific keys that are set, by name, for the "does not apply" check.
-    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 19] {
+    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 28] {
         fn span<T>(v: &S<T>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -116,6 +126,15 @@ impl RawReceiver {
             ("api_base", span(&self.api_base)),
             ("ws_url", span(&self.ws_url)),
             ("keepalive", span(&self.keepalive)),
+            ("auth", span(&self.auth)),
+            ("secrets", span(&self.secrets)),
+            ("auth_header", span(&self.auth_header)),
+            ("auth_query", span(&self.auth_query)),
+            ("algorithm", span(&self.algorithm)),
+            ("encoding", span(&self.encoding)),
+            ("prefix", span(&self.prefix)),
+            ("dedupe_key", span(&self.dedupe_key)),
+            ("kind", span(&self.kind)),
         ]
     }
 }

@@ -160,7 +160,7 @@ impl Ctx<'_> {
     }
 
     /// A required string key; reports it missing at the receiver's table.
-    fn required(
+    pub(super) fn required(
         &mut self,
         prefix: &str,
         key: &str,
@@ -264,6 +264,7 @@ impl Ctx<'_> {
             Vendor::DingTalkStream => self.dingtalk_stream(prefix, r, &table),
             Vendor::FeishuWs => self.feishu_ws(prefix, r, &table),
             Vendor::WecomAibot => self.wecom_aibot(prefix, r, &table),
+            Vendor::Webhook => self.webhook(prefix, r, &table),
         }
     }
 
@@ -545,5 +546,17 @@ fn vendor_keys(vendor: Vendor) -> &'static [&'static str] {
         ],
         Vendor::FeishuWs => &["app_id", "app_secret", "domain", "api_base", "keepalive"],
         Vendor::WecomAibot => &["bot_id", "secret", "ws_url", "keepalive"],
+        Vendor::Webhook => &[
+            "auth",
+            "secret",
+            "secrets",
+            "auth_header",
+            "auth_query",
+            "algorithm",
+            "encoding",
+            "prefix",
+            "dedupe_key",
+            "kind",
+        ],
     }
 }

@@ -22,10 +22,12 @@ pub enum Vendor {
     FeishuWs,
     /// WeCom AI bot (智能机器人) long connection.
     WecomAibot,
+    /// A signed webhook from any system (low-code platforms, alerting, CI).
+    Webhook,
 }
 
 impl Vendor {
-    pub const ALL: [Vendor; 8] = [
+    pub const ALL: [Vendor; 9] = [
         Self::WeCom,
         Self::WechatMp,
         Self::DingTalk,
@@ -34,6 +36,7 @@ impl Vendor {
         Self::DingTalkStream,
         Self::FeishuWs,
         Self::WecomAibot,
+        Self::Webhook,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Vendor {
             Self::DingTalkStream => "dingtalk_stream",
             Self::FeishuWs => "feishu_ws",
             Self::WecomAibot => "wecom_aibot",
+            Self::Webhook => "webhook",
         }
     }
 
@@ -139,6 +143,9 @@ impl Event {
                 .to_owned(),
                 keyed(&fields, &["msgid"], &raw),
             ),
+            // The receiver's own `kind` and `dedupe_key` templates may say better
+            // ([`Event::retag`]).
+            Vendor::Webhook => ("webhook".to_owned(), body_hash(&raw)),
         };
         // A JSON escape (`\u0000`) reaches the kind or key though the raw text has none.
         if kind.contains('\0') || dedupe_key.contains('\0') {
@@ -153,6 +160,23 @@ impl Event {
             fields,
             raw,
         })
+    }
+
+    /// The same event under another kind or dedupe key (a webhook receiver's templates); an
+    /// empty value keeps the one it had.
+    pub fn retag(
+        mut self,
+        kind: Option<String>,
+        dedupe_key: Option<String>,
+    ) -> Result<Self, ParseError> {
+        for (slot, value) in [(&mut self.kind, kind), (&mut self.dedupe_key, dedupe_key)] {
+            match value {
+                Some(v) if v.contains('\0') => return Err(ParseError::Nul("event kind or id")),
+                Some(v) if !v.trim().is_empty() => *slot = v.trim().to_owned(),
+                _ => {}
+            }
+        }
+        Ok(self)
     }
 
     /// For the fuzzer only (cargo-fuzz sets `cfg(fuzzing)`): parse without verification.

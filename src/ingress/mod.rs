@@ -7,6 +7,7 @@ mod dingtalk_robot;
 mod feishu;
 mod guard;
 mod query;
+mod webhook;
 mod wechat_mp;
 mod wecom;
 
@@ -30,6 +31,8 @@ pub enum Method {
 /// Header lookup by lowercase name; the server implements it for hyper's `HeaderMap`.
 pub trait Headers {
     fn get(&self, name: &str) -> Option<&str>;
+    /// Every header that is text, names lowercase (a webhook receiver's templates see them).
+    fn all(&self) -> Vec<(String, String)>;
 }
 
 /// Headers as a list of name/value pairs (tests, fuzzers, tools).
@@ -41,6 +44,13 @@ impl Headers for HeaderList<'_> {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| *v)
+    }
+
+    fn all(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
+            .collect()
     }
 }
 
@@ -148,6 +158,7 @@ pub fn open_with(
         Credentials::DingTalkRobot { app_secret } => {
             dingtalk_robot::open(receiver, app_secret, guard, req)
         }
+        Credentials::Webhook(w) => webhook::open(receiver, w, req),
         // Never routed: stream receivers have no path.
         Credentials::DingTalkStream(_) | Credentials::FeishuWs(_) | Credentials::WecomAibot(_) => {
             Err(OpenError::Method)
@@ -171,7 +182,11 @@ impl Rejected {
                     | OpenError::Unauthenticated(_)
             )
             .then_some(310000),
-            Vendor::Feishu | Vendor::DingTalkStream | Vendor::FeishuWs | Vendor::WecomAibot => None,
+            Vendor::Feishu
+            | Vendor::DingTalkStream
+            | Vendor::FeishuWs
+            | Vendor::WecomAibot
+            | Vendor::Webhook => None,
         };
         Self { error, code }
     }

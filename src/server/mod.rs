@@ -144,6 +144,13 @@ impl Headers for HyperHeaders<'_> {
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(|v| v.to_str().ok())
     }
+
+    fn all(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect()
+    }
 }
 
 pub(crate) fn respond(

@@ -45,8 +45,9 @@ enum Expect {
     Challenge(String),
     /// Any 200.
     Ok,
-    /// A 403 with this vendor code (the robot probe, which must not store anything).
-    Refused(&'static str),
+    /// A 403 with this vendor code, or none (the robot and webhook probes, which must not
+    /// store anything).
+    Refused(Option<&'static str>),
 }
 
 /// Builds the probe for `receiver`: its URL check, or `event` (a decrypted body) if given.
@@ -65,6 +66,7 @@ pub fn probe(receiver: &Receiver, event: Option<&str>) -> Result<Probe, NoCallba
             encrypt_key,
         } => probes::feishu(verification_token, encrypt_key.as_deref(), event, &t),
         Credentials::DingTalkRobot { app_secret } => probes::dingtalk_robot(app_secret, event, &t),
+        Credentials::Webhook(w) => probes::webhook(&w.auth, event, &t),
         Credentials::DingTalkStream(_) | Credentials::FeishuWs(_) | Credentials::WecomAibot(_) => {
             return Err(NoCallbackUrl {
                 name: receiver.name.clone(),

@@ -7,9 +7,12 @@ use serde_json::json;
 
 use super::{Expect, Probe};
 use crate::clock::now_ms;
-use crate::config::MpMode;
+use base64::Engine;
+
+use crate::config::{AuthAt, MpMode, WebhookAuth};
 use crate::crypto::envelope::{Envelope, Sealed, random_alnum};
 use crate::crypto::feishu::FeishuKey;
+use crate::crypto::webhook::{self, Algorithm, Encoding};
 use crate::secret::Secret;
 
 /// What vendors leave unencoded in query values.
@@ -241,7 +244,7 @@ pub(super) fn dingtalk_robot(app_secret: &Secret<String>, body: Option<&str>, t:
                 ("sign".into(), "aG9va2dhdGUgc2ltdWxhdGU=".into()),
             ],
             body: br#"{"msgtype":"text","text":{"content":"hookgate simulate"}}"#.to_vec(),
-            expect: Expect::Refused("310000"),
+            expect: Expect::Refused(Some("310000")),
         };
     };
     let sign = crate::crypto::robot::sign(app_secret.expose(), &t.ms);
@@ -256,5 +259,154 @@ pub(super) fn dingtalk_robot(app_secret: &Secret<String>, body: Option<&str>, t:
         ],
         body: body.as_bytes().to_vec(),
         expect: Expect::Ok,
+    }
+}
+
+/// A webhook: without an event, a request that must be refused (or, with `auth = "none"`, a
+/// bare GET), which stores nothing; with one, the event signed as the receiver's `auth`
+/// asks (the first secret).
+/// A webhook request that stores nothing: refused for want of a signature, or with
+/// `auth = "none"` a bare GET.
+fn webhook_routing(auth: &WebhookAuth) -> Probe {
+    match auth {
+        WebhookAuth::None => Probe {
+            what: "webhook routing probe (GET)".into(),
+            method: reqwest::Method::GET,
+            query: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            expect: Expect::Ok,
+        },
+        _ => Probe {
+            what: "webhook routing probe (POST, unsigned on purpose)".into(),
+            method: reqwest::Method::POST,
+            query: String::new(),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: br#"{"hookgate":"simulate"}"#.to_vec(),
+            expect: Expect::Refused(None),
+        },
+    }
+}
+
+pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Probe {
+    let Some(body) = body else {
+        return webhook_routing(auth);
+    };
+    let content_type = if body.trim_start().starts_with('<') {
+        "application/xml"
+    } else {
+        "application/json"
+    };
+    let mut probe = Probe {
+        what: "webhook event (POST)".into(),
+        method: reqwest::Method::POST,
+        query: String::new(),
+        headers: vec![("Content-Type".into(), content_type.into())],
+        body: body.as_bytes().to_vec(),
+        expect: Expect::Ok,
+    };
+    let mut carry = |at: &AuthAt, value: String| match at {
+        AuthAt::Header(h) => probe.headers.push((h.clone(), value)),
+        AuthAt::Query(q) => {
+            probe.query = format!("{q}={}", utf8_percent_encode(&value, QUERY_VALUE));
+        }
+    };
+    match auth {
+        WebhookAuth::None => {}
+        WebhookAuth::Token {
+            at,
+            prefix,
+            secrets,
+        } => carry(at, format!("{prefix}{}", secrets[0].expose())),
+        WebhookAuth::Hmac {
+            at,
+            prefix,
+            algorithm,
+            encoding,
+            secrets,
+        } => {
+            let mac = webhook::hmac(
+                *algorithm,
+                secrets[0].expose().as_bytes(),
+                &[body.as_bytes()],
+            );
+            let sig = match encoding {
+                Encoding::Hex => hex::encode(mac),
+                Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(mac),
+            };
+            carry(at, format!("{prefix}{sig}"));
+        }
+        WebhookAuth::StandardWebhooks { keys } => {
+            let id = format!("msg_hookgate_simulate_{}", t.nonce);
+            let parts: [&[u8]; 5] = [id.as_bytes(), b".", t.s.as_bytes(), b".", body.as_bytes()];
+            let mac = webhook::hmac(Algorithm::Sha256, keys[0].expose(), &parts);
+            let sig = base64::engine::general_purpose::STANDARD.encode(mac);
+            probe.headers.push(("webhook-id".into(), id));
+            probe
+                .headers
+                .push(("webhook-timestamp".into(), t.s.clone()));
+            probe
+                .headers
+                .push(("webhook-signature".into(), format!("v1,{sig}")));
+        }
+    }
+    probe
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ingress::{HeaderList, Method, Request, open};
+
+    /// What `simulate` sends a webhook receiver is what that receiver accepts (signed as its
+    /// `auth` asks) or refuses (the probe without an event).
+    #[test]
+    fn webhook_probes_are_signed_as_the_receiver_checks() {
+        for auth in [
+            "auth = \"standard_webhooks\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+            "auth = \"hmac\"\nauth_header = \"X-Sig\"\nprefix = \"sha1=\"\nalgorithm = \"sha1\"\nsecret = \"s\"",
+            "auth = \"hmac\"\nauth_query = \"sig\"\nencoding = \"base64\"\nsecret = \"s\"",
+            "auth = \"token\"\nauth_query = \"key\"\nsecret = \"a+b/c=\"",
+            "auth = \"token\"\nauth_header = \"Authorization\"\nprefix = \"Bearer \"\nsecret = \"t\"",
+            "auth = \"none\"",
+        ] {
+            let src = format!(
+                "[[receivers]]\nname = \"w\"\nvendor = \"webhook\"\npath = \"/w\"\n{auth}\n\
+                 [[rules]]\nname = \"r\"\n[[rules.actions]]\nkind = \"log\"\nmessage = \"x\"\n"
+            );
+            let config = crate::config::parse(&src, &|_| None).unwrap();
+            let r = &config.receivers[0];
+            let send = |probe: &super::Probe| {
+                let headers: Vec<(&str, &str)> = probe
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let method = if probe.method == reqwest::Method::GET {
+                    Method::Get
+                } else {
+                    Method::Post
+                };
+                open(
+                    r,
+                    &Request {
+                        method,
+                        query: &probe.query,
+                        headers: &HeaderList(&headers),
+                        body: &probe.body,
+                        now_ms: crate::clock::now_ms(),
+                    },
+                )
+            };
+            let signed = crate::simulate::probe(r, Some(r#"{"kind":"test"}"#)).unwrap();
+            let accepted = send(&signed).unwrap_or_else(|e| panic!("{auth}: {e}"));
+            assert!(accepted.event.is_some(), "{auth}");
+            let routing = crate::simulate::probe(r, None).unwrap();
+            let answer = send(&routing);
+            if auth.contains("none") {
+                assert!(answer.unwrap().event.is_none(), "a bare GET stores nothing");
+            } else {
+                assert_eq!(answer.unwrap_err().status(), 403, "{auth}");
+            }
+        }
     }
 }

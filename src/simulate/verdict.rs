@@ -75,7 +75,11 @@ impl Reply {
             (502..=504, _) if !from_hookgate => bad(format!(
                 "HTTP {status} from the proxy: it cannot reach hookgate (upstream address or hookgate down)"
             )),
-            (403, Expect::Refused(code)) if text.starts_with(&format!("rejected ({code})")) => {
+            (403, Expect::Refused(code))
+                if code.map_or(text.starts_with("rejected"), |c| {
+                    text.starts_with(&format!("rejected ({c})"))
+                }) =>
+            {
                 Some(Verdict::good(format!(
                     "OK: {} reached hookgate's {} receiver and was refused as it must be ({ms} ms)",
                     probe.what, receiver.name
@@ -110,9 +114,13 @@ impl Reply {
                 )),
             },
             Expect::Ok => Ok(()),
-            Expect::Refused(code) => Err(format!(
+            Expect::Refused(Some(code)) => Err(format!(
                 "a wrongly signed robot message was accepted (200), want 403 with {code}"
             )),
+            Expect::Refused(None) => Err(
+                "an unsigned request was accepted (200), want 403: check the receiver's auth"
+                    .into(),
+            ),
         }
     }
 }

@@ -1,0 +1,207 @@
+//! `vendor = "webhook"` receivers as written → [`Webhook`]: which proof of origin a request
+//! must carry (`auth`), with which secrets (several: rotation), where, and the `kind` and
+//! `dedupe_key` templates.
+
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::raw::RawReceiver;
+use super::validate::Ctx;
+use super::{AuthAt, Credentials, Webhook, WebhookAuth};
+use crate::crypto::webhook::{Algorithm, Encoding, standard_secret};
+use crate::secret::Secret;
+
+const AUTHS: &str = "none, token, hmac, standard_webhooks";
+
+impl Ctx<'_> {
+    pub(super) fn webhook(
+        &mut self,
+        prefix: &str,
+        r: &RawReceiver,
+        table: &Range<usize>,
+    ) -> Option<Credentials> {
+        let key = format!("{prefix}.auth");
+        let auth = match self.string(&r.auth, &key).as_deref() {
+            None => {
+                if r.auth.is_none() {
+                    self.err(
+                        Some(table.clone()),
+                        key,
+                        format!("missing (one of {AUTHS}; \"none\" only on a trusted network)"),
+                    );
+                }
+                None
+            }
+            Some("none") => Some(WebhookAuth::None),
+            Some("token") => self.token_auth(prefix, r, table),
+            Some("hmac") => self.hmac_auth(prefix, r, table),
+            Some("standard_webhooks") => self.standard_auth(prefix, r, table),
+            Some(other) => {
+                let span = r.auth.as_ref().map(Spanned::span);
+                self.err(span, key, format!("{other:?} is not one of {AUTHS}"));
+                None
+            }
+        };
+        let kind = self.check().template(&format!("{prefix}.kind"), &r.kind);
+        let dedupe_key = self
+            .check()
+            .template(&format!("{prefix}.dedupe_key"), &r.dedupe_key);
+        Some(Credentials::Webhook(Box::new(Webhook {
+            auth: auth?,
+            kind,
+            dedupe_key,
+        })))
+    }
+
+    /// `secret` and/or `secrets`: at least one, none empty.
+    fn webhook_secrets(
+        &mut self,
+        prefix: &str,
+        r: &RawReceiver,
+        table: &Range<usize>,
+    ) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        let listed = r.secrets.as_ref().map(|s| s.get_ref().as_slice());
+        let one = r.secret.iter();
+        for (i, s) in one.chain(listed.unwrap_or_default()).enumerate() {
+            let key = if i == 0 && r.secret.is_some() {
+                format!("{prefix}.secret")
+            } else {
+                format!("{prefix}.secrets")
+            };
+            match self.string(&Some(s.clone()), &key) {
+                Some(v) if !v.is_empty() => out.push(v),
+                Some(_) => {
+                    self.err(Some(s.span()), key, "is empty");
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        if out.is_empty() && ok {
+            self.err(
+                Some(table.clone()),
+                format!("{prefix}.secrets"),
+                "missing (secret = \"…\" or secrets = [\"…\", \"…\"] while rotating)",
+            );
+        }
+        (ok && !out.is_empty()).then_some(out)
+    }
+
+    /// `auth_header` or `auth_query`, exactly one.
+    fn auth_at(&mut self, prefix: &str, r: &RawReceiver, table: &Range<usize>) -> Option<AuthAt> {
+        let header = self.string(&r.auth_header, &format!("{prefix}.auth_header"));
+        let query = self.string(&r.auth_query, &format!("{prefix}.auth_query"));
+        match (header, query) {
+            (Some(h), None) if !h.trim().is_empty() => {
+                Some(AuthAt::Header(h.trim().to_ascii_lowercase()))
+            }
+            (None, Some(q)) if !q.trim().is_empty() => Some(AuthAt::Query(q.trim().to_owned())),
+            (Some(_), Some(_)) => {
+                let span = r.auth_query.as_ref().map(Spanned::span);
+                let key = format!("{prefix}.auth_query");
+                self.err(span, key, "give auth_header or auth_query, not both");
+                None
+            }
+            _ => {
+                let key = format!("{prefix}.auth_header");
+                let message =
+                    "missing (the header, or auth_query: the query parameter, that carries it)";
+                self.err(Some(table.clone()), key, message);
+                None
+            }
+        }
+    }
+
+    fn token_auth(
+        &mut self,
+        prefix: &str,
+        r: &RawReceiver,
+        table: &Range<usize>,
+    ) -> Option<WebhookAuth> {
+        let at = self.auth_at(prefix, r, table);
+        let prefix_text = self.string(&r.prefix, &format!("{prefix}.prefix"));
+        let secrets = self.webhook_secrets(prefix, r, table);
+        Some(WebhookAuth::Token {
+            at: at?,
+            prefix: prefix_text.unwrap_or_default(),
+            secrets: secrets?.into_iter().map(Secret::new).collect(),
+        })
+    }
+
+    fn hmac_auth(
+        &mut self,
+        prefix: &str,
+        r: &RawReceiver,
+        table: &Range<usize>,
+    ) -> Option<WebhookAuth> {
+        let at = self.auth_at(prefix, r, table);
+        let prefix_text = self.string(&r.prefix, &format!("{prefix}.prefix"));
+        let key = format!("{prefix}.algorithm");
+        let algorithm = match self.string(&r.algorithm, &key) {
+            None => Some(Algorithm::Sha256),
+            Some(a) => Algorithm::parse(&a).or_else(|| {
+                let span = r.algorithm.as_ref().map(Spanned::span);
+                self.err(
+                    span,
+                    key,
+                    format!("{a:?} is not one of sha256, sha1, sha512, md5"),
+                );
+                None
+            }),
+        };
+        let key = format!("{prefix}.encoding");
+        let encoding = match self.string(&r.encoding, &key) {
+            None => Some(Encoding::Hex),
+            Some(e) => Encoding::parse(&e).or_else(|| {
+                let span = r.encoding.as_ref().map(Spanned::span);
+                self.err(span, key, format!("{e:?} is not one of hex, base64"));
+                None
+            }),
+        };
+        let secrets = self.webhook_secrets(prefix, r, table);
+        Some(WebhookAuth::Hmac {
+            at: at?,
+            prefix: prefix_text.unwrap_or_default(),
+            algorithm: algorithm?,
+            encoding: encoding?,
+            secrets: secrets?.into_iter().map(Secret::new).collect(),
+        })
+    }
+
+    /// Standard Webhooks: the headers are the spec's; the secrets `whsec_<base64>`.
+    fn standard_auth(
+        &mut self,
+        prefix: &str,
+        r: &RawReceiver,
+        table: &Range<usize>,
+    ) -> Option<WebhookAuth> {
+        for (key, span) in [
+            ("auth_header", &r.auth_header),
+            ("auth_query", &r.auth_query),
+            ("algorithm", &r.algorithm),
+            ("encoding", &r.encoding),
+            ("prefix", &r.prefix),
+        ] {
+            if let Some(s) = span {
+                let message = "does not apply to auth = \"standard_webhooks\" (the spec fixes it)";
+                self.err(Some(s.span()), format!("{prefix}.{key}"), message);
+            }
+        }
+        let mut keys = Vec::new();
+        for text in self.webhook_secrets(prefix, r, table)? {
+            match standard_secret(&text) {
+                Ok(k) => keys.push(Secret::new(k)),
+                Err(e) => {
+                    let span = r.secrets.as_ref().map(Spanned::span);
+                    let span = span.or_else(|| r.secret.as_ref().map(Spanned::span));
+                    self.err(span, format!("{prefix}.secrets"), e);
+                    return None;
+                }
+            }
+        }
+        Some(WebhookAuth::StandardWebhooks { keys })
+    }
+}
