@@ -296,6 +296,7 @@ impl JsonTemplate {
 /// every [`Template`] it made.
 pub struct Compiler {
     env: Environment<'static>,
+    tz: jiff::tz::TimeZone,
     shared: Arc<OnceLock<Environment<'static>>>,
     next: usize,
 }
@@ -304,7 +305,8 @@ impl Compiler {
     /// `tz`: the zone `datetime` and `shift` use.
     pub fn new(tz: jiff::tz::TimeZone) -> Self {
         Self {
-            env: environment(tz),
+            env: environment(tz.clone()),
+            tz,
             shared: Arc::new(OnceLock::new()),
             next: 0,
         }
@@ -343,6 +345,11 @@ impl Compiler {
             Err(e) => Some(describe(&e)),
         };
         (template, problem)
+    }
+
+    /// The zone `datetime` and `shift` use (`[server] timezone`).
+    pub fn timezone(&self) -> &jiff::tz::TimeZone {
+        &self.tz
     }
 
     /// An `if` expression, compiled as [`condition_template`].

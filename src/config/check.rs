@@ -34,6 +34,13 @@ impl Ctx<'_> {
         template
     }
 
+    /// The zone of `[server] timezone` (templates and times read without one).
+    pub(super) fn timezone(&self) -> jiff::tz::TimeZone {
+        self.compiler
+            .as_ref()
+            .map_or(jiff::tz::TimeZone::UTC, |c| c.timezone().clone())
+    }
+
     /// This validator as the action kinds see it.
     pub(super) fn check(&mut self) -> &mut dyn Check {
         self

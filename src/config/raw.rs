@@ -95,11 +95,13 @@ pub struct RawReceiver {
     pub prefix: S<String>,
     pub dedupe_key: S<String>,
     pub kind: S<String>,
+    pub recipe: S<String>,
+    pub timestamp: S<String>,
 }
 
 impl RawReceiver {
     /// The vendor-specific keys that are set, by name, for the "does not apply" check.
-    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 28] {
+    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 30] {
         fn span<T>(v: &S<T>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -135,6 +137,8 @@ impl RawReceiver {
             ("prefix", span(&self.prefix)),
             ("dedupe_key", span(&self.dedupe_key)),
             ("kind", span(&self.kind)),
+            ("recipe", span(&self.recipe)),
+            ("timestamp", span(&self.timestamp)),
         ]
     }
 }

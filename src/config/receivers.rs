@@ -557,6 +557,8 @@ fn vendor_keys(vendor: Vendor) -> &'static [&'static str] {
             "prefix",
             "dedupe_key",
             "kind",
+            "recipe",
+            "timestamp",
         ],
     }
 }

@@ -12,7 +12,7 @@ use super::{AuthAt, Credentials, Webhook, WebhookAuth};
 use crate::crypto::webhook::{Algorithm, Encoding, standard_secret};
 use crate::secret::Secret;
 
-const AUTHS: &str = "none, token, hmac, standard_webhooks";
+const AUTHS: &str = "none, token, hmac, recipe, standard_webhooks";
 
 impl Ctx<'_> {
     pub(super) fn webhook(
@@ -36,6 +36,7 @@ impl Ctx<'_> {
             Some("none") => Some(WebhookAuth::None),
             Some("token") => self.token_auth(prefix, r, table),
             Some("hmac") => self.hmac_auth(prefix, r, table),
+            Some("recipe") => self.recipe_auth(prefix, r, table),
             Some("standard_webhooks") => self.standard_auth(prefix, r, table),
             Some(other) => {
                 let span = r.auth.as_ref().map(Spanned::span);
@@ -43,6 +44,14 @@ impl Ctx<'_> {
                 None
             }
         };
+        if !matches!(auth, Some(WebhookAuth::Recipe { .. }) | None) {
+            for (key, value) in [("recipe", &r.recipe), ("timestamp", &r.timestamp)] {
+                if let Some(v) = value {
+                    let message = "applies only to auth = \"recipe\"";
+                    self.err(Some(v.span()), format!("{prefix}.{key}"), message);
+                }
+            }
+        }
         let kind = self.check().template(&format!("{prefix}.kind"), &r.kind);
         let dedupe_key = self
             .check()
@@ -131,14 +140,12 @@ impl Ctx<'_> {
         })
     }
 
-    fn hmac_auth(
+    /// `algorithm` (default sha256) and `encoding` (default hex).
+    fn digest_of(
         &mut self,
         prefix: &str,
         r: &RawReceiver,
-        table: &Range<usize>,
-    ) -> Option<WebhookAuth> {
-        let at = self.auth_at(prefix, r, table);
-        let prefix_text = self.string(&r.prefix, &format!("{prefix}.prefix"));
+    ) -> (Option<Algorithm>, Option<Encoding>) {
         let key = format!("{prefix}.algorithm");
         let algorithm = match self.string(&r.algorithm, &key) {
             None => Some(Algorithm::Sha256),
@@ -161,6 +168,53 @@ impl Ctx<'_> {
                 None
             }),
         };
+        (algorithm, encoding)
+    }
+
+    /// `recipe`: what is digested, a template over `body`, `headers`, `query`, `secret`;
+    /// `timestamp`: a template for the time the request claims, checked against
+    /// `timestamp_window`.
+    fn recipe_auth(
+        &mut self,
+        prefix: &str,
+        r: &RawReceiver,
+        table: &Range<usize>,
+    ) -> Option<WebhookAuth> {
+        let at = self.auth_at(prefix, r, table);
+        let prefix_text = self.string(&r.prefix, &format!("{prefix}.prefix"));
+        let (algorithm, encoding) = self.digest_of(prefix, r);
+        let key = format!("{prefix}.recipe");
+        if r.recipe.is_none() {
+            let message = "missing (what is digested, e.g. \"{{ query.nonce }}:{{ body }}:{{ secret }}:{{ query.timestamp }}\")";
+            self.err(Some(table.clone()), &key, message);
+        }
+        let recipe = self.check().template(&key, &r.recipe);
+        let timestamp = self
+            .check()
+            .template(&format!("{prefix}.timestamp"), &r.timestamp);
+        let secrets = self.webhook_secrets(prefix, r, table);
+        let timezone = self.timezone();
+        Some(WebhookAuth::Recipe {
+            at: at?,
+            prefix: prefix_text.unwrap_or_default(),
+            recipe: recipe?,
+            algorithm: algorithm?,
+            encoding: encoding?,
+            timestamp,
+            timezone,
+            secrets: secrets?.into_iter().map(Secret::new).collect(),
+        })
+    }
+
+    fn hmac_auth(
+        &mut self,
+        prefix: &str,
+        r: &RawReceiver,
+        table: &Range<usize>,
+    ) -> Option<WebhookAuth> {
+        let at = self.auth_at(prefix, r, table);
+        let prefix_text = self.string(&r.prefix, &format!("{prefix}.prefix"));
+        let (algorithm, encoding) = self.digest_of(prefix, r);
         let secrets = self.webhook_secrets(prefix, r, table);
         Some(WebhookAuth::Hmac {
             at: at?,

@@ -11,7 +11,9 @@ use serde_json::{Map, Value, json};
 
 use super::{Accepted, Query, Reply, Request, event, require_post};
 use crate::config::{AuthAt, Receiver, Webhook, WebhookAuth};
-use crate::crypto::webhook::{StandardError, hmac_matches, standard_verify, token_matches};
+use crate::crypto::webhook::{
+    StandardError, digest, encoded_matches, hmac_matches, standard_verify, token_matches,
+};
 use crate::crypto::{OpenError, Verified};
 use crate::event::Event;
 
@@ -80,6 +82,11 @@ fn verify(
                 .then_some(())
                 .ok_or(OpenError::BadSignature)
         }
+        WebhookAuth::Recipe { at, prefix, .. } => {
+            let given = carried(at).ok_or(OpenError::Missing("signature"))?;
+            let given = strip_prefix(given.trim(), prefix).ok_or(OpenError::BadSignature)?;
+            recipe_matches(receiver, auth, req, query, given)
+        }
         WebhookAuth::StandardWebhooks { keys } => {
             let header = |name: &'static str| req.headers.get(name).ok_or(OpenError::Missing(name));
             let (id, ts, sig) = (
@@ -103,6 +110,68 @@ fn verify(
             })
         }
     }
+}
+
+/// A signature recipe: the claimed time within the window, then the recipe rendered with
+/// each secret, digested, compared with `given`.
+fn recipe_matches(
+    receiver: &Receiver,
+    auth: &WebhookAuth,
+    req: &Request<'_>,
+    query: &Query<'_>,
+    given: &str,
+) -> Result<(), OpenError> {
+    let WebhookAuth::Recipe {
+        recipe,
+        algorithm,
+        encoding,
+        timestamp,
+        timezone,
+        secrets,
+        ..
+    } = auth
+    else {
+        return Err(OpenError::BadSignature);
+    };
+    let headers: Map<String, Value> = req
+        .headers
+        .all()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let params: Map<String, Value> = query
+        .pairs()
+        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+        .collect();
+    let mut ctx = Map::new();
+    ctx.insert("body".into(), String::from_utf8_lossy(req.body).into());
+    ctx.insert("headers".into(), Value::Object(headers));
+    ctx.insert("query".into(), Value::Object(params));
+    if let Some(t) = timestamp {
+        let claimed = t
+            .render(&Jinja::from(minijinja::value::Serde(&ctx)))
+            .unwrap_or_default();
+        let stale = || OpenError::StaleTimestamp {
+            timestamp: claimed.chars().take(40).collect(),
+            window_secs: receiver.timestamp_window,
+        };
+        let at = crate::time::parse_time(&claimed, timezone).ok_or_else(stale)?;
+        let skew_ms = (req.now_ms - at.as_millisecond()).unsigned_abs();
+        let window = receiver.timestamp_window;
+        if window > 0 && skew_ms > window.saturating_mul(1000) {
+            return Err(stale());
+        }
+    }
+    for secret in secrets {
+        ctx.insert("secret".into(), secret.expose().as_str().into());
+        let Ok(text) = recipe.render(&Jinja::from(minijinja::value::Serde(&ctx))) else {
+            continue;
+        };
+        if encoded_matches(&digest(*algorithm, text.as_bytes()), *encoding, given) {
+            return Ok(());
+        }
+    }
+    Err(OpenError::BadSignature)
 }
 
 /// `Bearer abc` → `abc` for prefix `Bearer ` (the prefix's case does not matter).
@@ -197,7 +266,9 @@ fn retag(
 /// headers and parameter that carried the proof.
 fn context(event: &Event, auth: &WebhookAuth, req: &Request<'_>, query: &Query<'_>) -> Jinja {
     let hidden_at = match auth {
-        WebhookAuth::Token { at, .. } | WebhookAuth::Hmac { at, .. } => Some(at),
+        WebhookAuth::Token { at, .. }
+        | WebhookAuth::Hmac { at, .. }
+        | WebhookAuth::Recipe { at, .. } => Some(at),
         _ => None,
     };
     let headers: Map<String, Value> = req
@@ -386,6 +457,49 @@ mod tests {
         assert_eq!(bad.status(), 400);
     }
 
+    /// The Chinese platforms' schemes, each one recipe; digests from Python's hashlib.
+    #[test]
+    fn recipes_sign_as_jiandaoyun_youshu_and_weaver_do() {
+        let jdy = receiver(
+            "auth = \"recipe\"\nauth_header = \"X-JDY-Signature\"\nalgorithm = \"sha1\"\nsecrets = [\"old\", \"s3cret\"]\n\
+             recipe = \"{{ query.nonce }}:{{ body }}:{{ secret }}:{{ query.timestamp }}\"\n\
+             timestamp = \"{{ query.timestamp }}\"\ndedupe_key = \"{{ headers['x-jdy-deliverid'] }}\"",
+        );
+        let body = br#"{"op":"data_create","data":{"_id":"x"}}"#;
+        let sig = "9fc01f06becf536f2138e0a641d5201ec82d0c7a";
+        let headers = [("x-jdy-signature", sig), ("x-jdy-deliverid", "dv-1")];
+        let q = "nonce=n1&timestamp=1614265330";
+        let ok = post(&jdy, q, &headers, body).unwrap().event.unwrap();
+        assert_eq!(ok.dedupe_key(), "dv-1");
+        refused(post(&jdy, q, &headers, br#"{"op":"data_update"}"#));
+        refused(post(&jdy, "nonce=n2&timestamp=1614265330", &headers, body));
+        // The nonce and time a signature covers, replayed an hour later, are stale.
+        let later = post(&jdy, "nonce=n1&timestamp=1614261730", &headers, body);
+        assert!(matches!(
+            refused(later),
+            OpenError::Unauthenticated(e) if matches!(*e, OpenError::StaleTimestamp { .. })
+        ));
+        let youshu = receiver(
+            "auth = \"recipe\"\nauth_query = \"signature\"\nalgorithm = \"sha1\"\nsecret = \"tok\"\n\
+             recipe = \"{{ [query.timestamp, query.nonce, secret] | sort | join('') }}\"",
+        );
+        let q = "timestamp=1614265330&nonce=n2&signature=0511be8721004a00f8e588b6c06c6b0bffc0edf6";
+        assert!(post(&youshu, q, &[], b"{}").is_ok());
+        let weaver = receiver(
+            "auth = \"recipe\"\nauth_header = \"md5\"\nalgorithm = \"md5\"\nsecret = \"pw\"\n\
+             recipe = \"{{ headers.systemid }}{{ secret }}{{ headers.currentdatetime }}\"\n\
+             timestamp = \"{{ headers.currentdatetime }}\"",
+        );
+        let headers = [
+            ("systemid", "sys1"),
+            ("currentDateTime", "1614265330000"),
+            ("md5", "E305C76D4A6BA18D353532B8B8DDFA84"),
+        ];
+        assert!(post(&weaver, "", &headers, b"{}").is_ok());
+        let headers = [("systemid", "sys2"), headers[1], headers[2]];
+        refused(post(&weaver, "", &headers, b"{}"));
+    }
+
     #[test]
     fn auth_none_is_explicit_and_every_other_scheme_needs_its_parts() {
         let none = receiver("auth = \"none\"");
@@ -403,6 +517,14 @@ mod tests {
                 .join("\n")
         };
         assert!(errors("").contains("receivers[0].auth: missing"));
+        assert!(
+            errors("auth = \"recipe\"\nauth_header = \"a\"\nsecret = \"s\"")
+                .contains("receivers[0].recipe: missing")
+        );
+        assert!(
+            errors("auth = \"token\"\nauth_header = \"a\"\nsecret = \"s\"\nrecipe = \"x\"")
+                .contains("applies only to auth = \"recipe\"")
+        );
         assert!(errors("auth = \"magic\"").contains("is not one of none, token, hmac"));
         assert!(
             errors("auth = \"hmac\"\nsecret = \"s\"").contains("receivers[0].auth_header: missing")

@@ -292,6 +292,12 @@ pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Prob
     let Some(body) = body else {
         return webhook_routing(auth);
     };
+    if let WebhookAuth::Recipe { .. } = auth {
+        // What a recipe digests (nonces, times, header names) is the platform's to choose.
+        let mut probe = webhook_routing(auth);
+        probe.what = "webhook routing probe (POST, unsigned: simulate cannot sign a recipe; send a real event from the platform)".into();
+        return probe;
+    }
     let content_type = if body.trim_start().starts_with('<') {
         "application/xml"
     } else {
@@ -336,6 +342,7 @@ pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Prob
             };
             carry(at, format!("{prefix}{sig}"));
         }
+        WebhookAuth::Recipe { .. } => {}
         WebhookAuth::StandardWebhooks { keys } => {
             let id = format!("msg_hookgate_simulate_{}", t.nonce);
             let parts: [&[u8]; 5] = [id.as_bytes(), b".", t.s.as_bytes(), b".", body.as_bytes()];
