@@ -460,9 +460,13 @@ fn the_commented_examples_in_the_example_config_are_valid() {
         "DING_APP_KEY",
         "DING_APP_SECRET",
         "DING_ROBOT_CODE",
+        "CI_WEBHOOK_SECRET",
+        "JDY_SECRET",
+        "ALERTS_TOKEN",
     ] {
         cmd.env(var, "x");
     }
+    cmd.env("BILLING_WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
     cmd.env(
         "WECOM_HR_OLD_AES_KEY",
         "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
