@@ -144,6 +144,13 @@ pub struct Webhook {
     /// What tells a retry from a new event (a template, as `kind`); default the Standard
     /// Webhooks `webhook-id`, else a digest of the body.
     pub dedupe_key: Option<Template>,
+    /// The answer once the event is stored (a template, as `kind`); default `{"ok":true}`.
+    pub reply: Option<Template>,
+    /// `reply` is JSON (`application/json`, the default) or text.
+    pub reply_json: bool,
+    /// The answer to an authenticated GET with a query (a platform's URL check), a template
+    /// over `headers` and `query`; without it such a GET is refused (405).
+    pub url_check: Option<Template>,
 }
 
 /// How a webhook proves where it comes from. Several secrets are tried in turn (rotation).

@@ -97,11 +97,14 @@ pub struct RawReceiver {
     pub kind: S<String>,
     pub recipe: S<String>,
     pub timestamp: S<String>,
+    pub reply: S<String>,
+    pub reply_type: S<String>,
+    pub url_check: S<String>,
 }
 
 impl RawReceiver {
     /// The vendor-specific keys that are set, by name, for the "does not apply" check.
-    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 30] {
+    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 33] {
         fn span<T>(v: &S<T>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -139,6 +142,9 @@ impl RawReceiver {
             ("kind", span(&self.kind)),
             ("recipe", span(&self.recipe)),
             ("timestamp", span(&self.timestamp)),
+            ("reply", span(&self.reply)),
+            ("reply_type", span(&self.reply_type)),
+            ("url_check", span(&self.url_check)),
         ]
     }
 }

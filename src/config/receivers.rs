@@ -559,6 +559,9 @@ fn vendor_keys(vendor: Vendor) -> &'static [&'static str] {
             "kind",
             "recipe",
             "timestamp",
+            "reply",
+            "reply_type",
+            "url_check",
         ],
     }
 }

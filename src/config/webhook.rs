@@ -56,10 +56,27 @@ impl Ctx<'_> {
         let dedupe_key = self
             .check()
             .template(&format!("{prefix}.dedupe_key"), &r.dedupe_key);
+        let reply = self.check().template(&format!("{prefix}.reply"), &r.reply);
+        let url_check = self
+            .check()
+            .template(&format!("{prefix}.url_check"), &r.url_check);
+        let key = format!("{prefix}.reply_type");
+        let reply_json = match self.string(&r.reply_type, &key).as_deref() {
+            None | Some("json") => true,
+            Some("text") => false,
+            Some(other) => {
+                let span = r.reply_type.as_ref().map(Spanned::span);
+                self.err(span, key, format!("{other:?} is not one of json, text"));
+                true
+            }
+        };
         Some(Credentials::Webhook(Box::new(Webhook {
             auth: auth?,
             kind,
             dedupe_key,
+            reply,
+            reply_json,
+            url_check,
         })))
     }
 

@@ -9,13 +9,14 @@ use minijinja::Value as Jinja;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value, json};
 
-use super::{Accepted, Query, Reply, Request, event, require_post};
+use super::{Accepted, Method, Query, Reply, Request, event, require_post};
 use crate::config::{AuthAt, Receiver, Webhook, WebhookAuth};
 use crate::crypto::webhook::{
     StandardError, digest, encoded_matches, hmac_matches, standard_verify, token_matches,
 };
 use crate::crypto::{OpenError, Verified};
 use crate::event::Event;
+use crate::template::Template;
 
 /// Headers that carry credentials: never shown to templates.
 const SECRET_HEADERS: &[&str] = &[
@@ -30,17 +31,54 @@ pub(super) fn open(
     w: &Webhook,
     req: &Request<'_>,
 ) -> Result<Accepted, OpenError> {
-    require_post(req)?;
     let query = Query::parse(req.query);
+    if req.method == Method::Get && w.url_check.is_some() {
+        verify(receiver, &w.auth, req, &query).map_err(OpenError::unauthenticated)?;
+        let ctx = context(&Map::new(), &w.auth, req, &query);
+        return Ok(Accepted {
+            reply: reply(receiver, w, w.url_check.as_ref(), &ctx),
+            event: None,
+        });
+    }
+    require_post(req)?;
     verify(receiver, &w.auth, req, &query).map_err(OpenError::unauthenticated)?;
     let raw = normalize(req.headers.get("content-type"), req.body)?;
     // Checked by `verify` (or, with `auth = "none"`, accepted as configured).
     let event = event(receiver, Verified::new(raw), req.now_ms)?;
-    let event = retag(event, w, req, &query)?;
+    let ctx = (w.kind.is_some() || w.dedupe_key.is_some() || w.reply.is_some())
+        .then(|| context(event.fields(), &w.auth, req, &query));
+    let event = retag(event, w, req, ctx.as_ref())?;
+    let reply = match &ctx {
+        Some(ctx) => reply(receiver, w, w.reply.as_ref(), ctx),
+        None => Reply::json(&json!({ "ok": true })),
+    };
     Ok(Accepted {
-        reply: Reply::json(&json!({ "ok": true })),
+        reply,
         event: Some(event),
     })
+}
+
+/// The receiver's `reply` (or `url_check`) rendered; `{"ok":true}` without one, or when it
+/// fails (logged).
+fn reply(receiver: &Receiver, w: &Webhook, template: Option<&Template>, ctx: &Jinja) -> Reply {
+    let Some(t) = template else {
+        return Reply::json(&json!({ "ok": true }));
+    };
+    match t.render(ctx) {
+        Ok(text) => Reply {
+            status: 200,
+            content_type: if w.reply_json {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            },
+            body: text.into_bytes(),
+        },
+        Err(e) => {
+            tracing::warn!(receiver = %receiver.name, error = %e, "The webhook's reply template failed; answered {{\"ok\":true}}.");
+            Reply::json(&json!({ "ok": true }))
+        }
+    }
 }
 
 /// The proof of origin `auth` asks for.
@@ -232,7 +270,7 @@ fn retag(
     event: Event,
     w: &Webhook,
     req: &Request<'_>,
-    query: &Query<'_>,
+    ctx: Option<&Jinja>,
 ) -> Result<Event, OpenError> {
     let standard_id = match w.auth {
         WebhookAuth::StandardWebhooks { .. } => req
@@ -241,13 +279,14 @@ fn retag(
             .map(|id| format!("webhook-id={id}")),
         _ => None,
     };
-    if w.kind.is_none() && w.dedupe_key.is_none() && standard_id.is_none() {
-        return Ok(event);
-    }
-    let ctx = context(&event, &w.auth, req, query);
-    let render = |t: &Option<crate::template::Template>, what: &str| {
+    let Some(ctx) = ctx else {
+        return event
+            .retag(None, standard_id)
+            .map_err(|e| OpenError::malformed("event kind or key", e));
+    };
+    let render = |t: &Option<Template>, what: &str| {
         let t = t.as_ref()?;
-        match t.render(&ctx) {
+        match t.render(ctx) {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::warn!(receiver = %event.receiver(), error = %e, "The webhook's {what} template failed; the default is used.");
@@ -264,7 +303,12 @@ fn retag(
 
 /// What the receiver's templates see: the fields, `headers` and `query`, without the
 /// headers and parameter that carried the proof.
-fn context(event: &Event, auth: &WebhookAuth, req: &Request<'_>, query: &Query<'_>) -> Jinja {
+fn context(
+    fields: &Map<String, Value>,
+    auth: &WebhookAuth,
+    req: &Request<'_>,
+    query: &Query<'_>,
+) -> Jinja {
     let hidden_at = match auth {
         WebhookAuth::Token { at, .. }
         | WebhookAuth::Hmac { at, .. }
@@ -284,7 +328,7 @@ fn context(event: &Event, auth: &WebhookAuth, req: &Request<'_>, query: &Query<'
         .filter(|(k, _)| !matches!(hidden_at, Some(AuthAt::Query(q)) if q == k))
         .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
         .collect();
-    let mut top = event.fields().clone();
+    let mut top = fields.clone();
     top.insert("headers".into(), Value::Object(headers));
     top.insert("query".into(), Value::Object(params));
     Jinja::from(minijinja::value::Serde(Value::Object(top)))
@@ -498,6 +542,55 @@ mod tests {
         assert!(post(&weaver, "", &headers, b"{}").is_ok());
         let headers = [("systemid", "sys2"), headers[1], headers[2]];
         refused(post(&weaver, "", &headers, b"{}"));
+    }
+
+    /// 有数 checks the URL with a signed GET and wants `{"code":0,"msg":"ok"}`; 每刻 wants
+    /// `{"success":true}` for its posts.
+    #[test]
+    fn replies_and_url_checks_are_the_receivers_own() {
+        let r = receiver(
+            "auth = \"recipe\"\nauth_query = \"signature\"\nalgorithm = \"sha1\"\nsecret = \"tok\"\n\
+             recipe = \"{{ [query.timestamp, query.nonce, secret] | sort | join('') }}\"\n\
+             url_check = '{\"code\":0,\"msg\":\"ok\"}'\nreply = '{\"success\":true,\"id\":\"{{ id }}\"}'",
+        );
+        let q = "timestamp=1614265330&nonce=n2&signature=0511be8721004a00f8e588b6c06c6b0bffc0edf6";
+        let get = |query: &str| {
+            open(
+                &r,
+                &Request {
+                    method: Method::Get,
+                    query,
+                    headers: &HeaderList(&[]),
+                    body: b"",
+                    now_ms: NOW_MS,
+                },
+            )
+        };
+        let check = get(q).unwrap();
+        assert!(check.event.is_none());
+        assert_eq!(check.reply.body, br#"{"code":0,"msg":"ok"}"#);
+        refused(get("timestamp=1614265330&nonce=n3&signature=00"));
+        let posted = post(&r, q, &[], br#"{"id":"a7"}"#).unwrap();
+        assert_eq!(posted.reply.body, br#"{"success":true,"id":"a7"}"#);
+        assert_eq!(posted.reply.content_type, "application/json");
+        let plain = receiver("auth = \"none\"\nreply = \"OK\"\nreply_type = \"text\"");
+        let answer = post(&plain, "", &[], b"{}").unwrap().reply;
+        assert_eq!(
+            (answer.body.as_slice(), answer.content_type),
+            (&b"OK"[..], "text/plain; charset=utf-8")
+        );
+        // Without url_check, a GET with a query is not for this receiver.
+        let none = open(
+            &plain,
+            &Request {
+                method: Method::Get,
+                query: "x=1",
+                headers: &HeaderList(&[]),
+                body: b"",
+                now_ms: NOW_MS,
+            },
+        );
+        assert_eq!(none.unwrap_err().status(), 405);
     }
 
     #[test]
