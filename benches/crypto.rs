@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
                 headers: &headers,
                 body: black_box(body.as_bytes()),
                 now_ms: 0,
+                peer: None,
             };
             ingress::open(wecom, &req).unwrap()
         })
@@ -105,6 +106,7 @@ fn bench(c: &mut Criterion) {
                 headers: &headers,
                 body: black_box(body.as_bytes()),
                 now_ms: 0,
+                peer: None,
             };
             ingress::open(ding, &req).unwrap()
         })

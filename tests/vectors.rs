@@ -86,6 +86,7 @@ fn request<'a>(
         headers,
         body,
         now_ms: 0,
+        peer: None,
     }
 }
 

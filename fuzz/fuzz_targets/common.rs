@@ -79,6 +79,6 @@ pub fn run(receiver: &Receiver, data: &[u8]) {
         _ => Method::Other,
     };
     let headers = HeaderList(&headers);
-    let req = Request { method, query, headers: &headers, body, now_ms: 0 };
+    let req = Request { method, query, headers: &headers, body, now_ms: 0, peer: None };
     let _ = ingress::open(receiver, &req);
 }

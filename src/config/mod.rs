@@ -151,6 +151,11 @@ pub struct Webhook {
     /// The answer to an authenticated GET with a query (a platform's URL check), a template
     /// over `headers` and `query`; without it such a GET is refused (405).
     pub url_check: Option<Template>,
+    /// Only these client networks may call (empty: any). The client is the connection's
+    /// peer, or, when the peer is one of `trusted_proxies`, the rightmost address of
+    /// `X-Forwarded-For` that is not one of them.
+    pub allow_ips: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// How a webhook proves where it comes from. Several secrets are tried in turn (rotation).

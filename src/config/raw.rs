@@ -100,11 +100,13 @@ pub struct RawReceiver {
     pub reply: S<String>,
     pub reply_type: S<String>,
     pub url_check: S<String>,
+    pub allow_ips: S<Vec<Spanned<String>>>,
+    pub trusted_proxies: S<Vec<Spanned<String>>>,
 }
 
 impl RawReceiver {
     /// The vendor-specific keys that are set, by name, for the "does not apply" check.
-    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 33] {
+    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 35] {
         fn span<T>(v: &S<T>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -145,6 +147,8 @@ impl RawReceiver {
             ("reply", span(&self.reply)),
             ("reply_type", span(&self.reply_type)),
             ("url_check", span(&self.url_check)),
+            ("allow_ips", span(&self.allow_ips)),
+            ("trusted_proxies", span(&self.trusted_proxies)),
         ]
     }
 }

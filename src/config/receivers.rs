@@ -562,6 +562,8 @@ fn vendor_keys(vendor: Vendor) -> &'static [&'static str] {
             "reply",
             "reply_type",
             "url_check",
+            "allow_ips",
+            "trusted_proxies",
         ],
     }
 }

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::raw::RawReceiver;
+use super::raw::{RawReceiver, S};
 use super::validate::Ctx;
 use super::{AuthAt, Credentials, Webhook, WebhookAuth};
 use crate::crypto::webhook::{Algorithm, Encoding, standard_secret};
@@ -70,6 +70,9 @@ impl Ctx<'_> {
                 true
             }
         };
+        let allow_ips = self.networks(&format!("{prefix}.allow_ips"), &r.allow_ips);
+        let trusted_proxies =
+            self.networks(&format!("{prefix}.trusted_proxies"), &r.trusted_proxies);
         Some(Credentials::Webhook(Box::new(Webhook {
             auth: auth?,
             kind,
@@ -77,7 +80,36 @@ impl Ctx<'_> {
             reply,
             reply_json,
             url_check,
+            allow_ips,
+            trusted_proxies,
         })))
+    }
+
+    /// Addresses and CIDR networks (`10.0.0.0/8`, `203.0.113.7`, `2001:db8::/32`).
+    fn networks(&mut self, key: &str, raw: &S<Vec<Spanned<String>>>) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for item in raw
+            .as_ref()
+            .map(|l| l.get_ref().as_slice())
+            .unwrap_or_default()
+        {
+            let Some(text) = self.string(&Some(item.clone()), key) else {
+                continue;
+            };
+            let text = text.trim();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(n) => out.push(n),
+                Err(_) => self.err(
+                    Some(item.span()),
+                    key,
+                    format!("{text:?} is not an IP address or a CIDR network"),
+                ),
+            }
+        }
+        out
     }
 
     /// `secret` and/or `secrets`: at least one, none empty.

@@ -79,6 +79,9 @@ pub enum OpenError {
     /// is for the log.
     #[error("not authenticated: {0}")]
     Unauthenticated(Box<OpenError>),
+    /// The client's address is not in the receiver's `allow_ips`.
+    #[error("client address {0} is not in allow_ips")]
+    NotAllowed(String),
 }
 
 impl OpenError {
@@ -100,6 +103,7 @@ impl OpenError {
             Self::Replayed => "replayed",
             Self::Throttled => "throttled",
             Self::Unauthenticated(_) => "unauthenticated",
+            Self::NotAllowed(_) => "not_allowed",
         }
     }
 
@@ -118,7 +122,8 @@ impl OpenError {
             | Self::PlaintextRefused
             | Self::Replayed
             | Self::Throttled
-            | Self::Unauthenticated(_) => return None,
+            | Self::Unauthenticated(_)
+            | Self::NotAllowed(_) => return None,
         })
     }
 
@@ -142,7 +147,8 @@ impl OpenError {
             | Self::BadToken
             | Self::PlaintextRefused
             | Self::Replayed
-            | Self::Unauthenticated(_) => 403,
+            | Self::Unauthenticated(_)
+            | Self::NotAllowed(_) => 403,
             Self::Throttled => 429,
             Self::Method => 405,
             _ => 400,

@@ -63,6 +63,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// Wall-clock time of receipt, Unix milliseconds.
     pub now_ms: i64,
+    /// The address the connection came from (a proxy's, behind one), when known.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// The reply to send once the event (if any) is durably stored.

@@ -28,6 +28,8 @@ pub(super) struct Call<'a> {
     pub receiver: &'a Receiver,
     pub guard: &'a ingress::Guard,
     pub started: Instant,
+    /// The connection's remote address.
+    pub peer: std::net::IpAddr,
 }
 
 /// The synchronous part: verify, decrypt, parse (kept out of the async fn, whose state must be `Send`).
@@ -38,6 +40,7 @@ fn open(
     method: Method,
     parts: &hyper::http::request::Parts,
     body: &[u8],
+    peer: std::net::IpAddr,
 ) -> Result<(ingress::Accepted, Option<crate::store::SignUse>), ingress::Rejected> {
     let request = ingress::Request {
         method,
@@ -45,6 +48,7 @@ fn open(
         headers: &HyperHeaders(&parts.headers),
         body,
         now_ms: now_ms(),
+        peer: Some(peer),
     };
     let accepted = ingress::open_with(receiver, guard, &request)?;
     let used = accepted
@@ -113,7 +117,7 @@ impl Call<'_> {
             Ok(body) => body,
             Err(answer) => return answer,
         };
-        let (accepted, used) = match open(receiver, self.guard, method, &parts, &body) {
+        let (accepted, used) = match open(receiver, self.guard, method, &parts, &body, self.peer) {
             Ok(opened) => opened,
             Err(rejected) => return refused(receiver, &rejected, &body, self.ms()),
         };

@@ -119,7 +119,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let server = server.clone();
-        let service = hyper::service::service_fn(move |req| handle(server.clone(), role, req));
+        let ip = peer.ip();
+        let service = hyper::service::service_fn(move |req| handle(server.clone(), role, ip, req));
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -173,6 +174,7 @@ pub(crate) fn plain(status: u16, body: &'static str) -> Response<Full<Bytes>> {
 async fn handle(
     server: Arc<Server>,
     role: Role,
+    peer: std::net::IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     match req.uri().path() {
@@ -196,6 +198,7 @@ async fn handle(
         receiver,
         guard: &guard,
         started,
+        peer,
     };
     let (response, outcome, reason) = call.answer(req).await;
     let metrics = server.intake.metrics();

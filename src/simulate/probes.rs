@@ -401,6 +401,7 @@ mod tests {
                         headers: &HeaderList(&headers),
                         body: &probe.body,
                         now_ms: crate::clock::now_ms(),
+                        peer: None,
                     },
                 )
             };
