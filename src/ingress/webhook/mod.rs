@@ -7,6 +7,8 @@
 //! carried the proof); a signed GET gets `url_check`.
 
 mod auth;
+#[cfg(test)]
+mod tests;
 
 use minijinja::Value as Jinja;
 use percent_encoding::percent_decode_str;
