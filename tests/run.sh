@@ -24,7 +24,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 # A failed stable probe cached here would break later builds (see STACK notes).
 rm -f fuzz/target/.rustc_info.json
 RUSTC_BOOTSTRAP=1 cargo fuzz build
-for t in wecom_open wechat_mp_open dingtalk_open feishu_open dingtalk_robot_open event_parse; do
+for t in wecom_open wechat_mp_open dingtalk_open feishu_open dingtalk_robot_open webhook_open event_parse; do
   RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time=5 -print_final_stats=0 2>&1 | tail -1
 done
 echo "== all checks passed"
