@@ -13,7 +13,8 @@ const KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
 fn receivers() -> config::Config {
     let src = format!(
         "[[receivers]]\nname = \"w\"\nvendor = \"wecom\"\npath = \"/w\"\ntoken = \"tok\"\nencoding_aes_key = \"{KEY}\"\nreceive_id = \"ww1\"\ntimestamp_window = 0\n\
-         [[receivers]]\nname = \"d\"\nvendor = \"dingtalk\"\npath = \"/d\"\ntoken = \"tok\"\nencoding_aes_key = \"{KEY}\"\nreceive_id = \"ding1\"\ntimestamp_window = 0\n"
+         [[receivers]]\nname = \"d\"\nvendor = \"dingtalk\"\npath = \"/d\"\ntoken = \"tok\"\nencoding_aes_key = \"{KEY}\"\nreceive_id = \"ding1\"\ntimestamp_window = 0\n\
+         [[receivers]]\nname = \"h\"\nvendor = \"webhook\"\npath = \"/h\"\nauth = \"hmac\"\nauth_query = \"sig\"\nsecret = \"tok\"\n"
     );
     config::parse(&src, &|_| None).unwrap()
 }
@@ -32,7 +33,11 @@ fn wecom_xml() -> String {
 
 fn bench(c: &mut Criterion) {
     let config = receivers();
-    let (wecom, ding) = (&config.receivers[0], &config.receivers[1]);
+    let (wecom, ding, hook) = (
+        &config.receivers[0],
+        &config.receivers[1],
+        &config.receivers[2],
+    );
     let env = |rid: &str| {
         Envelope::new(
             "tok".into(),
@@ -72,6 +77,29 @@ fn bench(c: &mut Criterion) {
                 },
             )
             .unwrap()
+        })
+    });
+    // The same plaintext to a webhook receiver, its HMAC-SHA256 in the query.
+    let mac = hookgate::crypto::webhook::hmac(
+        hookgate::crypto::webhook::Algorithm::Sha256,
+        b"tok",
+        &[xml.as_bytes()],
+    );
+    let hook_query = format!(
+        "sig={}",
+        mac.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    g.bench_function("webhook_hmac_open_parse", |b| {
+        b.iter(|| {
+            let req = Request {
+                method: Method::Post,
+                query: &hook_query,
+                headers: &headers,
+                body: black_box(xml.as_bytes()),
+                now_ms: 0,
+                peer: None,
+            };
+            ingress::open(hook, &req).unwrap()
         })
     });
     g.bench_function("open_verify_decrypt_parse", |b| {

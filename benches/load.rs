@@ -7,6 +7,8 @@
 //! 2. Fully durable with one `log` rule firing for every callback (#5's setup).
 //! 3. Fully durable with one rule whose `http` action posts each event to a local sink:
 //!    accepts/s under wrk, then how long until every delivery is done (deliveries/s).
+//!    Then the same plaintext XML posted to a `webhook` receiver with its HMAC-SHA256 in the
+//!    query (`webhook`): a signed webhook next to a signed and encrypted WeCom callback.
 //! 4. The same wrk run against the receivers users write by hand, so the comparisons are
 //!    made in the same run: Go stdlib (`benches/go-receiver`, when `go` is installed) and
 //!    Python (`benches/py-receiver`: wechatpy under gunicorn, one worker per core).
@@ -21,7 +23,7 @@
 //! Each run reports req/s, latency percentiles, non-2xx replies, events stored, and the
 //! server's peak RSS (VmHWM). hookgate logs at its default level (one info line per
 //! callback), as deployed. `HOOKGATE_LOAD_SECS` sets the run length (default 10);
-//! `HOOKGATE_LOAD_RUNS=normal,full,log,action,go,py,steady,pg` picks runs.
+//! `HOOKGATE_LOAD_RUNS=normal,full,log,action,webhook,go,py,steady,pg` picks runs.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -110,6 +112,7 @@ fn main() {
         ("hookgate, synchronous=full", "full"),
         ("hookgate, full, 1 log rule", "log"),
         ("hookgate, full, 1 http action", "action"),
+        ("hookgate, full, webhook (hmac)", "webhook"),
         ("Go stdlib receiver, no store", "go"),
         ("Python wechatpy + gunicorn", "py"),
     ];
@@ -120,6 +123,15 @@ fn main() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|r| r == run))
     };
+    // The same ~1 KiB XML, posted to a `webhook` receiver with an HMAC in the query.
+    let webhook_dir = dir.path().join("webhook");
+    if wanted("webhook") {
+        std::fs::create_dir_all(&webhook_dir).unwrap();
+        std::fs::write(webhook_dir.join("load.lua"), LUA).unwrap();
+        for t in 0..THREADS {
+            write_webhook_requests(&webhook_dir.join(format!("reqs-{t}.txt")), t, per_thread);
+        }
+    }
     for (name, which) in runs {
         if !wanted(which) {
             continue;
@@ -135,10 +147,16 @@ fn main() {
                 Some(s) => s,
                 None => continue,
             },
+            "webhook" => Server::start(dir.path(), "full", ""),
             sync => Server::start(dir.path(), sync, ""),
         };
         let began = Instant::now();
-        let out = wrk(dir.path(), server.addr, THREADS, CONNECTIONS, 0, secs)
+        let requests = if which == "webhook" {
+            webhook_dir.as_path()
+        } else {
+            dir.path()
+        };
+        let out = wrk(requests, server.addr, THREADS, CONNECTIONS, 0, secs)
             .wait_with_output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -352,6 +370,34 @@ fn write_requests(path: &Path, thread: usize, n: usize) {
     out.flush().unwrap();
 }
 
+/// The plaintext of [`callback`], posted to the `webhook` receiver with its HMAC-SHA256 in
+/// the query: (path and query, body).
+fn webhook_callback(msg_id: u64, ts: &str) -> (String, String) {
+    let content = "消息内容 hookgate load ".repeat(36);
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName>\
+         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>{msg_id}</MsgId><AgentID>1000002</AgentID></xml>"
+    );
+    let mac = hookgate::crypto::webhook::hmac(
+        hookgate::crypto::webhook::Algorithm::Sha256,
+        TOKEN.as_bytes(),
+        &[xml.as_bytes()],
+    );
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    (format!("/webhook?sig={hex}"), xml)
+}
+
+fn write_webhook_requests(path: &Path, thread: usize, n: usize) {
+    let ts = unix_secs();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..n {
+        let (target, body) = webhook_callback((thread as u64 + 1) * 1_000_000_000 + i as u64, &ts);
+        writeln!(out, "{target} {body}").unwrap();
+    }
+    out.flush().unwrap();
+}
+
 struct Server {
     child: Child,
     addr: SocketAddr,
@@ -381,7 +427,9 @@ impl Server {
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\n[store]\n{store}\n\
                  [[receivers]]\nname = \"hr\"\nvendor = \"wecom\"\npath = \"/wecom\"\ntoken = \"{TOKEN}\"\n\
-                 encoding_aes_key = \"{KEY}\"\nreceive_id = \"{CORP}\"\n{extra}"
+                 encoding_aes_key = \"{KEY}\"\nreceive_id = \"{CORP}\"\n\
+                 [[receivers]]\nname = \"hook\"\nvendor = \"webhook\"\npath = \"/webhook\"\nauth = \"hmac\"\n\
+                 auth_query = \"sig\"\nsecret = \"{TOKEN}\"\n{extra}"
             ),
         )
         .unwrap();
