@@ -163,6 +163,10 @@ pub struct Webhook {
 pub enum WebhookAuth {
     /// Explicitly nothing (a trusted network, or a platform that cannot sign).
     None,
+    /// HTTP Basic: `Authorization: Basic base64(name:password)` of one of `users`.
+    Basic {
+        users: Vec<(String, Secret<String>)>,
+    },
     /// A static token (an API key) in a header or the query, after `prefix` (`Bearer `).
     Token {
         at: AuthAt,

@@ -102,11 +102,12 @@ pub struct RawReceiver {
     pub url_check: S<String>,
     pub allow_ips: S<Vec<Spanned<String>>>,
     pub trusted_proxies: S<Vec<Spanned<String>>>,
+    pub users: S<Vec<Spanned<String>>>,
 }
 
 impl RawReceiver {
     /// The vendor-specific keys that are set, by name, for the "does not apply" check.
-    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 35] {
+    pub fn vendor_keys(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 36] {
         fn span<T>(v: &S<T>) -> Option<std::ops::Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
@@ -149,6 +150,7 @@ impl RawReceiver {
             ("url_check", span(&self.url_check)),
             ("allow_ips", span(&self.allow_ips)),
             ("trusted_proxies", span(&self.trusted_proxies)),
+            ("users", span(&self.users)),
         ]
     }
 }

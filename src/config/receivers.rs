@@ -564,6 +564,7 @@ fn vendor_keys(vendor: Vendor) -> &'static [&'static str] {
             "url_check",
             "allow_ips",
             "trusted_proxies",
+            "users",
         ],
     }
 }

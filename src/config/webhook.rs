@@ -12,7 +12,7 @@ use super::{AuthAt, Credentials, Webhook, WebhookAuth};
 use crate::crypto::webhook::{Algorithm, Encoding, standard_secret};
 use crate::secret::Secret;
 
-const AUTHS: &str = "none, token, hmac, recipe, standard_webhooks";
+const AUTHS: &str = "none, basic, token, hmac, recipe, standard_webhooks";
 
 impl Ctx<'_> {
     pub(super) fn webhook(
@@ -34,6 +34,7 @@ impl Ctx<'_> {
                 None
             }
             Some("none") => Some(WebhookAuth::None),
+            Some("basic") => self.basic_auth(prefix, r, table),
             Some("token") => self.token_auth(prefix, r, table),
             Some("hmac") => self.hmac_auth(prefix, r, table),
             Some("recipe") => self.recipe_auth(prefix, r, table),
@@ -51,6 +52,13 @@ impl Ctx<'_> {
                     self.err(Some(v.span()), format!("{prefix}.{key}"), message);
                 }
             }
+        }
+        if let (Some(users), false) = (
+            &r.users,
+            matches!(auth, Some(WebhookAuth::Basic { .. }) | None),
+        ) {
+            let message = "applies only to auth = \"basic\"";
+            self.err(Some(users.span()), format!("{prefix}.users"), message);
         }
         let kind = self.check().template(&format!("{prefix}.kind"), &r.kind);
         let dedupe_key = self
@@ -110,6 +118,42 @@ impl Ctx<'_> {
             }
         }
         out
+    }
+
+    /// `users = ["name:password", …]` (passwords through `${VAR}`).
+    fn basic_auth(
+        &mut self,
+        prefix: &str,
+        r: &RawReceiver,
+        table: &Range<usize>,
+    ) -> Option<WebhookAuth> {
+        let key = format!("{prefix}.users");
+        let Some(list) = &r.users else {
+            let message = "missing (users = [\"name:${PASSWORD_VAR}\"])";
+            self.err(Some(table.clone()), key, message);
+            return None;
+        };
+        let mut users = Vec::new();
+        for item in list.get_ref() {
+            let Some(text) = self.string(&Some(item.clone()), &key) else {
+                continue;
+            };
+            match text.split_once(':') {
+                Some((_, pw)) if pw.starts_with("$2") || pw.starts_with("$apr1$") => {
+                    let message =
+                        "password hashes are not supported yet: give the password through ${VAR}";
+                    self.err(Some(item.span()), &key, message);
+                }
+                Some((name, pw)) if !name.is_empty() && !pw.is_empty() => {
+                    users.push((name.to_owned(), Secret::new(pw.to_owned())));
+                }
+                _ => self.err(Some(item.span()), &key, "must be \"name:password\""),
+            }
+        }
+        if users.is_empty() {
+            return None;
+        }
+        Some(WebhookAuth::Basic { users })
     }
 
     /// `secret` and/or `secrets`: at least one, none empty.

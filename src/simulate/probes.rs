@@ -343,6 +343,14 @@ pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Prob
             carry(at, format!("{prefix}{sig}"));
         }
         WebhookAuth::Recipe { .. } => {}
+        WebhookAuth::Basic { users } => {
+            let (name, password) = &users[0];
+            let pair = format!("{name}:{}", password.expose());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            probe
+                .headers
+                .push(("Authorization".into(), format!("Basic {encoded}")));
+        }
         WebhookAuth::StandardWebhooks { keys } => {
             let id = format!("msg_hookgate_simulate_{}", t.nonce);
             let parts: [&[u8]; 5] = [id.as_bytes(), b".", t.s.as_bytes(), b".", body.as_bytes()];
@@ -374,6 +382,7 @@ mod tests {
             "auth = \"hmac\"\nauth_query = \"sig\"\nencoding = \"base64\"\nsecret = \"s\"",
             "auth = \"token\"\nauth_query = \"key\"\nsecret = \"a+b/c=\"",
             "auth = \"token\"\nauth_header = \"Authorization\"\nprefix = \"Bearer \"\nsecret = \"t\"",
+            "auth = \"basic\"\nusers = [\"yida:pw\"]",
             "auth = \"none\"",
         ] {
             let src = format!(

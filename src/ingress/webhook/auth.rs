@@ -48,6 +48,15 @@ pub(super) fn verify(
     };
     match auth {
         WebhookAuth::None => Ok(()),
+        WebhookAuth::Basic { users } => {
+            let given = req
+                .headers
+                .get("authorization")
+                .ok_or(OpenError::Missing("authorization"))?;
+            basic_matches(users, given)
+                .then_some(())
+                .ok_or(OpenError::BadToken)
+        }
         WebhookAuth::Token {
             at,
             prefix,
@@ -102,6 +111,29 @@ pub(super) fn verify(
             })
         }
     }
+}
+
+/// `Basic base64(name:password)` of one of `users`, compared in constant time.
+fn basic_matches(users: &[(String, crate::secret::Secret<String>)], given: &str) -> bool {
+    use base64::Engine;
+    use subtle::ConstantTimeEq;
+    let Some(encoded) = strip_prefix(given.trim(), "Basic ") else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Some((name, password)) = std::str::from_utf8(&decoded)
+        .ok()
+        .and_then(|s| s.split_once(':'))
+    else {
+        return false;
+    };
+    users.iter().fold(false, |hit, (n, p)| {
+        let same =
+            n.as_bytes().ct_eq(name.as_bytes()) & p.expose().as_bytes().ct_eq(password.as_bytes());
+        hit | bool::from(same)
+    })
 }
 
 /// A signature recipe: the claimed time within the window, then the recipe rendered with

@@ -64,6 +64,29 @@ fn tokens_in_a_header_or_the_query_with_rotation() {
 }
 
 #[test]
+fn basic_auth_with_passwords_from_the_environment() {
+    let r = receiver("auth = \"basic\"\nusers = [\"yida:p@ss:w0rd\", \"e10:other\"]");
+    use base64::Engine;
+    let basic = |pair: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    for pair in ["yida:p@ss:w0rd", "e10:other"] {
+        assert!(
+            post(&r, "", &[("authorization", &basic(pair))], b"{}").is_ok(),
+            "{pair}"
+        );
+    }
+    for pair in ["yida:other", "e10:p@ss:w0rd", "yida", ":"] {
+        refused(post(&r, "", &[("authorization", &basic(pair))], b"{}"));
+    }
+    refused(post(&r, "", &[("authorization", "Basic !!")], b"{}"));
+    refused(post(&r, "", &[], b"{}"));
+}
+
+#[test]
 fn hmac_of_the_exact_body_in_any_algorithm_and_encoding() {
     let r = receiver(
         "auth = \"hmac\"\nauth_header = \"X-Hub-Signature-256\"\nprefix = \"sha256=\"\nsecret = \"s\"",
@@ -330,6 +353,17 @@ fn auth_none_is_explicit_and_every_other_scheme_needs_its_parts() {
             .join("\n")
     };
     assert!(errors("").contains("receivers[0].auth: missing"));
+    assert!(errors("auth = \"basic\"").contains("receivers[0].users: missing"));
+    assert!(
+        errors("auth = \"basic\"\nusers = [\"a:$2y$10$abc\"]")
+            .contains("hashes are not supported yet")
+    );
+    assert!(
+        errors("auth = \"basic\"\nusers = [\"nopassword\"]").contains("must be \"name:password\"")
+    );
+    assert!(
+        errors("auth = \"none\"\nusers = [\"a:b\"]").contains("applies only to auth = \"basic\"")
+    );
     assert!(
         errors("auth = \"recipe\"\nauth_header = \"a\"\nsecret = \"s\"")
             .contains("receivers[0].recipe: missing")
@@ -338,7 +372,7 @@ fn auth_none_is_explicit_and_every_other_scheme_needs_its_parts() {
         errors("auth = \"token\"\nauth_header = \"a\"\nsecret = \"s\"\nrecipe = \"x\"")
             .contains("applies only to auth = \"recipe\"")
     );
-    assert!(errors("auth = \"magic\"").contains("is not one of none, token, hmac"));
+    assert!(errors("auth = \"magic\"").contains("is not one of none, basic, token, hmac"));
     assert!(
         errors("auth = \"hmac\"\nsecret = \"s\"").contains("receivers[0].auth_header: missing")
     );
