@@ -87,6 +87,11 @@ pub enum ParseError {
     Nul(&'static str),
 }
 
+/// The longest kind a template may give an event, in characters.
+pub const MAX_KIND: usize = 128;
+/// The longest dedupe key kept as written, in bytes; a longer one is stored as its SHA-256.
+pub const MAX_KEY: usize = 256;
+
 /// One verified callback, ready to be stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -163,7 +168,9 @@ impl Event {
     }
 
     /// The same event under another kind or dedupe key (a webhook receiver's templates); an
-    /// empty value keeps the one it had.
+    /// empty value keeps the one it had. Both come from event data, so both are bounded: a
+    /// kind is cut at [`MAX_KIND`] characters, a key longer than [`MAX_KEY`] is stored as its
+    /// SHA-256 (as unique, and as stable across retries).
     pub fn retag(
         mut self,
         kind: Option<String>,
@@ -175,6 +182,12 @@ impl Event {
                 Some(v) if !v.trim().is_empty() => *slot = v.trim().to_owned(),
                 _ => {}
             }
+        }
+        if self.kind.chars().count() > MAX_KIND {
+            self.kind = self.kind.chars().take(MAX_KIND).collect();
+        }
+        if self.dedupe_key.len() > MAX_KEY {
+            self.dedupe_key = body_hash(&self.dedupe_key);
         }
         Ok(self)
     }

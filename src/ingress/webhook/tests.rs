@@ -182,6 +182,15 @@ fn bodies_become_fields_and_templates_name_kind_and_key() {
         .event
         .unwrap();
     assert_eq!(array.fields()["body"], serde_json::json!([1, 2]));
+    // Event data cannot make the kind or the key unbounded.
+    let long = format!(r#"{{"op":"{}"}}"#, "長".repeat(300));
+    let headers = [("x-key", "k"), ("x-delivery", &*"d".repeat(300))];
+    let tagged = post(&r, "", &headers, long.as_bytes())
+        .unwrap()
+        .event
+        .unwrap();
+    assert_eq!(tagged.kind().chars().count(), crate::event::MAX_KIND);
+    assert!(tagged.dedupe_key().starts_with("sha256=") && tagged.dedupe_key().len() == 71);
     // An empty kind keeps the default; a failing template too.
     assert_eq!(array.kind(), "webhook");
     let xml = post(&r, "", &[("x-key", "k")], b"<xml><status>ok</status></xml>");
