@@ -6,7 +6,6 @@ use anyhow::{Context, Result, bail};
 
 use super::{Cli, format_ms, load};
 use crate::clock::now_ms;
-use crate::event::Event;
 use crate::rules::{EventView, RuleSet};
 
 pub(super) fn simulate(
@@ -76,13 +75,8 @@ pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -
     let text = std::fs::read_to_string(event_file)
         .with_context(|| format!("reading {}", event_file.display()))?;
     // The operator's own file, not a callback: nothing to verify.
-    let event = Event::parse(
-        &r.name,
-        r.vendor(),
-        crate::crypto::Verified::new(text),
-        now_ms(),
-    )
-    .with_context(|| format!("parsing {}", event_file.display()))?;
+    let event = crate::ingress::unverified_event(r, text, now_ms())
+        .with_context(|| format!("parsing {}", event_file.display()))?;
     let rules = RuleSet::new(&config);
     let view = EventView::unstored(&event);
     println!(

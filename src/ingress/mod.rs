@@ -194,6 +194,25 @@ impl Rejected {
     }
 }
 
+/// An event from the operator's own file (`hookgate explain`), as the receiver would have
+/// stored it: nothing is verified; a webhook receiver's body rules and templates apply.
+pub fn unverified_event(
+    receiver: &Receiver,
+    text: String,
+    now_ms: i64,
+) -> Result<Event, OpenError> {
+    match &receiver.credentials {
+        Credentials::Webhook(w) => webhook::from_file(receiver, w, &text, now_ms),
+        _ => Event::parse(
+            &receiver.name,
+            receiver.vendor(),
+            Verified::new(text),
+            now_ms,
+        )
+        .map_err(|e| OpenError::malformed("event file", e)),
+    }
+}
+
 /// The robot `timestamp`/`sign` use of an accepted DingTalk robot request, for the store's
 /// shared memory of used pairs; `None` for every other receiver.
 pub fn sign_use(receiver: &Receiver, req: &Request<'_>) -> Option<crate::crypto::robot::SignUse> {

@@ -69,6 +69,31 @@ pub(super) fn open(
     })
 }
 
+/// An event from the operator's own file (`hookgate explain`): nothing to verify; the
+/// receiver's `kind` and `dedupe_key` apply, seeing no headers and no query.
+pub(super) fn from_file(
+    receiver: &Receiver,
+    w: &Webhook,
+    text: &str,
+    now_ms: i64,
+) -> Result<Event, OpenError> {
+    let headers = super::HeaderList(&[]);
+    let req = Request {
+        method: Method::Post,
+        query: "",
+        headers: &headers,
+        body: text.as_bytes(),
+        now_ms,
+        peer: None,
+    };
+    let query = Query::parse("");
+    let raw = normalize(None, req.body)?;
+    let event = event(receiver, Verified::new(raw), now_ms)?;
+    let ctx = (w.kind.is_some() || w.dedupe_key.is_some())
+        .then(|| context(event.fields(), &w.auth, &req, &query));
+    retag(event, w, &req, ctx.as_ref())
+}
+
 /// The receiver's `reply` (or `url_check`) rendered; `{"ok":true}` without one, or when it
 /// fails (logged).
 fn reply(receiver: &Receiver, w: &Webhook, template: Option<&Template>, ctx: &Jinja) -> Reply {
