@@ -364,17 +364,6 @@ impl Compiler {
     }
 }
 
-/// A template's problem that `hookgate check` should report: bad syntax, or a filter, test or
-/// function that does not exist.
-pub fn template_problem(src: &str) -> Option<String> {
-    Compiler::new(jiff::tz::TimeZone::UTC).compile("t", src).1
-}
-
-/// An `if` expression's problem, as for templates.
-pub fn expression_problem(src: &str) -> Option<String> {
-    template_problem(&condition_template(src))
-}
-
 pub fn condition_template(expr: &str) -> String {
     format!("{{% if {expr} %}}1{{% endif %}}")
 }

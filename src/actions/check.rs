@@ -21,9 +21,9 @@ pub trait Check {
     /// A problem at `span` (its line is reported), under `key` (`rules[0].actions[1].to`).
     fn report(&mut self, span: Option<Range<usize>>, key: String, message: String);
     /// How many problems were reported so far.
-    fn problems(&self) -> usize;
+    fn errors_len(&self) -> usize;
     /// A string with `${VAR}` filled in; `None` (and a problem) if that fails.
-    fn expand(&mut self, value: &S<String>, key: &str) -> Option<String>;
+    fn string(&mut self, value: &S<String>, key: &str) -> Option<String>;
     /// Compiles a template once, for good (a problem is reported; the handle comes back).
     fn compile(&mut self, key: &str, span: Option<Range<usize>>, src: &str) -> Template;
     /// A connection that validated.
@@ -43,14 +43,6 @@ impl dyn Check + '_ {
         message: impl Into<String>,
     ) {
         self.report(span, key.into(), message.into());
-    }
-
-    pub fn string(&mut self, value: &S<String>, key: &str) -> Option<String> {
-        self.expand(value, key)
-    }
-
-    pub fn errors_len(&self) -> usize {
-        self.problems()
     }
 
     /// An optional template.

@@ -53,12 +53,13 @@ impl Check for Ctx<'_> {
         self.err(span, key, message);
     }
 
-    fn problems(&self) -> usize {
-        self.errors_len()
+    // Ctx's own (inherent) methods of the same names.
+    fn errors_len(&self) -> usize {
+        Ctx::errors_len(self)
     }
 
-    fn expand(&mut self, value: &S<String>, key: &str) -> Option<String> {
-        self.string(value, key)
+    fn string(&mut self, value: &S<String>, key: &str) -> Option<String> {
+        Ctx::string(self, value, key)
     }
 
     fn compile(&mut self, key: &str, span: Option<Range<usize>>, src: &str) -> Template {

@@ -181,24 +181,27 @@ pub enum WebhookAuth {
         encoding: crate::crypto::webhook::Encoding,
         secrets: Vec<Secret<String>>,
     },
-    /// A signature recipe: the `recipe` template (over `body`, `headers`, `query` and
-    /// `secret`) rendered, digested with `algorithm` and compared to what `at` carries;
-    /// `timestamp` (a template) within `timestamp_window` when given. Jiandaoyun, 有数 and
-    /// Weaver sign this way.
-    Recipe {
-        at: AuthAt,
-        prefix: String,
-        recipe: Template,
-        algorithm: crate::crypto::webhook::Algorithm,
-        encoding: crate::crypto::webhook::Encoding,
-        timestamp: Option<Template>,
-        /// The zone a `timestamp` without one is read in (`[server] timezone`).
-        timezone: jiff::tz::TimeZone,
-        secrets: Vec<Secret<String>>,
-    },
+    /// A signature recipe (Jiandaoyun, 有数 and Weaver sign this way).
+    Recipe(Box<Recipe>),
     /// Standard Webhooks: `webhook-id`, `webhook-timestamp` (within `timestamp_window`),
     /// `webhook-signature` (`v1,<base64>`); the secrets' key bytes (`whsec_` decoded).
     StandardWebhooks { keys: Vec<Secret<Vec<u8>>> },
+}
+
+/// `auth = "recipe"`: the `recipe` template (over `body`, `headers`, `query` and `secret`)
+/// rendered, digested with `algorithm` and compared to what `at` carries; `timestamp` (a
+/// template) within `timestamp_window` when given.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub at: AuthAt,
+    pub prefix: String,
+    pub recipe: Template,
+    pub algorithm: crate::crypto::webhook::Algorithm,
+    pub encoding: crate::crypto::webhook::Encoding,
+    pub timestamp: Option<Template>,
+    /// The zone a `timestamp` without one is read in (`[server] timezone`).
+    pub timezone: jiff::tz::TimeZone,
+    pub secrets: Vec<Secret<String>>,
 }
 
 /// Where a token or signature travels.

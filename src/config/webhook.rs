@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::raw::{RawReceiver, S};
 use super::validate::Ctx;
-use super::{AuthAt, Credentials, Webhook, WebhookAuth};
+use super::{AuthAt, Credentials, Recipe, Webhook, WebhookAuth};
 use crate::crypto::webhook::{Algorithm, Encoding, standard_secret};
 use crate::secret::Secret;
 
@@ -45,7 +45,7 @@ impl Ctx<'_> {
                 None
             }
         };
-        if !matches!(auth, Some(WebhookAuth::Recipe { .. }) | None) {
+        if !matches!(auth, Some(WebhookAuth::Recipe(_)) | None) {
             for (key, value) in [("recipe", &r.recipe), ("timestamp", &r.timestamp)] {
                 if let Some(v) = value {
                     let message = "applies only to auth = \"recipe\"";
@@ -287,7 +287,7 @@ impl Ctx<'_> {
             .template(&format!("{prefix}.timestamp"), &r.timestamp);
         let secrets = self.webhook_secrets(prefix, r, table);
         let timezone = self.timezone();
-        Some(WebhookAuth::Recipe {
+        Some(WebhookAuth::Recipe(Box::new(Recipe {
             at: at?,
             prefix: prefix_text.unwrap_or_default(),
             recipe: recipe?,
@@ -296,7 +296,7 @@ impl Ctx<'_> {
             timestamp,
             timezone,
             secrets: secrets?.into_iter().map(Secret::new).collect(),
-        })
+        })))
     }
 
     fn hmac_auth(

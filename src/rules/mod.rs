@@ -10,7 +10,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::config::{Action, Config, Rule, RuleAction};
 use crate::template::Template;
-pub use crate::template::{EventView, MAX_RENDERED, expression_problem, template_problem};
+pub use crate::template::{EventView, MAX_RENDERED};
 pub use crate::time::parse_time;
 
 pub use crate::actions::{RenderError, Rendered};
@@ -459,6 +459,17 @@ message = "{{ event.chat_id }} {{ event.receiver }} {{ header.event_type }} {{ f
 
     #[test]
     fn template_problems_are_found_before_running() {
+        // What `hookgate check` reports, from the compiler validation runs.
+        let template_problem = |src: &str| {
+            crate::template::Compiler::new(jiff::tz::TimeZone::UTC)
+                .compile("t", src)
+                .1
+        };
+        let expression_problem = |src: &str| {
+            crate::template::Compiler::new(jiff::tz::TimeZone::UTC)
+                .condition("t", src)
+                .1
+        };
         assert!(template_problem("{{ a ").unwrap().contains("syntax error"));
         assert!(
             template_problem("{{ a | no_such_filter }}")

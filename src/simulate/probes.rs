@@ -292,7 +292,7 @@ pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Prob
     let Some(body) = body else {
         return webhook_routing(auth);
     };
-    if let WebhookAuth::Recipe { .. } = auth {
+    if let WebhookAuth::Recipe(_) = auth {
         // What a recipe digests (nonces, times, header names) is the platform's to choose.
         let mut probe = webhook_routing(auth);
         probe.what = "webhook routing probe (POST, unsigned: simulate cannot sign a recipe; send a real event from the platform)".into();
@@ -342,7 +342,7 @@ pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Prob
             };
             carry(at, format!("{prefix}{sig}"));
         }
-        WebhookAuth::Recipe { .. } => {}
+        WebhookAuth::Recipe(_) => {}
         WebhookAuth::Basic { users } => {
             let (name, password) = &users[0];
             let pair = format!("{name}:{}", password.expose());

@@ -127,6 +127,11 @@ pub enum AppVendor {
     DingTalk,
 }
 
+/// A vendor-app action as `explain` shows it: the connection, then what is asked for.
+pub fn describe(via: &str, vendor: AppVendor, asked: &dyn std::fmt::Debug) -> String {
+    format!("via: {via} ({vendor:?})\n{asked:#?}")
+}
+
 /// `via`: the name of a wecom or dingtalk connection, and which vendor it is.
 pub fn via(
     c: &mut dyn Check,

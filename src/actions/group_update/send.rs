@@ -14,7 +14,7 @@ use crate::store::Store;
 impl Rendered {
     /// As `explain` shows it: the connection, then what is asked for.
     pub fn describe(&self) -> String {
-        format!("via: {} ({:?})\n{self:#?}", self.via, self.vendor)
+        crate::actions::app::describe(&self.via, self.vendor, self)
     }
 
     pub async fn send(&self, app: &App<'_>, _: Attempt<'_>) -> Result<(), ActionError> {

@@ -2,10 +2,11 @@
 //! `trusted_proxies` only), then the proof of origin its `auth` asks for.
 
 use minijinja::Value as Jinja;
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 use super::super::{Query, Request};
-use crate::config::{AuthAt, Receiver, Webhook, WebhookAuth};
+use super::{headers_map, query_map};
+use crate::config::{AuthAt, Receiver, Recipe, Webhook, WebhookAuth};
 use crate::crypto::OpenError;
 use crate::crypto::webhook::{
     StandardError, digest, encoded_matches, hmac_matches, standard_verify, token_matches,
@@ -83,10 +84,10 @@ pub(super) fn verify(
                 .then_some(())
                 .ok_or(OpenError::BadSignature)
         }
-        WebhookAuth::Recipe { at, prefix, .. } => {
-            let given = carried(at).ok_or(OpenError::Missing("signature"))?;
-            let given = strip_prefix(given.trim(), prefix).ok_or(OpenError::BadSignature)?;
-            recipe_matches(receiver, auth, req, query, given)
+        WebhookAuth::Recipe(r) => {
+            let given = carried(&r.at).ok_or(OpenError::Missing("signature"))?;
+            let given = strip_prefix(given.trim(), &r.prefix).ok_or(OpenError::BadSignature)?;
+            recipe_matches(receiver, r, req, query, given)
         }
         WebhookAuth::StandardWebhooks { keys } => {
             let header = |name: &'static str| req.headers.get(name).ok_or(OpenError::Missing(name));
@@ -140,38 +141,16 @@ fn basic_matches(users: &[(String, crate::secret::Secret<String>)], given: &str)
 /// each secret, digested, compared with `given`.
 fn recipe_matches(
     receiver: &Receiver,
-    auth: &WebhookAuth,
+    r: &Recipe,
     req: &Request<'_>,
     query: &Query<'_>,
     given: &str,
 ) -> Result<(), OpenError> {
-    let WebhookAuth::Recipe {
-        recipe,
-        algorithm,
-        encoding,
-        timestamp,
-        timezone,
-        secrets,
-        ..
-    } = auth
-    else {
-        return Err(OpenError::BadSignature);
-    };
-    let headers: Map<String, Value> = req
-        .headers
-        .all()
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    let params: Map<String, Value> = query
-        .pairs()
-        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
-        .collect();
     let mut ctx = Map::new();
     ctx.insert("body".into(), String::from_utf8_lossy(req.body).into());
-    ctx.insert("headers".into(), Value::Object(headers));
-    ctx.insert("query".into(), Value::Object(params));
-    if let Some(t) = timestamp {
+    ctx.insert("headers".into(), headers_map(req, |_| true));
+    ctx.insert("query".into(), query_map(query, |_| true));
+    if let Some(t) = &r.timestamp {
         let claimed = t
             .render(&Jinja::from(minijinja::value::Serde(&ctx)))
             .unwrap_or_default();
@@ -179,19 +158,19 @@ fn recipe_matches(
             timestamp: claimed.chars().take(40).collect(),
             window_secs: receiver.timestamp_window,
         };
-        let at = crate::time::parse_time(&claimed, timezone).ok_or_else(stale)?;
+        let at = crate::time::parse_time(&claimed, &r.timezone).ok_or_else(stale)?;
         let skew_ms = (req.now_ms - at.as_millisecond()).unsigned_abs();
         let window = receiver.timestamp_window;
         if window > 0 && skew_ms > window.saturating_mul(1000) {
             return Err(stale());
         }
     }
-    for secret in secrets {
+    for secret in &r.secrets {
         ctx.insert("secret".into(), secret.expose().as_str().into());
-        let Ok(text) = recipe.render(&Jinja::from(minijinja::value::Serde(&ctx))) else {
+        let Ok(text) = r.recipe.render(&Jinja::from(minijinja::value::Serde(&ctx))) else {
             continue;
         };
-        if encoded_matches(&digest(*algorithm, text.as_bytes()), *encoding, given) {
+        if encoded_matches(&digest(r.algorithm, text.as_bytes()), r.encoding, given) {
             return Ok(());
         }
     }

@@ -53,12 +53,8 @@ pub(super) fn open(
     }
     require_post(req)?;
     verify(receiver, &w.auth, req, &query).map_err(OpenError::unauthenticated)?;
-    let raw = normalize(req.headers.get("content-type"), req.body)?;
-    // Checked by `verify` (or, with `auth = "none"`, accepted as configured).
-    let event = event(receiver, Verified::new(raw), req.now_ms)?;
-    let ctx = (w.kind.is_some() || w.dedupe_key.is_some() || w.reply.is_some())
-        .then(|| context(event.fields(), &w.auth, req, &query));
-    let event = retag(event, w, req, ctx.as_ref())?;
+    let content_type = req.headers.get("content-type");
+    let (event, ctx) = tagged_event(receiver, w, req, &query, content_type, w.reply.is_some())?;
     let reply = match &ctx {
         Some(ctx) => reply(receiver, w, w.reply.as_ref(), ctx),
         None => Reply::json(&json!({ "ok": true })),
@@ -86,12 +82,27 @@ pub(super) fn from_file(
         now_ms,
         peer: None,
     };
-    let query = Query::parse("");
-    let raw = normalize(None, req.body)?;
-    let event = event(receiver, Verified::new(raw), now_ms)?;
-    let ctx = (w.kind.is_some() || w.dedupe_key.is_some())
-        .then(|| context(event.fields(), &w.auth, &req, &query));
-    retag(event, w, &req, ctx.as_ref())
+    tagged_event(receiver, w, &req, &Query::parse(""), None, false).map(|(event, _)| event)
+}
+
+/// The verified body as the event it is stored as, under the receiver's `kind` and
+/// `dedupe_key`; with the context its templates see, when one of them (or the `reply`,
+/// `with_reply`) needs it.
+fn tagged_event(
+    receiver: &Receiver,
+    w: &Webhook,
+    req: &Request<'_>,
+    query: &Query<'_>,
+    content_type: Option<&str>,
+    with_reply: bool,
+) -> Result<(Event, Option<Jinja>), OpenError> {
+    let raw = normalize(content_type, req.body)?;
+    // Checked by `verify` (or, with `auth = "none"`, accepted as configured; or the
+    // operator's own file).
+    let event = event(receiver, Verified::new(raw), req.now_ms)?;
+    let ctx = (w.kind.is_some() || w.dedupe_key.is_some() || with_reply)
+        .then(|| context(event.fields(), &w.auth, req, query));
+    Ok((retag(event, w, req, ctx.as_ref())?, ctx))
 }
 
 /// The receiver's `reply` (or `url_check`) rendered; `{"ok":true}` without one, or when it
@@ -208,26 +219,41 @@ fn context(
     query: &Query<'_>,
 ) -> Jinja {
     let hidden_at = match auth {
-        WebhookAuth::Token { at, .. }
-        | WebhookAuth::Hmac { at, .. }
-        | WebhookAuth::Recipe { at, .. } => Some(at),
+        WebhookAuth::Token { at, .. } | WebhookAuth::Hmac { at, .. } => Some(at),
+        WebhookAuth::Recipe(r) => Some(&r.at),
         _ => None,
     };
-    let headers: Map<String, Value> = req
+    let headers = headers_map(req, |k| {
+        !SECRET_HEADERS.contains(&k) && !matches!(hidden_at, Some(AuthAt::Header(h)) if h == k)
+    });
+    let params = query_map(
+        query,
+        |k| !matches!(hidden_at, Some(AuthAt::Query(q)) if q == k),
+    );
+    let mut top = fields.clone();
+    top.insert("headers".into(), headers);
+    top.insert("query".into(), params);
+    Jinja::from(minijinja::value::Serde(Value::Object(top)))
+}
+
+/// The request's headers (lowercase names) that `keep` keeps, as a JSON object.
+fn headers_map(req: &Request<'_>, keep: impl Fn(&str) -> bool) -> Value {
+    let map: Map<String, Value> = req
         .headers
         .all()
         .into_iter()
-        .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
-        .filter(|(k, _)| !matches!(hidden_at, Some(AuthAt::Header(h)) if h == k))
+        .filter(|(k, _)| keep(k))
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
-    let params: Map<String, Value> = query
+    Value::Object(map)
+}
+
+/// The query's parameters that `keep` keeps, as a JSON object.
+fn query_map(query: &Query<'_>, keep: impl Fn(&str) -> bool) -> Value {
+    let map: Map<String, Value> = query
         .pairs()
-        .filter(|(k, _)| !matches!(hidden_at, Some(AuthAt::Query(q)) if q == k))
+        .filter(|(k, _)| keep(k))
         .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
         .collect();
-    let mut top = fields.clone();
-    top.insert("headers".into(), Value::Object(headers));
-    top.insert("query".into(), Value::Object(params));
-    Jinja::from(minijinja::value::Serde(Value::Object(top)))
+    Value::Object(map)
 }
