@@ -24,6 +24,7 @@ use crate::delivery::Worker;
 use crate::intake::Intake;
 use crate::loaded::{Current, LoadError, Loaded};
 use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
 use crate::server::{Health, Role, Server};
 use crate::store::{RequeueTarget, Store, StoreError};
 use crate::stream::Hub;
@@ -101,6 +102,8 @@ pub struct App {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    /// Wakes the scheduler after a reload.
+    schedules: Arc<tokio::sync::Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -132,6 +135,8 @@ impl App {
         let current: Current = Arc::new(arc_swap::ArcSwap::from_pointee(loaded));
         let intake = Arc::new(Intake::new(current.clone(), store.clone(), metrics.clone()));
         let streams = Arc::new(Hub::new(intake.clone(), replies.clone()));
+        let schedules = Arc::new(tokio::sync::Notify::new());
+        let scheduler = Scheduler::new(intake.clone(), schedules.clone());
         let worker_beat = Arc::new(AtomicI64::new(0));
         let health = Health {
             worker_beat: worker_beat.clone(),
@@ -142,7 +147,10 @@ impl App {
         let addr = local_addr(&listeners.main);
         let admin_addr = listeners.admin.as_ref().map(local_addr);
         let worker = Worker::new(store.clone(), current.clone(), metrics.clone(), worker_beat);
-        let mut tasks = vec![tokio::spawn(worker.run(stopped(&stop)))];
+        let mut tasks = vec![
+            tokio::spawn(worker.run(stopped(&stop))),
+            tokio::spawn(scheduler.run(stopped(&stop))),
+        ];
         streams.apply(&config).await;
         if let Some(admin) = listeners.admin {
             let serve = crate::server::serve(admin, server.clone(), Role::Admin, stopped(&stop));
@@ -160,6 +168,7 @@ impl App {
             addr,
             admin_addr,
             stop,
+            schedules,
             tasks,
         })
     }
@@ -191,6 +200,7 @@ impl App {
             warn!("server.listen and store.path take effect only after a restart.");
         }
         self.current.store(Arc::new(loaded));
+        self.schedules.notify_one();
         self.streams.apply(&config).await;
         self.metrics.reload("ok");
         info!(

@@ -28,6 +28,7 @@ pub mod crypto;
 pub mod event;
 pub mod ingress;
 pub mod rules;
+pub mod schedule;
 pub mod secret;
 pub mod store;
 pub mod template;
@@ -47,6 +48,8 @@ pub mod intake;
 pub mod loaded;
 #[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod scheduler;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

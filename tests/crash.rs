@@ -2,6 +2,8 @@
 //! refusing connections, then accepting and never answering, so sends are in flight), the
 //! gateway killed with SIGKILL, restarted, the mail server started: every accepted event's
 //! mail arrives, and copies exist only of an interrupted send, with the same Message-ID.
+//! Scheduled rules across a SIGKILL: no slot fires twice, and of the slots missed while
+//! down only the latest is made up (or none, with `missed = "skip"`).
 
 mod common;
 
@@ -237,4 +239,121 @@ async fn sigterm_under_load_loses_no_accepted_callback() {
         );
     }
     eprintln!("{} answered 200 before SIGTERM, all stored", accepted.len());
+}
+
+/// Two rules on a 4-second clock: one makes up a missed slot, one skips it.
+const SCHEDULES: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+path = "${HOOKGATE_DB}"
+
+[[rules]]
+name = "catchup"
+every = "4s"
+[[rules.actions]]
+kind = "log"
+message = "catchup {{ slot }}"
+
+[[rules]]
+name = "skipper"
+every = "4s"
+missed = "skip"
+[[rules.actions]]
+kind = "log"
+message = "skipper {{ slot }}"
+"#;
+
+const EVERY_S: i64 = 4;
+
+/// The slots (epoch seconds) stored for a scheduled rule, in order.
+fn slots(db: &std::path::Path, rule: &str) -> Vec<i64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT dedupe_key FROM events WHERE receiver = 'schedule' AND kind = ?1")
+        .unwrap();
+    let mut out: Vec<i64> = stmt
+        .query_map([rule], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|k| {
+            let k = k.unwrap();
+            k.rsplit_once('@').unwrap().1.parse().unwrap()
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[tokio::test]
+async fn a_schedule_fires_each_slot_once_across_kill_9_and_makes_up_only_the_latest_missed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let config_path = dir.path().join("hookgate.toml");
+    std::fs::write(&config_path, SCHEDULES).unwrap();
+    let env = [("HOOKGATE_DB", db.as_os_str())];
+
+    let mut gateway = Served::start(&config_path, &env);
+    eventually_or(
+        15,
+        "two slots of each rule",
+        || slots(&db, "catchup").len() >= 2 && slots(&db, "skipper").len() >= 2,
+        || format!("{:?} {:?}", slots(&db, "catchup"), slots(&db, "skipper")),
+    )
+    .await;
+    Command::new("kill")
+        .args(["-KILL", &gateway.child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = gateway.child.wait();
+    let before = (slots(&db, "catchup"), slots(&db, "skipper"));
+    let last = *before.0.last().unwrap().max(before.1.last().unwrap());
+
+    // Down for at least two slots; back 300 ms after a slot, so that slot is the latest
+    // missed one and the next is 3.7 s away.
+    let back_at = (last + 3 * EVERY_S) / EVERY_S * EVERY_S;
+    let wait_ms = (back_at * 1000 + 300 - now_ms()).max(0);
+    tokio::time::sleep(std::time::Duration::from_millis(wait_ms as u64)).await;
+    gateway = Served::start(&config_path, &env);
+    eventually_or(
+        3,
+        "the latest missed slot, made up at start",
+        || slots(&db, "catchup").last() == Some(&back_at),
+        || format!("{:?}", slots(&db, "catchup")),
+    )
+    .await;
+    let catchup = slots(&db, "catchup");
+    let made_up: Vec<i64> = catchup.iter().copied().filter(|s| *s > last).collect();
+    assert_eq!(
+        made_up,
+        [back_at],
+        "only the latest missed slot is made up: {catchup:?}"
+    );
+    assert!(back_at - last >= 2 * EVERY_S, "slots were missed");
+    assert_eq!(
+        &catchup[..before.0.len()],
+        &before.0[..],
+        "nothing fired before the kill fires again"
+    );
+    let skipper = slots(&db, "skipper");
+    assert_eq!(skipper, before.1, "missed = \"skip\": no slot made up");
+
+    // Both carry on with the next slot, once each.
+    let next = back_at + EVERY_S;
+    eventually_or(
+        8,
+        "the next slot of each rule",
+        || slots(&db, "catchup").contains(&next) && slots(&db, "skipper").contains(&next),
+        || format!("{:?} {:?}", slots(&db, "catchup"), slots(&db, "skipper")),
+    )
+    .await;
+    let events = slots(&db, "catchup").len() + slots(&db, "skipper").len();
+    eventually_or(
+        10,
+        "one delivery per slot, done",
+        || statuses(&db).get("done").copied() == Some(events as i64),
+        || format!("{:?} for {events} slots", statuses(&db)),
+    )
+    .await;
+    let status = gateway.terminate();
+    assert!(status.success(), "{status:?}");
 }

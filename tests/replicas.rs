@@ -3,7 +3,7 @@
 //! is stored once and delivered once; concurrent events of one item make one group; a robot's
 //! 20-a-minute budget holds across replicas; a replica killed with SIGKILL mid-delivery has its
 //! deliveries finished by the other after the lease; a lost database answers 503 and turns
-//! /readyz red, and the gateway recovers by itself.
+//! /readyz red, and the gateway recovers by itself; a scheduled rule fires once per slot.
 
 mod common;
 
@@ -289,6 +289,78 @@ async fn each_callback_sent_to_both_replicas_is_stored_and_delivered_once() {
         "every delivery ran exactly once"
     );
     drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_rule_fires_once_per_slot_across_two_replicas() {
+    let gate = Gate::default();
+    let sink = gate.start().await;
+    let rule = format!(
+        r#"
+[[rules]]
+name = "tick"
+every = "1s"
+[[rules.actions]]
+kind = "http"
+url = "http://{sink}/tick"
+timeout = 3
+body = "{{{{ slot_ms }}}}"
+"#
+    );
+    let replicas = Replicas::new("schedule", &wecom_config(&rule));
+    let a = replicas.start(None, &[]);
+    let b = replicas.start(None, &[]);
+    let store = replicas.store().await;
+    let slots = || async {
+        let events = store
+            .list(&ListFilter {
+                receiver: Some("schedule".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut slots: Vec<i64> = events
+            .iter()
+            .map(|e| e.dedupe_key.rsplit_once('@').unwrap().1.parse().unwrap())
+            .collect();
+        slots.sort_unstable();
+        slots
+    };
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = slots().await;
+        if seen.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((a, b));
+    let seen_after = slots().await;
+    assert!(seen_after.len() >= 6, "{seen_after:?}");
+    // Every slot while both ran, in a row, each stored once.
+    let first = seen_after[0];
+    let expected: Vec<i64> = (first..first + seen_after.len() as i64).collect();
+    assert_eq!(seen_after, expected, "one event per slot, none missing");
+    let rows = deliveries(&store).await;
+    assert_eq!(
+        rows.len(),
+        seen_after.len(),
+        "one delivery per slot, not one per replica"
+    );
+    let sent = gate.seen.lock().unwrap().clone();
+    let distinct: HashSet<&String> = sent.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        sent.len(),
+        "no delivery sent twice: {sent:?}"
+    );
+    assert!(
+        sent.len() + 1 >= seen.len(),
+        "{} sent for {:?}",
+        sent.len(),
+        seen
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,8 +77,73 @@ pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -
     // The operator's own file, not a callback: nothing to verify.
     let event = crate::ingress::unverified_event(r, text, now_ms())
         .with_context(|| format!("parsing {}", event_file.display()))?;
-    let rules = RuleSet::new(&config);
-    let view = EventView::unstored(&event);
+    explain_event(&config, &event);
+    Ok(())
+}
+
+/// `hookgate explain --schedule [RULE]`: every scheduled rule's next fire times in the server's
+/// zone; with a rule's name, also what its next slot would do.
+pub(super) fn schedules(cli: &Cli, only: &str) -> Result<()> {
+    let config = load(cli)?;
+    let tz = &config.server.timezone;
+    let now = jiff::Timestamp::now();
+    let scheduled: Vec<_> = config
+        .rules
+        .iter()
+        .filter_map(|r| Some((r, r.schedule.as_ref()?)))
+        .filter(|(r, _)| only.is_empty() || r.name == only)
+        .collect();
+    if scheduled.is_empty() {
+        let names: Vec<&str> = config
+            .rules
+            .iter()
+            .filter(|r| r.schedule.is_some())
+            .map(|r| r.name.as_str())
+            .collect();
+        match (only, names.is_empty()) {
+            (_, true) => println!("no scheduled rules configured"),
+            (rule, false) => bail!(
+                "no scheduled rule named {rule:?} (scheduled rules: {})",
+                names.join(", ")
+            ),
+        }
+        return Ok(());
+    }
+    let local = |t: jiff::Timestamp| {
+        t.to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %a")
+            .to_string()
+    };
+    for (rule, s) in &scheduled {
+        let missed = match s.missed {
+            crate::schedule::Missed::RunOnce => "a missed slot runs once at start",
+            crate::schedule::Missed::Skip => "missed slots are skipped",
+        };
+        println!(
+            "rule {:?}: {} ({missed}); next, in {}:",
+            rule.name,
+            s.schedule.written(),
+            tz.iana_name().unwrap_or("the server's time zone"),
+        );
+        for t in s.schedule.upcoming(now, tz, 5) {
+            println!("  {}", local(t));
+        }
+    }
+    if let [(rule, s)] = scheduled[..]
+        && !only.is_empty()
+        && let Some(next) = s.schedule.next_after(now, tz)
+    {
+        println!("\nits next slot, {}:", local(next));
+        let event = crate::event::Event::scheduled(&rule.name, next, tz, next.as_millisecond());
+        explain_event(&config, &event);
+    }
+    Ok(())
+}
+
+/// Which rules fire for `event` and what each of their actions would send.
+fn explain_event(config: &crate::config::Config, event: &crate::event::Event) {
+    let rules = RuleSet::new(config);
+    let view = EventView::unstored(event);
     println!(
         "event: receiver {}, kind {}, dedupe key {}",
         view.receiver, view.kind, view.dedupe_key
@@ -87,7 +152,13 @@ pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -
         println!("no rules configured");
     }
     let matches = rules.matching(&view);
+    let slot = event.vendor() == crate::event::Vendor::Schedule;
     for v in rules.verdicts(&view) {
+        // Scheduled rules never fire for a received event, nor other rules for a rule's slot.
+        let rule = &config.rules[v.index];
+        if rule.schedule.is_some() != slot || (slot && rule.name != view.kind) {
+            continue;
+        }
         if let Some(why) = &v.why_not {
             println!("\nrule {:?}: does not fire: {why}", v.rule);
             continue;
@@ -110,7 +181,6 @@ pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -
             }
         }
     }
-    Ok(())
 }
 
 /// When a matched action would run and under which key: ", scheduled for … (at)" and the

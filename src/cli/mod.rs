@@ -61,10 +61,16 @@ pub enum Command {
     /// actions; sends nothing.
     Explain {
         /// The receiver the event arrives at.
-        #[arg(long)]
-        receiver: String,
+        #[arg(long, required_unless_present = "schedule")]
+        receiver: Option<String>,
         /// The decrypted callback body, as `hookgate events show` prints in `raw`.
-        event_file: PathBuf,
+        #[arg(required_unless_present = "schedule")]
+        event_file: Option<PathBuf>,
+        /// Instead: the scheduled rules' next fire times; with a rule's name, also what its
+        /// next slot would do.
+        #[arg(long, value_name = "RULE", num_args = 0..=1, default_missing_value = "",
+              conflicts_with_all = ["receiver", "event_file"])]
+        schedule: Option<String>,
     },
     /// Send a URL check (or, with an event file, an event) exactly as the vendor would, to
     /// the local listener or through the proxy at --url, and say what is wrong if anything.
@@ -227,9 +233,17 @@ pub fn run(cli: Cli) -> Result<()> {
             event_file,
         } => simulate(&cli, receiver, url.as_deref(), event_file.as_deref()),
         Command::Explain {
-            receiver,
-            event_file,
+            schedule: Some(rule),
+            ..
+        } => explain::schedules(&cli, rule),
+        Command::Explain {
+            receiver: Some(receiver),
+            event_file: Some(event_file),
+            ..
         } => explain(&cli, receiver, event_file),
+        Command::Explain { .. } => {
+            bail!("explain takes --receiver and an event file, or --schedule")
+        }
     }
 }
 

@@ -318,7 +318,16 @@ pub struct Rule {
     /// A Jinja expression over the same context as templates; the rule fires if truthy.
     pub condition: Option<Template>,
     pub stop: bool,
+    /// `schedule = …` or `every = …`: the rule fires on its clock, not on received events.
+    pub schedule: Option<Scheduled>,
     pub actions: Vec<RuleAction>,
+}
+
+/// A scheduled rule's clock and what it does about slots missed while nothing ran.
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    pub schedule: crate::schedule::Schedule,
+    pub missed: crate::schedule::Missed,
 }
 
 /// One action of a rule, with when it runs and the key it is known by.

@@ -222,6 +222,9 @@ pub struct RawRule {
     #[serde(rename = "if")]
     pub condition: S<String>,
     pub stop: S<bool>,
+    pub schedule: S<String>,
+    pub every: S<String>,
+    pub missed: S<String>,
     #[serde(default)]
     pub actions: Vec<Spanned<RawAction>>,
 }

@@ -265,6 +265,8 @@ impl Ctx<'_> {
             Vendor::FeishuWs => self.feishu_ws(prefix, r, &table),
             Vendor::WecomAibot => self.wecom_aibot(prefix, r, &table),
             Vendor::Webhook => self.webhook(prefix, r, &table),
+            // Not in `Vendor::ALL`: no receiver is one.
+            Vendor::Schedule => None,
         }
     }
 
@@ -546,6 +548,7 @@ fn vendor_keys(vendor: Vendor) -> &'static [&'static str] {
         ],
         Vendor::FeishuWs => &["app_id", "app_secret", "domain", "api_base", "keepalive"],
         Vendor::WecomAibot => &["bot_id", "secret", "ws_url", "keepalive"],
+        Vendor::Schedule => &[],
         Vendor::Webhook => &[
             "auth",
             "secret",

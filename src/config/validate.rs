@@ -188,14 +188,30 @@ impl Ctx<'_> {
         let mut names = HashSet::new();
         let mut paths = HashSet::new();
         let mut receivers = Vec::new();
-        if raw.receivers.is_empty() {
-            self.err(None, "receivers", "no [[receivers]] configured");
+        let scheduled = raw.rules.iter().any(|r| {
+            let r = r.get_ref();
+            r.schedule.is_some() || r.every.is_some()
+        });
+        if raw.receivers.is_empty() && !scheduled {
+            self.err(
+                None,
+                "receivers",
+                "no [[receivers]] and no scheduled rules configured: nothing would ever happen",
+            );
         }
         for (i, r) in raw.receivers.iter().enumerate() {
             let prefix = format!("receivers[{i}]");
             // Duplicates are checked on the text as written, even for receivers with other errors.
             let raw_r = r.get_ref();
             if let Some(name) = &raw_r.name
+                && name.get_ref() == crate::event::SCHEDULE_RECEIVER
+            {
+                self.err(
+                    Some(name.span()),
+                    format!("{prefix}.name"),
+                    "\"schedule\" is the name scheduled rules' events are stored under; choose another",
+                );
+            } else if let Some(name) = &raw_r.name
                 && !names.insert(name.get_ref().clone())
             {
                 self.err(

@@ -24,9 +24,12 @@ pub enum Vendor {
     WecomAibot,
     /// A signed webhook from any system (low-code platforms, alerting, CI).
     Webhook,
+    /// A scheduled rule's slot: made by the gateway's own clock, not received.
+    Schedule,
 }
 
 impl Vendor {
+    /// The vendors a receiver can be (not [`Vendor::Schedule`]).
     pub const ALL: [Vendor; 9] = [
         Self::WeCom,
         Self::WechatMp,
@@ -50,6 +53,7 @@ impl Vendor {
             Self::FeishuWs => "feishu_ws",
             Self::WecomAibot => "wecom_aibot",
             Self::Webhook => "webhook",
+            Self::Schedule => "schedule",
         }
     }
 
@@ -86,6 +90,9 @@ pub enum ParseError {
     #[error("a NUL character in the {0}")]
     Nul(&'static str),
 }
+
+/// The receiver name scheduled events are stored under.
+pub const SCHEDULE_RECEIVER: &str = "schedule";
 
 /// The longest kind a template may give an event, in characters.
 pub const MAX_KIND: usize = 128;
@@ -151,6 +158,7 @@ impl Event {
             // The receiver's own `kind` and `dedupe_key` templates may say better
             // ([`Event::retag`]).
             Vendor::Webhook => ("webhook".to_owned(), body_hash(&raw)),
+            Vendor::Schedule => ("schedule".to_owned(), body_hash(&raw)),
         };
         // A JSON escape (`\u0000`) reaches the kind or key though the raw text has none.
         if kind.contains('\0') || dedupe_key.contains('\0') {
@@ -165,6 +173,36 @@ impl Event {
             fields,
             raw,
         })
+    }
+
+    /// The event a scheduled rule's slot makes: receiver `schedule`, the rule's name as its
+    /// kind, `rule@slot` (epoch seconds) as its dedupe key, so each slot is stored once however
+    /// many processes or restarts reach it. Its fields: `schedule` (the rule), `slot` (RFC 3339
+    /// in `tz`) and `slot_ms`.
+    pub fn scheduled(
+        rule: &str,
+        slot: jiff::Timestamp,
+        tz: &jiff::tz::TimeZone,
+        now_ms: i64,
+    ) -> Self {
+        let local = slot.to_zoned(tz.clone());
+        let mut fields = Map::new();
+        fields.insert("schedule".into(), rule.into());
+        fields.insert(
+            "slot".into(),
+            local.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string().into(),
+        );
+        fields.insert("slot_ms".into(), slot.as_millisecond().into());
+        let raw = Value::Object(fields.clone()).to_string();
+        Self {
+            receiver: SCHEDULE_RECEIVER.to_owned(),
+            vendor: Vendor::Schedule,
+            kind: rule.to_owned(),
+            dedupe_key: format!("{rule}@{}", slot.as_second()),
+            received_at_ms: now_ms,
+            fields,
+            raw,
+        }
     }
 
     /// The same event under another kind or dedupe key (a webhook receiver's templates); an

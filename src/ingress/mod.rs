@@ -188,7 +188,8 @@ impl Rejected {
             | Vendor::DingTalkStream
             | Vendor::FeishuWs
             | Vendor::WecomAibot
-            | Vendor::Webhook => None,
+            | Vendor::Webhook
+            | Vendor::Schedule => None,
         };
         Self { error, code }
     }

@@ -9,6 +9,7 @@ use minijinja::Value;
 use serde_json::{Map, Value as Json};
 
 use crate::config::{Action, Config, Rule, RuleAction};
+use crate::event::Vendor;
 use crate::template::Template;
 pub use crate::template::{EventView, MAX_RENDERED};
 pub use crate::time::parse_time;
@@ -19,6 +20,8 @@ pub use crate::actions::{RenderError, Rendered};
 enum Check {
     Fires,
     Receiver,
+    /// A scheduled rule and a received event, or a slot of another rule (or the reverse).
+    Clock,
     /// The index of the first `when` condition that failed.
     When(usize),
     IfFalse,
@@ -168,6 +171,15 @@ impl RuleSet {
         for (i, rule) in self.rules.iter().enumerate() {
             let why_not = match self.check(rule, ev, &mut ctx) {
                 Check::Fires => None,
+                Check::Clock
+                    if rule.schedule.is_some() && ev.vendor == Vendor::Schedule.as_str() =>
+                {
+                    Some(format!("this is a slot of rule {:?}", ev.kind))
+                }
+                Check::Clock if rule.schedule.is_some() => {
+                    Some("it fires on its schedule, not on received events".into())
+                }
+                Check::Clock => Some("it fires on received events, not on a schedule".into()),
                 Check::Receiver => Some(format!(
                     "receiver {:?} is not in {:?}",
                     ev.receiver,
@@ -200,6 +212,11 @@ impl RuleSet {
     }
 
     fn check(&self, rule: &Rule, ev: &EventView<'_>, ctx: &mut Option<Value>) -> Check {
+        // A slot's event is its own rule's, whose kind is the rule's name.
+        let slot = ev.vendor == Vendor::Schedule.as_str();
+        if slot != rule.schedule.is_some() || (slot && ev.kind != rule.name) {
+            return Check::Clock;
+        }
         if let Some(receivers) = &rule.receivers
             && !receivers.iter().any(|r| r == ev.receiver)
         {
@@ -336,6 +353,52 @@ verification_token = "v"
 
     const CONTACT: &str = r#"{"Event":"change_contact","ChangeType":"create_user","UserID":"zhangsan","CreateTime":"1700000000","Department":["1","2"],"header":{"event_type":"x"}}"#;
 
+    #[test]
+    fn a_scheduled_rule_fires_only_for_its_own_slots_and_event_rules_never_for_a_slot() {
+        let set = set(r#"
+[[rules]]
+name = "all"
+[[rules.actions]]
+kind = "log"
+message = "{{ UserID }}"
+[[rules]]
+name = "digest"
+schedule = "0 9 * * MON-FRI"
+if = "schedule == 'digest'"
+[[rules.actions]]
+kind = "log"
+message = "digest {{ slot }}"
+[[rules]]
+name = "other"
+every = "1h"
+[[rules.actions]]
+kind = "log"
+message = "other"
+"#);
+        let contact = fields(CONTACT);
+        let fired: Vec<String> = set
+            .matching(&view("hr", &contact))
+            .into_iter()
+            .map(|m| m.rule)
+            .collect();
+        assert_eq!(fired, ["all"]);
+        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+        let slot = "2026-12-07T01:00:00Z".parse().unwrap();
+        let event = crate::event::Event::scheduled("digest", slot, &tz, 1);
+        assert_eq!(event.fields()["slot"], "2026-12-07T09:00:00+08:00");
+        let view = EventView::unstored(&event);
+        let fired: Vec<String> = set.matching(&view).into_iter().map(|m| m.rule).collect();
+        assert_eq!(fired, ["digest"]);
+        let why: Vec<Option<String>> = set.verdicts(&view).into_iter().map(|v| v.why_not).collect();
+        assert_eq!(
+            why,
+            [
+                Some("it fires on received events, not on a schedule".into()),
+                None,
+                Some("this is a slot of rule \"digest\"".into()),
+            ]
+        );
+    }
     #[test]
     fn when_any_of_dotted_paths_arrays_and_stop() {
         let rules = set(r#"

@@ -74,6 +74,23 @@ impl Store {
         backend!(self, b => b.accept(event, deliveries, cancels).await)
     }
 
+    /// The last slot a scheduled rule handled. A rule seen for the first time, or whose
+    /// schedule (`written`) changed, starts at `latest_ms` (the latest slot now): nothing
+    /// before it is made up.
+    pub async fn schedule_known(
+        &self,
+        rule: &str,
+        written: &str,
+        latest_ms: i64,
+    ) -> Result<i64, StoreError> {
+        backend!(self, b => b.schedule_known(rule, written, latest_ms).await)
+    }
+
+    /// Records that a scheduled rule's slot was fired (or skipped).
+    pub async fn schedule_handled(&self, rule: &str, slot_ms: i64) -> Result<(), StoreError> {
+        backend!(self, b => b.schedule_handled(rule, slot_ms).await)
+    }
+
     /// Marks up to `limit` due deliveries running (one more attempt each) and returns them.
     pub async fn claim(
         &self,

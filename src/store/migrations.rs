@@ -28,6 +28,7 @@ pub(super) const STEPS: &[Step] = &[
     step!("0001_init"),
     step!("0002_robot_limits"),
     step!("0003_fingerprints_and_signs"),
+    step!("0004_schedules"),
 ];
 
 #[cfg(test)]

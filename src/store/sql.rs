@@ -163,6 +163,23 @@ pub(super) static PUT_TOKEN: Statement = Statement::new(
 pub(super) static FORGET_TOKEN: Statement =
     Statement::new("DELETE FROM tokens WHERE key = $1 AND token = $2");
 
+// === scheduled rules: the last slot each handled ===
+
+/// Starts keeping a rule's slots at `$3` (the latest slot now), or afresh when its schedule
+/// `$2` changed; a rule already known with the same schedule keeps its last slot.
+pub(super) static SCHEDULE_KNOWN: Statement = Statement::new(
+    "INSERT INTO schedules (rule, written, last_slot_ms) VALUES ($1, $2, $3)
+     ON CONFLICT (rule) DO UPDATE SET written = $2, last_slot_ms = $3
+     WHERE schedules.written <> $2",
+);
+
+pub(super) static SCHEDULE_LAST: Statement =
+    Statement::new("SELECT last_slot_ms FROM schedules WHERE rule = $1");
+
+/// A slot handled; the last slot never goes back (replicas may finish out of order).
+pub(super) static SCHEDULE_HANDLED: Statement =
+    Statement::new("UPDATE schedules SET last_slot_ms = {max}(last_slot_ms, $2) WHERE rule = $1");
+
 pub(super) static GROUP: Statement = Statement::new(
     "SELECT connection, key, chat_id, open_conversation_id, name, created_at_ms, updated_at_ms
      FROM groups WHERE connection = $1 AND key = $2",

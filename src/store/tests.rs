@@ -105,7 +105,50 @@ on_both!(
     reopening_migrates_nothing_twice,
     events_are_listed_and_read_back,
     a_robot_sign_carries_one_body,
+    a_schedule_keeps_its_last_slot_and_each_slot_is_stored_once,
 );
+
+async fn a_schedule_keeps_its_last_slot_and_each_slot_is_stored_once(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    // First seen: starts at the latest slot now; seen again, it keeps what it handled.
+    assert_eq!(
+        store.schedule_known("d", "0 9 * * *", 100).await.unwrap(),
+        100
+    );
+    store.schedule_handled("d", 200).await.unwrap();
+    // An older slot finished late by another process does not move it back.
+    store.schedule_handled("d", 150).await.unwrap();
+    assert_eq!(
+        store.schedule_known("d", "0 9 * * *", 300).await.unwrap(),
+        200
+    );
+    // A changed schedule starts afresh.
+    assert_eq!(
+        store.schedule_known("d", "0 10 * * *", 300).await.unwrap(),
+        300
+    );
+    // One slot's event is stored once, however many processes reach it.
+    let tz = jiff::tz::TimeZone::UTC;
+    let slot = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let first = store
+        .accept(
+            Event::scheduled("d", slot, &tz, 1),
+            vec![delivery("d", 0, 1, None)],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let again = store
+        .accept(
+            Event::scheduled("d", slot, &tz, 2),
+            vec![delivery("d", 0, 2, None)],
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(!first.duplicate && again.duplicate, "{first:?} {again:?}");
+    assert_eq!(statuses(&store).await.len(), 1);
+}
 
 async fn a_robot_sign_carries_one_body(config: StoreConfig) {
     use crate::crypto::robot::SignUse;

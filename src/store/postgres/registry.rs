@@ -1,5 +1,6 @@
-//! What the actions remember between deliveries: vendor access tokens and the group chats
-//! `group_create` made (one per connection and key), shared by every replica.
+//! What the gateway remembers between deliveries: vendor access tokens, the group chats
+//! `group_create` made (one per connection and key) and the last slot of each scheduled rule,
+//! shared by every replica.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -8,6 +9,40 @@ use super::{Postgres, db_error};
 use crate::store::sql;
 use crate::store::{GroupRow, StoreError};
 impl Postgres {
+    pub(in crate::store) async fn schedule_known(
+        &self,
+        rule: &str,
+        written: &str,
+        latest_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                sql::SCHEDULE_KNOWN.postgres(),
+                &[&rule, &written, &latest_ms],
+            )
+            .await
+            .map_err(db_error)?;
+        let row = client
+            .query_one(sql::SCHEDULE_LAST.postgres(), &[&rule])
+            .await
+            .map_err(db_error)?;
+        Ok(row.get(0))
+    }
+
+    pub(in crate::store) async fn schedule_handled(
+        &self,
+        rule: &str,
+        slot_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(sql::SCHEDULE_HANDLED.postgres(), &[&rule, &slot_ms])
+            .await
+            .map_err(db_error)
+            .map(drop)
+    }
+
     pub(in crate::store) async fn token(
         &self,
         key: &str,

@@ -1,5 +1,5 @@
-//! What the actions remember between deliveries: vendor access tokens and the group chats
-//! `group_create` made (one per connection and key).
+//! What the gateway remembers between deliveries: vendor access tokens, the group chats
+//! `group_create` made (one per connection and key) and the last slot of each scheduled rule.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -7,6 +7,38 @@ use super::Sqlite;
 use crate::store::sql;
 use crate::store::{GroupRow, StoreError};
 impl Sqlite {
+    pub(in crate::store) async fn schedule_known(
+        &self,
+        rule: &str,
+        written: &str,
+        latest_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let (rule, written) = (rule.to_owned(), written.to_owned());
+        let key = rule.clone();
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                sql::SCHEDULE_KNOWN.sqlite(),
+                params![rule, written, latest_ms],
+            )
+        }))
+        .await?;
+        self.read(move |conn| conn.query_row(sql::SCHEDULE_LAST.sqlite(), [&key], |r| r.get(0)))
+            .await
+    }
+
+    pub(in crate::store) async fn schedule_handled(
+        &self,
+        rule: &str,
+        slot_ms: i64,
+    ) -> Result<(), StoreError> {
+        let rule = rule.to_owned();
+        self.write(Box::new(move |tx| {
+            tx.execute(sql::SCHEDULE_HANDLED.sqlite(), params![rule, slot_ms])
+        }))
+        .await
+        .map(drop)
+    }
+
     pub(in crate::store) async fn token(
         &self,
         key: &str,

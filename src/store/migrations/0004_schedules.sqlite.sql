@@ -1,0 +1,7 @@
+-- Scheduled rules: the last slot each one handled (fired, or skipped as missed), and the
+-- schedule as written then (a changed schedule starts afresh instead of making up slots).
+CREATE TABLE schedules (
+    rule         TEXT    PRIMARY KEY,
+    written      TEXT    NOT NULL,
+    last_slot_ms INTEGER NOT NULL
+);
