@@ -246,3 +246,95 @@ async fn the_jiandaoyun_example_announces_each_new_entry_once() {
     assert!(kinds.contains(&"data_create".to_owned()) && kinds.contains(&"data_update".to_owned()));
     s.stop().await;
 }
+
+/// The Yida recipe (`config/examples/yida-group.toml`, seeds 000 and 001) against the fake
+/// DingTalk APIs: 「创建会话群」 makes one group with the form's name, owner and members
+/// (a re-run automation makes no second one), 「更新会话群」 renames it and changes members,
+/// 「群消息内容录入表」 posts into it; a wrong API key is refused and stores nothing.
+#[tokio::test]
+async fn the_yida_example_creates_updates_and_messages_a_group_from_forms() {
+    use common::apps::{AppState, Apps};
+    let apps = Apps::start(AppState {
+        app_key: "dingappkey".into(),
+        app_secret: "dingsecret".into(),
+        robot_code: "dingappkey".into(),
+        ..AppState::default()
+    })
+    .await;
+    let base = apps.base();
+    let src = std::fs::read_to_string("config/examples/yida-group.toml").unwrap();
+    let s = common::start_file(
+        &src,
+        &[
+            ("YIDA_API_KEY", "yida-k3y"),
+            ("DING_APP_KEY", "dingappkey"),
+            ("DING_APP_SECRET", "dingsecret"),
+            ("DING_API_BASE", &base),
+            ("DING_NEW_API_BASE", &base),
+        ],
+    )
+    .await;
+    let submit = |key: &'static str, body: serde_json::Value| {
+        let s = &s;
+        async move {
+            let headers = [("X-Api-Key", key), ("Content-Type", "application/json")];
+            s.post("/hooks/yida", &headers, body.to_string().as_bytes())
+                .await
+                .status
+        }
+    };
+    let create = serde_json::json!({
+        "form": "create_group", "formInstId": "FINST-1", "groupName": "华东项目群",
+        "owner": "owner01", "members": ["member01", "member02"]
+    });
+    assert_eq!(submit("yida-k3y", create.clone()).await, 200);
+    assert_eq!(
+        submit("yida-k3y", create).await,
+        200,
+        "the automation re-run"
+    );
+    assert_eq!(
+        submit("wrong", serde_json::json!({"form": "create_group", "formInstId": "FINST-X", "groupName": "x", "owner": "o", "members": []})).await,
+        403
+    );
+    eventually(10, "the group and its welcome", || {
+        apps.messages().len() == 1
+    })
+    .await;
+    let chats = apps.chats();
+    assert_eq!(chats.len(), 1, "{chats:#?}");
+    let chat = chats.values().next().unwrap().clone();
+    assert_eq!(
+        (chat.name.as_str(), chat.owner.as_str()),
+        ("华东项目群", "owner01")
+    );
+    assert_eq!(chat.users, ["owner01", "member01", "member02"]);
+
+    let update = serde_json::json!({
+        "form": "update_group", "formInstId": "FINST-2", "group": "华东项目群",
+        "newName": "华东项目群（二期）", "addMembers": ["member03"], "removeMembers": ["member01"]
+    });
+    assert_eq!(submit("yida-k3y", update).await, 200);
+    let message = serde_json::json!({
+        "form": "group_message", "formInstId": "FINST-3", "group": "华东项目群",
+        "content": "### 周会\n明天 10:00"
+    });
+    assert_eq!(submit("yida-k3y", message).await, 200);
+    eventually(10, "the rename and the message", || {
+        apps.messages().len() == 2
+            && apps.chats().values().next().unwrap().name == "华东项目群（二期）"
+    })
+    .await;
+    let chat = apps.chats().values().next().unwrap().clone();
+    let mut users = chat.users.clone();
+    users.sort();
+    assert_eq!(users, ["member02", "member03", "owner01"]);
+    let (_, sent) = &apps.messages()[1];
+    assert_eq!(sent["msgKey"], "sampleMarkdown");
+    assert!(
+        sent["msgParam"].to_string().contains("明天 10:00"),
+        "{sent}"
+    );
+    assert_eq!(s.events().len(), 3, "the refused form stored nothing");
+    s.stop().await;
+}

@@ -109,8 +109,9 @@ impl Spec {
             via: self.via.clone(),
             vendor: self.vendor,
             target: self.target.render(ctx)?,
-            name: text_opt(ctx, "name", self.name.as_ref())?,
-            owner: text_opt(ctx, "owner", self.owner.as_ref())?,
+            // An optional form field left empty changes nothing.
+            name: text_opt(ctx, "name", self.name.as_ref())?.filter(|n| !n.trim().is_empty()),
+            owner: text_opt(ctx, "owner", self.owner.as_ref())?.filter(|o| !o.trim().is_empty()),
             add_members: people::render(ctx, "add_members", &self.add_members)?,
             remove_members: people::render(ctx, "remove_members", &self.remove_members)?,
         })
