@@ -3,7 +3,8 @@
 //! a reminder, then one group and one card; (b) the task finishes at once: nothing is sent,
 //! both timers cancelled; (c) it finishes between the two: the reminder only; (d) the
 //! binary killed with SIGKILL before the timers fall due and restarted after: each fires
-//! once; (e) the same start delivered three times: one pair of timers.
+//! once; (e) the same start delivered three times: one pair of timers; (f) the same recipe
+//! from E10's own data push (`config/examples/e10-risk-group.toml`, Weaver header triple).
 
 mod common;
 
@@ -254,4 +255,103 @@ async fn d_timers_survive_kill_9_and_fire_once_after_restart() {
     assert_eq!(apps.chats().len(), 1, "once");
     assert_eq!(apps.messages().len(), 1, "once");
     assert!(gw.terminate().success());
+}
+
+/// E10's own data push (`config/examples/e10-risk-group.toml`), signed with Weaver's header
+/// triple by Python's hashlib: an item still 待处理 reminds its handler at 发现日期 + 1 s and
+/// gets one group with a card at + 2 s; an item moved on to 处理中 at once sends nothing; a
+/// wrong Md5 or a currentDateTime 11 minutes old is refused and stores nothing.
+#[tokio::test]
+async fn f_e10s_own_push_signed_with_the_weaver_triple_reminds_then_groups() {
+    let apps = Apps::start(AppState {
+        app_key: "dingappkey".into(),
+        app_secret: "dingsecret".into(),
+        robot_code: "dingappkey".into(),
+        agent_id: 42,
+        ..AppState::default()
+    })
+    .await;
+    let base = apps.base();
+    let src = std::fs::read_to_string("config/examples/e10-risk-group.toml").unwrap();
+    let srv = start_file(
+        &src,
+        &[
+            ("E10_PASSWORD", "e10-pa55"),
+            ("DING_APP_KEY", "dingappkey"),
+            ("DING_APP_SECRET", "dingsecret"),
+            ("DING_AGENT_ID", "42"),
+            ("DING_API_BASE", &base),
+            ("DING_NEW_API_BASE", &base),
+            ("E10_REMIND_AFTER", "1s"),
+            ("E10_GROUP_AFTER", "2s"),
+        ],
+    )
+    .await;
+    let md5 = |text: &str| -> String {
+        let out = std::process::Command::new(common::python())
+            .args([
+                "-c",
+                "import sys, hashlib; print(hashlib.md5(sys.argv[1].encode()).hexdigest().upper())",
+                text,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let push = |body: serde_json::Value, at_ms: i64, password: &str| {
+        let time = at_ms.to_string();
+        let sign = md5(&format!("hookgate{password}{time}"));
+        let srv = &srv;
+        async move {
+            let headers = [
+                ("systemid", "hookgate"),
+                ("currentDateTime", time.as_str()),
+                ("Md5", sign.as_str()),
+                ("Content-Type", "application/json"),
+            ];
+            srv.post("/hooks/e10", &headers, body.to_string().as_bytes())
+                .await
+                .status
+        }
+    };
+    // 发现日期 on a whole second, as E10 writes it, in the config's zone.
+    let whole = (now_ms() / 1000 + 1) * 1000;
+    tokio::time::sleep(std::time::Duration::from_millis((whole - now_ms()).max(0) as u64)).await;
+    let found = jiff::Timestamp::from_millisecond(whole)
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let item = |id: &str, status: &str| {
+        json!({
+            "dataId": id, "title": "机房温度告警整改", "status": status, "foundAt": found,
+            "handler": "handler01", "submitter": "submitter01", "concerned": ["safety01"],
+            "url": format!("https://e10.example.com/risk/{id}"), "updatedAt": status
+        })
+    };
+    let now = now_ms();
+    assert_eq!(push(item("R-1", "待处理"), now, "e10-pa55").await, 200);
+    assert_eq!(push(item("R-2", "待处理"), now, "e10-pa55").await, 200);
+    assert_eq!(push(item("R-2", "处理中"), now, "e10-pa55").await, 200);
+    assert_eq!(push(item("R-3", "待处理"), now, "wrong").await, 403);
+    assert_eq!(
+        push(item("R-3", "待处理"), now - 11 * 60 * 1000, "e10-pa55").await,
+        403,
+        "outside ±10 minutes"
+    );
+    until_settled(&srv).await;
+    assert!(now_ms() - whole >= 2_000, "the group waited for 发现日期 + 2 s");
+    let n = apps.notifications();
+    assert_eq!(n.len(), 1, "{n:#?}");
+    assert_eq!(n[0]["userid_list"], "handler01");
+    let chats = apps.chats();
+    assert_eq!(chats.len(), 1, "{chats:#?}");
+    let chat = chats.values().next().unwrap();
+    assert_eq!(chat.users, ["handler01", "submitter01", "safety01"]);
+    let m = apps.messages();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].1["msgKey"], "sampleActionCard");
+    assert!(m[0].1["msgParam"].to_string().contains("risk/R-1"));
+    assert_eq!(srv.events().len(), 3, "refused pushes stored nothing");
+    srv.stop().await;
 }
