@@ -169,17 +169,22 @@ fn datetime(
         return Ok(String::new());
     }
     let text = value.to_string();
-    let n: f64 = text.trim().parse().map_err(|_| {
-        minijinja::Error::new(
-            ErrorKind::InvalidOperation,
-            format!("datetime: {text:?} is not a timestamp"),
-        )
-    })?;
-    // Seconds until the year 5138; above that, milliseconds (DingTalk, Feishu).
-    let ms = if n.abs() > 1e11 { n } else { n * 1000.0 };
-    let ts = jiff::Timestamp::from_millisecond(ms as i64).map_err(|e| {
-        minijinja::Error::new(ErrorKind::InvalidOperation, format!("datetime: {e}"))
-    })?;
+    let ts = match text.trim().parse::<f64>() {
+        Ok(n) => {
+            // Seconds until the year 5138; above that, milliseconds (DingTalk, Feishu).
+            let ms = if n.abs() > 1e11 { n } else { n * 1000.0 };
+            jiff::Timestamp::from_millisecond(ms as i64).map_err(|e| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("datetime: {e}"))
+            })?
+        }
+        // RFC 3339 (Alertmanager, Standard Webhooks) or a local date and time.
+        Err(_) => parse_time(&text, tz).ok_or_else(|| {
+            minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("datetime: {text:?} is not a timestamp"),
+            )
+        })?,
+    };
     let zoned = ts.to_zoned(tz.clone());
     Ok(zoned
         .strftime(format.unwrap_or("%Y-%m-%d %H:%M:%S"))
@@ -441,5 +446,13 @@ mod tests {
         let v = Value::from("2023-11-15 06:13:20");
         assert_eq!(shift(&v, "-1d", &tz).unwrap(), "2023-11-14 06:13:20");
         assert_eq!(shift(&v, "2h30m", &tz).unwrap(), "2023-11-15 08:43:20");
+        // `datetime` reads epoch seconds or milliseconds, and RFC 3339 (Alertmanager's
+        // startsAt, with fractions) too.
+        for text in ["1700000000", "1700000000000", "2023-11-14T22:13:20.123Z"] {
+            let v = Value::from(text);
+            assert_eq!(datetime(&v, None, &tz).unwrap(), "2023-11-15 06:13:20", "{text}");
+        }
+        let e = datetime(&Value::from("soon"), None, &tz).unwrap_err();
+        assert!(e.to_string().contains("is not a timestamp"), "{e}");
     }
 }

@@ -338,3 +338,91 @@ async fn the_yida_example_creates_updates_and_messages_a_group_from_forms() {
     assert_eq!(s.events().len(), 3, "the refused form stored nothing");
     s.stop().await;
 }
+
+/// Alertmanager's webhook body (version 4) for one group: firing, then resolved.
+fn alert_group(status: &str) -> String {
+    let ends = if status == "firing" {
+        "0001-01-01T00:00:00Z"
+    } else {
+        "2026-12-01T10:20:00Z"
+    };
+    serde_json::json!({
+        "version": "4", "groupKey": "{}:{alertname=\"HighCPU\"}", "truncatedAlerts": 0,
+        "status": status, "receiver": "dingtalk",
+        "groupLabels": {"alertname": "HighCPU"},
+        "commonLabels": {"alertname": "HighCPU", "severity": "critical"},
+        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "alerts": [
+            {"status": status, "labels": {"alertname": "HighCPU", "instance": "db-1:9100", "severity": "critical"},
+             "annotations": {"summary": "db-1 CPU 超过 90%"}, "startsAt": "2026-12-01T10:00:00.123Z",
+             "endsAt": ends, "generatorURL": "http://prom/graph", "fingerprint": "a1b2c3"},
+            {"status": status, "labels": {"alertname": "HighCPU", "instance": "db-2:9100"},
+             "annotations": {}, "startsAt": "2026-12-01T10:01:00Z",
+             "endsAt": ends, "generatorURL": "http://prom/graph", "fingerprint": "d4e5f6"}
+        ]
+    })
+    .to_string()
+}
+
+/// The Alertmanager recipe (`config/examples/alertmanager-dingtalk-robot.toml`) against the
+/// fake DingTalk robot (which checks the 加签 signature): a firing group is one red message,
+/// its retry a duplicate, the resolved group one green message; a wrong bearer token is
+/// refused.
+#[tokio::test]
+async fn the_alertmanager_example_posts_firing_and_resolved_groups_to_the_robot() {
+    use common::vendors::{State, Vendors};
+    let vendors = Vendors::start(State {
+        dingtalk: [("amtok".to_owned(), Some("SECrobot".to_owned()))].into(),
+        ..State::default()
+    })
+    .await;
+    let base = vendors.url("");
+    let src = std::fs::read_to_string("config/examples/alertmanager-dingtalk-robot.toml").unwrap();
+    let s = common::start_file(
+        &src,
+        &[
+            ("ALERTMANAGER_TOKEN", "am-t0ken"),
+            ("DING_ROBOT_WEBHOOK", base.trim_end_matches('/')),
+            ("DING_ROBOT_HOST", "127.0.0.1"),
+            ("DING_ROBOT_TOKEN", "amtok"),
+            ("DING_ROBOT_SECRET", "SECrobot"),
+        ],
+    )
+    .await;
+    let post = |bearer: &'static str, body: String| {
+        let s = &s;
+        async move {
+            let auth = format!("Bearer {bearer}");
+            let headers = [
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+                ("User-Agent", "Alertmanager/0.28.1"),
+            ];
+            s.post("/hooks/alertmanager", &headers, body.as_bytes())
+                .await
+                .status
+        }
+    };
+    assert_eq!(post("am-t0ken", alert_group("firing")).await, 200);
+    assert_eq!(post("am-t0ken", alert_group("firing")).await, 200, "a retry");
+    assert_eq!(post("nope", alert_group("firing")).await, 403);
+    assert_eq!(post("am-t0ken", alert_group("resolved")).await, 200);
+    eventually(10, "two robot messages", || vendors.accepted().len() == 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sent = vendors.accepted();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let text = |i: usize| sent[i].2["markdown"]["text"].as_str().unwrap().to_owned();
+    let title = |i: usize| sent[i].2["markdown"]["title"].as_str().unwrap().to_owned();
+    assert_eq!(title(0), "[FIRING:2] HighCPU");
+    assert!(
+        text(0).contains("🔥 告警 HighCPU（2 条）")
+            && text(0).contains("**db-1 CPU 超过 90%**（db-1:9100）")
+            && text(0).contains("开始于 2026-12-01 18:00:00 · critical"),
+        "{}",
+        text(0)
+    );
+    assert_eq!(title(1), "[RESOLVED:2] HighCPU");
+    assert!(text(1).contains("✅ 已恢复") && text(1).contains("恢复于 2026-12-01 18:20:00"), "{}", text(1));
+    assert_eq!(s.events().len(), 2, "the retry and the refused post stored nothing");
+    s.stop().await;
+}

@@ -210,8 +210,8 @@ fn retag(
         .map_err(|e| OpenError::malformed("event kind or key", e))
 }
 
-/// What the receiver's templates see: the fields, `headers` and `query`, without the
-/// headers and parameter that carried the proof.
+/// What the receiver's templates see: the fields, `headers` and `query` (without the
+/// headers and parameter that carried the proof), and `received_at` (epoch milliseconds).
 fn context(
     fields: &Map<String, Value>,
     auth: &WebhookAuth,
@@ -233,6 +233,7 @@ fn context(
     let mut top = fields.clone();
     top.insert("headers".into(), headers);
     top.insert("query".into(), params);
+    top.insert("received_at".into(), req.now_ms.into());
     Jinja::from(minijinja::value::Serde(Value::Object(top)))
 }
 
