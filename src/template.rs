@@ -450,7 +450,11 @@ mod tests {
         // startsAt, with fractions) too.
         for text in ["1700000000", "1700000000000", "2023-11-14T22:13:20.123Z"] {
             let v = Value::from(text);
-            assert_eq!(datetime(&v, None, &tz).unwrap(), "2023-11-15 06:13:20", "{text}");
+            assert_eq!(
+                datetime(&v, None, &tz).unwrap(),
+                "2023-11-15 06:13:20",
+                "{text}"
+            );
         }
         let e = datetime(&Value::from("soon"), None, &tz).unwrap_err();
         assert!(e.to_string().contains("is not a timestamp"), "{e}");

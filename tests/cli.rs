@@ -1,6 +1,6 @@
 //! The real `hookgate` binary: `check` on good and bad files, `serve` on 127.0.0.1:0 with a
-//! URL check and an event over HTTP, `events list`/`show`, `explain`, `deliveries list`/`retry`
-//! against a running server, and shutdown on SIGTERM.
+//! URL check and an event over HTTP, `events list`/`show`, `explain` (and `--schedule`),
+//! `deliveries list`/`retry` against a running server, and shutdown on SIGTERM.
 
 mod common;
 
@@ -209,6 +209,50 @@ fn explain_shows_which_rules_fire_and_what_they_send() {
     let text = String::from_utf8_lossy(&run(&event).stdout).into_owned();
     assert!(
         text.contains("does not fire: when.ChangeType is \"create_party\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_schedule_lists_weekday_mornings_and_what_the_next_one_posts() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["explain", "--config", "config/examples/weekday-digest.toml"])
+            .args(args)
+            .env(
+                "WECOM_ROBOT_WEBHOOK",
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k",
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = run(&["--schedule"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("rule \"weekday digest\": 0 9 * * MON-FRI (a missed slot runs once at start); next, in Asia/Shanghai:"),
+        "{text}"
+    );
+    let times: Vec<&str> = text.lines().filter(|l| l.starts_with("  20")).collect();
+    assert_eq!(times.len(), 5, "{text}");
+    for t in times {
+        assert!(t.contains(" 09:00:00 "), "{t}");
+        assert!(!t.ends_with("Sat") && !t.ends_with("Sun"), "{t}");
+    }
+    let (ok, text) = run(&["--schedule", "weekday digest"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("rule \"weekday digest\": FIRES") && text.contains("今日值班：<@"),
+        "{text}"
+    );
+    let (ok, text) = run(&["--schedule", "nightly"]);
+    assert!(
+        !ok && text
+            .contains("no scheduled rule named \"nightly\" (scheduled rules: weekday digest)"),
         "{text}"
     );
 }

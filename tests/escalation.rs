@@ -316,7 +316,10 @@ async fn f_e10s_own_push_signed_with_the_weaver_triple_reminds_then_groups() {
     };
     // 发现日期 on a whole second, as E10 writes it, in the config's zone.
     let whole = (now_ms() / 1000 + 1) * 1000;
-    tokio::time::sleep(std::time::Duration::from_millis((whole - now_ms()).max(0) as u64)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(
+        (whole - now_ms()).max(0) as u64
+    ))
+    .await;
     let found = jiff::Timestamp::from_millisecond(whole)
         .unwrap()
         .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
@@ -340,7 +343,10 @@ async fn f_e10s_own_push_signed_with_the_weaver_triple_reminds_then_groups() {
         "outside ±10 minutes"
     );
     until_settled(&srv).await;
-    assert!(now_ms() - whole >= 2_000, "the group waited for 发现日期 + 2 s");
+    assert!(
+        now_ms() - whole >= 2_000,
+        "the group waited for 发现日期 + 2 s"
+    );
     let n = apps.notifications();
     assert_eq!(n.len(), 1, "{n:#?}");
     assert_eq!(n[0]["userid_list"], "handler01");

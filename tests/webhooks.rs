@@ -1,7 +1,8 @@
 //! `vendor = "webhook"` receivers over HTTP against the real app. Requests are signed by
 //! independent implementations (the `standardwebhooks` reference package and Python's stdlib
 //! `hmac`): signed ones are stored once (a retry is a duplicate), wrong, stale or unsigned
-//! ones get the same bare 403 and store nothing.
+//! ones get the same bare 403 and store nothing. The recipes that come in this way (or on a
+//! clock) run end to end: Jiandaoyun, Yida, Alertmanager and the weekday digest.
 
 mod common;
 
@@ -404,7 +405,11 @@ async fn the_alertmanager_example_posts_firing_and_resolved_groups_to_the_robot(
         }
     };
     assert_eq!(post("am-t0ken", alert_group("firing")).await, 200);
-    assert_eq!(post("am-t0ken", alert_group("firing")).await, 200, "a retry");
+    assert_eq!(
+        post("am-t0ken", alert_group("firing")).await,
+        200,
+        "a retry"
+    );
     assert_eq!(post("nope", alert_group("firing")).await, 403);
     assert_eq!(post("am-t0ken", alert_group("resolved")).await, 200);
     eventually(10, "two robot messages", || vendors.accepted().len() == 2).await;
@@ -422,7 +427,75 @@ async fn the_alertmanager_example_posts_firing_and_resolved_groups_to_the_robot(
         text(0)
     );
     assert_eq!(title(1), "[RESOLVED:2] HighCPU");
-    assert!(text(1).contains("✅ 已恢复") && text(1).contains("恢复于 2026-12-01 18:20:00"), "{}", text(1));
-    assert_eq!(s.events().len(), 2, "the retry and the refused post stored nothing");
+    assert!(
+        text(1).contains("✅ 已恢复") && text(1).contains("恢复于 2026-12-01 18:20:00"),
+        "{}",
+        text(1)
+    );
+    assert_eq!(
+        s.events().len(),
+        2,
+        "the retry and the refused post stored nothing"
+    );
+    s.stop().await;
+}
+
+/// The weekday digest (`config/examples/weekday-digest.toml`) with its clock sped up to every
+/// second: each slot posts one message naming that weekday's duty from the table.
+/// (`tests/cli.rs` checks the real schedule's next fire times through `explain --schedule`.)
+#[tokio::test]
+async fn the_weekday_digest_posts_once_per_slot_with_the_days_duty() {
+    use common::vendors::{State, Vendors};
+    let vendors = Vendors::start(State {
+        wecom: vec!["k1".into()],
+        ..State::default()
+    })
+    .await;
+    let src = std::fs::read_to_string("config/examples/weekday-digest.toml").unwrap();
+    let fast = src.replace(r#"schedule = "0 9 * * MON-FRI""#, r#"every = "1s""#);
+    assert_ne!(src, fast);
+    let webhook = vendors.url("/cgi-bin/webhook/send?key=k1");
+    let s = common::start_file(
+        &fast,
+        &[
+            ("WECOM_ROBOT_WEBHOOK", &webhook),
+            ("WECOM_ROBOT_HOST", "127.0.0.1"),
+        ],
+    )
+    .await;
+    eventually(10, "two mornings", || vendors.accepted().len() >= 2).await;
+    let events = s.events();
+    let sent = vendors.accepted();
+    assert!(sent.len() <= events.len(), "one message per slot");
+    let duty = |weekday: &str| match weekday {
+        "Mon" => "zhangsan",
+        "Tue" => "lisi",
+        "Wed" => "wangwu",
+        "Thu" => "zhaoliu",
+        "Fri" => "sunqi",
+        _ => "未排班",
+    };
+    for e in &events {
+        assert_eq!(
+            (e.receiver.as_str(), e.kind.as_str()),
+            ("schedule", "weekday digest")
+        );
+    }
+    let slot = events[0].fields["slot"].as_str().unwrap().to_owned();
+    let weekday = slot
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
+        .strftime("%a")
+        .to_string();
+    let texts: Vec<String> = sent
+        .iter()
+        .map(|m| m.2["markdown"]["content"].as_str().unwrap().to_owned())
+        .collect();
+    let want = format!("今日值班：<@{}>", duty(&weekday));
+    assert!(
+        texts.iter().any(|t| t.contains(&want)),
+        "{want} in {texts:#?}"
+    );
     s.stop().await;
 }
