@@ -158,15 +158,30 @@ pub struct Webhook {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
+/// One `users` entry of Basic auth.
+#[derive(Debug, Clone)]
+pub struct BasicUser {
+    pub name: String,
+    pub password: Password,
+}
+
+/// A Basic password as configured.
+#[derive(Debug, Clone)]
+pub enum Password {
+    /// The password itself (through `${VAR}`), compared in constant time.
+    Plain(Secret<String>),
+    /// An htpasswd bcrypt hash (`htpasswd -nB`: `$2y$…`), checked once per credential and
+    /// remembered (see `ingress::Guard`).
+    Bcrypt(String),
+}
+
 /// How a webhook proves where it comes from. Several secrets are tried in turn (rotation).
 #[derive(Debug, Clone)]
 pub enum WebhookAuth {
     /// Explicitly nothing (a trusted network, or a platform that cannot sign).
     None,
     /// HTTP Basic: `Authorization: Basic base64(name:password)` of one of `users`.
-    Basic {
-        users: Vec<(String, Secret<String>)>,
-    },
+    Basic { users: Vec<BasicUser> },
     /// A static token (an API key) in a header or the query, after `prefix` (`Bearer `).
     Token {
         at: AuthAt,

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::raw::{RawReceiver, S};
 use super::validate::Ctx;
-use super::{AuthAt, Credentials, Recipe, Webhook, WebhookAuth};
+use super::{AuthAt, BasicUser, Credentials, Password, Recipe, Webhook, WebhookAuth};
 use crate::crypto::webhook::{Algorithm, Encoding, standard_secret};
 use crate::secret::Secret;
 
@@ -120,7 +120,8 @@ impl Ctx<'_> {
         out
     }
 
-    /// `users = ["name:password", …]` (passwords through `${VAR}`).
+    /// `users = ["name:password", …]`: passwords through `${VAR}`, or bcrypt hashes as
+    /// `htpasswd -nB name` prints them.
     fn basic_auth(
         &mut self,
         prefix: &str,
@@ -139,13 +140,27 @@ impl Ctx<'_> {
                 continue;
             };
             match text.split_once(':') {
-                Some((_, pw)) if pw.starts_with("$2") || pw.starts_with("$apr1$") => {
-                    let message =
-                        "password hashes are not supported yet: give the password through ${VAR}";
+                Some((name, pw)) if !name.is_empty() && pw.starts_with("$2") => {
+                    match pw.parse::<bcrypt::HashParts>() {
+                        Ok(_) => users.push(BasicUser {
+                            name: name.to_owned(),
+                            password: Password::Bcrypt(pw.to_owned()),
+                        }),
+                        Err(e) => {
+                            let message = format!("{name:?}: not a bcrypt hash ({e})");
+                            self.err(Some(item.span()), &key, message);
+                        }
+                    }
+                }
+                Some((_, pw)) if pw.starts_with("$apr1$") || pw.starts_with("{SHA}") => {
+                    let message = "only bcrypt password hashes are taken (htpasswd -nB name), or the password through ${VAR}";
                     self.err(Some(item.span()), &key, message);
                 }
                 Some((name, pw)) if !name.is_empty() && !pw.is_empty() => {
-                    users.push((name.to_owned(), Secret::new(pw.to_owned())));
+                    users.push(BasicUser {
+                        name: name.to_owned(),
+                        password: Password::Plain(Secret::new(pw.to_owned())),
+                    });
                 }
                 _ => self.err(Some(item.span()), &key, "must be \"name:password\""),
             }

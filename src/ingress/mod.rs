@@ -160,7 +160,7 @@ pub fn open_with(
         Credentials::DingTalkRobot { app_secret } => {
             dingtalk_robot::open(receiver, app_secret, guard, req)
         }
-        Credentials::Webhook(w) => webhook::open(receiver, w, req),
+        Credentials::Webhook(w) => webhook::open(receiver, w, guard, req),
         // Never routed: stream receivers have no path.
         Credentials::DingTalkStream(_) | Credentials::FeishuWs(_) | Credentials::WecomAibot(_) => {
             Err(OpenError::Method)

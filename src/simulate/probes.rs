@@ -9,7 +9,7 @@ use super::{Expect, Probe};
 use crate::clock::now_ms;
 use base64::Engine;
 
-use crate::config::{AuthAt, MpMode, WebhookAuth};
+use crate::config::{AuthAt, MpMode, Password, WebhookAuth};
 use crate::crypto::envelope::{Envelope, Sealed, random_alnum};
 use crate::crypto::feishu::FeishuKey;
 use crate::crypto::webhook::{self, Algorithm, Encoding};
@@ -298,6 +298,15 @@ pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Prob
         probe.what = "webhook routing probe (POST, unsigned: simulate cannot sign a recipe; send a real event from the platform)".into();
         return probe;
     }
+    if let WebhookAuth::Basic { users } = auth
+        && !users
+            .iter()
+            .any(|u| matches!(u.password, Password::Plain(_)))
+    {
+        let mut probe = webhook_routing(auth);
+        probe.what = "webhook routing probe (POST, without credentials: the config holds only password hashes; send a real event from the platform)".into();
+        return probe;
+    }
     let content_type = if body.trim_start().starts_with('<') {
         "application/xml"
     } else {
@@ -344,7 +353,13 @@ pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Prob
         }
         WebhookAuth::Recipe(_) => {}
         WebhookAuth::Basic { users } => {
-            let (name, password) = &users[0];
+            // One with a plain password (checked above).
+            let Some((name, password)) = users.iter().find_map(|u| match &u.password {
+                Password::Plain(p) => Some((&u.name, p)),
+                Password::Bcrypt(_) => None,
+            }) else {
+                return probe;
+            };
             let pair = format!("{name}:{}", password.expose());
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
             probe

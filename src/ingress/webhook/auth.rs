@@ -4,9 +4,9 @@
 use minijinja::Value as Jinja;
 use serde_json::Map;
 
-use super::super::{Query, Request};
+use super::super::{Guard, Query, Request};
 use super::{headers_map, query_map};
-use crate::config::{AuthAt, Receiver, Recipe, Webhook, WebhookAuth};
+use crate::config::{AuthAt, BasicUser, Password, Receiver, Recipe, Webhook, WebhookAuth};
 use crate::crypto::OpenError;
 use crate::crypto::webhook::{
     StandardError, digest, encoded_matches, hmac_matches, standard_verify, token_matches,
@@ -40,6 +40,7 @@ pub(super) fn client_ip(w: &Webhook, req: &Request<'_>) -> Option<std::net::IpAd
 pub(super) fn verify(
     receiver: &Receiver,
     auth: &WebhookAuth,
+    guard: &Guard,
     req: &Request<'_>,
     query: &Query<'_>,
 ) -> Result<(), OpenError> {
@@ -54,7 +55,7 @@ pub(super) fn verify(
                 .headers
                 .get("authorization")
                 .ok_or(OpenError::Missing("authorization"))?;
-            basic_matches(users, given)
+            basic_matches(users, given, guard, req.now_ms)?
                 .then_some(())
                 .ok_or(OpenError::BadToken)
         }
@@ -114,27 +115,56 @@ pub(super) fn verify(
     }
 }
 
-/// `Basic base64(name:password)` of one of `users`, compared in constant time.
-fn basic_matches(users: &[(String, crate::secret::Secret<String>)], given: &str) -> bool {
+/// `Basic base64(name:password)` of one of `users`: a plain password compared in constant
+/// time, a bcrypt hash checked through the receiver's [`Guard`] (once per credential, new
+/// ones within a budget). A name no user has costs a bcrypt check too, when any user has a
+/// hash, so names cannot be told apart by the time a refusal takes.
+fn basic_matches(
+    users: &[BasicUser],
+    given: &str,
+    guard: &Guard,
+    now_ms: i64,
+) -> Result<bool, OpenError> {
     use base64::Engine;
     use subtle::ConstantTimeEq;
     let Some(encoded) = strip_prefix(given.trim(), "Basic ") else {
-        return false;
+        return Ok(false);
     };
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
+        return Ok(false);
     };
     let Some((name, password)) = std::str::from_utf8(&decoded)
         .ok()
         .and_then(|s| s.split_once(':'))
     else {
-        return false;
+        return Ok(false);
     };
-    users.iter().fold(false, |hit, (n, p)| {
-        let same =
-            n.as_bytes().ct_eq(name.as_bytes()) & p.expose().as_bytes().ct_eq(password.as_bytes());
-        hit | bool::from(same)
-    })
+    let mut plain = false;
+    let mut hashed = None;
+    for u in users {
+        let same_name = u.name.as_bytes().ct_eq(name.as_bytes());
+        match &u.password {
+            Password::Plain(p) => {
+                plain |= bool::from(same_name & p.expose().as_bytes().ct_eq(password.as_bytes()));
+            }
+            Password::Bcrypt(h) if bool::from(same_name) => hashed = Some(h.as_str()),
+            Password::Bcrypt(_) => {}
+        }
+    }
+    if plain {
+        return Ok(true);
+    }
+    let any_hash = users.iter().find_map(|u| match &u.password {
+        Password::Bcrypt(h) => Some(h.as_str()),
+        Password::Plain(_) => None,
+    });
+    match (hashed, any_hash) {
+        (Some(h), _) => guard.bcrypt_matches(name, password, h, now_ms),
+        (None, Some(h)) => guard
+            .bcrypt_matches(name, password, h, now_ms)
+            .map(|_| false),
+        (None, None) => Ok(false),
+    }
 }
 
 /// A signature recipe: the claimed time within the window, then the recipe rendered with

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use auth::{client_ip, verify};
 
-use super::{Accepted, Method, Query, Reply, Request, event, require_post};
+use super::{Accepted, Guard, Method, Query, Reply, Request, event, require_post};
 use crate::config::{AuthAt, Receiver, Webhook, WebhookAuth};
 use crate::crypto::{OpenError, Verified};
 use crate::event::Event;
@@ -33,6 +33,7 @@ const SECRET_HEADERS: &[&str] = &[
 pub(super) fn open(
     receiver: &Receiver,
     w: &Webhook,
+    guard: &Guard,
     req: &Request<'_>,
 ) -> Result<Accepted, OpenError> {
     let query = Query::parse(req.query);
@@ -44,7 +45,7 @@ pub(super) fn open(
         }
     }
     if req.method == Method::Get && w.url_check.is_some() {
-        verify(receiver, &w.auth, req, &query).map_err(OpenError::unauthenticated)?;
+        verify(receiver, &w.auth, guard, req, &query).map_err(OpenError::unauthenticated)?;
         let ctx = context(&Map::new(), &w.auth, req, &query);
         return Ok(Accepted {
             reply: reply(receiver, w, w.url_check.as_ref(), &ctx),
@@ -52,7 +53,7 @@ pub(super) fn open(
         });
     }
     require_post(req)?;
-    verify(receiver, &w.auth, req, &query).map_err(OpenError::unauthenticated)?;
+    verify(receiver, &w.auth, guard, req, &query).map_err(OpenError::unauthenticated)?;
     let content_type = req.headers.get("content-type");
     let (event, ctx) = tagged_event(receiver, w, req, &query, content_type, w.reply.is_some())?;
     let reply = match &ctx {

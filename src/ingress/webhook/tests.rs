@@ -87,6 +87,30 @@ fn basic_auth_with_passwords_from_the_environment() {
 }
 
 #[test]
+fn basic_auth_with_htpasswd_bcrypt_hashes() {
+    // OpenBSD's bcrypt test vector ("U*U"), as htpasswd -B writes it ($2y$) and as $2a$.
+    let r = receiver(
+        "auth = \"basic\"\nusers = [\"yida:$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW\", \"e10:$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW\", \"jdy:plain\"]",
+    );
+    use base64::Engine;
+    let basic = |pair: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    for pair in ["yida:U*U", "e10:U*U", "jdy:plain"] {
+        assert!(
+            post(&r, "", &[("authorization", &basic(pair))], b"{}").is_ok(),
+            "{pair}"
+        );
+    }
+    for pair in ["yida:U*V", "nobody:U*U", "jdy:U*U", "e10:plain"] {
+        refused(post(&r, "", &[("authorization", &basic(pair))], b"{}"));
+    }
+}
+
+#[test]
 fn hmac_of_the_exact_body_in_any_algorithm_and_encoding() {
     let r = receiver(
         "auth = \"hmac\"\nauth_header = \"X-Hub-Signature-256\"\nprefix = \"sha256=\"\nsecret = \"s\"",
@@ -364,8 +388,11 @@ fn auth_none_is_explicit_and_every_other_scheme_needs_its_parts() {
     assert!(errors("").contains("receivers[0].auth: missing"));
     assert!(errors("auth = \"basic\"").contains("receivers[0].users: missing"));
     assert!(
-        errors("auth = \"basic\"\nusers = [\"a:$2y$10$abc\"]")
-            .contains("hashes are not supported yet")
+        errors("auth = \"basic\"\nusers = [\"a:$2y$10$abc\"]").contains("\"a\": not a bcrypt hash")
+    );
+    assert!(
+        errors("auth = \"basic\"\nusers = [\"a:$apr1$xyz$abc\"]")
+            .contains("only bcrypt password hashes are taken (htpasswd -nB name)")
     );
     assert!(
         errors("auth = \"basic\"\nusers = [\"nopassword\"]").contains("must be \"name:password\"")
