@@ -181,13 +181,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn config(&mut self, raw: RawConfig) -> Config {
-        let server = self.server(&raw.server);
-        self.compiler = Some(Compiler::new(server.timezone.clone()));
-        let store = self.store(&raw.store);
-        let mut names = HashSet::new();
-        let mut paths = HashSet::new();
-        let mut receivers = Vec::new();
+    /// A config needs a receiver or a scheduled rule: otherwise nothing would ever happen.
+    fn something_happens(&mut self, raw: &RawConfig) {
         let scheduled = raw.rules.iter().any(|r| {
             let r = r.get_ref();
             r.schedule.is_some() || r.every.is_some()
@@ -199,6 +194,16 @@ impl Ctx<'_> {
                 "no [[receivers]] and no scheduled rules configured: nothing would ever happen",
             );
         }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let server = self.server(&raw.server);
+        self.compiler = Some(Compiler::new(server.timezone.clone()));
+        let store = self.store(&raw.store);
+        let mut names = HashSet::new();
+        let mut paths = HashSet::new();
+        let mut receivers = Vec::new();
+        self.something_happens(&raw);
         for (i, r) in raw.receivers.iter().enumerate() {
             let prefix = format!("receivers[{i}]");
             // Duplicates are checked on the text as written, even for receivers with other errors.

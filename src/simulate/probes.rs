@@ -288,23 +288,30 @@ fn webhook_routing(auth: &WebhookAuth) -> Probe {
     }
 }
 
+/// Why simulate cannot sign for `auth`, if it cannot.
+fn unsignable(auth: &WebhookAuth) -> Option<&'static str> {
+    match auth {
+        // What a recipe digests (nonces, times, header names) is the platform's to choose.
+        WebhookAuth::Recipe(_) => Some("unsigned: simulate cannot sign a recipe"),
+        WebhookAuth::Basic { users }
+            if !users
+                .iter()
+                .any(|u| matches!(u.password, Password::Plain(_))) =>
+        {
+            Some("without credentials: the config holds only password hashes")
+        }
+        _ => None,
+    }
+}
+
 pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Probe {
     let Some(body) = body else {
         return webhook_routing(auth);
     };
-    if let WebhookAuth::Recipe(_) = auth {
-        // What a recipe digests (nonces, times, header names) is the platform's to choose.
+    if let Some(why) = unsignable(auth) {
         let mut probe = webhook_routing(auth);
-        probe.what = "webhook routing probe (POST, unsigned: simulate cannot sign a recipe; send a real event from the platform)".into();
-        return probe;
-    }
-    if let WebhookAuth::Basic { users } = auth
-        && !users
-            .iter()
-            .any(|u| matches!(u.password, Password::Plain(_)))
-    {
-        let mut probe = webhook_routing(auth);
-        probe.what = "webhook routing probe (POST, without credentials: the config holds only password hashes; send a real event from the platform)".into();
+        probe.what =
+            format!("webhook routing probe (POST, {why}; send a real event from the platform)");
         return probe;
     }
     let content_type = if body.trim_start().starts_with('<') {
@@ -320,6 +327,12 @@ pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Prob
         body: body.as_bytes().to_vec(),
         expect: Expect::Ok,
     };
+    sign_webhook(&mut probe, auth, body, t);
+    probe
+}
+
+/// Adds what `auth` asks of a sender to `probe`, signed over `body` at `t`.
+fn sign_webhook(probe: &mut Probe, auth: &WebhookAuth, body: &str, t: &Stamp) {
     let mut carry = |at: &AuthAt, value: String| match at {
         AuthAt::Header(h) => probe.headers.push((h.clone(), value)),
         AuthAt::Query(q) => {
@@ -358,7 +371,7 @@ pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Prob
                 Password::Plain(p) => Some((&u.name, p)),
                 Password::Bcrypt(_) => None,
             }) else {
-                return probe;
+                return;
             };
             let pair = format!("{name}:{}", password.expose());
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
@@ -380,7 +393,6 @@ pub(super) fn webhook(auth: &WebhookAuth, body: Option<&str>, t: &Stamp) -> Prob
                 .push(("webhook-signature".into(), format!("v1,{sig}")));
         }
     }
-    probe
 }
 
 #[cfg(test)]
