@@ -491,3 +491,153 @@ at = "{{{{ Due | shift('-1d') }}}}"
     );
     srv.stop().await;
 }
+
+/// A receiver and one rule with `actions` (TOML for its `[[rules.actions]]`).
+fn steps_config(actions: &str) -> String {
+    format!(
+        r#"
+[delivery]
+first_retry = 1
+max_backoff = 1
+
+[outbound]
+allow_hosts = ["127.0.0.1"]
+
+[[receivers]]
+name = "hr"
+vendor = "wecom"
+path = "/wecom"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+receive_id = "{CORP}"
+
+[[rules]]
+name = "look up, then act"
+receiver = "hr"
+{actions}
+"#
+    )
+}
+
+/// A lookup's answer is kept with its delivery (`as`): the next action templates from it,
+/// and its retry reads the stored answer though the lookup would now answer otherwise.
+#[tokio::test]
+async fn a_later_action_reads_the_kept_answer_and_its_retry_reads_the_same() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (a, p) = (asked.clone(), posts.clone());
+    common::http_server(listener, move |parts, body| match parts.method.as_str() {
+        "GET" => {
+            let n = a.fetch_add(1, Ordering::SeqCst) + 1;
+            let user = parts.uri.query().unwrap_or_default().to_owned();
+            let answer =
+                format!(r#"{{"errcode":0,"data":{{"email":"{user}@example.com","answer":{n}}}}}"#);
+            (200, "application/json", answer)
+        }
+        _ => {
+            let mut p = p.lock().unwrap();
+            p.push(String::from_utf8_lossy(&body).into_owned());
+            // The first post fails: the action is retried.
+            if p.len() == 1 {
+                (503, "text/plain", "busy".into())
+            } else {
+                (200, "text/plain", "ok".into())
+            }
+        }
+    });
+    let actions = format!(
+        r#"
+[[rules.actions]]
+kind = "http"
+method = "GET"
+url = "http://{addr}/users?{{{{ UserID }}}}"
+keep = "data"
+as = "user"
+[[rules.actions]]
+kind = "http"
+url = "http://{addr}/mail"
+body = "{{{{ steps.user.status }}}} {{{{ steps.user.body.email }}}} answer {{{{ steps.user.body.answer }}}}"
+"#
+    );
+    let srv = start("", &steps_config(&actions)).await;
+    callback(&srv, "lisi").await;
+    eventually(15, "both done", || {
+        let d = srv.deliveries();
+        d.len() == 2 && d.iter().all(|d| d.status == DeliveryStatus::Done)
+    })
+    .await;
+    let posts = posts.lock().unwrap().clone();
+    assert_eq!(
+        posts,
+        [
+            "200 lisi@example.com answer 1",
+            "200 lisi@example.com answer 1"
+        ],
+        "the retry used the stored answer"
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "the lookup ran once");
+    srv.stop().await;
+}
+
+/// An action's `if` is decided when it is due, after the lookups before it: false ends it
+/// `skipped`, and the rule's later actions with it.
+#[tokio::test]
+async fn an_if_false_when_due_skips_the_action_and_the_rest_of_the_rule() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    common::http_server(listener, |_, _| {
+        (200, "application/json", r#"{"status":"已处理"}"#.into())
+    });
+    let actions = format!(
+        r#"
+[[rules.actions]]
+kind = "http"
+method = "GET"
+url = "http://{addr}/items/{{{{ UserID }}}}"
+as = "item"
+[[rules.actions]]
+kind = "log"
+if = "steps.item.body.status == '待处理'"
+message = "remind {{{{ UserID }}}}"
+[[rules.actions]]
+kind = "log"
+message = "after the reminder"
+"#
+    );
+    let srv = start("", &steps_config(&actions)).await;
+    callback(&srv, "zhaoliu").await;
+    eventually(10, "settled", || {
+        let d = srv.deliveries();
+        d.len() == 3
+            && d.iter().all(|d| {
+                d.status != DeliveryStatus::Pending
+                    && d.status != DeliveryStatus::Waiting
+                    && d.status != DeliveryStatus::Running
+            })
+    })
+    .await;
+    let mut d = srv.deliveries();
+    d.sort_by_key(|d| d.action);
+    let statuses: Vec<_> = d.iter().map(|d| d.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            DeliveryStatus::Done,
+            DeliveryStatus::Skipped,
+            DeliveryStatus::Skipped
+        ]
+    );
+    assert_eq!(d[1].last_error.as_deref(), Some("its if is false"));
+    assert!(
+        d[2].last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("skipped: action 1"),
+        "{:?}",
+        d[2]
+    );
+    srv.stop().await;
+}

@@ -212,6 +212,10 @@ pub struct RawAction {
     pub body: S<String>,
     pub secret: S<String>,
     pub timeout: S<u64>,
+    /// `http`: the status codes that count as success (`[200, 404]`, `"2xx"`).
+    pub success: S<toml::Value>,
+    /// `http`: the part of a JSON answer to keep (`data.items[0]`).
+    pub keep: S<String>,
     // email
     pub via: S<String>,
     pub to: S<toml::Value>,
@@ -238,6 +242,13 @@ pub struct RawAction {
     pub after: S<String>,
     /// Any kind: run at this time (a template; see `rules::parse_time`).
     pub at: S<String>,
+    /// Any kind: keep what it returns for the rule's later actions, as `steps.<name>`.
+    #[serde(rename = "as")]
+    pub step: S<String>,
+    /// Any kind: run only if this holds when the action is due (after the steps before it);
+    /// otherwise it ends `skipped`, and so do the rule's later actions.
+    #[serde(rename = "if")]
+    pub condition: S<String>,
     /// `cancel`: only deliveries of these rules.
     pub rules: S<toml::Value>,
 }
@@ -257,6 +268,8 @@ impl RawAction {
             ("body", span(&self.body)),
             ("secret", span(&self.secret)),
             ("timeout", span(&self.timeout)),
+            ("success", span(&self.success)),
+            ("keep", span(&self.keep)),
             ("via", span(&self.via)),
             ("to", span(&self.to)),
             ("cc", span(&self.cc)),

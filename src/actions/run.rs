@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use serde_json::Value as Json;
+
 use super::Rendered;
 use super::api::Apis;
 use super::app::App;
@@ -84,8 +86,9 @@ impl Actions {
     }
 
     /// Runs one rendered action, within a deadline: a sink that stops answering must not hold
-    /// a worker slot forever (timed out is retryable).
-    pub async fn run(&self, action: &Rendered, attempt: Attempt<'_>) -> Result<(), ActionError> {
+    /// a worker slot forever (timed out is retryable). Its result is what a later action of
+    /// the rule may read as `steps.<name>` (`null` for kinds that return nothing).
+    pub async fn run(&self, action: &Rendered, attempt: Attempt<'_>) -> Result<Json, ActionError> {
         let deadline = self.deadline(action);
         match tokio::time::timeout(deadline, self.run_unbounded(action, attempt)).await {
             Ok(result) => result,
@@ -127,33 +130,44 @@ impl Actions {
         &self,
         action: &Rendered,
         attempt: Attempt<'_>,
-    ) -> Result<(), ActionError> {
+    ) -> Result<Json, ActionError> {
         let app = || App {
             apis: &self.apis,
             store: &self.store,
             directory: &self.directory,
             media: &self.outbound,
         };
+        let nothing = |r: Result<(), ActionError>| r.map(|()| Json::Null);
         match action {
             Rendered::Log(l) => {
                 l.send(attempt);
-                Ok(())
+                Ok(Json::Null)
             }
             // Done when its event was stored; never a delivery.
-            Rendered::Cancel(_) => Ok(()),
+            Rendered::Cancel(_) => Ok(Json::Null),
             Rendered::Http(h) => h.send(&self.outbound, &self.http, attempt).await,
             Rendered::Email(m) => {
                 let mailer = self.mailers.get(&m.via).ok_or_else(|| {
                     ActionError::permanent(format!("no smtp connection named {:?}", m.via))
                 })?;
-                m.send(mailer, &self.directory, &self.apis, attempt).await
+                nothing(m.send(mailer, &self.directory, &self.apis, attempt).await)
             }
-            Rendered::Robot(r) => r.send(&self.outbound, &self.store, attempt).await,
-            Rendered::AibotReply(r) => r.send(&self.replies, attempt).await,
-            Rendered::GroupCreate(g) => g.send(&app(), attempt).await,
-            Rendered::GroupUpdate(g) => g.send(&app(), attempt).await,
-            Rendered::GroupSend(g) => g.send(&app(), attempt).await,
-            Rendered::Notify(n) => n.send(&app(), attempt).await,
+            Rendered::Robot(r) => nothing(r.send(&self.outbound, &self.store, attempt).await),
+            Rendered::AibotReply(r) => nothing(r.send(&self.replies, attempt).await),
+            Rendered::GroupCreate(g) => {
+                g.send(&app(), attempt).await?;
+                // The group as the registry has it: a write-back needs its chat id.
+                let row = super::group::registered(&self.store, &g.via, &g.key).await?;
+                Ok(serde_json::json!({
+                    "key": row.key,
+                    "chat_id": row.chat_id,
+                    "open_conversation_id": row.open_conversation_id,
+                    "name": row.name,
+                }))
+            }
+            Rendered::GroupUpdate(g) => nothing(g.send(&app(), attempt).await),
+            Rendered::GroupSend(g) => nothing(g.send(&app(), attempt).await),
+            Rendered::Notify(n) => nothing(n.send(&app(), attempt).await),
         }
     }
 }

@@ -141,8 +141,8 @@ pub enum GroupsCommand {
 pub enum DeliveriesCommand {
     /// The newest deliveries, one per line.
     List {
-        /// waiting, pending, running, done, dead, cancelled, failed (pending after a failure)
-        /// or scheduled (timers not due yet).
+        /// waiting, pending, running, done, dead, cancelled, skipped (an `if` false when
+        /// due), failed (pending after a failure) or scheduled (timers not due yet).
         #[arg(long, value_parser = parse_status)]
         status: Option<DeliveryStatus>,
         /// Only the deliveries of this event.
@@ -169,7 +169,7 @@ pub enum DeliveriesCommand {
 
 fn parse_status(s: &str) -> Result<DeliveryStatus, String> {
     DeliveryStatus::parse(s)
-        .ok_or_else(|| format!("{s:?} is not one of waiting, pending, running, done, dead, cancelled, failed, scheduled"))
+        .ok_or_else(|| format!("{s:?} is not one of waiting, pending, running, done, dead, cancelled, skipped, failed, scheduled"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ mod outbound;
 mod raw;
 mod receivers;
 mod rules;
+mod schedule;
 mod validate;
 mod webhook;
 
@@ -355,6 +356,10 @@ pub struct RuleAction {
     pub key: Option<Template>,
     /// The `at` template (a time) it waits for.
     pub at: Option<Template>,
+    /// `as = "name"`: its result is `steps.name` for the rule's later actions.
+    pub step: Option<String>,
+    /// `if = …`: decided when the action is due; false skips it and the rest of the rule.
+    pub condition: Option<Template>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,7 @@ use toml::Spanned;
 
 use super::raw::{RawAction, RawDelivery, RawRule, S};
 use super::validate::Ctx;
-use super::{Action, Condition, DeliveryConfig, Receiver, Rule, RuleAction, Scheduled};
-use crate::schedule::{Missed, Schedule};
+use super::{Action, Condition, DeliveryConfig, Receiver, Rule, RuleAction};
 
 impl Ctx<'_> {
     pub(super) fn tables(
@@ -107,16 +106,66 @@ impl Ctx<'_> {
         // `key` correlates any action with a later `cancel` (for group actions it is also
         // the group's key).
         let correlation = self.check().template(&format!("{key}.key"), &raw.key);
+        let step = self.step_name(key, &raw.step);
+        let condition = self.string(&raw.condition, &format!("{key}.if")).map(|c| {
+            let s = raw.condition.as_ref().map(Spanned::span);
+            self.compile(&format!("{key}.if"), s, &c, true)
+        });
         let action = Action::validate(self.check(), key, a)?;
         if matches!(action, Action::AibotReply(_)) {
             self.aibot_receivers(key, a, receivers_named, receivers);
+        }
+        if let (Action::Cancel(_), Some(s)) = (&action, &raw.step) {
+            let message = "a cancel runs when its event is stored and keeps nothing";
+            self.err(Some(s.span()), format!("{key}.as"), message);
         }
         Some(RuleAction {
             action,
             delay,
             key: correlation,
             at,
+            step,
+            condition,
         })
+    }
+
+    /// Two actions of one rule cannot keep their results under one name.
+    fn unique_steps(&mut self, prefix: &str, r: &RawRule) {
+        let mut seen = HashSet::new();
+        for (j, a) in r.actions.iter().enumerate() {
+            if let Some(name) = &a.get_ref().step
+                && !seen.insert(name.get_ref().clone())
+            {
+                let message = format!(
+                    "another action of this rule keeps its result as {:?}",
+                    name.get_ref()
+                );
+                self.err(
+                    Some(name.span()),
+                    format!("{prefix}.actions[{j}].as"),
+                    message,
+                );
+            }
+        }
+    }
+
+    /// `as = "name"`: a name templates can write after `steps.` (letters, digits, `_`).
+    fn step_name(&mut self, key: &str, raw: &S<String>) -> Option<String> {
+        let name = self.string(raw, &format!("{key}.as"))?;
+        let ok = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            let s = raw.as_ref().map(Spanned::span);
+            let message = format!(
+                "{name:?}: a step name is letters, digits and _ (steps.{name} must be a name)"
+            );
+            self.err(s, format!("{key}.as"), message);
+            return None;
+        }
+        Some(name)
     }
 
     /// A bot reply travels over the connection its event came in on: the rule may apply only
@@ -207,6 +256,7 @@ impl Ctx<'_> {
                     self.rule_action(&key, a, answered, receivers)
                 })
                 .collect();
+            self.unique_steps(&prefix, r);
             if self.errors_len() > errors_before {
                 continue;
             }
@@ -279,69 +329,6 @@ impl Ctx<'_> {
         Some(names)
     }
 
-    /// `schedule = "0 9 * * MON-FRI"` or `every = "10m"`, and `missed = "run_once" | "skip"`.
-    /// A scheduled rule takes no `receiver` or `when`: nothing is received for it.
-    fn scheduled(&mut self, prefix: &str, r: &RawRule) -> Option<Scheduled> {
-        let span = |v: &S<String>| v.as_ref().map(Spanned::span);
-        let cron = self.string(&r.schedule, &format!("{prefix}.schedule"));
-        let every = self.string(&r.every, &format!("{prefix}.every"));
-        let missed = self.string(&r.missed, &format!("{prefix}.missed"));
-        let schedule = match (cron, every) {
-            (None, None) => {
-                if missed.is_some() {
-                    self.err(
-                        span(&r.missed),
-                        format!("{prefix}.missed"),
-                        "only a scheduled rule (schedule = … or every = …) can miss a slot",
-                    );
-                }
-                return None;
-            }
-            (Some(_), Some(_)) => {
-                self.err(
-                    span(&r.every),
-                    format!("{prefix}.every"),
-                    "a rule has either schedule or every, not both",
-                );
-                return None;
-            }
-            (Some(c), None) => (Schedule::cron(&c), "schedule", span(&r.schedule)),
-            (None, Some(e)) => (Schedule::every(&e), "every", span(&r.every)),
-        };
-        let schedule = match schedule {
-            (Ok(s), _, _) => s,
-            (Err(e), key, s) => {
-                self.err(s, format!("{prefix}.{key}"), e);
-                return None;
-            }
-        };
-        for (present, key) in [
-            (r.receiver.as_ref().map(Spanned::span), "receiver"),
-            (r.when.as_ref().map(Spanned::span), "when"),
-        ] {
-            if present.is_some() {
-                self.err(
-                    present,
-                    format!("{prefix}.{key}"),
-                    "a scheduled rule fires on its clock, not on received events; use `if` to decide at the fire time",
-                );
-            }
-        }
-        let missed = match missed.as_deref() {
-            None | Some("run_once") => Missed::RunOnce,
-            Some("skip") => Missed::Skip,
-            Some(other) => {
-                self.err(
-                    span(&r.missed),
-                    format!("{prefix}.missed"),
-                    format!("{other:?} is not one of \"run_once\", \"skip\""),
-                );
-                Missed::RunOnce
-            }
-        };
-        Some(Scheduled { schedule, missed })
-    }
-
     /// `when = { Event = "change_contact", ChangeType = ["create_user", "update_user"] }`.
     fn when(&mut self, prefix: &str, r: &RawRule) -> Vec<Condition> {
         let Some(when) = &r.when else {
@@ -409,76 +396,48 @@ receive_id = "ww1"
     }
 
     #[test]
-    fn a_scheduled_rule_problem_names_the_key_and_line() {
+    fn step_names_action_ifs_and_http_lookups_are_checked() {
         let errs = errors(
             r#"
 [[rules]]
-name = "a"
-schedule = "0 9 * *"
+name = "r"
+[[rules.actions]]
+kind = "http"
+method = "GET"
+url = "https://api.example.com/x"
+body = "no"
+as = "1st"
+success = [200, "4xx", 700]
+keep = "data[x]"
 [[rules.actions]]
 kind = "log"
 message = "x"
-[[rules]]
-name = "b"
-schedule = "0 9 * * 1-5"
-every = "1h"
-receiver = "hr"
+as = "same"
+if = "steps.same =="
 [[rules.actions]]
 kind = "log"
 message = "x"
-[[rules]]
-name = "c"
-every = "1h"
-receiver = "hr"
-when = { Event = "x" }
-missed = "later"
+as = "same"
 [[rules.actions]]
-kind = "log"
-message = "x"
-[[rules]]
-name = "d"
-missed = "skip"
-[[rules.actions]]
-kind = "log"
-message = "x"
+kind = "cancel"
+key = "k"
+as = "c"
 "#,
         );
         for want in [
-            "line 11: rules[0].schedule: \"0 9 * *\" has 4 fields; a schedule has five",
-            "line 18: rules[1].every: a rule has either schedule or every, not both",
-            "line 26: rules[2].receiver: a scheduled rule fires on its clock",
-            "line 27: rules[2].when: a scheduled rule fires on its clock",
-            "line 28: rules[2].missed: \"later\" is not one of \"run_once\", \"skip\"",
-            "line 34: rules[3].missed: only a scheduled rule",
+            "line 15: rules[0].actions[0].body: a GET request carries no body",
+            "line 16: rules[0].actions[0].as: \"1st\": a step name is letters, digits and _",
+            "line 17: rules[0].actions[0].success: 700 is not a status code",
+            "line 18: rules[0].actions[0].keep: \"data[x]\": [x] is not an index",
+            "line 23: rules[0].actions[1].if: syntax error",
+            "line 27: rules[0].actions[2].as: another action of this rule keeps its result as \"same\"",
+            "line 31: rules[0].actions[3].as: a cancel runs when its event is stored and keeps nothing",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(want)),
                 "missing {want:?} in {errs:#?}"
             );
         }
-        // No receivers at all is fine when a scheduled rule gives the gateway work.
-        let config = crate::config::parse(
-            "[[rules]]\nname = \"t\"\nevery = \"10m\"\n[[rules.actions]]\nkind = \"log\"\nmessage = \"x\"\n",
-            &|_| None,
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"));
-        assert!(config.rules[0].schedule.is_some() && config.receivers.is_empty());
-        let e = crate::config::parse("[server]\n", &|_| None).unwrap_err();
-        assert!(
-            e[0].to_string()
-                .contains("no [[receivers]] and no scheduled rules"),
-            "{e:?}"
-        );
-        let e = crate::config::parse(
-            &RECEIVER.replace("name = \"hr\"", "name = \"schedule\""),
-            &|_| None,
-        )
-        .unwrap_err();
-        assert!(
-            e[0].to_string()
-                .contains("receivers[0].name: \"schedule\" is the name"),
-            "{e:?}"
-        );
     }
 
     #[test]

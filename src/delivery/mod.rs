@@ -176,36 +176,88 @@ impl Worker {
             rule: &d.rule,
             receiver: &d.event.receiver,
         };
-        // A delivery whose action a reload changed, or that does not render, cannot run.
+        // What the rule's earlier actions kept; unreadable now is a retry, not a failure.
+        let steps = match self.steps(&loaded.rules, &d).await {
+            Ok(steps) => steps,
+            Err(e) => {
+                let error = format!("reading the rule's step results: {e}");
+                let at_ms = now_ms() + 5_000;
+                return self.record(&d, Outcome::Retry { at_ms, error }).await;
+            }
+        };
+        let ctx = loaded.rules.run_context(&view, &steps);
+        // A delivery whose action a reload changed, or that does not render, cannot run; one
+        // whose `if` is false now does not.
         let rendered = match changed_since(&loaded.rules, loaded.delivery.rule_changed, &d) {
-            Some(why) => Err(why),
-            None => loaded
-                .rules
-                .render(&d.rule, d.action, &view)
-                .map_err(|e| format!("render: {e}")),
+            Some(why) => Err(Outcome::Dead { error: why }),
+            None => match loaded.rules.action_holds(&d.rule, d.action, &ctx) {
+                Ok(true) => loaded
+                    .rules
+                    .render_in(&d.rule, d.action, &ctx, &view)
+                    .map_err(|e| Outcome::Dead {
+                        error: format!("render: {e}"),
+                    }),
+                Ok(false) => Err(Outcome::Skipped {
+                    reason: "its if is false".into(),
+                }),
+                Err(e) => Err(Outcome::Dead {
+                    error: format!("if: {e}"),
+                }),
+            },
         };
         let outcome = match rendered {
-            Err(error) => Outcome::Dead { error },
+            Err(outcome) => outcome,
             Ok(rendered) => match loaded.actions.run(&rendered, attempt).await {
-                Ok(()) => Outcome::Done,
+                Ok(result) => Outcome::Done {
+                    result: loaded
+                        .rules
+                        .keeps(&d.rule, d.action)
+                        .then(|| result.to_string()),
+                },
                 Err(e) => after_failure(e, &d, &loaded.delivery),
             },
         };
         self.record(&d, outcome).await;
     }
 
+    /// `steps`: what the rule's earlier actions kept with `as`, by name (a retry reads the
+    /// same stored results, so a rule's run is deterministic).
+    async fn steps(
+        &self,
+        rules: &RuleSet,
+        d: &ClaimedDelivery,
+    ) -> Result<serde_json::Value, crate::store::StoreError> {
+        let names = rules.steps_before(&d.rule, d.action);
+        let mut out = serde_json::Map::new();
+        if names.is_empty() {
+            return Ok(serde_json::Value::Object(out));
+        }
+        let kept = self.store.step_results(d.event.id, &d.rule).await?;
+        for (i, name) in names {
+            if let Some((_, json)) = kept.iter().find(|(a, _)| *a == i) {
+                let value = serde_json::from_str(json).unwrap_or(serde_json::Value::Null);
+                out.insert(name.to_owned(), value);
+            }
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
     /// Counts and logs the outcome, then writes it to the store.
     async fn record(&self, d: &ClaimedDelivery, outcome: Outcome) {
         let label = match &outcome {
-            Outcome::Done => "done",
+            Outcome::Done { .. } => "done",
+            Outcome::Skipped { .. } => "skipped",
             Outcome::Retry { .. } => "retry",
             Outcome::Defer { .. } => "deferred",
             Outcome::Dead { .. } => "dead",
         };
         self.metrics.delivery(&d.kind, label);
         match &outcome {
-            Outcome::Done => {
+            Outcome::Done { .. } => {
                 info!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, attempts = d.attempts, "Delivered.")
+            }
+            Outcome::Skipped { reason } => {
+                info!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, reason = %reason, "Skipped: its if is false now; the rule's later actions are skipped too.")
             }
             Outcome::Retry { at_ms, error } => {
                 warn!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, attempts = d.attempts, retry_in_ms = at_ms - now_ms(), error = %error, "Delivery failed; will retry.")

@@ -256,19 +256,80 @@ impl RuleSet {
         Some((i, &self.rules[i].actions.get(action)?.action))
     }
 
-    /// Renders one action for an event.
+    /// Renders one action for an event (before any step has run: `steps` is empty).
     pub fn render(
         &self,
         rule: &str,
         action: usize,
         ev: &EventView<'_>,
     ) -> Result<Rendered, RenderError> {
+        let ctx = self.run_context(ev, &Json::Object(Map::new()));
+        self.render_in(rule, action, &ctx, ev)
+    }
+
+    /// The context an action sees when it runs: the event's, plus `steps` (what the rule's
+    /// earlier actions kept with `as`).
+    pub fn run_context(&self, ev: &EventView<'_>, steps: &Json) -> Value {
+        let mut ctx = self.context(ev);
+        if let Json::Object(top) = &mut ctx {
+            top.insert("steps".into(), steps.clone());
+        }
+        Value::from(minijinja::value::Serde(ctx))
+    }
+
+    /// Renders one action in a context from [`RuleSet::run_context`].
+    pub fn render_in(
+        &self,
+        rule: &str,
+        action: usize,
+        ctx: &Value,
+        ev: &EventView<'_>,
+    ) -> Result<Rendered, RenderError> {
         let (_, spec) = self.action(rule, action).ok_or_else(|| RenderError::Gone {
             rule: rule.to_owned(),
             action,
         })?;
-        let ctx = Value::from(minijinja::value::Serde(self.context(ev)));
-        spec.render(&ctx, ev)
+        spec.render(ctx, ev)
+    }
+
+    /// Whether the action's own `if` holds now (`Ok(true)` without one); `Err` when it
+    /// fails to evaluate.
+    pub fn action_holds(&self, rule: &str, action: usize, ctx: &Value) -> Result<bool, String> {
+        let condition = self
+            .rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.actions.get(action))
+            .and_then(|a| a.condition.as_ref());
+        match condition {
+            Some(c) => c.holds(ctx),
+            None => Ok(true),
+        }
+    }
+
+    /// The `as` names of the actions of `rule` before `action`, by index.
+    pub fn steps_before(&self, rule: &str, action: usize) -> Vec<(usize, &str)> {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .map(|r| {
+                r.actions
+                    .iter()
+                    .enumerate()
+                    .take(action)
+                    .filter_map(|(i, a)| Some((i, a.step.as_deref()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the action keeps its result (`as`).
+    pub fn keeps(&self, rule: &str, action: usize) -> bool {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.actions.get(action))
+            .is_some_and(|a| a.step.is_some())
     }
 }
 

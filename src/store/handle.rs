@@ -91,6 +91,16 @@ impl Store {
         backend!(self, b => b.schedule_handled(rule, slot_ms).await)
     }
 
+    /// What the done actions of `rule` for event `event_id` kept (`as = …`): (action index,
+    /// result JSON), in action order.
+    pub async fn step_results(
+        &self,
+        event_id: i64,
+        rule: &str,
+    ) -> Result<Vec<(usize, String)>, StoreError> {
+        backend!(self, b => b.step_results(event_id, rule).await)
+    }
+
     /// Marks up to `limit` due deliveries running (one more attempt each) and returns them.
     pub async fn claim(
         &self,

@@ -29,6 +29,7 @@ pub(super) const STEPS: &[Step] = &[
     step!("0002_robot_limits"),
     step!("0003_fingerprints_and_signs"),
     step!("0004_schedules"),
+    step!("0005_step_results"),
 ];
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..6, 0u8..3).prop_map(|(key, actions)| Op::Accept { key, actions }),
         2 => (0i64..5_000).prop_map(|ms| Op::Advance { ms }),
         3 => (1u8..4).prop_map(|limit| Op::Claim { limit }),
-        4 => (0u8..4, 0u8..4, 0i64..3_000).prop_map(|(nth, how, delay)| Op::Finish { nth, how, delay }),
+        4 => (0u8..4, 0u8..5, 0i64..3_000).prop_map(|(nth, how, delay)| Op::Finish { nth, how, delay }),
         1 => Just(Op::Restart),
         1 => Just(Op::RequeueDead),
         1 => (0u8..4).prop_map(|nth| Op::RequeueOne { nth }),
@@ -164,7 +164,7 @@ impl Model {
     fn finish(&mut self, id: i64, outcome: &Outcome, now: i64) {
         let r = self.rows.get_mut(&id).unwrap();
         match outcome {
-            Outcome::Done => {
+            Outcome::Done { .. } => {
                 r.status = DeliveryStatus::Done;
                 if let Some(s) = self.successor(id) {
                     let s = self.rows.get_mut(&s).unwrap();
@@ -182,6 +182,17 @@ impl Model {
                 r.status = DeliveryStatus::Pending;
                 r.next_at = *at_ms;
                 r.attempts = r.attempts.saturating_sub(1);
+            }
+            Outcome::Skipped { .. } => {
+                r.status = DeliveryStatus::Skipped;
+                let mut next = id;
+                while let Some(s) = self.successor(next) {
+                    if self.rows[&s].status != DeliveryStatus::Waiting {
+                        break;
+                    }
+                    self.rows.get_mut(&s).unwrap().status = DeliveryStatus::Skipped;
+                    next = s;
+                }
             }
             Outcome::Dead { .. } => {
                 r.status = DeliveryStatus::Dead;
@@ -256,12 +267,13 @@ fn deliveries(actions: u8, now: i64) -> Vec<NewDelivery> {
 
 fn outcome(how: u8, now: i64, delay: i64) -> Outcome {
     match how {
-        0 => Outcome::Done,
+        0 => Outcome::Done { result: None },
         1 => Outcome::Retry {
             at_ms: now + delay,
             error: "e".into(),
         },
         2 => Outcome::Defer { at_ms: now + delay },
+        3 => Outcome::Skipped { reason: "r".into() },
         _ => Outcome::Dead { error: "e".into() },
     }
 }

@@ -67,6 +67,26 @@ pub(super) static SKIP_AFTER_DEAD: Statement = Statement::new(
      WHERE id IN (SELECT id FROM chain)",
 );
 
+/// The rule's later actions will not run because `$1`'s `if` was false: skipped too (`$2`
+/// now, `$3` the reason).
+pub(super) static SKIP_AFTER_FALSE: Statement = Statement::new(
+    "WITH RECURSIVE chain (id) AS (
+         SELECT id FROM deliveries WHERE after_id = $1 AND status = 'waiting'
+         UNION ALL
+         SELECT d.id FROM deliveries d JOIN chain c ON d.after_id = c.id
+         WHERE d.status = 'waiting'
+     )
+     UPDATE deliveries SET status = 'skipped', updated_at_ms = $2, last_error = $3
+     WHERE id IN (SELECT id FROM chain)",
+);
+
+/// What the done actions of one event's rule kept: (action, result JSON).
+pub(super) static STEP_RESULTS: Statement = Statement::new(
+    "SELECT action, result FROM deliveries
+     WHERE event_id = $1 AND rule = $2 AND status = 'done' AND result IS NOT NULL
+     ORDER BY action",
+);
+
 /// `$1` runs again: its skipped successors wait for it again (`$2` now).
 pub(super) static UNSKIP: Statement = Statement::new(
     "WITH RECURSIVE chain (id) AS (

@@ -227,7 +227,10 @@ async fn a_rules_actions_run_in_order_and_a_dead_one_skips_the_rest(config: Stor
     assert_eq!(claimed.len(), 1);
     assert_eq!((claimed[0].id, claimed[0].attempts), (ids[0], 1));
     assert_eq!(claimed[0].event.dedupe_key, event("1", 0).dedupe_key());
-    store.finish(ids[0], Outcome::Done, 110).await.unwrap();
+    store
+        .finish(ids[0], Outcome::Done { result: None }, 110)
+        .await
+        .unwrap();
     assert_eq!(statuses(&store).await[1], (ids[1], Pending));
     let claimed = store.claim(110, 10).await.unwrap();
     assert_eq!(claimed[0].id, ids[1]);

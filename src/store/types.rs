@@ -70,20 +70,16 @@ pub struct ClaimedDelivery {
 /// How a claimed delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Done,
+    /// Succeeded; `result` (JSON) is what it keeps for the rule's later actions.
+    Done { result: Option<String> },
+    /// Not run: its `if` was false when it was due. The rule's later actions are skipped too.
+    Skipped { reason: String },
     /// Failed; run again at `at_ms`.
-    Retry {
-        at_ms: i64,
-        error: String,
-    },
+    Retry { at_ms: i64, error: String },
     /// Not attempted (the target's rate limit or back-off); run at `at_ms`, attempt not counted.
-    Defer {
-        at_ms: i64,
-    },
+    Defer { at_ms: i64 },
     /// Failed for good.
-    Dead {
-        error: String,
-    },
+    Dead { error: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -99,6 +95,8 @@ pub enum DeliveryStatus {
     Running,
     Done,
     Dead,
+    /// Not run: an `if` was false when it was due (its own, or an earlier action's).
+    Skipped,
     /// A filter only: pending after at least one failure.
     Failed,
 }
@@ -113,6 +111,7 @@ impl DeliveryStatus {
             Self::Running => "running",
             Self::Done => "done",
             Self::Dead => "dead",
+            Self::Skipped => "skipped",
             Self::Failed => "failed",
         }
     }
@@ -126,6 +125,7 @@ impl DeliveryStatus {
             Self::Running,
             Self::Done,
             Self::Dead,
+            Self::Skipped,
             Self::Failed,
         ]
         .into_iter()

@@ -1,6 +1,8 @@
-//! `http`: POST (or PUT/PATCH) the event as JSON, or a rendered body, to a URL; optionally
-//! signed (`X-Hookgate-Signature: sha256=<hex HMAC of the body>`). A URL whose host comes out
-//! of a template (event data) may only reach `[outbound] allow_hosts`.
+//! `http`: POST (or PUT/PATCH) the event as JSON, or a rendered body, to a URL, or ask one
+//! (GET/DELETE/HEAD); optionally signed (`X-Hookgate-Signature: sha256=<hex HMAC of the
+//! body>`). The answer is its result (`{"status", "body"}`, the body parsed as JSON when it
+//! is JSON, `keep` picking a part of it), which `as = "name"` keeps for later actions. A URL
+//! whose host comes out of a template (event data) may only reach `[outbound] allow_hosts`.
 
 #[cfg(feature = "server")]
 mod send;
@@ -17,7 +19,12 @@ use super::render::{RenderError, text};
 use crate::secret::Secret;
 use crate::template::{EventView, Template};
 
-pub const KEYS: &[&str] = &["url", "method", "headers", "body", "secret", "timeout"];
+pub const KEYS: &[&str] = &[
+    "url", "method", "headers", "body", "secret", "timeout", "success", "keep",
+];
+
+/// The methods an `http` action may use.
+const METHODS: [&str; 6] = ["POST", "PUT", "PATCH", "GET", "DELETE", "HEAD"];
 
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -29,6 +36,26 @@ pub struct Spec {
     /// Signs the body: `X-Hookgate-Signature: sha256=<hex hmac>`.
     pub secret: Option<Secret<String>>,
     pub timeout: Duration,
+    pub success: Success,
+    /// `keep`: the path of the part of a JSON answer to keep.
+    pub keep: Option<Vec<PathStep>>,
+}
+
+/// The status codes that count as success: inclusive ranges (`2xx` is 200..=299).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Success(pub Vec<(u16, u16)>);
+
+impl Success {
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|(a, b)| (*a..=*b).contains(&status))
+    }
+}
+
+/// One step of a `keep` path: a key, or an index into an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathStep {
+    Key(String),
+    Index(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +70,8 @@ pub struct Rendered {
     pub json: bool,
     pub secret: Option<Secret<String>>,
     pub timeout: Duration,
+    pub success: Success,
+    pub keep: Option<Vec<PathStep>>,
 }
 
 impl Spec {
@@ -59,14 +88,28 @@ impl Spec {
             .string(&a.method, &format!("{prefix}.method"))
             .unwrap_or_else(|| "POST".into())
             .to_ascii_uppercase();
-        if !["POST", "PUT", "PATCH"].contains(&method.as_str()) {
+        if !METHODS.contains(&method.as_str()) {
             let s = a.method.as_ref().map(Spanned::span);
             c.err(
                 s,
                 format!("{prefix}.method"),
-                format!("{method:?} is not one of POST, PUT, PATCH"),
+                format!("{method:?} is not one of {}", METHODS.join(", ")),
             );
         }
+        if matches!(method.as_str(), "GET" | "HEAD")
+            && let Some(b) = &a.body
+        {
+            let message = format!("a {method} request carries no body");
+            c.err(Some(b.span()), format!("{prefix}.body"), message);
+        }
+        let success = success(c, prefix, a);
+        let keep = a.keep.as_ref().and_then(|k| match parse_path(k.get_ref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                c.err(Some(k.span()), format!("{prefix}.keep"), e);
+                None
+            }
+        });
         let mut headers = Vec::new();
         if let Some(h) = &a.headers {
             for (k, v) in h.get_ref() {
@@ -96,6 +139,8 @@ impl Spec {
             body,
             secret,
             timeout,
+            success,
+            keep,
         };
         if let Some(problem) = c.outbound().http_url_problem(spec.url.source()) {
             let s = a.url.as_ref().map(Spanned::span);
@@ -119,9 +164,11 @@ impl Spec {
         for (k, t) in &self.headers {
             headers.push((k.clone(), text(ctx, &format!("headers.{k}"), t)?));
         }
-        let (body, json) = match &self.body {
-            Some(t) => (text(ctx, "body", t)?, false),
-            None => (event_json(ev), true),
+        let (body, json) = match (&self.body, self.method.as_str()) {
+            (Some(t), _) => (text(ctx, "body", t)?, false),
+            // Asking, not telling: nothing to send.
+            (None, "GET" | "HEAD" | "DELETE") => (String::new(), false),
+            (None, _) => (event_json(ev), true),
         };
         Ok(Rendered {
             url: text(ctx, "url", &self.url)?,
@@ -135,8 +182,90 @@ impl Spec {
             json,
             secret: self.secret.clone(),
             timeout: self.timeout,
+            success: self.success.clone(),
+            keep: self.keep.clone(),
         })
     }
+}
+
+/// `success = [200, 404]` or `["2xx", 409]`: default every 2xx.
+fn success(c: &mut dyn Check, prefix: &str, a: &RawAction) -> Success {
+    let Some(v) = &a.success else {
+        return Success(vec![(200, 299)]);
+    };
+    let key = format!("{prefix}.success");
+    let items = match v.get_ref() {
+        toml::Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    let mut out = Vec::new();
+    for item in &items {
+        let range = match item {
+            toml::Value::Integer(n) => u16::try_from(*n)
+                .ok()
+                .filter(|n| (100..=599).contains(n))
+                .map(|n| (n, n)),
+            toml::Value::String(s) => s
+                .strip_suffix("xx")
+                .and_then(|d| d.parse::<u16>().ok())
+                .filter(|d| (1..=5).contains(d))
+                .map(|d| (d * 100, d * 100 + 99)),
+            _ => None,
+        };
+        match range {
+            Some(r) => out.push(r),
+            None => {
+                let message = format!("{item} is not a status code (100-599) or a class (\"2xx\")");
+                c.err(Some(v.span()), key.clone(), message);
+            }
+        }
+    }
+    Success(out)
+}
+
+/// A `keep` path: keys separated by `.`, array indexes in brackets (`data.items[0].email`).
+pub fn parse_path(text: &str) -> Result<Vec<PathStep>, String> {
+    let mut out = Vec::new();
+    for part in text.split('.') {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(PathStep::Key(key.to_owned()));
+        } else if rest.is_empty() {
+            return Err(format!("{text:?}: an empty key"));
+        }
+        while let Some(r) = rest.strip_prefix('[') {
+            let (index, after) = r
+                .split_once(']')
+                .ok_or_else(|| format!("{text:?}: a [ without ]"))?;
+            let i = index
+                .parse()
+                .map_err(|_| format!("{text:?}: [{index}] is not an index"))?;
+            out.push(PathStep::Index(i));
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(format!("{text:?}: {rest:?} after an index"));
+        }
+    }
+    Ok(out)
+}
+
+/// The part of `value` at `path` (`null` when it is not there).
+pub fn pick(value: serde_json::Value, path: &[PathStep]) -> serde_json::Value {
+    let mut v = value;
+    for step in path {
+        v = match (step, v) {
+            (PathStep::Key(k), serde_json::Value::Object(mut m)) => m.remove(k).unwrap_or_default(),
+            (PathStep::Index(i), serde_json::Value::Array(mut a)) if *i < a.len() => {
+                a.swap_remove(*i)
+            }
+            _ => return serde_json::Value::Null,
+        };
+    }
+    v
 }
 
 /// The event as the `http` action posts it by default.

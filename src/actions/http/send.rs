@@ -1,6 +1,8 @@
 //! Sends an `http` action. The delivery id goes in
 //! `X-Hookgate-Delivery` (an idempotency key: a retried or re-run delivery keeps it); with a
-//! secret, `X-Hookgate-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+//! secret, `X-Hookgate-Signature: sha256=<hex HMAC-SHA256 of the body>`. A status the action
+//! counts as success returns `{"status", "body"}` (JSON when it parses, else text; at most
+//! 1 MiB read).
 
 use std::time::Duration;
 
@@ -31,13 +33,20 @@ impl Rendered {
         outbound: &Outbound,
         plain: &reqwest::Client,
         a: Attempt<'_>,
-    ) -> Result<(), ActionError> {
+    ) -> Result<serde_json::Value, ActionError> {
         let client = outbound.http(&self.url, self.host_from_template, plain)?;
         send(client, self, a).await
     }
 }
 
-async fn send(client: &reqwest::Client, h: &Rendered, a: Attempt<'_>) -> Result<(), ActionError> {
+/// The most of an answer kept (a lookup's, not a download).
+const MAX_ANSWER: usize = 1 << 20;
+
+async fn send(
+    client: &reqwest::Client,
+    h: &Rendered,
+    a: Attempt<'_>,
+) -> Result<serde_json::Value, ActionError> {
     let method = reqwest::Method::from_bytes(h.method.as_bytes())
         .map_err(|_| ActionError::permanent(format!("bad method {:?}", h.method)))?;
     let mut req = client
@@ -55,19 +64,13 @@ async fn send(client: &reqwest::Client, h: &Rendered, a: Attempt<'_>) -> Result<
     for (k, v) in &h.headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    if let Some(secret) = &h.secret {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes())
-            .map_err(|e| ActionError::permanent(format!("secret: {e}")))?;
-        mac.update(h.body.as_bytes());
-        let sig: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        req = req.header("X-Hookgate-Signature", format!("sha256={sig}"));
+    if let Some(sig) = signature(h)? {
+        req = req.header("X-Hookgate-Signature", sig);
     }
-    let resp = req.body(h.body.clone()).send().await.map_err(|e| {
+    if !h.body.is_empty() || h.json {
+        req = req.body(h.body.clone());
+    }
+    let resp = req.send().await.map_err(|e| {
         // The URL may carry a token (`?key=`, `?access_token=`): never in a log or last_error.
         let e = e.without_url();
         // Bad URLs never work; everything else (refused, reset, timeout) may next time.
@@ -78,8 +81,8 @@ async fn send(client: &reqwest::Client, h: &Rendered, a: Attempt<'_>) -> Result<
         }
     })?;
     let status = resp.status();
-    if status.is_success() {
-        return Ok(());
+    if h.success.contains(status.as_u16()) {
+        return answer(resp, h).await;
     }
     if status.is_redirection() {
         // Not followed: a redirect would carry the body and headers to another host.
@@ -110,6 +113,55 @@ async fn send(client: &reqwest::Client, h: &Rendered, a: Attempt<'_>) -> Result<
         reason,
         errcode: None,
     })
+}
+
+/// `sha256=<hex HMAC-SHA256 of the body>` with the action's secret, if it has one.
+fn signature(h: &Rendered) -> Result<Option<String>, ActionError> {
+    let Some(secret) = &h.secret else {
+        return Ok(None);
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes())
+        .map_err(|e| ActionError::permanent(format!("secret: {e}")))?;
+    mac.update(h.body.as_bytes());
+    let sig: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Some(format!("sha256={sig}")))
+}
+
+/// A successful answer as the action's result: `{"status", "body"}`, the body JSON when it
+/// parses (then `keep` picks from it), else text.
+async fn answer(
+    mut resp: reqwest::Response,
+    h: &Rendered,
+) -> Result<serde_json::Value, ActionError> {
+    let status = resp.status().as_u16();
+    let mut bytes = Vec::new();
+    if h.method != "HEAD" {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            ActionError::retryable(format!("reading the answer: {}", e.without_url()))
+        })? {
+            if bytes.len() + chunk.len() > MAX_ANSWER {
+                return Err(ActionError::permanent(format!(
+                    "HTTP {status}: the answer is larger than {} KiB",
+                    MAX_ANSWER / 1024
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) => match &h.keep {
+            Some(path) => super::pick(v, path),
+            None => v,
+        },
+        Err(_) if bytes.is_empty() => serde_json::Value::Null,
+        Err(_) => String::from_utf8_lossy(&bytes).into_owned().into(),
+    };
+    Ok(serde_json::json!({ "status": status, "body": body }))
 }
 
 /// The `Location` of a redirect, without its query (it may carry a token).

@@ -1,7 +1,8 @@
 //! The delivery state machine: claim what is due (`FOR UPDATE SKIP LOCKED`, with a lease),
-//! finish with done / retry / defer / dead only while the claim is ours (fencing on
-//! `claimed_by`), requeue, cancel by key or id with the chain after it (recursive CTEs), and
-//! the upkeep that renews our leases and takes back lapsed ones.
+//! finish with done (keeping its result for `steps`) / skipped / retry / defer / dead only
+//! while the claim is ours (fencing on `claimed_by`), requeue, cancel by key or id with the
+//! chain after it (recursive CTEs), and the upkeep that renews our leases and takes back
+//! lapsed ones.
 
 use deadpool_postgres::{GenericClient, Transaction};
 
@@ -10,6 +11,26 @@ use crate::store::sql;
 use crate::store::{Cancel, ClaimedDelivery, Outcome, RequeueTarget, StoreError, StoredEvent};
 use tokio_postgres::types::ToSql;
 impl Postgres {
+    pub(in crate::store) async fn step_results(
+        &self,
+        event_id: i64,
+        rule: &str,
+    ) -> Result<Vec<(usize, String)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(sql::STEP_RESULTS.postgres(), &[&event_id, &rule])
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let action: i64 = r.get(0);
+                (usize::try_from(action).unwrap_or(usize::MAX), r.get(1))
+            })
+            .collect())
+    }
+
     pub(in crate::store) async fn claim(
         &self,
         now_ms: i64,
@@ -73,9 +94,14 @@ impl Postgres {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let changed = match &outcome {
-            Outcome::Done => {
+            Outcome::Done { result } => {
                 let done = cached(&client, FINISH_DONE).await?;
-                client.execute(&done, &[&id, &self.owner, &now_ms]).await
+                client
+                    .execute(&done, &[&id, &self.owner, &now_ms, result])
+                    .await
+            }
+            Outcome::Skipped { reason } => {
+                self.finish_skipped(&mut client, id, reason, now_ms).await
             }
             Outcome::Retry { at_ms, error } => {
                 let args: [&(dyn ToSql + Sync); 5] = [&id, &self.owner, at_ms, error, &now_ms];
@@ -94,7 +120,7 @@ impl Postgres {
                 "This replica's claim on the delivery had lapsed; another replica runs it."
             );
         }
-        if !matches!(outcome, Outcome::Dead { .. }) {
+        if !matches!(outcome, Outcome::Dead { .. } | Outcome::Skipped { .. }) {
             self.due.notify_one();
         }
         Ok(())
@@ -120,6 +146,29 @@ impl Postgres {
         }
         tx.commit().await?;
         Ok(u64::from(dead.is_some()))
+    }
+
+    /// Skipped (its `if` was false), and the rule's later actions with it, in one
+    /// transaction; whether the claim was still ours.
+    async fn finish_skipped(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let tx = client.transaction().await?;
+        let skipped = tx
+            .query_opt(FINISH_SKIPPED, &[&id, &self.owner, &reason, &now_ms])
+            .await?;
+        if let Some(row) = &skipped {
+            let action: i64 = row.get(0);
+            let why = format!("skipped: action {action} of the rule was skipped ({reason})");
+            let args: [&(dyn ToSql + Sync); 3] = [&id, &now_ms, &why];
+            tx.execute(sql::SKIP_AFTER_FALSE.postgres(), &args).await?;
+        }
+        tx.commit().await?;
+        Ok(u64::from(skipped.is_some()))
     }
 
     pub(in crate::store) async fn requeue(
@@ -284,7 +333,8 @@ macro_rules! mine {
 /// Done, and the rule's next action (if waiting for it) is due (`$3` now).
 const FINISH_DONE: &str = concat!(
     "WITH done AS (
-         UPDATE deliveries SET status = 'done', updated_at_ms = $3, lease_until_ms = NULL
+         UPDATE deliveries SET status = 'done', updated_at_ms = $3, lease_until_ms = NULL,
+                result = $4
          WHERE ",
     mine!(),
     " RETURNING id
@@ -310,6 +360,15 @@ const FINISH_DEFER: &str = concat!(
             attempts = greatest(attempts - 1, 0), updated_at_ms = $4, lease_until_ms = NULL
      WHERE ",
     mine!()
+);
+
+/// Skipped with the reason `$3` (`$4` now); its action's index comes back.
+const FINISH_SKIPPED: &str = concat!(
+    "UPDATE deliveries SET status = 'skipped', last_error = $3, updated_at_ms = $4,
+            lease_until_ms = NULL
+     WHERE ",
+    mine!(),
+    " RETURNING action"
 );
 
 /// Dead with the error `$3` (`$4` now); its action's index comes back.

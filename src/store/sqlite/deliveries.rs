@@ -1,5 +1,6 @@
-//! The delivery state machine: claim what is due, finish with done / retry / defer / dead
-//! (a dead action skips the later actions of its rule), requeue by hand or after a restart,
+//! The delivery state machine: claim what is due, finish with done (keeping its result for
+//! `steps`) / skipped (an `if` false when due) / retry / defer / dead (a dead or skipped
+//! action takes the later actions of its rule with it), requeue by hand or after a restart,
 //! cancel by key or id (the chain after it too), and the upkeep of old rate entries.
 
 use crate::store::sql;
@@ -9,6 +10,23 @@ use super::read::row_to_event;
 use super::{Op, Sqlite};
 use crate::store::{Cancel, ClaimedDelivery, Outcome, RequeueTarget, StoreError};
 impl Sqlite {
+    pub(in crate::store) async fn step_results(
+        &self,
+        event_id: i64,
+        rule: &str,
+    ) -> Result<Vec<(usize, String)>, StoreError> {
+        let rule = rule.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(sql::STEP_RESULTS.sqlite())?;
+            let rows = stmt.query_map(params![event_id, rule], |r| {
+                let action: i64 = r.get(0)?;
+                Ok((usize::try_from(action).unwrap_or(usize::MAX), r.get(1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     pub(in crate::store) async fn claim(
         &self,
         now_ms: i64,
@@ -144,10 +162,10 @@ pub(super) fn finish(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     match outcome {
-        Outcome::Done => {
+        Outcome::Done { result } => {
             tx.execute(
-                "UPDATE deliveries SET status = 'done', updated_at_ms = ?2 WHERE id = ?1",
-                params![id, now_ms],
+                "UPDATE deliveries SET status = 'done', updated_at_ms = ?2, result = ?3 WHERE id = ?1",
+                params![id, now_ms, result],
             )?;
             // The rule's next action may run now (or when its own delay is over).
             tx.execute(
@@ -168,6 +186,16 @@ pub(super) fn finish(
                                    attempts = max(attempts - 1, 0), updated_at_ms = ?3 WHERE id = ?1",
             params![id, at_ms, now_ms],
         ),
+        Outcome::Skipped { reason } => {
+            tx.execute(
+                "UPDATE deliveries SET status = 'skipped', last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",
+                params![id, reason, now_ms],
+            )?;
+            let action = action_of(tx, id)?;
+            let why = format!("skipped: action {action} of the rule was skipped ({reason})");
+            tx.prepare_cached(sql::SKIP_AFTER_FALSE.sqlite())?
+                .execute(params![id, now_ms, why])
+        }
         Outcome::Dead { error } => {
             tx.execute(
                 "UPDATE deliveries SET status = 'dead', last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",

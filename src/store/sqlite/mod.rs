@@ -351,7 +351,10 @@ fn run_batch(
                 ..
             } => {
                 finish(&tx, *id, outcome, *now_ms)?;
-                *wake |= !matches!(outcome, Outcome::Done | Outcome::Dead { .. });
+                *wake |= !matches!(
+                    outcome,
+                    Outcome::Done { .. } | Outcome::Dead { .. } | Outcome::Skipped { .. }
+                );
                 Done::Finish
             }
             Op::Requeue {

@@ -35,7 +35,7 @@ async fn a_replica_that_stops_renewing_loses_its_claims_to_another() {
     let again = b.claim(19_001, 10).await.unwrap();
     assert_eq!((again.len(), again[0].attempts), (1, 2));
     // A's late outcome must not overwrite B's claim.
-    a.finish(claimed[0].id, Outcome::Done, 19_002)
+    a.finish(claimed[0].id, Outcome::Done { result: None }, 19_002)
         .await
         .unwrap();
     assert_eq!(
@@ -43,7 +43,7 @@ async fn a_replica_that_stops_renewing_loses_its_claims_to_another() {
         DeliveryStatus::Running,
         "a lapsed claim finished the delivery"
     );
-    b.finish(claimed[0].id, Outcome::Done, 19_003)
+    b.finish(claimed[0].id, Outcome::Done { result: None }, 19_003)
         .await
         .unwrap();
     assert_eq!(statuses(&b).await[0].1, DeliveryStatus::Done);
