@@ -91,7 +91,102 @@ pub fn environment(tz: jiff::tz::TimeZone) -> Environment<'static> {
             shift(&value, &by, &shift_tz)
         },
     );
+    env.add_filter("fromjson", fromjson);
+    env.add_filter("render", render_data);
+    env.add_filter("fill", fill);
     env
+}
+
+fn invalid(message: String) -> minijinja::Error {
+    minijinja::Error::new(ErrorKind::InvalidOperation, message)
+}
+
+/// `fromjson`: JSON text (Feishu's `message.content`, an API's string field) as a value.
+fn fromjson(text: &str) -> Result<Value, minijinja::Error> {
+    serde_json::from_str::<Json>(text)
+        .map(|v| Value::from(minijinja::value::Serde(v)))
+        .map_err(|e| invalid(format!("fromjson: {e}")))
+}
+
+std::thread_local! {
+    /// Whether a `render` is running on this thread: a template from data may not render
+    /// another (no recursion through data).
+    static RENDERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `render`: a template that comes from data (a mail body kept in a database row), rendered
+/// in the same environment (fuel, filters, caps) with the variables the calling template
+/// sees. A template from data cannot `render` another.
+fn render_data(state: &minijinja::State<'_, '_>, source: &str) -> Result<String, minijinja::Error> {
+    if RENDERING.with(std::cell::Cell::get) {
+        return Err(invalid(
+            "render: a template from data cannot render another".into(),
+        ));
+    }
+    let ctx: std::collections::BTreeMap<String, Value> = state
+        .known_variables()
+        .iter()
+        .filter_map(|name| Some((name.to_string(), state.lookup(name)?)))
+        .collect();
+    RENDERING.with(|r| r.set(true));
+    let out = state.env().render_str(source, Value::from(ctx));
+    RENDERING.with(|r| r.set(false));
+    let out = out.map_err(|e| invalid(format!("render: {e}")))?;
+    if out.len() > MAX_RENDERED {
+        return Err(invalid(format!("render: more than {MAX_RENDERED} bytes")));
+    }
+    Ok(out)
+}
+
+/// `fill(values)`: `{name}` placeholders (as templates kept by other tools write them, e.g.
+/// `新增时间：{createtime}`) replaced by `values[name]`, matched exactly or else ignoring case;
+/// a placeholder with no value stays as written.
+fn fill(text: &str, values: Value) -> Result<String, minijinja::Error> {
+    let lookup = |name: &str| -> Option<String> {
+        if let Ok(v) = values.get_attr(name)
+            && !v.is_undefined()
+        {
+            return Some(v.to_string());
+        }
+        values.try_iter().ok()?.find_map(|k| {
+            let key = k.as_str()?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| values.get_attr(key).ok().map(|v| v.to_string()))
+                .flatten()
+        })
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let name_len = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        let (name, tail) = after.split_at(name_len);
+        match (tail.strip_prefix('}'), name.is_empty()) {
+            (Some(tail), false) => {
+                match lookup(name) {
+                    Some(v) => out.push_str(&v),
+                    None => {
+                        out.push('{');
+                        out.push_str(name);
+                        out.push('}');
+                    }
+                }
+                rest = tail;
+            }
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+        if out.len() > MAX_RENDERED {
+            return Err(invalid(format!("fill: more than {MAX_RENDERED} bytes")));
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// The most text one template may render (fuel bounds its steps, not its bytes).
@@ -458,5 +553,53 @@ mod tests {
         }
         let e = datetime(&Value::from("soon"), None, &tz).unwrap_err();
         assert!(e.to_string().contains("is not a timestamp"), "{e}");
+    }
+
+    fn render(template: &str, ctx: serde_json::Value) -> Result<String, String> {
+        environment(jiff::tz::TimeZone::UTC)
+            .render_str(template, Value::from(minijinja::value::Serde(ctx)))
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn data_can_hold_json_text_templates_and_placeholders() {
+        let ctx = serde_json::json!({
+            "content": "{\"text\":\"你好 <b>\"}",
+            "UserID": "lisi",
+            "CreateTime": 1_700_000_100,
+            "row": {
+                "body": "{{ UserID }} at {{ CreateTime | datetime }}",
+                "legacy": "新增时间：{createtime}\n 新增成员 ID：{userid} {unknown} {not closed",
+                "loop": "{{ row.loop | render }}",
+                "big": "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}"
+            }
+        });
+        assert_eq!(
+            render("{{ (content | fromjson).text }}", ctx.clone()).unwrap(),
+            "你好 <b>"
+        );
+        assert!(
+            render("{{ 'nope' | fromjson }}", ctx.clone())
+                .unwrap_err()
+                .contains("fromjson")
+        );
+        assert_eq!(
+            render("{{ row.body | render }}", ctx.clone()).unwrap(),
+            "lisi at 2023-11-14 22:15:00"
+        );
+        assert_eq!(
+            render("{{ row.legacy | fill(fields_of) }}", {
+                let mut c = ctx.clone();
+                c["fields_of"] = serde_json::json!({"CreateTime": "2023-11-15", "UserID": "lisi"});
+                c
+            })
+            .unwrap(),
+            "新增时间：2023-11-15\n 新增成员 ID：lisi {unknown} {not closed"
+        );
+        // Data cannot recurse through render, nor outrun the fuel.
+        let e = render("{{ row.loop | render }}", ctx.clone()).unwrap_err();
+        assert!(e.contains("cannot render another"), "{e}");
+        let e = render("{{ row.big | render }}", ctx).unwrap_err();
+        assert!(e.contains("fuel"), "{e}");
     }
 }
