@@ -283,6 +283,7 @@ name = "forward"
 [[rules.actions]]
 kind = "http"
 url = "{}"
+as = "answer"
 "#,
             sink.url("/in")
         ),
@@ -346,6 +347,16 @@ url = "{}"
     })
     .await;
     assert_eq!(sink.received().len(), 2);
+    // What it kept for later actions, as JSON.
+    let (ok, out) = cli(&["deliveries", "show", "1"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(
+        ok && shown["status"] == "done" && shown["result"]["status"] == 200,
+        "{out}"
+    );
+    let (ok, out) = cli(&["deliveries", "show", "999"]);
+    assert!(!ok && out.contains("no delivery with id 999"), "{out}");
     let (ok, out) = cli(&["deliveries", "retry", "999"]);
     assert!(!ok && out.contains("no dead or pending delivery"), "{out}");
     assert!(served.terminate().success());

@@ -60,6 +60,7 @@ pub(super) fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
                 status: *status,
                 event_id: *event,
                 limit: *limit,
+                id: None,
             };
             println!(
                 "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<9}  {:>3}  {:<25}  {:<20}  LAST ERROR",
@@ -85,6 +86,24 @@ pub(super) fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
                     d.last_error.as_deref().unwrap_or("")
                 );
             }
+        }
+        DeliveriesCommand::Show { id } => {
+            let filter = DeliveryFilter {
+                id: Some(*id),
+                limit: 1,
+                ..DeliveryFilter::default()
+            };
+            let Some(d) = runtime.block_on(store.deliveries(&filter))?.pop() else {
+                bail!("no delivery with id {id}");
+            };
+            // The kept result as JSON, not as a string holding JSON.
+            let result = d
+                .result
+                .as_deref()
+                .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap_or(r.into()));
+            let mut shown = serde_json::to_value(&d)?;
+            shown["result"] = result.unwrap_or_default();
+            println!("{}", serde_json::to_string_pretty(&shown)?);
         }
         DeliveriesCommand::Cancel { id, key } => {
             let n = runtime.block_on(store.cancel(

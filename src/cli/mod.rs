@@ -151,6 +151,8 @@ pub enum DeliveriesCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// One delivery in full, with what it kept for the rule's later actions (`as`).
+    Show { id: i64 },
     /// Call off a pending delivery (a timer) by id, or every one with a key.
     Cancel {
         #[arg(required_unless_present = "key", conflicts_with = "key")]

@@ -150,10 +150,12 @@ pub(super) static PENDING_STATS: Statement = Statement::new(
 /// `$5` scheduled only (not attempted, due after `$6`).
 pub(super) static DELIVERIES: Statement = Statement::new(
     "SELECT d.id, d.event_id, e.receiver, d.rule, d.action, d.kind, d.status, d.attempts,
-            d.next_attempt_at_ms, d.created_at_ms, d.updated_at_ms, d.last_error, d.correlation
+            d.next_attempt_at_ms, d.created_at_ms, d.updated_at_ms, d.last_error, d.correlation,
+            d.result
      FROM deliveries d JOIN events e ON e.id = d.event_id
      WHERE (CAST($1 AS TEXT) IS NULL OR d.status = $1) AND (NOT $2 OR d.last_error IS NOT NULL)
        AND (CAST($3 AS BIGINT) IS NULL OR d.event_id = $3)
+       AND (CAST($7 AS BIGINT) IS NULL OR d.id = $7)
        AND (NOT $5 OR (d.attempts = 0 AND d.next_attempt_at_ms > $6))
      ORDER BY d.id DESC LIMIT $4",
 );

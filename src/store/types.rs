@@ -150,12 +150,16 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
     /// The action's `key`, if it has one.
     pub key: Option<String>,
+    /// What it kept for the rule's later actions (`as`), as JSON.
+    pub result: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     pub event_id: Option<i64>,
+    /// One delivery by id.
+    pub id: Option<i64>,
     pub limit: usize,
 }
 

@@ -37,7 +37,15 @@ impl Postgres {
             .await?
             .query(
                 sql::DELIVERIES.postgres(),
-                &[&status, &failed, &filter.event_id, &limit, &scheduled, &now],
+                &[
+                    &status,
+                    &failed,
+                    &filter.event_id,
+                    &limit,
+                    &scheduled,
+                    &now,
+                    &filter.id,
+                ],
             )
             .await
             .map_err(db_error)?;
@@ -57,6 +65,7 @@ impl Postgres {
                 updated_at_ms: r.get(10),
                 last_error: r.get(11),
                 key: r.get(12),
+                result: r.get(13),
             })
             .collect())
     }

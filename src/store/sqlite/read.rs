@@ -35,7 +35,15 @@ impl Sqlite {
             let mut stmt = conn.prepare_cached(sql::DELIVERIES.sqlite())?;
             let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
             let rows = stmt.query_map(
-                params![status, failed, filter.event_id, limit, scheduled, now],
+                params![
+                    status,
+                    failed,
+                    filter.event_id,
+                    limit,
+                    scheduled,
+                    now,
+                    filter.id
+                ],
                 |r| {
                     let status: String = r.get(6)?;
                     Ok(DeliveryRow {
@@ -52,6 +60,7 @@ impl Sqlite {
                         updated_at_ms: r.get(10)?,
                         last_error: r.get(11)?,
                         key: r.get(12)?,
+                        result: r.get(13)?,
                     })
                 },
             )?;
