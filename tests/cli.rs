@@ -518,6 +518,7 @@ fn the_commented_examples_in_the_example_config_are_valid() {
         "CI_WEBHOOK_SECRET",
         "JDY_SECRET",
         "ALERTS_TOKEN",
+        "BIZ_DB_PASSWORD",
     ] {
         cmd.env(var, "x");
     }

@@ -216,6 +216,11 @@ pub struct RawAction {
     pub success: S<toml::Value>,
     /// `http`: the part of a JSON answer to keep (`data.items[0]`).
     pub keep: S<String>,
+    // sql
+    pub query: S<String>,
+    pub params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub max_rows: S<u64>,
+    pub write: S<bool>,
     // email
     pub via: S<String>,
     pub to: S<toml::Value>,
@@ -270,6 +275,10 @@ impl RawAction {
             ("timeout", span(&self.timeout)),
             ("success", span(&self.success)),
             ("keep", span(&self.keep)),
+            ("query", span(&self.query)),
+            ("params", self.params.as_ref().map(Spanned::span)),
+            ("max_rows", span(&self.max_rows)),
+            ("write", span(&self.write)),
             ("via", span(&self.via)),
             ("to", span(&self.to)),
             ("cc", span(&self.cc)),

@@ -1,5 +1,5 @@
 //! `[connections.NAME]` as validated: the outbound endpoints actions name with `via` (an
-//! SMTP server, a WeCom or DingTalk app).
+//! SMTP server, a WeCom or DingTalk app, a MySQL or PostgreSQL database).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +12,7 @@ pub enum Connection {
     Smtp(SmtpConnection),
     WeCom(WeComConnection),
     DingTalk(DingTalkConnection),
+    Sql(SqlConnection),
 }
 
 impl Connection {
@@ -20,6 +21,7 @@ impl Connection {
             Connection::Smtp(_) => "smtp",
             Connection::WeCom(_) => "wecom",
             Connection::DingTalk(_) => "dingtalk",
+            Connection::Sql(c) => c.backend.as_str(),
         }
     }
 }
@@ -48,6 +50,33 @@ pub struct DingTalkConnection {
     pub api_base: String,
     /// Default `https://api.dingtalk.com` (v1.0 API).
     pub new_api_base: String,
+}
+
+/// A database `sql` actions query.
+#[derive(Debug, Clone)]
+pub struct SqlConnection {
+    pub backend: SqlBackend,
+    /// `mysql://user:password@host:3306/db` (`?require_ssl=true` for TLS) or a libpq URL
+    /// (`postgres://…?sslmode=require`).
+    pub url: Secret<String>,
+    pub pool_size: usize,
+    /// For one query, connecting included.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlBackend {
+    Mysql,
+    Postgres,
+}
+
+impl SqlBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mysql => "mysql",
+            Self::Postgres => "postgres",
+        }
+    }
 }
 
 /// An SMTP server as a lettre URL: `smtp://` (plain), `smtp://…?tls=required` (STARTTLS),

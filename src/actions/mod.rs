@@ -21,9 +21,12 @@ pub mod outbound;
 pub mod people;
 pub mod render;
 pub mod robot;
+pub mod sql;
 
 #[cfg(feature = "server")]
 pub mod api;
+#[cfg(feature = "server")]
+mod databases;
 #[cfg(feature = "server")]
 mod directory;
 #[cfg(feature = "server")]
@@ -67,6 +70,7 @@ pub enum Action {
     Notify(notify::Spec),
     Cancel(cancel::Spec),
     AibotReply(aibot_reply::Spec),
+    Sql(sql::Spec),
 }
 
 /// An action with its templates rendered for one event: what the delivery worker sends.
@@ -83,6 +87,7 @@ pub enum Rendered {
     /// Not sent: what a `cancel` calls off (shown by `explain`).
     Cancel(cancel::Rendered),
     AibotReply(aibot_reply::Rendered),
+    Sql(sql::Rendered),
 }
 
 /// The kinds and the keys each takes besides `kind` (and `after`, `at`, `key`, which any
@@ -100,6 +105,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ("notify", notify::KEYS),
     ("wecom_aibot_reply", aibot_reply::KEYS),
     ("cancel", cancel::KEYS),
+    ("sql", sql::KEYS),
 ];
 
 impl Action {
@@ -166,6 +172,7 @@ impl Action {
             "notify" => Self::Notify(notify::Spec::validate(c, prefix, a, t)?),
             "wecom_aibot_reply" => Self::AibotReply(aibot_reply::Spec::validate(c, prefix, a, t)?),
             "cancel" => Self::Cancel(cancel::Spec::validate(c, prefix, a, t)?),
+            "sql" => Self::Sql(sql::Spec::validate(c, prefix, a, t)?),
             _ => return None,
         };
         (c.errors_len() == before).then_some(action)
@@ -183,6 +190,7 @@ impl Action {
             Self::Notify(_) => "notify",
             Self::Cancel(_) => "cancel",
             Self::AibotReply(_) => "wecom_aibot_reply",
+            Self::Sql(_) => "sql",
         }
     }
 
@@ -194,6 +202,7 @@ impl Action {
             Self::GroupUpdate(s) => Some(&s.via),
             Self::GroupSend(s) => Some(&s.via),
             Self::Notify(s) => Some(&s.via),
+            Self::Sql(s) => Some(&s.via),
             _ => None,
         }
     }
@@ -212,6 +221,7 @@ impl Action {
             Self::Notify(s) => s.templates(&mut out),
             Self::Cancel(s) => s.templates(&mut out),
             Self::AibotReply(s) => s.templates(&mut out),
+            Self::Sql(s) => s.templates(&mut out),
         }
         out
     }
@@ -250,6 +260,7 @@ impl Action {
             Self::Notify(s) => Rendered::Notify(s.render(ctx)?),
             Self::Cancel(s) => Rendered::Cancel(s.render(ctx)?),
             Self::AibotReply(s) => Rendered::AibotReply(s.render(ctx, ev)?),
+            Self::Sql(s) => Rendered::Sql(s.render(ctx)?),
         })
     }
 }

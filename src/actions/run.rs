@@ -10,6 +10,7 @@ use super::Rendered;
 use super::api::Apis;
 use super::app::App;
 use super::connection::Connection;
+use super::databases::Databases;
 use super::directory::Directory;
 use super::email::Mailer;
 use super::error::ActionError;
@@ -43,6 +44,7 @@ pub struct Actions {
     store: crate::store::Store,
     directory: Directory,
     replies: std::sync::Arc<Replies>,
+    databases: Databases,
 }
 
 impl Actions {
@@ -71,7 +73,7 @@ impl Actions {
                     })?;
                     mailers.insert(name.clone(), mailer);
                 }
-                Connection::WeCom(_) | Connection::DingTalk(_) => {}
+                Connection::WeCom(_) | Connection::DingTalk(_) | Connection::Sql(_) => {}
             }
         }
         Ok(Self {
@@ -82,6 +84,10 @@ impl Actions {
             store: store.clone(),
             directory: Directory::default(),
             replies,
+            databases: Databases::new(connections).map_err(|reason| BuildError::Connection {
+                name: "database".into(),
+                reason,
+            })?,
         })
     }
 
@@ -104,6 +110,8 @@ impl Actions {
         let slack = Duration::from_secs(5);
         match action {
             Rendered::Log(_) | Rendered::Cancel(_) => slack,
+            // The pool's own timeout bounds it; this is the backstop.
+            Rendered::Sql(_) => Duration::from_secs(120),
             Rendered::Http(h) => h.timeout + slack,
             // An upload (60 s) and a send (15 s).
             Rendered::Robot(_) => Duration::from_secs(75) + slack,
@@ -168,6 +176,7 @@ impl Actions {
             Rendered::GroupUpdate(g) => nothing(g.send(&app(), attempt).await),
             Rendered::GroupSend(g) => nothing(g.send(&app(), attempt).await),
             Rendered::Notify(n) => nothing(n.send(&app(), attempt).await),
+            Rendered::Sql(q) => q.send(&self.databases).await,
         }
     }
 }
@@ -186,6 +195,7 @@ impl Rendered {
             Self::Notify(r) => r.describe(),
             Self::Cancel(r) => r.describe(),
             Self::AibotReply(r) => r.describe(),
+            Self::Sql(r) => r.describe(),
         }
     }
 }

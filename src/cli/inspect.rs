@@ -87,24 +87,7 @@ pub(super) fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
                 );
             }
         }
-        DeliveriesCommand::Show { id } => {
-            let filter = DeliveryFilter {
-                id: Some(*id),
-                limit: 1,
-                ..DeliveryFilter::default()
-            };
-            let Some(d) = runtime.block_on(store.deliveries(&filter))?.pop() else {
-                bail!("no delivery with id {id}");
-            };
-            // The kept result as JSON, not as a string holding JSON.
-            let result = d
-                .result
-                .as_deref()
-                .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap_or(r.into()));
-            let mut shown = serde_json::to_value(&d)?;
-            shown["result"] = result.unwrap_or_default();
-            println!("{}", serde_json::to_string_pretty(&shown)?);
-        }
+        DeliveriesCommand::Show { id } => show_delivery(&runtime, &store, *id)?,
         DeliveriesCommand::Cancel { id, key } => {
             let n = runtime.block_on(store.cancel(
                 key.clone(),
@@ -211,5 +194,30 @@ pub(super) fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
             println!("forgot key {key:?} of {via}; the next group_create for it makes a group");
         }
     }
+    Ok(())
+}
+
+/// `deliveries show ID`: the delivery as JSON, with the result it kept as JSON (not as a
+/// string holding JSON).
+fn show_delivery(
+    runtime: &tokio::runtime::Runtime,
+    store: &crate::store::Store,
+    id: i64,
+) -> Result<()> {
+    let filter = DeliveryFilter {
+        id: Some(id),
+        limit: 1,
+        ..DeliveryFilter::default()
+    };
+    let Some(d) = runtime.block_on(store.deliveries(&filter))?.pop() else {
+        bail!("no delivery with id {id}");
+    };
+    let result = d
+        .result
+        .as_deref()
+        .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap_or(r.into()));
+    let mut shown = serde_json::to_value(&d)?;
+    shown["result"] = result.unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&shown)?);
     Ok(())
 }

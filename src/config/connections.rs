@@ -1,5 +1,5 @@
-//! Validation of `[connections.NAME]`: SMTP servers, WeCom apps and DingTalk apps that
-//! actions name with `via`. Secrets come from `${VAR}`; API base URLs are overridable for
+//! Validation of `[connections.NAME]`: SMTP servers, WeCom apps, DingTalk apps and the
+//! MySQL/PostgreSQL databases `sql` actions query, that actions name with `via`. Secrets come from `${VAR}`; API base URLs are overridable for
 //! private deployments and tests.
 
 use std::collections::BTreeMap;
@@ -10,6 +10,7 @@ use toml::Spanned;
 use super::raw::{RawConnection, S};
 use super::validate::Ctx;
 use super::{Connection, DingTalkConnection, SmtpConnection, WeComConnection};
+use crate::actions::connection::{SqlBackend, SqlConnection};
 use crate::secret::Secret;
 
 const KINDS: &[(&str, &[&str])] = &[
@@ -26,6 +27,8 @@ const KINDS: &[(&str, &[&str])] = &[
             "new_api_base",
         ],
     ),
+    ("mysql", &["url", "pool_size", "timeout"]),
+    ("postgres", &["url", "pool_size", "timeout"]),
 ];
 
 impl Ctx<'_> {
@@ -87,6 +90,7 @@ impl Ctx<'_> {
             let conn = match kind.as_str() {
                 "smtp" => self.smtp(&prefix, c, &table).map(Connection::Smtp),
                 "wecom" => self.wecom(&prefix, c, &table).map(Connection::WeCom),
+                "mysql" | "postgres" => self.sql(&prefix, &kind, c, &table).map(Connection::Sql),
                 _ => self.dingtalk(&prefix, c, &table).map(Connection::DingTalk),
             };
             if let Some(conn) = conn
@@ -173,6 +177,48 @@ impl Ctx<'_> {
             from: from?,
             ca_file: ca_file.map(Into::into),
             timeout: Duration::from_secs(c.timeout.as_ref().map_or(30, |t| *t.get_ref()).max(1)),
+        })
+    }
+
+    /// A database for `sql` lookups: its URL (the scheme must match the kind), a pool size
+    /// (default 4) and a timeout per query (default 10 s).
+    fn sql(
+        &mut self,
+        prefix: &str,
+        kind: &str,
+        c: &RawConnection,
+        table: &std::ops::Range<usize>,
+    ) -> Option<SqlConnection> {
+        let backend = match kind {
+            "mysql" => SqlBackend::Mysql,
+            _ => SqlBackend::Postgres,
+        };
+        let url = self.need(prefix, "url", &c.url, table, kind)?;
+        let schemes: &[&str] = match backend {
+            SqlBackend::Mysql => &["mysql://"],
+            SqlBackend::Postgres => &["postgres://", "postgresql://"],
+        };
+        if !schemes.iter().any(|p| url.starts_with(p)) {
+            let s = c.url.as_ref().map(Spanned::span);
+            // The URL may hold a password: name the scheme only.
+            let message = format!("must start with {}", schemes.join(" or "));
+            self.err(s, format!("{prefix}.url"), message);
+        }
+        if backend == SqlBackend::Mysql && !cfg!(feature = "mysql") {
+            let s = c.kind.as_ref().map(Spanned::span);
+            let message = "this hookgate was built without MySQL support (cargo feature \"mysql\")";
+            self.err(s, format!("{prefix}.kind"), message);
+        }
+        let pool_size = c.pool_size.as_ref().map_or(4, |p| *p.get_ref());
+        if !(1..=64).contains(&pool_size) {
+            let s = c.pool_size.as_ref().map(Spanned::span);
+            self.err(s, format!("{prefix}.pool_size"), "must be 1 to 64");
+        }
+        Some(SqlConnection {
+            backend,
+            url: Secret::new(url),
+            pool_size: usize::try_from(pool_size).unwrap_or(4),
+            timeout: Duration::from_secs(c.timeout.as_ref().map_or(10, |t| *t.get_ref()).max(1)),
         })
     }
 

@@ -176,6 +176,8 @@ pub struct RawConnection {
     // both: API hosts (private deployments, tests)
     pub api_base: S<String>,
     pub new_api_base: S<String>,
+    // mysql, postgres
+    pub pool_size: S<u64>,
 }
 
 impl RawConnection {
@@ -197,6 +199,7 @@ impl RawConnection {
             ("robot_code", span(&self.robot_code)),
             ("api_base", span(&self.api_base)),
             ("new_api_base", span(&self.new_api_base)),
+            ("pool_size", span(&self.pool_size)),
         ]
         .into_iter()
         .filter_map(|(k, s)| Some((k, s?)))

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod mysql;
 pub mod pg;
 pub mod sink;
 pub mod smtp;

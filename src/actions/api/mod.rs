@@ -56,7 +56,7 @@ impl Apis {
                         )),
                     );
                 }
-                Connection::Smtp(_) => {}
+                Connection::Smtp(_) | Connection::Sql(_) => {}
             }
         }
         apis
