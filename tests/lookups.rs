@@ -224,3 +224,103 @@ body = "{{{{ steps.item.rows[0] | tojson }}}}"
     assert_eq!(row["note"], HOSTILE);
     srv.stop().await;
 }
+
+/// Seed 004 as written (`config/examples/wecom-contact-email-mysql.toml`): the template row
+/// from MariaDB, the department's members from the fake WeCom directory, one mail each
+/// through the SMTP server; a change type without a row sends nothing.
+#[tokio::test]
+async fn seed_004_reads_its_mail_template_from_mariadb_and_mails_the_department() {
+    use common::apps::{AppState, Apps};
+    use common::smtp::SmtpServer;
+    use hookgate::crypto::envelope::{AesKey, Envelope};
+    use serde_json::json;
+    const TOKEN: &str = "contactToken";
+    const KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+    const CORP: &str = "ww8f3c1e2d4b5a6978";
+    let (db, db_url) = common::mysql::fresh("seed4");
+    common::mysql::sql(
+        Some(&db),
+        "CREATE TABLE ipaas_email_template (app VARCHAR(64), change_type VARCHAR(64),
+                                            subject VARCHAR(255), email_body TEXT);
+         INSERT INTO ipaas_email_template VALUES
+           ('tencent-wechat', 'create_user', '新增成员：{name}',
+            '新增时间：{createtime}\\n 新增成员 ID：{userid}'),
+           ('other-app', 'update_user', 'not ours', 'not ours');",
+    );
+    let apps = Apps::start(AppState {
+        corp_id: CORP.into(),
+        secret: "contacts-secret".into(),
+        departments: [(
+            "2".to_owned(),
+            vec![
+                json!({"userid": "zhangsan", "name": "张三", "email": "zhangsan@example.com"}),
+                json!({"userid": "wangwu", "name": "王五", "email": "wangwu@example.com"}),
+            ],
+        )]
+        .into(),
+        ..AppState::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(dir.path(), &[]);
+    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let base = apps.base();
+    let src = std::fs::read_to_string("config/examples/wecom-contact-email-mysql.toml").unwrap();
+    let srv = common::start_file(
+        &src,
+        &[
+            ("WECOM_CONTACT_TOKEN", TOKEN),
+            ("WECOM_CONTACT_AES_KEY", KEY),
+            ("WECOM_CORP_ID", CORP),
+            ("WECOM_APP_SECRET", "contacts-secret"),
+            ("WECOM_API_BASE", &base),
+            ("IPAAS_DB_URL", &db_url),
+            ("SMTP_URL", &smtp_url),
+        ],
+    )
+    .await;
+    let env = Envelope::new(
+        TOKEN.into(),
+        vec![AesKey::from_encoding_aes_key(KEY).unwrap()],
+        CORP.into(),
+    );
+    for (change, user) in [("create_user", "lisi"), ("update_user", "zhaoliu")] {
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+             <CreateTime>1700000100</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_contact]]></Event>\
+             <ChangeType>{change}</ChangeType><UserID><![CDATA[{user}]]></UserID><Name><![CDATA[李四]]></Name>\
+             <Department><![CDATA[2]]></Department></xml>"
+        );
+        let ts = (common::now_ms() / 1000).to_string();
+        let (q, body) = common::wecom_post(&env, CORP, &xml, &ts);
+        let r = srv
+            .post(&format!("/hooks/wecom/contacts?{q}"), &[], body.as_bytes())
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let d = settled(&srv, 4).await;
+    let statuses: Vec<_> = d.iter().map(|d| (d.kind.as_str(), d.status)).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("sql", DeliveryStatus::Done),
+            ("email", DeliveryStatus::Done),
+            ("sql", DeliveryStatus::Done),
+            ("email", DeliveryStatus::Skipped),
+        ],
+        "{d:#?}"
+    );
+    let mut mails = smtp.messages();
+    mails.sort_by(|a, b| a.to.cmp(&b.to));
+    let to: Vec<&str> = mails.iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(to, ["wangwu@example.com", "zhangsan@example.com"]);
+    for m in &mails {
+        assert_eq!(m.subject, "新增成员：李四");
+        let text = m.text.clone().unwrap_or_default();
+        assert!(
+            text.contains("新增时间：2023-11-15 06:15:00") && text.contains("新增成员 ID：lisi"),
+            "{text}"
+        );
+    }
+    srv.stop().await;
+}
