@@ -92,6 +92,16 @@ pub fn environment(tz: jiff::tz::TimeZone) -> Environment<'static> {
         },
     );
     env.add_filter("fromjson", fromjson);
+    // Hex digests, for the request signatures other systems ask for (Weaver's Md5 header).
+    env.add_filter("md5", |s: &str| {
+        hex::encode(<md5::Md5 as md5::Digest>::digest(s))
+    });
+    env.add_filter("sha1", |s: &str| {
+        hex::encode(<sha1::Sha1 as sha1::Digest>::digest(s))
+    });
+    env.add_filter("sha256", |s: &str| {
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(s))
+    });
     env.add_filter("render", render_data);
     env.add_filter("fill", fill);
     env
@@ -601,5 +611,18 @@ mod tests {
         assert!(e.contains("cannot render another"), "{e}");
         let e = render("{{ row.big | render }}", ctx).unwrap_err();
         assert!(e.contains("fuel"), "{e}");
+        // Digests as other systems' signatures want them (md5("abc"), sha1, sha256).
+        assert_eq!(
+            render(
+                "{{ 'abc' | md5 }} {{ 'abc' | sha1 | upper }}",
+                serde_json::json!({})
+            )
+            .unwrap(),
+            "900150983cd24fb0d6963f7d28e17f72 A9993E364706816ABA3E25717850C26C9CD0D89D"
+        );
+        assert_eq!(
+            render("{{ 'abc' | sha256 }}", serde_json::json!({})).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! both timers cancelled; (c) it finishes between the two: the reminder only; (d) the
 //! binary killed with SIGKILL before the timers fall due and restarted after: each fires
 //! once; (e) the same start delivered three times: one pair of timers; (f) the same recipe
-//! from E10's own data push (`config/examples/e10-risk-group.toml`, Weaver header triple).
+//! from E10's own data push (`config/examples/e10-risk-group.toml`, Weaver header triple),
+//! its timers asking E10's API whether the item is still open when they fire.
 
 mod common;
 
@@ -75,7 +76,10 @@ fn settled(srv: &TestServer) -> bool {
         && d.iter().all(|d| {
             matches!(
                 d.status,
-                DeliveryStatus::Done | DeliveryStatus::Cancelled | DeliveryStatus::Dead
+                DeliveryStatus::Done
+                    | DeliveryStatus::Cancelled
+                    | DeliveryStatus::Dead
+                    | DeliveryStatus::Skipped
             )
         })
 }
@@ -272,10 +276,61 @@ async fn f_e10s_own_push_signed_with_the_weaver_triple_reminds_then_groups() {
     })
     .await;
     let base = apps.base();
+    // E10's REST API: an item's status now, for requests signed with the Weaver triple
+    // (checked here with Python's hashlib, like the pushes).
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e10 = format!("http://{}", listener.local_addr().unwrap());
+    let log = asked.clone();
+    common::http_server(listener, move |parts, _| {
+        let h = |n: &str| {
+            parts
+                .headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (time, sign) = (h("currentdatetime"), h("md5"));
+        let fresh = time
+            .parse::<i64>()
+            .is_ok_and(|t| (now_ms() - t).abs() < 600_000);
+        if h("systemid") != "hookgate"
+            || !fresh
+            || sign != weaver_md5(&format!("hookgatee10-pa55{time}"))
+        {
+            return (
+                401,
+                "application/json",
+                r#"{"code":401,"msg":"sign"}"#.into(),
+            );
+        }
+        let id = parts
+            .uri
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        log.lock().unwrap().push(id.clone());
+        // R-4 was settled inside E10, which pushed nothing about it.
+        let status = if id == "R-4" {
+            "已处理"
+        } else {
+            "待处理"
+        };
+        (
+            200,
+            "application/json",
+            json!({"code": 200, "data": {"dataId": id, "status": status}}).to_string(),
+        )
+    });
     let src = std::fs::read_to_string("config/examples/e10-risk-group.toml").unwrap();
     let srv = start_file(
         &src,
         &[
+            ("E10_SYSTEM_ID", "hookgate"),
+            ("E10_API_BASE", &e10),
             ("E10_PASSWORD", "e10-pa55"),
             ("DING_APP_KEY", "dingappkey"),
             ("DING_APP_SECRET", "dingsecret"),
@@ -287,17 +342,7 @@ async fn f_e10s_own_push_signed_with_the_weaver_triple_reminds_then_groups() {
         ],
     )
     .await;
-    let md5 = |text: &str| -> String {
-        let out = std::process::Command::new(common::python())
-            .args([
-                "-c",
-                "import sys, hashlib; print(hashlib.md5(sys.argv[1].encode()).hexdigest().upper())",
-                text,
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let md5 = weaver_md5;
     let push = |body: serde_json::Value, at_ms: i64, password: &str| {
         let time = at_ms.to_string();
         let sign = md5(&format!("hookgate{password}{time}"));
@@ -336,6 +381,7 @@ async fn f_e10s_own_push_signed_with_the_weaver_triple_reminds_then_groups() {
     assert_eq!(push(item("R-1", "待处理"), now, "e10-pa55").await, 200);
     assert_eq!(push(item("R-2", "待处理"), now, "e10-pa55").await, 200);
     assert_eq!(push(item("R-2", "处理中"), now, "e10-pa55").await, 200);
+    assert_eq!(push(item("R-4", "待处理"), now, "e10-pa55").await, 200);
     assert_eq!(push(item("R-3", "待处理"), now, "wrong").await, 403);
     assert_eq!(
         push(item("R-3", "待处理"), now - 11 * 60 * 1000, "e10-pa55").await,
@@ -358,6 +404,29 @@ async fn f_e10s_own_push_signed_with_the_weaver_triple_reminds_then_groups() {
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].1["msgKey"], "sampleActionCard");
     assert!(m[0].1["msgParam"].to_string().contains("risk/R-1"));
-    assert_eq!(srv.events().len(), 3, "refused pushes stored nothing");
+    assert_eq!(srv.events().len(), 4, "refused pushes stored nothing");
+    // Each timer asked E10 when it fired; R-2 was called off before, R-4 was settled.
+    let mut asked = asked.lock().unwrap().clone();
+    asked.sort();
+    assert_eq!(asked, ["R-1", "R-1", "R-4", "R-4"]);
+    let skipped = srv
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.status == DeliveryStatus::Skipped)
+        .count();
+    assert_eq!(skipped, 3, "R-4's reminder, group and card");
     srv.stop().await;
+}
+
+/// Weaver's signature: upper-case hex md5 (Python's hashlib, not the code under test).
+fn weaver_md5(text: &str) -> String {
+    let out = std::process::Command::new(common::python())
+        .args([
+            "-c",
+            "import sys, hashlib; print(hashlib.md5(sys.argv[1].encode()).hexdigest().upper())",
+            text,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

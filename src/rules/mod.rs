@@ -268,11 +268,13 @@ impl RuleSet {
     }
 
     /// The context an action sees when it runs: the event's, plus `steps` (what the rule's
-    /// earlier actions kept with `as`).
+    /// earlier actions kept with `as`) and `now` (epoch milliseconds as it runs, for the
+    /// timestamps other systems' request signatures carry).
     pub fn run_context(&self, ev: &EventView<'_>, steps: &Json) -> Value {
         let mut ctx = self.context(ev);
         if let Json::Object(top) = &mut ctx {
             top.insert("steps".into(), steps.clone());
+            top.insert("now".into(), jiff::Timestamp::now().as_millisecond().into());
         }
         Value::from(minijinja::value::Serde(ctx))
     }
