@@ -519,6 +519,7 @@ fn the_commented_examples_in_the_example_config_are_valid() {
         "JDY_SECRET",
         "ALERTS_TOKEN",
         "BIZ_DB_PASSWORD",
+        "YIDA_SYSTEM_TOKEN",
     ] {
         cmd.env(var, "x");
     }

@@ -250,7 +250,7 @@ async fn the_jiandaoyun_example_announces_each_new_entry_once() {
 
 /// The Yida recipe (`config/examples/yida-group.toml`, seeds 000 and 001) against the fake
 /// DingTalk APIs: 「创建会话群」 makes one group with the form's name, owner and members
-/// (a re-run automation makes no second one), 「更新会话群」 renames it and changes members,
+/// (a re-run automation makes no second one) and writes its chat id back into a Yida form, 「更新会话群」 renames it and changes members,
 /// 「群消息内容录入表」 posts into it; a wrong API key is refused and stores nothing.
 #[tokio::test]
 async fn the_yida_example_creates_updates_and_messages_a_group_from_forms() {
@@ -268,6 +268,9 @@ async fn the_yida_example_creates_updates_and_messages_a_group_from_forms() {
         &src,
         &[
             ("YIDA_API_KEY", "yida-k3y"),
+            ("YIDA_APP_TYPE", "APP_HOOKGATE"),
+            ("YIDA_SYSTEM_TOKEN", "yida-system-token"),
+            ("YIDA_SUMMARY_FORM", "FORM-SUMMARY"),
             ("DING_APP_KEY", "dingappkey"),
             ("DING_APP_SECRET", "dingsecret"),
             ("DING_API_BASE", &base),
@@ -310,6 +313,24 @@ async fn the_yida_example_creates_updates_and_messages_a_group_from_forms() {
         ("华东项目群", "owner01")
     );
     assert_eq!(chat.users, ["owner01", "member01", "member02"]);
+    // The write-back: the new chat id into 「会话群数据汇总」 through Yida's API.
+    eventually(10, "the write-back", || apps.yida().len() == 1).await;
+    let saved = &apps.yida()[0];
+    assert_eq!(
+        (
+            saved["appType"].as_str(),
+            saved["formUuid"].as_str(),
+            saved["userId"].as_str()
+        ),
+        (Some("APP_HOOKGATE"), Some("FORM-SUMMARY"), Some("owner01"))
+    );
+    assert_eq!(saved["formDataJson"]["群聊名称"], "华东项目群");
+    let chat_id = chats.keys().next().unwrap();
+    assert_eq!(
+        saved["formDataJson"]["群聊ID"].as_str(),
+        Some(chat_id.as_str()),
+        "{saved}"
+    );
 
     let update = serde_json::json!({
         "form": "update_group", "formInstId": "FINST-2", "group": "华东项目群",

@@ -216,6 +216,9 @@ pub struct RawAction {
     pub success: S<toml::Value>,
     /// `http`: the part of a JSON answer to keep (`data.items[0]`).
     pub keep: S<String>,
+    // api
+    pub path: S<String>,
+    pub json: S<toml::Value>,
     // sql
     pub query: S<String>,
     pub params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
@@ -275,6 +278,8 @@ impl RawAction {
             ("timeout", span(&self.timeout)),
             ("success", span(&self.success)),
             ("keep", span(&self.keep)),
+            ("path", span(&self.path)),
+            ("json", span(&self.json)),
             ("query", span(&self.query)),
             ("params", self.params.as_ref().map(Spanned::span)),
             ("max_rows", span(&self.max_rows)),

@@ -6,6 +6,7 @@
 //! comes with the `server` feature.
 
 pub mod aibot_reply;
+pub mod api_call;
 pub mod app;
 pub mod cancel;
 pub mod check;
@@ -71,6 +72,7 @@ pub enum Action {
     Cancel(cancel::Spec),
     AibotReply(aibot_reply::Spec),
     Sql(sql::Spec),
+    Api(api_call::Spec),
 }
 
 /// An action with its templates rendered for one event: what the delivery worker sends.
@@ -88,6 +90,7 @@ pub enum Rendered {
     Cancel(cancel::Rendered),
     AibotReply(aibot_reply::Rendered),
     Sql(sql::Rendered),
+    Api(api_call::Rendered),
 }
 
 /// The kinds and the keys each takes besides `kind` (and `after`, `at`, `key`, which any
@@ -106,6 +109,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ("wecom_aibot_reply", aibot_reply::KEYS),
     ("cancel", cancel::KEYS),
     ("sql", sql::KEYS),
+    ("api", api_call::KEYS),
 ];
 
 impl Action {
@@ -173,6 +177,7 @@ impl Action {
             "wecom_aibot_reply" => Self::AibotReply(aibot_reply::Spec::validate(c, prefix, a, t)?),
             "cancel" => Self::Cancel(cancel::Spec::validate(c, prefix, a, t)?),
             "sql" => Self::Sql(sql::Spec::validate(c, prefix, a, t)?),
+            "api" => Self::Api(api_call::Spec::validate(c, prefix, a, t)?),
             _ => return None,
         };
         (c.errors_len() == before).then_some(action)
@@ -191,6 +196,7 @@ impl Action {
             Self::Cancel(_) => "cancel",
             Self::AibotReply(_) => "wecom_aibot_reply",
             Self::Sql(_) => "sql",
+            Self::Api(_) => "api",
         }
     }
 
@@ -203,6 +209,7 @@ impl Action {
             Self::GroupSend(s) => Some(&s.via),
             Self::Notify(s) => Some(&s.via),
             Self::Sql(s) => Some(&s.via),
+            Self::Api(s) => Some(&s.via),
             _ => None,
         }
     }
@@ -222,6 +229,7 @@ impl Action {
             Self::Cancel(s) => s.templates(&mut out),
             Self::AibotReply(s) => s.templates(&mut out),
             Self::Sql(s) => s.templates(&mut out),
+            Self::Api(s) => s.templates(&mut out),
         }
         out
     }
@@ -261,6 +269,7 @@ impl Action {
             Self::Cancel(s) => Rendered::Cancel(s.render(ctx)?),
             Self::AibotReply(s) => Rendered::AibotReply(s.render(ctx, ev)?),
             Self::Sql(s) => Rendered::Sql(s.render(ctx)?),
+            Self::Api(s) => Rendered::Api(s.render(ctx)?),
         })
     }
 }

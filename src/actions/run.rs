@@ -116,7 +116,8 @@ impl Actions {
             // An upload (60 s) and a send (15 s).
             Rendered::Robot(_) => Duration::from_secs(75) + slack,
             // A token, directory pages, several calls.
-            Rendered::GroupCreate(_)
+            Rendered::Api(_)
+            | Rendered::GroupCreate(_)
             | Rendered::GroupUpdate(_)
             | Rendered::GroupSend(_)
             | Rendered::Notify(_) => Duration::from_secs(180),
@@ -177,6 +178,7 @@ impl Actions {
             Rendered::GroupSend(g) => nothing(g.send(&app(), attempt).await),
             Rendered::Notify(n) => nothing(n.send(&app(), attempt).await),
             Rendered::Sql(q) => q.send(&self.databases).await,
+            Rendered::Api(a) => a.send(&app()).await,
         }
     }
 }
@@ -196,6 +198,7 @@ impl Rendered {
             Self::Cancel(r) => r.describe(),
             Self::AibotReply(r) => r.describe(),
             Self::Sql(r) => r.describe(),
+            Self::Api(r) => r.describe(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct AppState {
     /// (chat id or openConversationId, body) of every group message.
     pub messages: Vec<(String, Value)>,
     pub notifications: Vec<Value>,
+    /// Yida form instances saved (`/v1.0/yida/forms/instances`), with formDataJson parsed.
+    pub yida: Vec<Value>,
     /// Department → users (JSON objects with userid, name, email).
     pub departments: HashMap<String, Vec<Value>>,
     /// Department → sub-departments (DingTalk listsub).
@@ -102,6 +104,10 @@ impl Apps {
 
     pub fn notifications(&self) -> Vec<Value> {
         self.state.lock().unwrap().notifications.clone()
+    }
+
+    pub fn yida(&self) -> Vec<Value> {
+        self.state.lock().unwrap().yida.clone()
     }
 }
 
@@ -369,6 +375,26 @@ fn handle(
             chat.users.extend(add);
             chat.users.retain(|u| !del.contains(u));
             ok(json!({}))
+        }
+        // Yida 新增表单实例: every field required, formDataJson a JSON object as text.
+        "/v1.0/yida/forms/instances" => {
+            let data = json["formDataJson"]
+                .as_str()
+                .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                .filter(Value::is_object);
+            let complete = ["appType", "systemToken", "userId", "formUuid"]
+                .iter()
+                .all(|k| json[k].as_str().is_some_and(|v| !v.is_empty()));
+            let Some(data) = data.filter(|_| complete) else {
+                return (
+                    400,
+                    json!({"code": "InvalidParameter", "message": "appType, systemToken, userId, formUuid and formDataJson are required"}),
+                );
+            };
+            let mut saved = json.clone();
+            saved["formDataJson"] = data;
+            s.yida.push(saved);
+            (200, json!({"result": format!("FINST-{}", s.yida.len())}))
         }
         "/v1.0/robot/groupMessages/send" => {
             let open = json["openConversationId"].as_str().unwrap_or("").to_owned();

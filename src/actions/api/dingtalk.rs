@@ -127,21 +127,48 @@ impl DingTalk {
         self.oapi_call(path, body).await.map_err(|e| e.error)
     }
 
+    /// Any API with the managed token (the `api` action): a v1.0/v2.0 path goes to the new
+    /// API host with the token header, any other to `oapi` with `?access_token=`. GET
+    /// without a body.
+    pub async fn request(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, ActionError> {
+        if path.starts_with("/v1.0/") || path.starts_with("/v2.0/") {
+            self.new_call(path, query, body).await
+        } else {
+            self.old_call(path, query, body).await.map_err(|e| e.error)
+        }
+    }
+
     /// [`Self::oapi`] for a call that must not be repeated blindly (chat/create): a failure
     /// says whether DingTalk may have carried it out anyway.
     pub(crate) async fn oapi_call(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+        self.old_call(path, &[], Some(body)).await
+    }
+
+    async fn old_call(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, CallError> {
         for attempt in 0..2 {
             let token = self
                 .old_token
                 .get(|| self.fetch_old_token())
                 .await
                 .map_err(CallError::not_done)?;
-            let req = self
-                .http
-                .post(format!("{}{path}", self.conn.api_base))
-                .query(&[("access_token", token.as_str())])
-                .json(body)
-                .timeout(Duration::from_secs(30));
+            let url = format!("{}{path}", self.conn.api_base);
+            let req = match body {
+                Some(b) => self.http.post(url).json(b),
+                None => self.http.get(url),
+            }
+            .query(&[("access_token", token.as_str())])
+            .query(query)
+            .timeout(Duration::from_secs(30));
             let (_, answer) = json_call(req).await?;
             let code = errcode(&answer);
             if code == 0 {
@@ -159,14 +186,25 @@ impl DingTalk {
 
     /// POST to a v1.0 path with the token header.
     pub async fn api(&self, path: &str, body: &Value) -> Result<Value, ActionError> {
+        self.new_call(path, &[], Some(body)).await
+    }
+
+    async fn new_call(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, ActionError> {
         for attempt in 0..2 {
             let token = self.new_token.get(|| self.fetch_new_token()).await?;
-            let req = self
-                .http
-                .post(format!("{}{path}", self.conn.new_api_base))
-                .header("x-acs-dingtalk-access-token", token.as_str())
-                .json(body)
-                .timeout(Duration::from_secs(30));
+            let url = format!("{}{path}", self.conn.new_api_base);
+            let req = match body {
+                Some(b) => self.http.post(url).json(b),
+                None => self.http.get(url),
+            }
+            .header("x-acs-dingtalk-access-token", token.as_str())
+            .query(query)
+            .timeout(Duration::from_secs(30));
             let (status, answer) = json_answer(req).await?;
             if status.is_success() {
                 return Ok(answer);
