@@ -59,6 +59,31 @@ impl<'a> EventView<'a> {
     }
 }
 
+/// What `explain` shows for a step that has not run: any path under it renders as
+/// `⟨steps.name.rows[0].email⟩`, so the later actions show where its answer goes.
+#[derive(Debug)]
+pub struct Placeholder(pub String);
+
+impl minijinja::value::Object for Placeholder {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let path = match key.as_usize() {
+            Some(i) if key.kind() == minijinja::value::ValueKind::Number => {
+                format!("{}[{i}]", self.0)
+            }
+            _ => format!("{}.{key}", self.0),
+        };
+        Some(Value::from_object(Placeholder(path)))
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "⟨{}⟩", self.0)
+    }
+}
+
 /// Bounds what one template can make the renderer do (loops over huge ranges and the like).
 const FUEL: u64 = 200_000;
 
@@ -112,8 +137,8 @@ fn invalid(message: String) -> minijinja::Error {
 }
 
 /// `fromjson`: JSON text (Feishu's `message.content`, an API's string field) as a value.
-fn fromjson(text: &str) -> Result<Value, minijinja::Error> {
-    serde_json::from_str::<Json>(text)
+fn fromjson(text: Value) -> Result<Value, minijinja::Error> {
+    serde_json::from_str::<Json>(&text.to_string())
         .map(|v| Value::from(minijinja::value::Serde(v)))
         .map_err(|e| invalid(format!("fromjson: {e}")))
 }
@@ -127,7 +152,11 @@ std::thread_local! {
 /// `render`: a template that comes from data (a mail body kept in a database row), rendered
 /// in the same environment (fuel, filters, caps) with the variables the calling template
 /// sees. A template from data cannot `render` another.
-fn render_data(state: &minijinja::State<'_, '_>, source: &str) -> Result<String, minijinja::Error> {
+fn render_data(
+    state: &minijinja::State<'_, '_>,
+    source: Value,
+) -> Result<String, minijinja::Error> {
+    let source = source.to_string();
     if RENDERING.with(std::cell::Cell::get) {
         return Err(invalid(
             "render: a template from data cannot render another".into(),
@@ -139,7 +168,7 @@ fn render_data(state: &minijinja::State<'_, '_>, source: &str) -> Result<String,
         .filter_map(|name| Some((name.to_string(), state.lookup(name)?)))
         .collect();
     RENDERING.with(|r| r.set(true));
-    let out = state.env().render_str(source, Value::from(ctx));
+    let out = state.env().render_str(&source, Value::from(ctx));
     RENDERING.with(|r| r.set(false));
     let out = out.map_err(|e| invalid(format!("render: {e}")))?;
     if out.len() > MAX_RENDERED {
@@ -151,7 +180,8 @@ fn render_data(state: &minijinja::State<'_, '_>, source: &str) -> Result<String,
 /// `fill(values)`: `{name}` placeholders (as templates kept by other tools write them, e.g.
 /// `新增时间：{createtime}`) replaced by `values[name]`, matched exactly or else ignoring case;
 /// a placeholder with no value stays as written.
-fn fill(text: &str, values: Value) -> Result<String, minijinja::Error> {
+fn fill(text: Value, values: Value) -> Result<String, minijinja::Error> {
+    let text = text.to_string();
     let lookup = |name: &str| -> Option<String> {
         if let Ok(v) = values.get_attr(name)
             && !v.is_undefined()
@@ -166,7 +196,7 @@ fn fill(text: &str, values: Value) -> Result<String, minijinja::Error> {
         })
     };
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    let mut rest = text.as_str();
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
@@ -478,6 +508,14 @@ pub fn condition_template(expr: &str) -> String {
     format!("{{% if {expr} %}}1{{% endif %}}")
 }
 
+/// The expression a condition's template was made from (its source otherwise).
+pub fn condition_expression(source: &str) -> &str {
+    source
+        .strip_prefix("{% if ")
+        .and_then(|s| s.strip_suffix(" %}1{% endif %}"))
+        .unwrap_or(source)
+}
+
 pub fn describe(e: &minijinja::Error) -> String {
     let mut s = e.kind().to_string();
     if let Some(detail) = e.detail() {
@@ -569,6 +607,26 @@ mod tests {
         environment(jiff::tz::TimeZone::UTC)
             .render_str(template, Value::from(minijinja::value::Serde(ctx)))
             .map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn placeholders_show_where_a_steps_answer_goes() {
+        let env = environment(jiff::tz::TimeZone::UTC);
+        let steps = Value::from(std::collections::BTreeMap::from([(
+            "tpl".to_owned(),
+            Value::from_object(Placeholder("steps.tpl".into())),
+        )]));
+        let ctx = minijinja::context! { steps => steps, x => "1" };
+        let out = env
+            .render_str(
+                "{{ steps.tpl.rows[0].subject }} {{ steps.tpl.rows[0].subject | fill(x) }}",
+                ctx,
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            "⟨steps.tpl.rows[0].subject⟩ ⟨steps.tpl.rows[0].subject⟩"
+        );
     }
 
     #[test]

@@ -214,6 +214,49 @@ fn explain_shows_which_rules_fire_and_what_they_send() {
 }
 
 #[test]
+fn explain_shows_lookups_as_planned_and_where_their_answers_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("event.xml");
+    std::fs::write(&event, CONTACT_XML).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "explain",
+            "--config",
+            "config/examples/wecom-contact-email-mysql.toml",
+        ])
+        .args(["--receiver", "contacts"])
+        .arg(&event)
+        .env("WECOM_CONTACT_TOKEN", "t")
+        .env(
+            "WECOM_CONTACT_AES_KEY",
+            "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+        )
+        .env("WECOM_CORP_ID", "ww1")
+        .env("WECOM_APP_SECRET", "s")
+        // Nothing listens there: explain does not run lookups.
+        .env("IPAAS_DB_URL", "mysql://u:p@127.0.0.1:1/ipaas")
+        .env("SMTP_URL", "smtp://127.0.0.1:25")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "action 0 (sql, keeps its result as steps.tpl):",
+        "read-only query via ipaas (mysql, at most 1 rows)",
+        ":changeType = \"create_user\"",
+        "action 1 (email, if \"steps.tpl.count > 0\" (decided when it runs)):",
+        "subject: ⟨steps.tpl.rows[0].subject⟩",
+        "⟨steps.tpl.rows[0].email_body⟩",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}
+
+#[test]
 fn explain_schedule_lists_weekday_mornings_and_what_the_next_one_posts() {
     let run = |args: &[&str]| {
         let out = Command::new(BIN)

@@ -171,9 +171,23 @@ fn explain_event(config: &crate::config::Config, event: &crate::event::Event) {
                 .find(|m| m.rule == v.rule && m.action == j)
                 .map(|m| timing(m, &config.server.timezone, view.received_at_ms))
                 .unwrap_or_default();
-            match rules.render(&v.rule, j, &view) {
+            // Lookups are not run: what they would keep shows as ⟨steps.name…⟩.
+            let ctx = rules.context_with(&view, rules.placeholder_steps(&v.rule));
+            let decided = match &action.condition {
+                Some(c) => format!(
+                    ", if {:?} (decided when it runs)",
+                    crate::template::condition_expression(c.source())
+                ),
+                None => String::new(),
+            };
+            let keeps = action
+                .step
+                .as_ref()
+                .map(|n| format!(", keeps its result as steps.{n}"))
+                .unwrap_or_default();
+            match rules.render_in(&v.rule, j, &ctx, &view) {
                 Ok(rendered) => println!(
-                    "  action {j} ({}{timing}):\n{}",
+                    "  action {j} ({}{timing}{keeps}{decided}):\n{}",
                     action.action.kind(),
                     indent(&rendered.describe())
                 ),

@@ -271,12 +271,31 @@ impl RuleSet {
     /// earlier actions kept with `as`) and `now` (epoch milliseconds as it runs, for the
     /// timestamps other systems' request signatures carry).
     pub fn run_context(&self, ev: &EventView<'_>, steps: &Json) -> Value {
-        let mut ctx = self.context(ev);
-        if let Json::Object(top) = &mut ctx {
-            top.insert("steps".into(), steps.clone());
-            top.insert("now".into(), jiff::Timestamp::now().as_millisecond().into());
-        }
-        Value::from(minijinja::value::Serde(ctx))
+        self.context_with(ev, Value::from(minijinja::value::Serde(steps)))
+    }
+
+    /// [`RuleSet::run_context`] with `steps` as template values (`explain` shows steps not
+    /// run as [`crate::template::Placeholder`]s).
+    pub fn context_with(&self, ev: &EventView<'_>, steps: Value) -> Value {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let base = Value::from(minijinja::value::Serde(self.context(ev)));
+        minijinja::context! { steps => steps, now => now, ..base }
+    }
+
+    /// `steps` for `explain`: each `as` name of the rule a placeholder.
+    pub fn placeholder_steps(&self, rule: &str) -> Value {
+        let names = self.steps_before(rule, usize::MAX);
+        let steps: BTreeMap<String, Value> = names
+            .into_iter()
+            .map(|(_, name)| {
+                let path = format!("steps.{name}");
+                (
+                    name.to_owned(),
+                    Value::from_object(crate::template::Placeholder(path)),
+                )
+            })
+            .collect();
+        Value::from(steps)
     }
 
     /// Renders one action in a context from [`RuleSet::run_context`].
