@@ -268,7 +268,6 @@ impl RuleSet {
         let ctx = self.run_context(ev, &Json::Object(Map::new()));
         self.render_in(rule, action, &ctx, ev)
     }
-
 }
 
 /// Whether the field at a dotted path equals one of the values, compared as text; an array
