@@ -96,6 +96,24 @@ impl dyn Check + '_ {
         out
     }
 
+    /// A table of templates by name (`params = { a = "{{ x }}" }`), in name order.
+    pub fn template_table(
+        &mut self,
+        key: &str,
+        table: &Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    ) -> Vec<(String, Template)> {
+        let Some(t) = table else {
+            return Vec::new();
+        };
+        t.get_ref()
+            .iter()
+            .filter_map(|(name, v)| {
+                let t = self.template(&format!("{key}.{name}"), &Some(v.clone()))?;
+                Some((name.clone(), t))
+            })
+            .collect()
+    }
+
     /// A TOML value as JSON, `${VAR}` filled in and every string compiled as a template.
     pub fn json_template(
         &mut self,

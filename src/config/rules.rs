@@ -377,8 +377,8 @@ impl Ctx<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    const RECEIVER: &str = r#"[[receivers]]
+pub(super) mod tests {
+    pub(in crate::config) const RECEIVER: &str = r#"[[receivers]]
 name = "hr"
 vendor = "wecom"
 path = "/hr"
@@ -387,7 +387,8 @@ encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 receive_id = "ww1"
 "#;
 
-    fn errors(rest: &str) -> Vec<String> {
+    /// The config problems of a WeCom receiver `hr` followed by `rest`.
+    pub(in crate::config) fn errors(rest: &str) -> Vec<String> {
         let src = format!("{RECEIVER}{rest}");
         match crate::config::parse(&src, &|_| None) {
             Ok(_) => Vec::new(),

@@ -75,22 +75,7 @@ impl Ctx<'_> {
 
 #[cfg(test)]
 mod tests {
-    const RECEIVER: &str = r#"[[receivers]]
-name = "hr"
-vendor = "wecom"
-path = "/hr"
-token = "t"
-encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
-receive_id = "ww1"
-"#;
-
-    fn errors(rest: &str) -> Vec<String> {
-        let src = format!("{RECEIVER}{rest}");
-        match crate::config::parse(&src, &|_| None) {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors.iter().map(ToString::to_string).collect(),
-        }
-    }
+    use super::super::rules::tests::{RECEIVER, errors};
 
     #[test]
     fn a_scheduled_rule_problem_names_the_key_and_line() {

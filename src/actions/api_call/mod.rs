@@ -73,14 +73,7 @@ impl Spec {
             let message = format!("{method:?} is not one of GET, POST");
             c.err(s, format!("{prefix}.method"), message);
         }
-        let mut params = Vec::new();
-        if let Some(p) = &a.params {
-            for (name, v) in p.get_ref() {
-                if let Some(t) = c.template(&format!("{prefix}.params.{name}"), &Some(v.clone())) {
-                    params.push((name.clone(), t));
-                }
-            }
-        }
+        let params = c.template_table(&format!("{prefix}.params"), &a.params);
         let keep = a.keep.as_ref().and_then(|k| match parse_path(k.get_ref()) {
             Ok(p) => Some(p),
             Err(e) => {

@@ -85,14 +85,7 @@ impl Spec {
                 "missing (required for kind sql)",
             );
         }
-        let mut params = Vec::new();
-        if let Some(p) = &a.params {
-            for (name, v) in p.get_ref() {
-                if let Some(t) = c.template(&format!("{prefix}.params.{name}"), &Some(v.clone())) {
-                    params.push((name.clone(), t));
-                }
-            }
-        }
+        let params = c.template_table(&format!("{prefix}.params"), &a.params);
         let max_rows = a
             .max_rows
             .as_ref()
