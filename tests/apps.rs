@@ -682,3 +682,95 @@ message = {{ msgtype = "news", news = {{ articles = [{{ title = "入职指南", 
     assert_eq!(apps.calls("/cgi-bin/media/upload"), 1);
     srv.stop().await;
 }
+
+/// Seed 003's file step: a DingTalk group message's image or file given as a local path
+/// (inside `[outbound] media_dir`) is uploaded first and sent by its media id, the file with
+/// its name and extension.
+#[tokio::test]
+async fn dingtalk_group_messages_upload_media_first() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("dashboard.png"), b"\x89PNG dash").unwrap();
+    std::fs::write(dir.path().join("周报.pdf"), b"%PDF weekly").unwrap();
+    let mut chats = std::collections::BTreeMap::new();
+    chats.insert(
+        "chatOPS".to_owned(),
+        common::apps::Chat {
+            open_id: "cidOPS1".into(),
+            ..Default::default()
+        },
+    );
+    let apps = Apps::start(AppState {
+        app_key: "dingappkey".into(),
+        app_secret: "dingsecret".into(),
+        robot_code: "dingappkey".into(),
+        chats,
+        ..AppState::default()
+    })
+    .await;
+    let base = apps.base();
+    let config = format!(
+        r#"
+[outbound]
+media_dir = {:?}
+
+[connections.ding]
+kind = "dingtalk"
+app_key = "dingappkey"
+app_secret = "dingsecret"
+api_base = "{base}"
+new_api_base = "{base}"
+
+[[receivers]]
+name = "in"
+vendor = "webhook"
+path = "/in"
+auth = "none"
+
+[[rules]]
+name = "post"
+[[rules.actions]]
+kind = "group_send"
+via = "ding"
+chat_id = "cidOPS1"
+message = {{ msgKey = "sampleImageMsg", msgParam = {{ path = "dashboard.png" }} }}
+[[rules.actions]]
+kind = "group_send"
+via = "ding"
+chat_id = "cidOPS1"
+message = {{ msgKey = "sampleFile", msgParam = {{ path = "周报.pdf" }} }}
+"#,
+        dir.path().display().to_string()
+    );
+    let srv = common::start("", &config).await;
+    let r = srv
+        .post("/in", &[("Content-Type", "application/json")], b"{}")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    all_done(&srv, 2).await;
+    let sent = apps.messages();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let image = &sent[0].1["msgParam"];
+    let file = &sent[1].1["msgParam"];
+    let media = apps.state.lock().unwrap().media.clone();
+    let uploaded = |id: &serde_json::Value| media[id.as_str().unwrap()].clone();
+    assert!(
+        uploaded(&image["photoURL"])
+            .windows(8)
+            .any(|w| w == b"\x89PNG das")
+    );
+    assert!(
+        uploaded(&file["mediaId"])
+            .windows(11)
+            .any(|w| w == b"%PDF weekly")
+    );
+    assert_eq!(
+        (file["fileName"].as_str(), file["fileType"].as_str()),
+        (Some("周报.pdf"), Some("pdf"))
+    );
+    assert!(
+        image.get("path").is_none() && file.get("path").is_none(),
+        "{sent:#?}"
+    );
+    drop(state);
+    srv.stop().await;
+}

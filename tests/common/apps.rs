@@ -309,6 +309,12 @@ fn handle(
                 None => err(60123, "invalid party id"),
             }
         }
+        // DingTalk's old-API media upload (the WeCom one below answers the same way).
+        "/media/upload" => {
+            let id = format!("@lADmedia{}", s.media.len() + 1);
+            s.media.insert(id.clone(), body.to_vec());
+            ok(json!({"type": q.get("type"), "media_id": id, "created_at": 1_700_000_000}))
+        }
         "/cgi-bin/media/upload" => {
             let id = format!("media{}", s.media.len() + 1);
             s.media.insert(id.clone(), body.to_vec());

@@ -184,6 +184,43 @@ impl DingTalk {
         unreachable!("the loop returns on its second pass")
     }
 
+    /// Uploads `bytes` (read by the caller from `path`, whose name DingTalk keeps) as app
+    /// media (`media/upload?type=image|file`, old API); returns its media_id.
+    pub async fn upload(
+        &self,
+        kind: &str,
+        path: &std::path::Path,
+        bytes: &[u8],
+    ) -> Result<String, ActionError> {
+        for attempt in 0..2 {
+            let token = self.old_token.get(|| self.fetch_old_token()).await?;
+            let (content_type, body) = super::multipart("media", path, bytes);
+            let req = self
+                .http
+                .post(format!("{}/media/upload", self.conn.api_base))
+                .query(&[("access_token", token.as_str()), ("type", kind)])
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body)
+                .timeout(Duration::from_secs(60));
+            let (_, answer) = json_answer(req).await?;
+            match errcode(&answer) {
+                0 => {
+                    return answer["media_id"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            ActionError::retryable("media/upload: no media_id in the answer")
+                        });
+                }
+                code if OLD_TOKEN_EXPIRED.contains(&code) && attempt == 0 => {
+                    self.old_token.invalidate(&token).await;
+                }
+                _ => return Err(self.old_error("media/upload", &answer)),
+            }
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
     /// POST to a v1.0 path with the token header.
     pub async fn api(&self, path: &str, body: &Value) -> Result<Value, ActionError> {
         self.new_call(path, &[], Some(body)).await

@@ -37,8 +37,12 @@ const DINGTALK_GROUP: &[(&str, &[&str])] = &[
     ("sampleText", &["content"]),
     ("sampleMarkdown", &["title", "text"]),
     ("sampleLink", &["text", "title", "picUrl", "messageUrl"]),
-    ("sampleImageMsg", &["photoURL"]),
-    ("sampleFile", &["mediaId", "fileName", "fileType"]),
+    // `path`: a file in `[outbound] media_dir`, uploaded when the action runs.
+    ("sampleImageMsg", &["photoURL|path"]),
+    (
+        "sampleFile",
+        &["mediaId|path", "fileName|path", "fileType|path"],
+    ),
     (
         "sampleActionCard",
         &["title", "text", "singleTitle", "singleURL"],

@@ -86,5 +86,44 @@ async fn dingtalk_send(
             })?,
         Target::ChatId(c) => c.clone(),
     };
-    send_dingtalk(d, &open_id, message).await
+    let message = dingtalk_media(d, app.media, message.clone()).await?;
+    send_dingtalk(d, &open_id, &message).await
+}
+
+/// An image or file given as a local `msgParam.path` (inside `[outbound] media_dir`):
+/// uploaded as app media (at most 20 MB), then sent by its media id, the file with its name
+/// and extension.
+async fn dingtalk_media(
+    d: &DingTalk,
+    media: &Outbound,
+    mut message: Value,
+) -> Result<Value, ActionError> {
+    let Some(path) = message["msgParam"]["path"].as_str().map(str::to_owned) else {
+        return Ok(message);
+    };
+    let (path, bytes) = media.read_media(&path, 20 << 20).await?;
+    let image = message["msgKey"] == "sampleImageMsg";
+    let media_id = d
+        .upload(if image { "image" } else { "file" }, &path, &bytes)
+        .await?;
+    let param = &mut message["msgParam"];
+    if let Some(p) = param.as_object_mut() {
+        p.remove("path");
+    }
+    if image {
+        param["photoURL"] = media_id.into();
+    } else {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        param["mediaId"] = media_id.into();
+        if param["fileName"].is_null() {
+            param["fileName"] = name.unwrap_or_default().into();
+        }
+        if param["fileType"].is_null() {
+            param["fileType"] = ext.unwrap_or_default().into();
+        }
+    }
+    Ok(message)
 }

@@ -198,10 +198,14 @@ impl OutboundConfig {
 
 /// The `image.path` / `file.path` templates of a vendor message, by their key.
 pub fn media_paths(message: &serde_json::Value) -> Vec<(&'static str, &str)> {
-    [("image", "image.path"), ("file", "file.path")]
-        .into_iter()
-        .filter_map(|(kind, key)| Some((key, message.get(kind)?.get("path")?.as_str()?)))
-        .collect()
+    [
+        ("image", "image.path"),
+        ("file", "file.path"),
+        ("msgParam", "msgParam.path"),
+    ]
+    .into_iter()
+    .filter_map(|(kind, key)| Some((key, message.get(kind)?.get("path")?.as_str()?)))
+    .collect()
 }
 
 #[cfg(test)]
