@@ -771,6 +771,5 @@ message = {{ msgKey = "sampleFile", msgParam = {{ path = "周报.pdf" }} }}
         image.get("path").is_none() && file.get("path").is_none(),
         "{sent:#?}"
     );
-    drop(state);
     srv.stop().await;
 }
