@@ -324,3 +324,68 @@ async fn seed_004_reads_its_mail_template_from_mariadb_and_mails_the_department(
     }
     srv.stop().await;
 }
+
+/// `hookgate explain --live` runs the seed 004 lookup against MariaDB and renders the mail
+/// from the row; without `--live` the row is a placeholder. Nothing is sent either way.
+#[test]
+fn explain_live_runs_the_lookup_and_renders_the_mail_from_its_answer() {
+    let (db, db_url) = common::mysql::fresh("explain");
+    common::mysql::sql(
+        Some(&db),
+        "CREATE TABLE ipaas_email_template (app VARCHAR(64), change_type VARCHAR(64), subject VARCHAR(255), email_body TEXT);
+         INSERT INTO ipaas_email_template VALUES ('tencent-wechat', 'create_user', '新增成员：{name}', '新增成员 ID：{userid}');",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("event.xml");
+    std::fs::write(
+        &event,
+        "<xml><ToUserName>ww1</ToUserName><FromUserName>sys</FromUserName><CreateTime>1700000100</CreateTime>\
+         <MsgType>event</MsgType><Event>change_contact</Event><ChangeType>create_user</ChangeType>\
+         <UserID>lisi</UserID><Name>李四</Name><Department>2</Department></xml>",
+    )
+    .unwrap();
+    let run = |live: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
+        cmd.args([
+            "explain",
+            "--config",
+            "config/examples/wecom-contact-email-mysql.toml",
+        ])
+        .args(["--receiver", "contacts"])
+        .arg(&event)
+        .env("WECOM_CONTACT_TOKEN", "t")
+        .env(
+            "WECOM_CONTACT_AES_KEY",
+            "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+        )
+        .env("WECOM_CORP_ID", "ww1")
+        .env("WECOM_APP_SECRET", "s")
+        .env("IPAAS_DB_URL", &db_url)
+        .env("SMTP_URL", "smtp://127.0.0.1:1");
+        if live {
+            cmd.arg("--live");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run(true);
+    for want in [
+        "answered (live):",
+        "\"subject\": \"新增成员：{name}\"",
+        "action 1 (email, if \"steps.tpl.count > 0\": true now):",
+        "subject: 新增成员：李四",
+        "新增成员 ID：lisi",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let text = run(false);
+    assert!(
+        !text.contains("answered (live)") && text.contains("⟨steps.tpl.rows[0].subject⟩"),
+        "{text}"
+    );
+}

@@ -63,7 +63,12 @@ pub(super) fn simulate(
     bail!("simulation failed")
 }
 
-pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -> Result<()> {
+pub(super) fn explain(
+    cli: &Cli,
+    receiver: &str,
+    event_file: &std::path::Path,
+    live: bool,
+) -> Result<()> {
     let config = load(cli)?;
     let Some(r) = config.receivers.iter().find(|r| r.name == receiver) else {
         let names: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
@@ -77,7 +82,12 @@ pub(super) fn explain(cli: &Cli, receiver: &str, event_file: &std::path::Path) -
     // The operator's own file, not a callback: nothing to verify.
     let event = crate::ingress::unverified_event(r, text, now_ms())
         .with_context(|| format!("parsing {}", event_file.display()))?;
-    explain_event(&config, &event);
+    let live = if live {
+        Some(Live::new(&config)?)
+    } else {
+        None
+    };
+    explain_event(&config, &event, live.as_ref());
     Ok(())
 }
 
@@ -135,13 +145,86 @@ pub(super) fn schedules(cli: &Cli, only: &str) -> Result<()> {
     {
         println!("\nits next slot, {}:", local(next));
         let event = crate::event::Event::scheduled(&rule.name, next, tz, next.as_millisecond());
-        explain_event(&config, &event);
+        explain_event(&config, &event, None);
     }
     Ok(())
 }
 
-/// Which rules fire for `event` and what each of their actions would send.
-fn explain_event(config: &crate::config::Config, event: &crate::event::Event) {
+/// What `--live` runs: the read-only lookups (a `sql` without `write`, an `http` GET or
+/// HEAD, an `api` GET), through the config's clients on a scratch store.
+struct Live {
+    /// Made, used and dropped inside the runtime (its pools live on it).
+    actions: Option<crate::actions::Actions>,
+    runtime: tokio::runtime::Runtime,
+    /// The scratch store's directory (access tokens fetched while explaining), removed after.
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _inside = self.runtime.enter();
+        drop(self.actions.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Live {
+    fn new(config: &crate::config::Config) -> Result<Self> {
+        crate::tls::install_provider();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let dir = std::env::temp_dir().join(format!("hookgate-explain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let store = runtime.block_on(crate::store::Store::open(
+            &crate::config::StoreConfig::sqlite(dir.join("explain.db")),
+        ))?;
+        let _inside = runtime.enter();
+        let actions = crate::actions::Actions::new(
+            &config.connections,
+            &config.outbound,
+            &store,
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+            std::sync::Arc::default(),
+        )?;
+        drop(_inside);
+        Ok(Self {
+            actions: Some(actions),
+            runtime,
+            dir,
+        })
+    }
+
+    /// Runs `rendered` if it only reads; its answer, or why not.
+    fn lookup(
+        &self,
+        rendered: &crate::rules::Rendered,
+        rule: &str,
+    ) -> Option<Result<serde_json::Value, String>> {
+        use crate::rules::Rendered as R;
+        let reads = match rendered {
+            R::Sql(q) => !q.write,
+            R::Http(h) => matches!(h.method.as_str(), "GET" | "HEAD"),
+            R::Api(a) => a.method == "GET",
+            _ => false,
+        };
+        if !reads {
+            return None;
+        }
+        let attempt = crate::actions::Attempt {
+            delivery_id: 0,
+            rule,
+            receiver: "explain",
+        };
+        let actions = self.actions.as_ref()?;
+        let answer = self.runtime.block_on(actions.run(rendered, attempt));
+        Some(answer.map_err(|e| e.reason))
+    }
+}
+
+/// Which rules fire for `event` and what each of their actions would send; with `live`, the
+/// read-only lookups run and later actions render with their answers.
+fn explain_event(config: &crate::config::Config, event: &crate::event::Event, live: Option<&Live>) {
     let rules = RuleSet::new(config);
     let view = EventView::unstored(event);
     println!(
@@ -164,36 +247,81 @@ fn explain_event(config: &crate::config::Config, event: &crate::event::Event) {
             continue;
         }
         println!("\nrule {:?}: FIRES", v.rule);
-        for (j, action) in config.rules[v.index].actions.iter().enumerate() {
+        // What the rule's steps hold so far: answers (live) or placeholders.
+        let mut steps = std::collections::BTreeMap::new();
+        for (j, action) in rule.actions.iter().enumerate() {
             // When it would run and under which key, as the server would store it.
             let timing = matches
                 .iter()
                 .find(|m| m.rule == v.rule && m.action == j)
                 .map(|m| timing(m, &config.server.timezone, view.received_at_ms))
                 .unwrap_or_default();
-            // Lookups are not run: what they would keep shows as ⟨steps.name…⟩.
-            let ctx = rules.context_with(&view, rules.placeholder_steps(&v.rule));
-            let decided = match &action.condition {
-                Some(c) => format!(
-                    ", if {:?} (decided when it runs)",
-                    crate::template::condition_expression(c.source())
-                ),
-                None => String::new(),
-            };
-            let keeps = action
-                .step
-                .as_ref()
-                .map(|n| format!(", keeps its result as steps.{n}"))
-                .unwrap_or_default();
-            match rules.render_in(&v.rule, j, &ctx, &view) {
-                Ok(rendered) => println!(
-                    "  action {j} ({}{timing}{keeps}{decided}):\n{}",
-                    action.action.kind(),
-                    indent(&rendered.describe())
-                ),
-                Err(e) => println!("  action {j} ({}): render error: {e}", action.action.kind()),
+            explain_action(&rules, &view, &v.rule, j, action, &mut steps, live, &timing);
+        }
+    }
+}
+
+/// One action of a firing rule as `explain` shows it: rendered with the steps so far
+/// (answers with `--live`, placeholders otherwise), its `if`, and a live lookup's answer.
+#[allow(clippy::too_many_arguments)]
+fn explain_action(
+    rules: &RuleSet,
+    view: &EventView<'_>,
+    rule: &str,
+    j: usize,
+    action: &crate::config::RuleAction,
+    steps: &mut std::collections::BTreeMap<String, minijinja::Value>,
+    live: Option<&Live>,
+    timing: &str,
+) {
+    // Answers (live) over placeholders for the steps not run.
+    let mut context_steps = rules.placeholder_steps(rule);
+    context_steps.extend(steps.clone());
+    let ctx = rules.context_with(view, minijinja::Value::from(context_steps));
+    let decided = match (&action.condition, live) {
+        (Some(c), Some(_)) => format!(
+            ", if {:?}: {}",
+            crate::template::condition_expression(c.source()),
+            match rules.action_holds(rule, j, &ctx) {
+                Ok(true) => "true now".to_owned(),
+                Ok(false) => "false now: it would be skipped".to_owned(),
+                Err(e) => format!("fails: {e}"),
+            }
+        ),
+        (Some(c), None) => format!(
+            ", if {:?} (decided when it runs)",
+            crate::template::condition_expression(c.source())
+        ),
+        (None, _) => String::new(),
+    };
+    let keeps = action
+        .step
+        .as_ref()
+        .map(|n| format!(", keeps its result as steps.{n}"))
+        .unwrap_or_default();
+    let kind = action.action.kind();
+    match rules.render_in(rule, j, &ctx, view) {
+        Ok(rendered) => {
+            println!(
+                "  action {j} ({kind}{timing}{keeps}{decided}):\n{}",
+                indent(&rendered.describe())
+            );
+            match live.and_then(|l| l.lookup(&rendered, rule)) {
+                Some(Ok(answer)) => {
+                    let shown = serde_json::to_string_pretty(&answer).unwrap_or_default();
+                    println!("    answered (live):\n{}", indent(&indent(&shown)));
+                    if let Some(name) = &action.step {
+                        steps.insert(
+                            name.clone(),
+                            minijinja::Value::from(minijinja::value::Serde(answer)),
+                        );
+                    }
+                }
+                Some(Err(e)) => println!("    failed (live): {e}"),
+                None => {}
             }
         }
+        Err(e) => println!("  action {j} ({kind}): render error: {e}"),
     }
 }
 

@@ -71,6 +71,10 @@ pub enum Command {
         #[arg(long, value_name = "RULE", num_args = 0..=1, default_missing_value = "",
               conflicts_with_all = ["receiver", "event_file"])]
         schedule: Option<String>,
+        /// Run the read-only lookups (a sql without write, an http GET, an api GET) for
+        /// real, and render the later actions with their answers. Nothing is sent.
+        #[arg(long, conflicts_with = "schedule")]
+        live: bool,
     },
     /// Send a URL check (or, with an event file, an event) exactly as the vendor would, to
     /// the local listener or through the proxy at --url, and say what is wrong if anything.
@@ -241,8 +245,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Explain {
             receiver: Some(receiver),
             event_file: Some(event_file),
+            live,
             ..
-        } => explain(&cli, receiver, event_file),
+        } => explain(&cli, receiver, event_file, *live),
         Command::Explain { .. } => {
             bail!("explain takes --receiver and an event file, or --schedule")
         }

@@ -26,9 +26,8 @@ impl RuleSet {
     }
 
     /// `steps` for `explain`: each `as` name of the rule a placeholder.
-    pub fn placeholder_steps(&self, rule: &str) -> Value {
-        let names = self.steps_before(rule, usize::MAX);
-        let steps: BTreeMap<String, Value> = names
+    pub fn placeholder_steps(&self, rule: &str) -> BTreeMap<String, Value> {
+        self.steps_before(rule, usize::MAX)
             .into_iter()
             .map(|(_, name)| {
                 let path = format!("steps.{name}");
@@ -37,8 +36,7 @@ impl RuleSet {
                     Value::from_object(crate::template::Placeholder(path)),
                 )
             })
-            .collect();
-        Value::from(steps)
+            .collect()
     }
 
     /// Renders one action in a context from [`RuleSet::run_context`].
