@@ -773,3 +773,36 @@ message = {{ msgKey = "sampleFile", msgParam = {{ path = "周报.pdf" }} }}
     );
     srv.stop().await;
 }
+
+/// `kind = "api"` through a WeCom connection: a GET of any path with the managed token
+/// (fetched once, shared), its answer picked with `keep` and read by the next action.
+#[tokio::test]
+async fn a_wecom_api_call_carries_the_managed_token_and_its_answer_is_a_step() {
+    let apps = Apps::start(wecom_state()).await;
+    let sink = common::sink::Sink::start(&[]).await;
+    let rules = format!(
+        r#"
+[[rules]]
+name = "who else"
+[[rules.actions]]
+kind = "api"
+via = "corp"
+path = "/cgi-bin/user/list"
+params = {{ department_id = "{{{{ Department }}}}" }}
+keep = "userlist"
+as = "people"
+[[rules.actions]]
+kind = "http"
+url = "{}"
+body = "{{% for p in steps.people %}}{{{{ p.name }}}} {{% endfor %}}"
+"#,
+        sink.url("/people")
+    );
+    let srv = start_file(&wecom_config(&apps, "app-secret", &rules), &[]).await;
+    contact(&srv, "newbie").await;
+    all_done(&srv, 2).await;
+    assert_eq!(sink.received()[0].body, "张三 李四 ");
+    assert_eq!(apps.calls("/cgi-bin/gettoken"), 1);
+    assert_eq!(apps.calls("/cgi-bin/user/list"), 1);
+    srv.stop().await;
+}
