@@ -194,28 +194,13 @@ impl DingTalk {
     ) -> Result<String, ActionError> {
         for attempt in 0..2 {
             let token = self.old_token.get(|| self.fetch_old_token()).await?;
-            let (content_type, body) = super::multipart("media", path, bytes);
-            let req = self
-                .http
-                .post(format!("{}/media/upload", self.conn.api_base))
-                .query(&[("access_token", token.as_str()), ("type", kind)])
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(body)
-                .timeout(Duration::from_secs(60));
-            let (_, answer) = json_answer(req).await?;
-            match errcode(&answer) {
-                0 => {
-                    return answer["media_id"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| {
-                            ActionError::retryable("media/upload: no media_id in the answer")
-                        });
-                }
-                code if OLD_TOKEN_EXPIRED.contains(&code) && attempt == 0 => {
+            let url = format!("{}/media/upload", self.conn.api_base);
+            match super::upload_media(&self.http, url, &token, kind, path, bytes).await? {
+                Ok(media_id) => return Ok(media_id),
+                Err(answer) if OLD_TOKEN_EXPIRED.contains(&errcode(&answer)) && attempt == 0 => {
                     self.old_token.invalidate(&token).await;
                 }
-                _ => return Err(self.old_error("media/upload", &answer)),
+                Err(answer) => return Err(self.old_error("media/upload", &answer)),
             }
         }
         unreachable!("the loop returns on its second pass")

@@ -125,6 +125,34 @@ pub(crate) async fn json_call(
     }
 }
 
+/// One media upload (`media/upload?type=` with the token, the file as multipart `media`):
+/// the media id if the answer has errcode 0, else the answer for the caller to classify
+/// (a stale token is refreshed by the caller, once).
+pub(crate) async fn upload_media(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    kind: &str,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> Result<Result<String, serde_json::Value>, ActionError> {
+    let (content_type, body) = multipart("media", path, bytes);
+    let req = http
+        .post(url)
+        .query(&[("access_token", token), ("type", kind)])
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .body(body)
+        .timeout(std::time::Duration::from_secs(60));
+    let (_, answer) = json_answer(req).await?;
+    if errcode(&answer) != 0 {
+        return Ok(Err(answer));
+    }
+    answer["media_id"]
+        .as_str()
+        .map(|id| Ok(id.to_owned()))
+        .ok_or_else(|| ActionError::retryable("media/upload: no media_id in the answer"))
+}
+
 pub(crate) fn snippet(text: &str) -> String {
     text.chars().take(300).collect()
 }
