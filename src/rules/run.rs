@@ -8,6 +8,7 @@ use minijinja::Value;
 use serde_json::Value as Json;
 
 use super::{EventView, RenderError, Rendered, RuleSet};
+use crate::config::{Rule, RuleAction};
 
 impl RuleSet {
     /// The context an action sees when it runs: the event's, plus `steps` (what the rule's
@@ -58,10 +59,7 @@ impl RuleSet {
     /// fails to evaluate.
     pub fn action_holds(&self, rule: &str, action: usize, ctx: &Value) -> Result<bool, String> {
         let condition = self
-            .rules
-            .iter()
-            .find(|r| r.name == rule)
-            .and_then(|r| r.actions.get(action))
+            .rule_action(rule, action)
             .and_then(|a| a.condition.as_ref());
         match condition {
             Some(c) => c.holds(ctx),
@@ -71,9 +69,7 @@ impl RuleSet {
 
     /// The `as` names of the actions of `rule` before `action`, by index.
     pub fn steps_before(&self, rule: &str, action: usize) -> Vec<(usize, &str)> {
-        self.rules
-            .iter()
-            .find(|r| r.name == rule)
+        self.rule(rule)
             .map(|r| {
                 r.actions
                     .iter()
@@ -87,10 +83,15 @@ impl RuleSet {
 
     /// Whether the action keeps its result (`as`).
     pub fn keeps(&self, rule: &str, action: usize) -> bool {
-        self.rules
-            .iter()
-            .find(|r| r.name == rule)
-            .and_then(|r| r.actions.get(action))
+        self.rule_action(rule, action)
             .is_some_and(|a| a.step.is_some())
+    }
+
+    fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules().iter().find(|r| r.name == name)
+    }
+
+    fn rule_action(&self, rule: &str, action: usize) -> Option<&RuleAction> {
+        self.rule(rule)?.actions.get(action)
     }
 }
