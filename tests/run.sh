@@ -4,6 +4,8 @@
 # via tests/py/setup.sh and start a scratch PostgreSQL (Debian package) via tests/pg/start.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One clean build: incremental caches would only take disk and time on a fresh clone.
+export CARGO_INCREMENTAL=0
 
 echo "== fmt";     cargo fmt --all -- --check
 echo "== clippy";  cargo clippy --all-targets -- -D warnings
