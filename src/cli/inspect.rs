@@ -22,6 +22,7 @@ pub(super) fn events(cli: &Cli, command: &EventsCommand) -> Result<()> {
                 receiver: receiver.clone(),
                 kind: kind.clone(),
                 limit: *limit,
+                ..ListFilter::default()
             };
             println!(
                 "{:>8}  {:<25}  {:<16}  {:<14}  {:<28}  DEDUPE KEY",
@@ -60,7 +61,7 @@ pub(super) fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
                 status: *status,
                 event_id: *event,
                 limit: *limit,
-                id: None,
+                ..DeliveryFilter::default()
             };
             println!(
                 "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<9}  {:>3}  {:<25}  {:<20}  LAST ERROR",

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Cancel, ClaimedDelivery, DeliveryFilter, DeliveryRow, GroupRow, Health, ListFilter,
-    NewDelivery, Outcome, RequeueTarget, SignUse, StoreConfig, StoreError, StoreLock, Stored,
-    StoredEvent, lock, postgres, sqlite,
+    AuditRow, Backlog, Cancel, ClaimedDelivery, DeliveryFilter, DeliveryRow, GroupRow, Health,
+    ListFilter, NewDelivery, Outcome, Replayed, RequeueTarget, SignUse, StoreConfig, StoreError,
+    StoreLock, Stored, StoredEvent, lock, postgres, sqlite,
 };
 use crate::event::Event;
 
@@ -261,5 +261,35 @@ impl Store {
 
     pub async fn get(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
         backend!(self, b => b.get(id).await)
+    }
+
+    /// Dead deliveries and timers (not due yet) by rule.
+    pub async fn backlog(&self, now_ms: i64) -> Result<Backlog, StoreError> {
+        backend!(self, b => b.backlog(now_ms).await)
+    }
+
+    /// Records an operator's action.
+    pub async fn audit(&self, row: AuditRow) -> Result<(), StoreError> {
+        backend!(self, b => b.audit(row).await)
+    }
+
+    /// The audit trail, newest first.
+    pub async fn audit_list(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        backend!(self, b => b.audit_list(before, limit).await)
+    }
+
+    /// Stores `planned` (the current rules' deliveries for stored event `event_id`) as its
+    /// next replay, but for the rules with deliveries of the event still unfinished.
+    pub async fn replay(
+        &self,
+        event_id: i64,
+        planned: Vec<NewDelivery>,
+        now_ms: i64,
+    ) -> Result<Replayed, StoreError> {
+        backend!(self, b => b.replay(event_id, planned, now_ms).await)
     }
 }

@@ -30,6 +30,7 @@ pub(super) const STEPS: &[Step] = &[
     step!("0003_fingerprints_and_signs"),
     step!("0004_schedules"),
     step!("0005_step_results"),
+    step!("0006_console"),
 ];
 
 #[cfg(test)]

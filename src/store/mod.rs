@@ -37,6 +37,7 @@ pub use health::Health;
 pub use lock::StoreLock;
 #[cfg(feature = "server")]
 pub use types::{
-    Cancel, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus, GroupRow, ListFilter,
-    NewDelivery, Outcome, RequeueTarget, SignUse, StoreError, Stored, StoredEvent,
+    AuditRow, Backlog, Cancel, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus,
+    GroupRow, ListFilter, NewDelivery, Outcome, Replayed, RequeueTarget, SignUse, StoreError,
+    Stored, StoredEvent,
 };

@@ -6,6 +6,8 @@
 
 use std::sync::OnceLock;
 
+use super::{DeliveryFilter, DeliveryStatus, ListFilter};
+
 /// Which backend a statement is rendered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Dialect {
@@ -50,6 +52,30 @@ impl Statement {
             .get_or_init(|| Dialect::Postgres.render(self.text))
     }
 }
+
+// === attempts: what each one did, for the console's timeline ===
+
+/// The `SET` item that appends the attempt ending now to `history`: one JSON line with the
+/// attempt's number, when it started (the claim set `updated_at_ms`), how long it took, its
+/// outcome and its error. `$json` is the dialect's JSON object function; `$now` and `$error`
+/// are the statement's placeholders (or `NULL`). Every right-hand side reads the row as it
+/// was, so `updated_at_ms` is still the claim's time even where the statement sets it.
+macro_rules! history {
+    ($json:literal, $outcome:literal, $now:literal, $error:literal) => {
+        concat!(
+            "history = coalesce(history, '') || CAST(",
+            $json,
+            "('attempt', attempts, 'started_at_ms', updated_at_ms, 'duration_ms', ",
+            $now,
+            " - updated_at_ms, 'outcome', '",
+            $outcome,
+            "', 'error', CAST(",
+            $error,
+            " AS TEXT)) AS TEXT) || '\n'"
+        )
+    };
+}
+pub(super) use history;
 
 // === delivery chains: the later actions of a rule wait, each for the one before it ===
 
@@ -146,26 +172,181 @@ pub(super) static PENDING_STATS: Statement = Statement::new(
 
 // === reads ===
 
-/// Deliveries newest first: `$1` status, `$2` failed only, `$3` event id, `$4` limit,
-/// `$5` scheduled only (not attempted, due after `$6`).
-pub(super) static DELIVERIES: Statement = Statement::new(
-    "SELECT d.id, d.event_id, e.receiver, d.rule, d.action, d.kind, d.status, d.attempts,
-            d.next_attempt_at_ms, d.created_at_ms, d.updated_at_ms, d.last_error, d.correlation,
-            d.result
-     FROM deliveries d JOIN events e ON e.id = d.event_id
-     WHERE (CAST($1 AS TEXT) IS NULL OR d.status = $1) AND (NOT $2 OR d.last_error IS NOT NULL)
-       AND (CAST($3 AS BIGINT) IS NULL OR d.event_id = $3)
-       AND (CAST($7 AS BIGINT) IS NULL OR d.id = $7)
-       AND (NOT $5 OR (d.attempts = 0 AND d.next_attempt_at_ms > $6))
-     ORDER BY d.id DESC LIMIT $4",
+/// A value bound to a query built from a filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// A query assembled from fixed fragments for the filters given, so each combination uses
+/// its index; every value is bound, never written into the text.
+struct Query {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Query {
+    fn new(head: &str) -> Self {
+        Self {
+            text: head.to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    /// ` AND (cond)`, each `$?` in `cond` taking the next argument of `args`.
+    fn and(&mut self, cond: &str, args: impl IntoIterator<Item = Arg>) -> &mut Self {
+        let mut args = args.into_iter();
+        self.text.push_str(" AND (");
+        let mut parts = cond.split("$?");
+        self.text.push_str(parts.next().unwrap_or_default());
+        for part in parts {
+            self.args.extend(args.next());
+            self.text.push_str(&format!("${}", self.args.len()));
+            self.text.push_str(part);
+        }
+        self.text.push(')');
+        self
+    }
+
+    fn finish(mut self, dialect: Dialect, tail: &str, limit: usize) -> (String, Vec<Arg>) {
+        self.args
+            .push(Arg::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        self.text
+            .push_str(&format!(" {tail} LIMIT ${}", self.args.len()));
+        (dialect.render(&self.text), self.args)
+    }
+}
+
+/// Events newest first for `f`. A time window becomes an id range (the first event at or
+/// after `since`, the last before `until`, both found by the time index) besides the exact
+/// test, so the walk stays on the id order; text is looked for in the stored body only
+/// between `floor` and `before`, which the caller bounds.
+pub(super) fn events_query(dialect: Dialect, f: &ListFilter) -> (String, Vec<Arg>) {
+    let mut q = Query::new(
+        "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events WHERE true",
+    );
+    if let Some(r) = &f.receiver {
+        q.and("receiver = $?", [Arg::Text(r.clone())]);
+    }
+    if let Some(k) = &f.kind {
+        q.and("kind = $?", [Arg::Text(k.clone())]);
+    }
+    if let Some(b) = f.before {
+        q.and("id < $?", [Arg::Int(b)]);
+    }
+    if let Some(b) = f.floor {
+        q.and("id >= $?", [Arg::Int(b)]);
+    }
+    if let Some(t) = f.since_ms {
+        q.and(
+            "received_at_ms >= $? AND id >= (SELECT id FROM events WHERE received_at_ms >= $?
+                ORDER BY received_at_ms, id LIMIT 1)",
+            [Arg::Int(t), Arg::Int(t)],
+        );
+    }
+    if let Some(t) = f.until_ms {
+        q.and(
+            "received_at_ms < $? AND id <= (SELECT id FROM events WHERE received_at_ms < $?
+                ORDER BY received_at_ms DESC, id DESC LIMIT 1)",
+            [Arg::Int(t), Arg::Int(t)],
+        );
+    }
+    if let Some(text) = &f.text {
+        let find = match dialect {
+            Dialect::Sqlite => "instr(raw, $?) > 0",
+            Dialect::Postgres => "strpos(raw, $?) > 0",
+        };
+        q.and(find, [Arg::Text(text.clone())]);
+    }
+    q.finish(dialect, "ORDER BY id DESC", f.limit)
+}
+
+/// Deliveries newest first (timers soonest first) for `f`; `now` tells timers from
+/// deliveries due.
+pub(super) fn deliveries_query(
+    dialect: Dialect,
+    f: &DeliveryFilter,
+    now: i64,
+) -> (String, Vec<Arg>) {
+    let mut q = Query::new(
+        "SELECT d.id, d.event_id, e.receiver, d.rule, d.action, d.kind, d.status, d.attempts,
+                d.next_attempt_at_ms, d.created_at_ms, d.updated_at_ms, d.last_error, d.correlation,
+                d.result, d.history, d.replay
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE true",
+    );
+    let mut order = "ORDER BY d.id DESC";
+    match f.status {
+        None => {}
+        Some(DeliveryStatus::Failed) => {
+            q.and("d.status = 'pending' AND d.last_error IS NOT NULL", []);
+        }
+        Some(DeliveryStatus::Scheduled) => {
+            q.and(
+                "d.status = 'pending' AND d.attempts = 0 AND d.next_attempt_at_ms > $?",
+                [Arg::Int(now)],
+            );
+            order = "ORDER BY d.next_attempt_at_ms, d.id";
+        }
+        Some(s) => {
+            q.and("d.status = $?", [Arg::Text(s.as_str().to_owned())]);
+        }
+    }
+    if let Some(id) = f.id {
+        q.and("d.id = $?", [Arg::Int(id)]);
+    }
+    if let Some(e) = f.event_id {
+        q.and("d.event_id = $?", [Arg::Int(e)]);
+    }
+    if let Some(r) = &f.rule {
+        q.and("d.rule = $?", [Arg::Text(r.clone())]);
+    }
+    if let Some(r) = &f.receiver {
+        q.and("e.receiver = $?", [Arg::Text(r.clone())]);
+    }
+    if let Some(k) = &f.key {
+        q.and("d.correlation = $?", [Arg::Text(k.clone())]);
+    }
+    if let Some(b) = f.before {
+        q.and("d.id < $?", [Arg::Int(b)]);
+    }
+    q.finish(dialect, order, f.limit)
+}
+
+/// Dead deliveries and timers (pending, never tried, due after `$1`) by rule, for /metrics.
+pub(super) static BACKLOG_BY_RULE: Statement = Statement::new(
+    "SELECT rule, 'dead', count(*) FROM deliveries WHERE status = 'dead' GROUP BY rule
+     UNION ALL
+     SELECT rule, 'scheduled', count(*) FROM deliveries
+     WHERE status = 'pending' AND attempts = 0 AND next_attempt_at_ms > $1 GROUP BY rule",
 );
 
-/// Events newest first: `$1` receiver, `$2` kind, `$3` limit.
-pub(super) static EVENTS: Statement = Statement::new(
-    "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events
-     WHERE (CAST($1 AS TEXT) IS NULL OR receiver = $1) AND (CAST($2 AS TEXT) IS NULL OR kind = $2)
-     ORDER BY id DESC LIMIT $3",
+/// An operator's action, for the audit trail: `$1` when, `$2` who, `$3` what, `$4` on
+/// what, `$5` details.
+pub(super) static AUDIT: Statement = Statement::new(
+    "INSERT INTO audit (at_ms, who, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
 );
+
+/// The audit trail, newest first: `$1` before this id (or NULL), `$2` limit.
+pub(super) static AUDIT_LIST: Statement = Statement::new(
+    "SELECT id, at_ms, who, action, target, detail FROM audit
+     WHERE (CAST($1 AS BIGINT) IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+);
+
+/// A delivery of a replay: `$1` event, `$2` rule, `$3` action, `$4` kind, `$5` the
+/// delivery it waits for (or NULL), `$6` due, `$7` deadline, `$8` now, `$9` key, `$10`
+/// fingerprint, `$11` which replay.
+pub(super) static REPLAY_DELIVERY: Statement = Statement::new(
+    "INSERT INTO deliveries (event_id, rule, action, kind, status, after_id, next_attempt_at_ms,
+                             deadline_ms, created_at_ms, updated_at_ms, correlation, spec, replay)
+     VALUES ($1, $2, $3, $4, CASE WHEN CAST($5 AS BIGINT) IS NULL THEN 'pending' ELSE 'waiting' END,
+             $5, {max}(CAST($6 AS BIGINT), CAST($8 AS BIGINT)), $7, $8, $8, $9, $10, $11)
+     RETURNING id",
+);
+
+/// The (rule, action) pairs of an event that have not finished yet, and its last replay.
+pub(super) static REPLAY_STATE: Statement =
+    Statement::new("SELECT rule, action, status, replay FROM deliveries WHERE event_id = $1");
 
 pub(super) static EVENT: Statement = Statement::new(
     "SELECT id, receiver, vendor, kind, dedupe_key, received_at_ms, raw FROM events WHERE id = $1",

@@ -106,6 +106,7 @@ on_both!(
     events_are_listed_and_read_back,
     a_robot_sign_carries_one_body,
     a_schedule_keeps_its_last_slot_and_each_slot_is_stored_once,
+    operators_filter_page_replay_and_audit,
 );
 
 async fn a_schedule_keeps_its_last_slot_and_each_slot_is_stored_once(config: StoreConfig) {
@@ -506,6 +507,197 @@ async fn events_are_listed_and_read_back(config: StoreConfig) {
     assert_eq!(one.fields["MsgId"], "2");
     assert_eq!(store.get(9_999).await.unwrap(), None);
     store.ping().await.unwrap();
+}
+
+/// What the admin API and the CLI read and do: filtered pages, attempts, replays, the
+/// backlog by rule, the audit trail.
+async fn operators_filter_page_replay_and_audit(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let xml = "<xml><MsgType>text</MsgType><MsgId>x</MsgId></xml>".to_owned();
+    let other = Event::parse("other", Vendor::WeCom, Verified::new(xml), 5_000).unwrap();
+    store.accept(other, vec![], vec![]).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let ds = vec![delivery("r", 0, 0, None), delivery("r", 1, 0, None)];
+        ids.push(
+            store
+                .accept(event(&format!("k{i}"), i * 1_000), ds, vec![])
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let page = |f: ListFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list(&f)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let f = |limit| ListFilter {
+        receiver: Some("r".into()),
+        limit,
+        ..Default::default()
+    };
+    assert_eq!(page(f(2)).await, vec![ids[4], ids[3]]);
+    assert_eq!(
+        page(ListFilter {
+            before: Some(ids[3]),
+            ..f(2)
+        })
+        .await,
+        vec![ids[2], ids[1]]
+    );
+    assert_eq!(
+        page(ListFilter {
+            kind: Some("click".into()),
+            ..f(9)
+        })
+        .await,
+        Vec::<i64>::new()
+    );
+    let window = ListFilter {
+        since_ms: Some(1_000),
+        until_ms: Some(3_000),
+        ..f(9)
+    };
+    assert_eq!(page(window).await, vec![ids[2], ids[1]]);
+    let text = ListFilter {
+        text: Some("<MsgId>k3<".into()),
+        ..f(9)
+    };
+    assert_eq!(page(text).await, vec![ids[3]]);
+    let floored = ListFilter {
+        text: Some("MsgId".into()),
+        floor: Some(ids[3]),
+        ..f(9)
+    };
+    assert_eq!(page(floored).await, vec![ids[4], ids[3]]);
+    // An attempt that failed, then one that went dead: both in its history.
+    let first = store.claim(0, 1).await.unwrap()[0].id;
+    let error = "boom".to_owned();
+    store
+        .finish(
+            first,
+            Outcome::Retry {
+                at_ms: 10,
+                error: error.clone(),
+            },
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.claim(10, 1).await.unwrap()[0].id, first);
+    store
+        .finish(first, Outcome::Dead { error }, 30)
+        .await
+        .unwrap();
+    let one = |id| DeliveryFilter {
+        id: Some(id),
+        limit: 1,
+        ..Default::default()
+    };
+    let row = store.deliveries(&one(first)).await.unwrap().remove(0);
+    let log = row.attempt_log();
+    assert_eq!(log.len(), 2, "{:?}", row.history);
+    assert_eq!(
+        (log[0]["attempt"].as_i64(), log[0]["outcome"].as_str()),
+        (Some(1), Some("retry"))
+    );
+    assert_eq!(
+        (
+            log[1]["started_at_ms"].as_i64(),
+            log[1]["duration_ms"].as_i64()
+        ),
+        (Some(10), Some(20))
+    );
+    assert_eq!(
+        (log[1]["outcome"].as_str(), log[1]["error"].as_str()),
+        (Some("dead"), Some("boom"))
+    );
+    let dead = DeliveryFilter {
+        status: Some(DeliveryStatus::Dead),
+        rule: Some("r".into()),
+        limit: 9,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.deliveries(&dead).await.unwrap().len(),
+        2,
+        "the dead one and its successor"
+    );
+    let backlog = store.backlog(0).await.unwrap();
+    assert_eq!(backlog.dead, vec![("r".to_owned(), 2)]);
+    // A replay stores the rules' deliveries again, but not for a rule still running.
+    let event_of_first = row.event_id;
+    let later = crate::clock::now_ms() + 60_000;
+    let planned = || {
+        vec![
+            delivery("r", 0, 50, None),
+            delivery("r", 1, 50, None),
+            delivery("s", 0, later, None),
+        ]
+    };
+    let replayed = store.replay(event_of_first, planned(), 40).await.unwrap();
+    assert_eq!(
+        (replayed.replay, replayed.deliveries, replayed.unfinished),
+        (1, 3, 0)
+    );
+    let again = store.replay(event_of_first, planned(), 41).await.unwrap();
+    assert_eq!(
+        (again.replay, again.deliveries, again.unfinished),
+        (2, 0, 3)
+    );
+    let of_event = DeliveryFilter {
+        event_id: Some(event_of_first),
+        limit: 9,
+        ..Default::default()
+    };
+    let rows = store.deliveries(&of_event).await.unwrap();
+    let replays: Vec<(i64, DeliveryStatus)> = rows.iter().map(|d| (d.replay, d.status)).collect();
+    use DeliveryStatus::{Dead, Pending, Waiting};
+    assert_eq!(
+        replays,
+        vec![
+            (1, Pending),
+            (1, Waiting),
+            (1, Pending),
+            (0, Dead),
+            (0, Dead)
+        ]
+    );
+    // Timers come soonest first.
+    let timers = DeliveryFilter {
+        status: Some(DeliveryStatus::Scheduled),
+        limit: 9,
+        ..Default::default()
+    };
+    let timers = store.deliveries(&timers).await.unwrap();
+    assert_eq!(
+        (timers.len(), timers[0].rule.as_str(), timers[0].replay),
+        (1, "s", 1)
+    );
+    store
+        .audit(crate::store::AuditRow {
+            id: 0,
+            at_ms: 7,
+            who: "ann".into(),
+            action: "replay".into(),
+            target: "event 1".into(),
+            detail: None,
+        })
+        .await
+        .unwrap();
+    let trail = store.audit_list(None, 10).await.unwrap();
+    assert_eq!(
+        (trail.len(), trail[0].who.as_str(), trail[0].at_ms),
+        (1, "ann", 7)
+    );
 }
 
 // What only replicas sharing a PostgreSQL database show.

@@ -152,14 +152,38 @@ pub struct DeliveryRow {
     pub key: Option<String>,
     /// What it kept for the rule's later actions (`as`), as JSON.
     pub result: Option<String>,
+    /// Its attempts, one JSON line each ([`DeliveryRow::attempt_log`]).
+    #[serde(skip)]
+    pub history: Option<String>,
+    /// 0 when planned as the event arrived; n for the event's n-th replay.
+    pub replay: i64,
 }
 
+impl DeliveryRow {
+    /// Each attempt: `attempt`, `started_at_ms`, `duration_ms`, `outcome`, `error`.
+    pub fn attempt_log(&self) -> Vec<serde_json::Value> {
+        self.history
+            .as_deref()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// Which deliveries `deliveries` returns: newest first (timers: soonest first).
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     pub event_id: Option<i64>,
     /// One delivery by id.
     pub id: Option<i64>,
+    pub rule: Option<String>,
+    pub receiver: Option<String>,
+    /// The action's `key`.
+    pub key: Option<String>,
+    /// Only ids below this (the next page).
+    pub before: Option<i64>,
     pub limit: usize,
 }
 
@@ -190,7 +214,48 @@ pub enum RequeueTarget {
 pub struct ListFilter {
     pub receiver: Option<String>,
     pub kind: Option<String>,
+    /// Received at or after this.
+    pub since_ms: Option<i64>,
+    /// Received before this.
+    pub until_ms: Option<i64>,
+    /// Text the stored body contains (exactly, case included).
+    pub text: Option<String>,
+    /// Only ids below this (the next page).
+    pub before: Option<i64>,
+    /// Only ids from this up: bounds how far a text search reads.
+    pub floor: Option<i64>,
     pub limit: usize,
+}
+
+/// An operator's action as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at_ms: i64,
+    /// The token's or user's name, or `cli:<unix user>`.
+    pub who: String,
+    pub action: String,
+    pub target: String,
+    pub detail: Option<String>,
+}
+
+/// Dead deliveries and timers not due yet, by rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub dead: Vec<(String, i64)>,
+    pub scheduled: Vec<(String, i64)>,
+}
+
+/// What a replay of one event stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Replayed {
+    pub event_id: i64,
+    /// Which replay of the event this is (1 for the first).
+    pub replay: i64,
+    /// Deliveries stored.
+    pub deliveries: usize,
+    /// Actions left out because the same rule's action had not finished yet for this event.
+    pub unfinished: usize,
 }
 
 type Source = Arc<dyn std::error::Error + Send + Sync>;
@@ -266,3 +331,20 @@ pub(super) fn rate_wait(
 
 /// The rate limits' window: vendors count robot messages per minute.
 pub(super) const RATE_WINDOW_MS: i64 = 60_000;
+
+/// What a replay of an event stores, given its deliveries now (rule, status, replay): the
+/// planned deliveries of every rule that has none unfinished (pending, waiting, running)
+/// for the event, how many actions were left out for that, and the replay's number.
+pub(super) fn replay_plan(
+    now: &[(String, String, i64)],
+    planned: Vec<NewDelivery>,
+) -> (Vec<NewDelivery>, usize, i64) {
+    let busy = |rule: &str| {
+        now.iter().any(|(r, status, _)| {
+            r == rule && matches!(status.as_str(), "pending" | "waiting" | "running")
+        })
+    };
+    let replay = now.iter().map(|(_, _, n)| *n).max().unwrap_or(0) + 1;
+    let (kept, left): (Vec<_>, Vec<_>) = planned.into_iter().partition(|d| !busy(&d.rule));
+    (kept, left.len(), replay)
+}

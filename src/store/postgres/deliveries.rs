@@ -334,7 +334,9 @@ macro_rules! mine {
 const FINISH_DONE: &str = concat!(
     "WITH done AS (
          UPDATE deliveries SET status = 'done', updated_at_ms = $3, lease_until_ms = NULL,
-                result = $4
+                result = $4, ",
+    sql::history!("json_build_object", "done", "$3", "NULL"),
+    "
          WHERE ",
     mine!(),
     " RETURNING id
@@ -349,7 +351,9 @@ const FINISH_DONE: &str = concat!(
 /// Failed: due again at `$3`, with the error `$4` (`$5` now).
 const FINISH_RETRY: &str = concat!(
     "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = $3,
-            last_error = $4, updated_at_ms = $5, lease_until_ms = NULL
+            last_error = $4, updated_at_ms = $5, lease_until_ms = NULL, ",
+    sql::history!("json_build_object", "retry", "$5", "$4"),
+    "
      WHERE ",
     mine!()
 );
@@ -365,7 +369,9 @@ const FINISH_DEFER: &str = concat!(
 /// Skipped with the reason `$3` (`$4` now); its action's index comes back.
 const FINISH_SKIPPED: &str = concat!(
     "UPDATE deliveries SET status = 'skipped', last_error = $3, updated_at_ms = $4,
-            lease_until_ms = NULL
+            lease_until_ms = NULL, ",
+    sql::history!("json_build_object", "skipped", "$4", "$3"),
+    "
      WHERE ",
     mine!(),
     " RETURNING action"
@@ -374,7 +380,9 @@ const FINISH_SKIPPED: &str = concat!(
 /// Dead with the error `$3` (`$4` now); its action's index comes back.
 const FINISH_DEAD: &str = concat!(
     "UPDATE deliveries SET status = 'dead', last_error = $3, updated_at_ms = $4,
-            lease_until_ms = NULL
+            lease_until_ms = NULL, ",
+    sql::history!("json_build_object", "dead", "$4", "$3"),
+    "
      WHERE ",
     mine!(),
     " RETURNING action"

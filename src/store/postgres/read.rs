@@ -1,13 +1,16 @@
-//! Reads for the CLI, `/metrics` and the tests: pending depth, deliveries and events by
-//! filter, one event by id.
+//! Reads for the CLI, the admin API, `/metrics` and the tests: pending depth, deliveries and
+//! events by filter, one event by id, the backlog by rule, the audit trail.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{Postgres, db_error};
-use crate::store::sql;
+use tokio_postgres::types::ToSql;
+
+use super::{Postgres, cached, db_error};
+use crate::store::sql::{self, Arg, Dialect};
 use crate::store::{
-    DeliveryFilter, DeliveryRow, DeliveryStatus, ListFilter, StoreError, StoredEvent,
+    AuditRow, Backlog, DeliveryFilter, DeliveryRow, DeliveryStatus, ListFilter, StoreError,
+    StoredEvent,
 };
 impl Postgres {
     pub(in crate::store) async fn pending_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
@@ -24,31 +27,10 @@ impl Postgres {
         &self,
         filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
-        let (status, failed, scheduled) = match filter.status {
-            None => (None, false, false),
-            Some(DeliveryStatus::Failed) => (Some("pending"), true, false),
-            Some(DeliveryStatus::Scheduled) => (Some("pending"), false, true),
-            Some(s) => (Some(s.as_str()), false, false),
-        };
-        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-        let now = crate::clock::now_ms();
-        let rows = self
-            .client()
-            .await?
-            .query(
-                sql::DELIVERIES.postgres(),
-                &[
-                    &status,
-                    &failed,
-                    &filter.event_id,
-                    &limit,
-                    &scheduled,
-                    &now,
-                    &filter.id,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
+        let (text, args) = sql::deliveries_query(Dialect::Postgres, filter, crate::clock::now_ms());
+        let client = self.client().await?;
+        let stmt = cached(&client, &text).await?;
+        let rows = client.query(&stmt, &bound(&args)).await.map_err(db_error)?;
         Ok(rows
             .iter()
             .map(|r| DeliveryRow {
@@ -66,6 +48,8 @@ impl Postgres {
                 last_error: r.get(11),
                 key: r.get(12),
                 result: r.get(13),
+                history: r.get(14),
+                replay: i64::from(r.get::<_, i32>(15)),
             })
             .collect())
     }
@@ -74,17 +58,55 @@ impl Postgres {
         &self,
         filter: &ListFilter,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let (text, args) = sql::events_query(Dialect::Postgres, filter);
+        let client = self.client().await?;
+        let stmt = cached(&client, &text).await?;
+        let rows = client.query(&stmt, &bound(&args)).await.map_err(db_error)?;
+        Ok(rows.iter().map(row_to_event).collect())
+    }
+
+    /// Dead deliveries and timers by rule.
+    pub(in crate::store) async fn backlog(&self, now_ms: i64) -> Result<Backlog, StoreError> {
         let rows = self
             .client()
             .await?
-            .query(
-                sql::EVENTS.postgres(),
-                &[&filter.receiver, &filter.kind, &limit],
-            )
+            .query(sql::BACKLOG_BY_RULE.postgres(), &[&now_ms])
             .await
             .map_err(db_error)?;
-        Ok(rows.iter().map(row_to_event).collect())
+        let mut backlog = Backlog::default();
+        for r in rows {
+            let entry = (r.get::<_, String>(0), r.get::<_, i64>(2));
+            match r.get::<_, &str>(1) {
+                "dead" => backlog.dead.push(entry),
+                _ => backlog.scheduled.push(entry),
+            }
+        }
+        Ok(backlog)
+    }
+
+    pub(in crate::store) async fn audit_list(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(sql::AUDIT_LIST.postgres(), &[&before, &limit])
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditRow {
+                id: r.get(0),
+                at_ms: r.get(1),
+                who: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                detail: r.get(5),
+            })
+            .collect())
     }
 
     pub(in crate::store) async fn get(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
@@ -96,6 +118,16 @@ impl Postgres {
             .map_err(db_error)?;
         Ok(row.as_ref().map(row_to_event))
     }
+}
+
+/// A built query's arguments as the driver takes them.
+fn bound(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter()
+        .map(|a| match a {
+            Arg::Text(t) => t as &(dyn ToSql + Sync),
+            Arg::Int(i) => i as &(dyn ToSql + Sync),
+        })
+        .collect()
 }
 
 pub(super) fn row_to_event(r: &Row) -> StoredEvent {

@@ -163,10 +163,12 @@ pub(super) fn finish(
 ) -> rusqlite::Result<()> {
     match outcome {
         Outcome::Done { result } => {
-            tx.execute(
-                "UPDATE deliveries SET status = 'done', updated_at_ms = ?2, result = ?3 WHERE id = ?1",
-                params![id, now_ms, result],
-            )?;
+            tx.prepare_cached(concat!(
+                "UPDATE deliveries SET status = 'done', updated_at_ms = ?2, result = ?3, ",
+                sql::history!("json_object", "done", "?2", "NULL"),
+                " WHERE id = ?1"
+            ))?
+            .execute(params![id, now_ms, result])?;
             // The rule's next action may run now (or when its own delay is over).
             tx.execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = max(next_attempt_at_ms, ?2),
@@ -175,11 +177,14 @@ pub(super) fn finish(
                 params![id, now_ms],
             )
         }
-        Outcome::Retry { at_ms, error } => tx.execute(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2, last_error = ?3,
-                                   updated_at_ms = ?4 WHERE id = ?1",
-            params![id, at_ms, error, now_ms],
-        ),
+        Outcome::Retry { at_ms, error } => tx
+            .prepare_cached(concat!(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2, last_error = ?3,
+                                   updated_at_ms = ?4, ",
+                sql::history!("json_object", "retry", "?4", "?3"),
+                " WHERE id = ?1"
+            ))?
+            .execute(params![id, at_ms, error, now_ms]),
         // Not an attempt: the sink was never called (rate limit, back-off of the target).
         Outcome::Defer { at_ms } => tx.execute(
             "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2,
@@ -187,20 +192,24 @@ pub(super) fn finish(
             params![id, at_ms, now_ms],
         ),
         Outcome::Skipped { reason } => {
-            tx.execute(
-                "UPDATE deliveries SET status = 'skipped', last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",
-                params![id, reason, now_ms],
-            )?;
+            tx.prepare_cached(concat!(
+                "UPDATE deliveries SET status = 'skipped', last_error = ?2, updated_at_ms = ?3, ",
+                sql::history!("json_object", "skipped", "?3", "?2"),
+                " WHERE id = ?1"
+            ))?
+            .execute(params![id, reason, now_ms])?;
             let action = action_of(tx, id)?;
             let why = format!("skipped: action {action} of the rule was skipped ({reason})");
             tx.prepare_cached(sql::SKIP_AFTER_FALSE.sqlite())?
                 .execute(params![id, now_ms, why])
         }
         Outcome::Dead { error } => {
-            tx.execute(
-                "UPDATE deliveries SET status = 'dead', last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",
-                params![id, error, now_ms],
-            )?;
+            tx.prepare_cached(concat!(
+                "UPDATE deliveries SET status = 'dead', last_error = ?2, updated_at_ms = ?3, ",
+                sql::history!("json_object", "dead", "?3", "?2"),
+                " WHERE id = ?1"
+            ))?
+            .execute(params![id, error, now_ms])?;
             // The rule's later actions will not run: dead too, marked as skipped.
             let action = action_of(tx, id)?.to_string();
             tx.prepare_cached(sql::SKIP_AFTER_DEAD.sqlite())?

@@ -3,12 +3,13 @@
 //! that copies the WAL into the database off the writer's path, and a reader connection whose
 //! queries run on tokio's blocking threads, never on the runtime's. The same file set as
 //! `postgres/`, by concern: `schema`, `accept`, `deliveries`, `registry`, `rate`, `read`,
-//! `notify`, `lock`.
+//! `notify`, `lock`, `operator`.
 
 mod accept;
 mod deliveries;
 pub(super) mod lock;
 mod notify;
+mod operator;
 mod rate;
 mod read;
 mod registry;

@@ -1,0 +1,24 @@
+-- The operator console and admin API (#17).
+-- Each attempt a delivery made, one JSON line each: attempt, started_at_ms, duration_ms,
+-- outcome (done | skipped | retry | dead), error.
+ALTER TABLE deliveries ADD COLUMN history TEXT;
+-- 0 for what the event planned when it arrived; n for the deliveries of its n-th replay.
+ALTER TABLE deliveries ADD COLUMN replay INTEGER NOT NULL DEFAULT 0;
+-- An event's deliveries (the event page, step results, replays).
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+-- Dead letters by rule (the console's view, /metrics).
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (rule, id) WHERE status = 'dead';
+-- Lists filtered by receiver or kind stay an index walk, newest first; a time filter finds
+-- its first and last event by time.
+CREATE INDEX IF NOT EXISTS events_receiver ON events (receiver, id);
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
+CREATE INDEX IF NOT EXISTS events_time ON events (received_at_ms);
+-- What operators did through the admin API and the CLI, and who.
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY,
+    at_ms  INTEGER NOT NULL,
+    who    TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    target TEXT    NOT NULL,
+    detail TEXT
+);
