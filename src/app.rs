@@ -104,6 +104,11 @@ pub struct App {
     stop: watch::Sender<bool>,
     /// Wakes the scheduler after a reload.
     schedules: Arc<tokio::sync::Notify>,
+    /// Reloads the admin API asks for; answered while [`App::run_until`] watches a file.
+    reload_requests:
+        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>>,
+    /// Set while [`App::run_until`] watches a config file: the admin API's reloads work.
+    reloadable: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -142,8 +147,19 @@ impl App {
             worker_beat: worker_beat.clone(),
             streams: streams.status.clone(),
         };
-        let server = Arc::new(Server::new(intake, health));
         let (stop, _) = watch::channel(false);
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        let reloadable = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admin = listeners.admin.as_ref().map(|_| {
+            Arc::new(crate::admin::Admin::new(
+                intake.clone(),
+                streams.status.clone(),
+                reload_tx,
+                reloadable.clone(),
+                stop.subscribe(),
+            ))
+        });
+        let server = Arc::new(Server::new(intake, health, admin));
         let addr = local_addr(&listeners.main);
         let admin_addr = listeners.admin.as_ref().map(local_addr);
         let worker = Worker::new(store.clone(), current.clone(), metrics.clone(), worker_beat);
@@ -169,6 +185,8 @@ impl App {
             admin_addr,
             stop,
             schedules,
+            reload_requests: std::sync::Mutex::new(Some(reload_rx)),
+            reloadable,
             tasks,
         })
     }
@@ -226,8 +244,16 @@ impl App {
     /// then shuts down.
     pub async fn run_until(self, stop: impl Future<Output = ()>, reloads: Option<Reloads>) {
         tokio::pin!(stop);
+        let asked = self
+            .reload_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         match reloads {
-            Some(reloads) => {
+            Some(mut reloads) => {
+                reloads.asked = asked;
+                self.reloadable
+                    .store(true, std::sync::atomic::Ordering::Release);
                 tokio::select! {
                     () = &mut stop => {}
                     () = reloads.watch(&self) => {}
@@ -247,12 +273,15 @@ fn local_addr(l: &TcpListener) -> SocketAddr {
 /// How often the config file is checked for changes (SIGHUP reloads at once).
 const RELOAD_POLL: Duration = Duration::from_secs(2);
 
-/// Where reloads come from: the config file (re-read when its contents change) and SIGHUP.
+/// Where reloads come from: the config file (re-read when its contents change), SIGHUP, and
+/// the admin API.
 pub struct Reloads {
     pub path: PathBuf,
     pub env_file: Option<PathBuf>,
     #[cfg(unix)]
     pub hup: Option<tokio::signal::unix::Signal>,
+    /// The admin API's requests (set by [`App::run_until`]).
+    pub asked: Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>,
 }
 
 impl Reloads {
@@ -267,29 +296,42 @@ impl Reloads {
             })
         };
         let mut seen = digest(&self.path);
+        let mut asked = self.asked.take();
         loop {
-            let forced = tokio::select! {
-                () = self.hangup() => true,
-                () = tokio::time::sleep(RELOAD_POLL) => false,
+            let (forced, reply) = tokio::select! {
+                () = self.hangup() => (true, None),
+                Some(reply) = next_request(&mut asked) => (true, Some(reply)),
+                () = tokio::time::sleep(RELOAD_POLL) => (false, None),
             };
             let now = digest(&self.path);
             if !forced && now == seen {
                 continue;
             }
             seen = now;
-            let file = self.path.display().to_string();
-            match crate::config::load(&self.path, self.env_file.as_deref()) {
-                Ok(config) => {
-                    if let Err(e) = app.reload(config).await {
-                        error!(file = %file, error = %e, "Config reload rejected; the running config stays.");
-                    }
+            let outcome = self.reload_file(app).await;
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// Loads the file and swaps it in; what happened, for the admin API.
+    async fn reload_file(&self, app: &App) -> Result<String, String> {
+        let file = self.path.display().to_string();
+        match crate::config::load(&self.path, self.env_file.as_deref()) {
+            Ok(config) => match app.reload(config).await {
+                Ok(()) => Ok(format!("{file} reloaded")),
+                Err(e) => {
+                    error!(file = %file, error = %e, "Config reload rejected; the running config stays.");
+                    Err(e.to_string())
                 }
-                Err(errors) => {
-                    for e in &errors.errors {
-                        error!(file = %file, problem = %e, "Config reload rejected; the running config stays.");
-                    }
-                    app.metrics.reload("rejected");
+            },
+            Err(errors) => {
+                for e in &errors.errors {
+                    error!(file = %file, problem = %e, "Config reload rejected; the running config stays.");
                 }
+                app.metrics.reload("rejected");
+                Err(errors.to_string())
             }
         }
     }
@@ -302,5 +344,15 @@ impl Reloads {
             return;
         }
         std::future::pending::<()>().await;
+    }
+}
+
+/// The admin API's next reload request (never, without a channel).
+async fn next_request(
+    asked: &mut Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>,
+) -> Option<crate::admin::ReloadRequest> {
+    match asked {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -18,7 +18,28 @@ pub struct Intake {
     current: Current,
     store: Store,
     metrics: Arc<Metrics>,
+    /// Each committed event, for the admin API's live tail (nothing is built without a
+    /// listener).
+    tail: tokio::sync::broadcast::Sender<Arc<Tailed>>,
 }
+
+/// A committed event as the live tail shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tailed {
+    pub id: i64,
+    pub receiver: String,
+    pub vendor: &'static str,
+    pub kind: String,
+    pub dedupe_key: String,
+    pub received_at_ms: i64,
+    /// A vendor's retry of an event already stored.
+    pub duplicate: bool,
+    /// Deliveries its rules planned.
+    pub actions: usize,
+}
+
+/// Tail entries a slow listener may fall behind by before it skips some.
+const TAIL_BUFFER: usize = 256;
 
 /// A committed event and how many actions its rules planned.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +55,13 @@ impl Intake {
             current,
             store,
             metrics,
+            tail: tokio::sync::broadcast::channel(TAIL_BUFFER).0,
         }
+    }
+
+    /// Committed events from now on.
+    pub fn tail(&self) -> tokio::sync::broadcast::Receiver<Arc<Tailed>> {
+        self.tail.subscribe()
     }
 
     /// The config state now; a caller keeps the one it took for the whole request.
@@ -55,7 +82,28 @@ impl Intake {
     pub async fn commit(&self, loaded: &Loaded, event: Event) -> Result<Committed, StoreError> {
         let (deliveries, cancels) = plan(loaded, &event);
         let actions = deliveries.len();
+        let watched = (self.tail.receiver_count() > 0).then(|| {
+            (
+                event.receiver().to_owned(),
+                event.vendor().as_str(),
+                event.kind().to_owned(),
+                event.dedupe_key().to_owned(),
+                event.received_at_ms(),
+            )
+        });
         let stored = self.store.accept(event, deliveries, cancels).await?;
+        if let Some((receiver, vendor, kind, dedupe_key, received_at_ms)) = watched {
+            let _ = self.tail.send(Arc::new(Tailed {
+                id: stored.id,
+                receiver,
+                vendor,
+                kind,
+                dedupe_key,
+                received_at_ms,
+                duplicate: stored.duplicate,
+                actions: if stored.duplicate { 0 } else { actions },
+            }));
+        }
         Ok(Committed { stored, actions })
     }
 
@@ -72,22 +120,29 @@ pub fn plan(loaded: &Loaded, event: &Event) -> (Vec<NewDelivery>, Vec<Cancel>) {
     if loaded.rules.rules().is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let view = EventView::unstored(event);
+    plan_view(loaded, &EventView::unstored(event), event.received_at_ms())
+}
+
+/// [`plan`] for an event as templates see it, its timers counted from `from_ms` (when it
+/// arrived; now, for a replay).
+pub fn plan_view(
+    loaded: &Loaded,
+    view: &EventView<'_>,
+    from_ms: i64,
+) -> (Vec<NewDelivery>, Vec<Cancel>) {
     let mut deliveries = Vec::new();
     let mut cancels = Vec::new();
-    for m in loaded.rules.matching(&view) {
+    for m in loaded.rules.matching(view) {
         match m.cancel {
             Some(rules) => cancels.extend(m.key.map(|key| Cancel {
                 key,
                 rules,
                 reason: format!(
                     "cancelled by rule {:?} ({} {})",
-                    m.rule,
-                    event.kind(),
-                    event.dedupe_key()
+                    m.rule, view.kind, view.dedupe_key
                 ),
             })),
-            None => deliveries.push(delivery(loaded, event, m)),
+            None => deliveries.push(delivery(loaded, from_ms, m)),
         }
     }
     (deliveries, cancels)
@@ -95,8 +150,7 @@ pub fn plan(loaded: &Loaded, event: &Event) -> (Vec<NewDelivery>, Vec<Cancel>) {
 
 /// The delivery for one matched action: due after its `delay` or at its `at`, with a retry
 /// window that starts when it is due.
-fn delivery(loaded: &Loaded, event: &Event, m: Match) -> NewDelivery {
-    let received = event.received_at_ms();
+fn delivery(loaded: &Loaded, received: i64, m: Match) -> NewDelivery {
     let mut delay_ms = m
         .delay
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4));

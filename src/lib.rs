@@ -35,6 +35,8 @@ pub mod template;
 pub mod time;
 
 #[cfg(feature = "server")]
+pub mod admin;
+#[cfg(feature = "server")]
 pub mod app;
 #[cfg(feature = "server")]
 pub mod cli;
@@ -48,6 +50,8 @@ pub mod intake;
 pub mod loaded;
 #[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod operate;
 #[cfg(feature = "server")]
 pub mod scheduler;
 #[cfg(feature = "server")]

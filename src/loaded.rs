@@ -32,6 +32,8 @@ pub struct Loaded {
     pub server: ServerConfig,
     /// `[delivery] give_up_after` in ms: a delivery's retry window from when it is due.
     pub give_up_after_ms: i64,
+    /// `[admin]`: who may use the admin API and console.
+    pub admin: crate::config::AdminConfig,
 }
 
 impl Loaded {
@@ -62,6 +64,7 @@ impl Loaded {
             server: config.server.clone(),
             give_up_after_ms: i64::try_from(config.delivery.give_up_after.as_millis())
                 .unwrap_or(i64::MAX),
+            admin: config.admin.clone(),
         })
     }
 }

@@ -22,6 +22,7 @@ pub(super) fn serve(cli: &Cli) -> Result<()> {
             env_file: cli.env_file.clone(),
             #[cfg(unix)]
             hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+            asked: None,
         };
         let Some(store) = app::open_store(&config.store, &mut stop_signal)
             .await
@@ -37,7 +38,7 @@ pub(super) fn serve(cli: &Cli) -> Result<()> {
             tracing::info!(receiver = %r.name, vendor = %r.vendor(), path = %r.path, "Receiver ready.");
         }
         if let Some(addr) = app.admin_addr() {
-            tracing::info!(addr = %addr, "Admin listener (metrics, health) ready.");
+            tracing::info!(addr = %addr, "Admin listener (API, metrics, health) ready.");
         }
         app.run_until(stop_signal, Some(reloads)).await;
         Ok(())

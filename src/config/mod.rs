@@ -2,6 +2,7 @@
 //! Validation is pure: `${VAR}` values come from a lookup passed in, and every problem is
 //! reported at once with its key and file line. Clients and sockets are built elsewhere.
 
+mod admin;
 mod check;
 mod connections;
 mod env;
@@ -53,6 +54,34 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// In file order; every matching rule fires unless an earlier one says `stop`.
     pub rules: Vec<Rule>,
+    /// `[admin]`: who may use the admin API and console.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]` as validated: Basic users and bearer tokens, by name; the names with the
+/// operator role (the others only read).
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    pub users: Vec<BasicUser>,
+    pub tokens: Vec<AdminToken>,
+    pub operators: std::collections::BTreeSet<String>,
+    /// No credentials asked on a loopback `admin_listen` (everyone is an operator there).
+    pub open_on_loopback: bool,
+}
+
+/// A bearer token of the admin API.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub name: String,
+    pub secret: TokenSecret,
+}
+
+#[derive(Debug, Clone)]
+pub enum TokenSecret {
+    /// `sha256:<hex>`: the token's SHA-256, so the config holds no usable token.
+    Sha256([u8; 32]),
+    /// The token itself, through `${VAR}`.
+    Plain(Secret<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +356,8 @@ pub enum RuleChanged {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
+    /// Where the rule's table starts in the config file.
+    pub line: usize,
     /// `None`: every receiver.
     pub receivers: Option<Vec<String>>,
     /// All must hold: the field at `path` equals one of `any_of` (compared as text).

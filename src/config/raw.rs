@@ -28,6 +28,16 @@ pub struct RawConfig {
     pub outbound: RawOutbound,
     #[serde(default)]
     pub rules: Vec<Spanned<RawRule>>,
+    pub admin: Option<Spanned<RawAdmin>>,
+}
+
+/// `[admin]`: who may use the admin API and console on `server.admin_listen`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub users: S<Vec<Spanned<String>>>,
+    pub tokens: S<Vec<Spanned<String>>>,
+    pub operators: S<Vec<Spanned<String>>>,
+    pub open_on_loopback: S<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -208,6 +208,7 @@ impl Ctx<'_> {
         for (i, r) in raw.iter().enumerate() {
             let prefix = format!("rules[{i}]");
             let table = Some(r.span());
+            let line = self.line(&r.span());
             let r = r.get_ref();
             let errors_before = self.errors_len();
             let name = self.string(&r.name, &format!("{prefix}.name"));
@@ -263,6 +264,7 @@ impl Ctx<'_> {
             if let Some(name) = name {
                 out.push(Rule {
                     name,
+                    line,
                     receivers: receivers_named,
                     when,
                     condition,

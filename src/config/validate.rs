@@ -134,7 +134,7 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn line(&self, span: &Range<usize>) -> usize {
+    pub(super) fn line(&self, span: &Range<usize>) -> usize {
         let end = span.start.min(self.src.len());
         self.src.as_bytes()[..end]
             .iter()
@@ -254,6 +254,7 @@ impl Ctx<'_> {
         self.outbound_config = outbound.clone();
         self.valid_connections = connections.clone();
         let rules = self.rules(&raw.rules, &receivers, raw.receivers.len());
+        let admin = self.admin(&raw.admin, &server);
         if let Some(compiler) = self.compiler.take() {
             compiler.finish();
         }
@@ -266,6 +267,7 @@ impl Ctx<'_> {
             delivery,
             outbound,
             rules,
+            admin,
         }
     }
 

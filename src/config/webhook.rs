@@ -134,9 +134,19 @@ impl Ctx<'_> {
             self.err(Some(table.clone()), key, message);
             return None;
         };
+        let users = self.basic_users(&key, list.get_ref());
+        if users.is_empty() {
+            return None;
+        }
+        Some(WebhookAuth::Basic { users })
+    }
+
+    /// `"name:password"` entries: the password through `${VAR}`, or a bcrypt hash as
+    /// `htpasswd -nB name` prints it (`$apr1$` and `{SHA}` are refused by name).
+    pub(super) fn basic_users(&mut self, key: &str, list: &[Spanned<String>]) -> Vec<BasicUser> {
         let mut users = Vec::new();
-        for item in list.get_ref() {
-            let Some(text) = self.string(&Some(item.clone()), &key) else {
+        for item in list {
+            let Some(text) = self.string(&Some(item.clone()), key) else {
                 continue;
             };
             match text.split_once(':') {
@@ -148,13 +158,13 @@ impl Ctx<'_> {
                         }),
                         Err(e) => {
                             let message = format!("{name:?}: not a bcrypt hash ({e})");
-                            self.err(Some(item.span()), &key, message);
+                            self.err(Some(item.span()), key, message);
                         }
                     }
                 }
                 Some((_, pw)) if pw.starts_with("$apr1$") || pw.starts_with("{SHA}") => {
                     let message = "only bcrypt password hashes are taken (htpasswd -nB name), or the password through ${VAR}";
-                    self.err(Some(item.span()), &key, message);
+                    self.err(Some(item.span()), key, message);
                 }
                 Some((name, pw)) if !name.is_empty() && !pw.is_empty() => {
                     users.push(BasicUser {
@@ -162,13 +172,10 @@ impl Ctx<'_> {
                         password: Password::Plain(Secret::new(pw.to_owned())),
                     });
                 }
-                _ => self.err(Some(item.span()), &key, "must be \"name:password\""),
+                _ => self.err(Some(item.span()), key, "must be \"name:password\""),
             }
         }
-        if users.is_empty() {
-            return None;
-        }
-        Some(WebhookAuth::Basic { users })
+        users
     }
 
     /// `secret` and/or `secrets`: at least one, none empty.

@@ -19,6 +19,8 @@ use crate::event::{Event, Vendor};
 
 pub use guard::{Guard, Guards};
 pub use query::Query;
+#[cfg(feature = "server")]
+pub(crate) use webhook::basic_matches;
 
 /// The HTTP methods a receiver distinguishes (HEAD is answered like GET).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -27,6 +27,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::admin::{Admin, Body as AdminBody};
 use crate::clock::now_ms;
 use crate::ingress::{self, Headers};
 use crate::intake::Intake;
@@ -45,10 +46,12 @@ pub struct Server {
     metrics_on_main: bool,
     /// What each receiver remembers between requests (used robot signs, unsigned budget).
     guards: ingress::Guards,
+    /// The admin API, on the admin listener.
+    admin: Option<Arc<Admin>>,
 }
 
 impl Server {
-    pub fn new(intake: Arc<Intake>, health: Health) -> Self {
+    pub fn new(intake: Arc<Intake>, health: Health, admin: Option<Arc<Admin>>) -> Self {
         let server = intake.loaded().server.clone();
         Self {
             metrics_path: server.metrics_path,
@@ -56,6 +59,7 @@ impl Server {
             intake,
             health,
             guards: ingress::Guards::default(),
+            admin,
         }
     }
 }
@@ -65,7 +69,7 @@ impl Server {
 pub enum Role {
     /// Callbacks, `/healthz`, `/readyz`, and the metrics unless an admin listener has them.
     Main,
-    /// Only `/healthz`, `/readyz` and the metrics (`[server] admin_listen`).
+    /// `/healthz`, `/readyz`, the metrics and the admin API (`[server] admin_listen`).
     Admin,
 }
 
@@ -120,7 +124,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let server = server.clone();
         let ip = peer.ip();
-        let service = hyper::service::service_fn(move |req| handle(server.clone(), role, ip, req));
+        let local = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        let service =
+            hyper::service::service_fn(move |req| handle(server.clone(), role, local, ip, req));
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -170,22 +176,40 @@ pub(crate) fn plain(status: u16, body: &'static str) -> Response<Full<Bytes>> {
     respond(status, "text/plain; charset=utf-8", body)
 }
 
-/// Routes the server's own paths, then callbacks; counts each callback once.
+/// Routes the server's own paths, then the admin API (on the admin listener) or callbacks.
 async fn handle(
     server: Arc<Server>,
     role: Role,
+    local: bool,
+    peer: std::net::IpAddr,
+    req: Request<Incoming>,
+) -> Result<Response<AdminBody>, Infallible> {
+    let whole = |r: Response<Full<Bytes>>| Ok(r.map(BodyExt::boxed));
+    match req.uri().path() {
+        "/healthz" => return whole(plain(200, "ok\n")),
+        "/readyz" => return whole(status::ready(&server.health, server.intake.store()).await),
+        p if p == server.metrics_path && (role == Role::Admin || server.metrics_on_main) => {
+            return whole(status::metrics(server.intake.store(), server.intake.metrics()).await);
+        }
+        _ if role == Role::Admin => {
+            return match &server.admin {
+                Some(admin) => Ok(admin.handle(req, local, peer).await),
+                None => whole(plain(404, "not found\n")),
+            };
+        }
+        _ => {}
+    }
+    callback(server, peer, req)
+        .await
+        .map(|r| r.map(BodyExt::boxed))
+}
+
+/// One callback to a receiver's path; counts it once.
+async fn callback(
+    server: Arc<Server>,
     peer: std::net::IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    match req.uri().path() {
-        "/healthz" => return Ok(plain(200, "ok\n")),
-        "/readyz" => return Ok(status::ready(&server.health, server.intake.store()).await),
-        p if p == server.metrics_path && (role == Role::Admin || server.metrics_on_main) => {
-            return Ok(status::metrics(server.intake.store(), server.intake.metrics()).await);
-        }
-        _ if role == Role::Admin => return Ok(plain(404, "not found\n")),
-        _ => {}
-    }
     let loaded = server.intake.loaded();
     let Some(receiver) = loaded.receivers.get(req.uri().path()) else {
         return Ok(plain(404, "not found\n"));

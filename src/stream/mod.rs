@@ -64,6 +64,15 @@ struct Entry {
     last_message_ms: Option<i64>,
 }
 
+/// A stream receiver's connection as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionView {
+    pub receiver: String,
+    pub state: &'static str,
+    pub reconnects: u64,
+    pub last_message_ms: Option<i64>,
+}
+
 /// Every stream receiver's state, for `/readyz` and `/metrics`.
 pub struct Status {
     entries: Mutex<BTreeMap<String, Entry>>,
@@ -134,6 +143,20 @@ impl Status {
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.remove(receiver);
+    }
+
+    /// Each stream receiver's state now, for the admin API.
+    pub fn snapshot(&self) -> Vec<ConnectionView> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .map(|(receiver, e)| ConnectionView {
+                receiver: receiver.clone(),
+                state: e.state.name(),
+                reconnects: e.reconnects,
+                last_message_ms: e.last_message_ms,
+            })
+            .collect()
     }
 
     /// One line per stream receiver for `/readyz`, and whether any has failed for good.

@@ -169,6 +169,11 @@ async fn serve(config: Config, db: PathBuf, dir: Option<tempfile::TempDir>) -> T
 }
 
 impl TestServer {
+    /// Where the admin listener serves (`[server] admin_listen`), if it does.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.app.as_ref().and_then(App::admin_addr)
+    }
+
     pub async fn stop(mut self) {
         self.app.take().unwrap().shutdown().await;
     }

@@ -119,7 +119,7 @@ pub(super) fn verify(
 /// time, a bcrypt hash checked through the receiver's [`Guard`] (once per credential, new
 /// ones within a budget). A name no user has costs a bcrypt check too, when any user has a
 /// hash, so names cannot be told apart by the time a refusal takes.
-fn basic_matches(
+pub(crate) fn basic_matches(
     users: &[BasicUser],
     given: &str,
     guard: &Guard,

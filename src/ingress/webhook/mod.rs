@@ -7,6 +7,8 @@
 //! carried the proof); a signed GET gets `url_check`.
 
 mod auth;
+#[cfg(feature = "server")]
+pub(crate) use auth::basic_matches;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,313 @@
+//! `/api/v1/…`: one route per operator question or action (see `docs/admin-api.md`), each
+//! a thin call into [`crate::operate`] answered as JSON; the live tail as server-sent events.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response};
+use serde_json::json;
+
+use super::auth::Caller;
+use super::{Admin, Body, json, json_error, read_body};
+use crate::operate::{self, DeliveryQuery, EventQuery, OperateError};
+
+/// The query string's parameters (the last of a repeated name wins).
+fn params(req: &Request<Incoming>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// A request refused before it reached the store: the status and why.
+pub(super) struct Refusal(pub u16, pub String);
+
+fn int(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Refusal> {
+    match p.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| Refusal(400, format!("{name} must be an integer, not {v:?}"))),
+    }
+}
+
+fn text(p: &HashMap<String, String>, name: &str) -> Option<String> {
+    p.get(name).filter(|v| !v.is_empty()).cloned()
+}
+
+fn event_query(p: &HashMap<String, String>) -> Result<EventQuery, Refusal> {
+    Ok(EventQuery {
+        receiver: text(p, "receiver"),
+        kind: text(p, "kind"),
+        since_ms: int(p, "since_ms")?,
+        until_ms: int(p, "until_ms")?,
+        text: text(p, "text"),
+        before: int(p, "before")?,
+        limit: int(p, "limit")?.map(|l| usize::try_from(l).unwrap_or(0)),
+    })
+}
+
+fn delivery_query(p: &HashMap<String, String>) -> Result<DeliveryQuery, Refusal> {
+    Ok(DeliveryQuery {
+        status: text(p, "status"),
+        rule: text(p, "rule"),
+        receiver: text(p, "receiver"),
+        event: int(p, "event")?,
+        key: text(p, "key"),
+        before: int(p, "before")?,
+        limit: int(p, "limit")?.map(|l| usize::try_from(l).unwrap_or(0)),
+    })
+}
+
+/// An operation's answer, or its error as the right status.
+fn answer<T: serde::Serialize>(result: Result<T, OperateError>) -> Response<Body> {
+    match result {
+        Ok(v) => json(200, &v),
+        Err(OperateError::NotFound(m)) => json_error(404, &m),
+        Err(OperateError::Invalid(m)) => json_error(400, &m),
+        Err(OperateError::Store(e)) => {
+            tracing::error!(error = %e, "Admin API: the store failed.");
+            json_error(503, &format!("the store failed: {e}"))
+        }
+    }
+}
+
+/// A JSON request body as `T`.
+async fn body<T: serde::de::DeserializeOwned + Default>(
+    req: Request<Incoming>,
+) -> Result<T, Refusal> {
+    let bytes = read_body(req)
+        .await
+        .map_err(|()| Refusal(413, "the body is over 1 MiB or was cut off".into()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Refusal(400, format!("the body: {e}")))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct DeadFilter {
+    rule: Option<String>,
+    receiver: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct KeyBody {
+    key: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ExplainBody {
+    receiver: String,
+    body: String,
+}
+
+pub(super) async fn route(
+    admin: &Admin,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    match dispatch(admin, caller, req).await {
+        Ok(resp) => resp,
+        Err(Refusal(status, why)) => json_error(status, &why),
+    }
+}
+
+async fn dispatch(
+    admin: &Admin,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Refusal> {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let Some(rest) = path.strip_prefix("/api/v1") else {
+        return Err(Refusal(404, "unknown API version; this is /api/v1".into()));
+    };
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let store = admin.intake.store();
+    let loaded = admin.intake.loaded();
+    let p = params(&req);
+    let get = req.method() == Method::GET;
+    let post = req.method() == Method::POST;
+    let id = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| Refusal(400, format!("{s:?} is not an id")))
+    };
+    Ok(match segments.as_slice() {
+        ["whoami"] if get => json(200, caller),
+        ["events"] if get => answer(operate::events(store, &event_query(&p)?).await),
+        ["events", n] if get => answer(operate::event(store, id(n)?).await),
+        ["events", n, "replay"] if post => {
+            answer(operate::replay(store, &loaded, caller.who(), id(n)?).await)
+        }
+        ["events", "replay"] if post => {
+            let q: EventQuery = body(req).await?;
+            answer(operate::replay_matching(store, &loaded, caller.who(), &q).await)
+        }
+        ["deliveries"] if get => answer(operate::deliveries(store, &delivery_query(&p)?).await),
+        ["deliveries", n] if get => answer(operate::delivery(store, id(n)?).await),
+        ["deliveries", n, "retry"] if post => {
+            let n = operate::retry(store, caller.who(), id(n)?, loaded.give_up_after_ms).await;
+            answer(n.map(|n| json!({ "queued": n })))
+        }
+        ["deliveries", "retry-dead"] if post => {
+            let f: DeadFilter = body(req).await?;
+            let who = caller.who();
+            let n = operate::retry_dead(store, who, f.rule, f.receiver, loaded.give_up_after_ms);
+            answer(n.await.map(|n| json!({ "queued": n })))
+        }
+        ["deliveries", n, "cancel"] if post => {
+            let n = operate::cancel(store, caller.who(), Some(id(n)?), None).await;
+            answer(n.map(|n| json!({ "cancelled": n })))
+        }
+        ["deliveries", "cancel"] if post => {
+            let k: KeyBody = body(req).await?;
+            let n = operate::cancel(store, caller.who(), None, k.key).await;
+            answer(n.map(|n| json!({ "cancelled": n })))
+        }
+        ["timers"] if get => {
+            let q = DeliveryQuery {
+                status: Some("scheduled".into()),
+                ..delivery_query(&p)?
+            };
+            answer(operate::deliveries(store, &q).await)
+        }
+        ["groups"] if get => {
+            let limit = int(&p, "limit")?.unwrap_or(200);
+            answer(operate::groups(store, usize::try_from(limit).unwrap_or(1)).await)
+        }
+        ["connections"] if get => json(200, &admin.streams.snapshot()),
+        ["rules"] if get => json(200, &rules(&loaded)),
+        ["audit"] if get => {
+            let limit = int(&p, "limit")?.map(|l| usize::try_from(l).unwrap_or(0));
+            answer(operate::audit_trail(store, int(&p, "before")?, limit).await)
+        }
+        ["summary"] if get => answer(summary(admin).await),
+        ["explain"] if post => {
+            let e: ExplainBody = body(req).await?;
+            answer(operate::explain(&loaded, &e.receiver, e.body))
+        }
+        ["reload"] if post => reload(admin, caller).await,
+        ["tail"] if get => tail(admin),
+        _ => json_error(404, &format!("no {} {path}", req.method())),
+    })
+}
+
+/// The rules as loaded, with where each starts in the config file.
+fn rules(loaded: &crate::loaded::Loaded) -> serde_json::Value {
+    let list: Vec<_> = loaded
+        .rules
+        .rules()
+        .iter()
+        .map(|r| {
+            let actions: Vec<_> = r
+                .actions
+                .iter()
+                .map(|a| json!({ "kind": a.action.kind(), "as": a.step, "after_s": a.delay.map(|d| d.as_secs()) }))
+                .collect();
+            json!({
+                "name": r.name,
+                "line": r.line,
+                "receivers": r.receivers,
+                "schedule": r.schedule.as_ref().map(|s| s.schedule.written().to_owned()),
+                "stop": r.stop,
+                "actions": actions,
+            })
+        })
+        .collect();
+    json!(list)
+}
+
+/// What `/metrics` would tell, in a few numbers: the backlog, dead letters and timers by rule.
+async fn summary(admin: &Admin) -> Result<serde_json::Value, OperateError> {
+    let store = admin.intake.store();
+    let now = crate::clock::now_ms();
+    let (pending, oldest) = store.pending_stats().await?;
+    let backlog = store.backlog(now).await?;
+    let by_rule = |v: Vec<(String, i64)>| -> serde_json::Map<String, serde_json::Value> {
+        v.into_iter().map(|(r, n)| (r, n.into())).collect()
+    };
+    Ok(json!({
+        "pending": pending,
+        "oldest_pending_ms": oldest,
+        "dead_by_rule": by_rule(backlog.dead),
+        "scheduled_by_rule": by_rule(backlog.scheduled),
+        "connections": admin.streams.snapshot(),
+    }))
+}
+
+/// Asks the process to re-read its config file and waits for the answer.
+async fn reload(admin: &Admin, caller: &Caller) -> Response<Body> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let reloadable = admin.reloadable.load(std::sync::atomic::Ordering::Acquire);
+    if !reloadable || admin.reload.send(tx).await.is_err() {
+        return json_error(
+            409,
+            "this process was not started from a config file it can re-read",
+        );
+    }
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), rx).await;
+    let (status, outcome) = match answer {
+        Ok(Ok(Ok(m))) => (200, json!({ "reloaded": true, "message": m })),
+        Ok(Ok(Err(m))) => (422, json!({ "reloaded": false, "error": m })),
+        _ => (
+            503,
+            json!({ "reloaded": false, "error": "no answer from the reloader" }),
+        ),
+    };
+    let detail = outcome.to_string();
+    tracing::info!(who = %caller.name, outcome = %detail, "Operator action: reload.");
+    let row = crate::store::AuditRow {
+        id: 0,
+        at_ms: crate::clock::now_ms(),
+        who: caller.name.clone(),
+        action: "reload".into(),
+        target: "config".into(),
+        detail: Some(detail),
+    };
+    if let Err(e) = admin.intake.store().audit(row).await {
+        tracing::error!(error = %e, "The audit trail could not store a reload.");
+    }
+    json(status, &outcome)
+}
+
+/// Committed callbacks as they arrive, as server-sent events (`event: callback`); a comment
+/// every 15 s keeps proxies from closing the stream.
+fn tail(admin: &Admin) -> Response<Body> {
+    let rx = admin.intake.tail();
+    let stopping = admin.stopping.clone();
+    let events = futures_util::stream::unfold(
+        (rx, stopping),
+        |(mut rx, mut stopping)| async move {
+            let frame = tokio::select! {
+                _ = stopping.wait_for(|s| *s) => return None,
+                got = rx.recv() => match got {
+                    Ok(t) => format!("event: callback\ndata: {}\n\n", serde_json::to_string(&*t).unwrap_or_default()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => format!("event: lagged\ndata: {n}\n\n"),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+                () = tokio::time::sleep(std::time::Duration::from_secs(15)) => ":\n\n".to_owned(),
+            };
+            Some((
+                Ok::<_, Infallible>(Frame::data(Bytes::from(frame))),
+                (rx, stopping),
+            ))
+        },
+    );
+    let opening = futures_util::stream::once(async {
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b":tail\n\n")))
+    });
+    let body = BodyExt::boxed(StreamBody::new(opening.chain(events)));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
