@@ -43,6 +43,14 @@ pub struct DeliveryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+}
+
+/// How long the backlog by rule (dead letters, timers) read at one scrape serves the next.
+pub const BACKLOG_EVERY_MS: i64 = 30_000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VendorErrorLabels {
     pub connection: String,
     pub errcode: String,
@@ -71,6 +79,10 @@ pub struct Metrics {
     pub stream_state: Family<StreamStateLabels, Gauge>,
     pub stream_reconnects: Family<ReceiverLabels, Counter>,
     pub stream_last_message: Family<ReceiverLabels, Gauge<f64, AtomicU64>>,
+    pub dead_by_rule: Family<RuleLabels, Gauge>,
+    pub scheduled_by_rule: Family<RuleLabels, Gauge>,
+    /// When the backlog by rule was last read from the store.
+    pub backlog_read_at_ms: AtomicI64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,6 +119,9 @@ impl Metrics {
             stream_state: Family::<StreamStateLabels, Gauge>::default(),
             stream_reconnects: Family::<ReceiverLabels, Counter>::default(),
             stream_last_message: Family::<ReceiverLabels, Gauge<f64, AtomicU64>>::default(),
+            dead_by_rule: Family::<RuleLabels, Gauge>::default(),
+            scheduled_by_rule: Family::<RuleLabels, Gauge>::default(),
+            backlog_read_at_ms: AtomicI64::new(i64::MIN),
         };
         metrics.register();
         metrics
@@ -160,6 +175,16 @@ impl Metrics {
             "connections_refused",
             "Connections closed at once because server.max_connections were open",
             self.connections_refused.clone(),
+        );
+        r.register(
+            "dead_deliveries",
+            "Dead deliveries by rule, waiting for an operator (read at most every 30 s)",
+            self.dead_by_rule.clone(),
+        );
+        r.register(
+            "scheduled_timers",
+            "Timers (deliveries due later, not tried yet) by rule (read at most every 30 s)",
+            self.scheduled_by_rule.clone(),
         );
         r.register(
             "stream_state",
@@ -229,6 +254,38 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Whether the backlog by rule is due for a read at `now_ms` (claims the read).
+    pub fn backlog_due(&self, now_ms: i64) -> bool {
+        let last = self
+            .backlog_read_at_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        last.saturating_add(BACKLOG_EVERY_MS) <= now_ms
+            && self
+                .backlog_read_at_ms
+                .compare_exchange(
+                    last,
+                    now_ms,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Sets the dead letters and timers by rule (rules without any drop out).
+    pub fn set_backlog(&self, dead: &[(String, i64)], scheduled: &[(String, i64)]) {
+        for (family, counts) in [
+            (&self.dead_by_rule, dead),
+            (&self.scheduled_by_rule, scheduled),
+        ] {
+            family.clear();
+            for (rule, n) in counts {
+                family
+                    .get_or_create(&RuleLabels { rule: rule.clone() })
+                    .set(*n);
+            }
+        }
     }
 
     /// The text exposition, with the store-derived gauges set first.

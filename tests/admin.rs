@@ -177,6 +177,21 @@ async fn roles_csrf_retry_cancel_replay_audit_and_the_live_tail() {
     // The forward goes dead (nobody listens, no retry window); its attempt is recorded.
     let dead = eventually_json(&api, &viewer, "/api/v1/deliveries?status=dead&rule=forward").await;
     let dead_id = dead["items"][0]["id"].as_i64().unwrap();
+    // /metrics tells the dead letters and timers by rule.
+    let scrape = common::raw(
+        api.0,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&scrape.body).to_string();
+    assert!(
+        text.contains("hookgate_dead_deliveries{rule=\"forward\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hookgate_scheduled_timers{rule=\"remind\"} 1"),
+        "{text}"
+    );
     assert_eq!(
         dead["items"][0]["attempt_log"][0]["outcome"], "dead",
         "{dead}"

@@ -56,6 +56,12 @@ pub(super) async fn ready(health: &Health, store: &Store) -> Response<Full<Bytes
 
 pub(super) async fn metrics(store: &Store, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (pending, oldest) = store.pending_stats().await.unwrap_or((0, None));
+    // Dead letters and timers by rule: a read of their own indexes, at most every 30 s.
+    if metrics.backlog_due(now_ms())
+        && let Ok(b) = store.backlog(now_ms()).await
+    {
+        metrics.set_backlog(&b.dead, &b.scheduled);
+    }
     let age = oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
     metrics.store_commit_failures.inner().fetch_max(
         store.health().failures(),
