@@ -65,13 +65,13 @@ pub struct DeliveryView {
     #[serde(flatten)]
     pub row: DeliveryRow,
     /// What it kept for later actions (`as`), parsed.
-    pub kept: Value,
+    pub result: Value,
     pub attempt_log: Vec<Value>,
 }
 
 impl From<DeliveryRow> for DeliveryView {
     fn from(row: DeliveryRow) -> Self {
-        let kept = row
+        let result = row
             .result
             .as_deref()
             .map(|r| serde_json::from_str(r).unwrap_or_else(|_| Value::from(r)))
@@ -79,7 +79,7 @@ impl From<DeliveryRow> for DeliveryView {
         let attempt_log = row.attempt_log();
         Self {
             row,
-            kept,
+            result,
             attempt_log,
         }
     }
@@ -396,29 +396,45 @@ pub async fn cancel(
 /// Plans stored event `id` again through the rules loaded now and stores the deliveries as
 /// its next replay. Timers count from now; `cancel` actions are not applied again; a rule
 /// with deliveries of this event still unfinished is left out (it would run twice).
+/// With `rule`, only that rule's actions are planned (the rule just fixed, say).
 pub async fn replay(
     store: &Store,
     loaded: &Loaded,
     who: &str,
     id: i64,
+    rule: Option<&str>,
 ) -> Result<Replayed, OperateError> {
+    known_rule(loaded, rule)?;
     let event = store
         .get(id)
         .await?
         .ok_or_else(|| OperateError::NotFound(format!("no event {id}")))?;
-    let replayed = replay_stored(store, loaded, &event).await?;
+    let replayed = replay_stored(store, loaded, &event, rule).await?;
     let detail = format!(
-        "replay {}: {} deliveries, {} left out (unfinished)",
-        replayed.replay, replayed.deliveries, replayed.unfinished
+        "replay {}{}: {} deliveries, {} left out (unfinished)",
+        replayed.replay,
+        rule.map(|r| format!(" of rule {r:?}")).unwrap_or_default(),
+        replayed.deliveries,
+        replayed.unfinished
     );
     record(store, who, "replay", format!("event {id}"), Some(detail)).await;
     Ok(replayed)
+}
+
+fn known_rule(loaded: &Loaded, rule: Option<&str>) -> Result<(), OperateError> {
+    match rule {
+        Some(r) if !loaded.rules.rules().iter().any(|x| x.name == r) => {
+            Err(OperateError::Invalid(format!("no rule named {r:?}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn replay_stored(
     store: &Store,
     loaded: &Loaded,
     event: &StoredEvent,
+    rule: Option<&str>,
 ) -> Result<Replayed, OperateError> {
     let empty = serde_json::Map::new();
     let view = EventView {
@@ -431,7 +447,10 @@ async fn replay_stored(
         fields: event.fields.as_object().unwrap_or(&empty),
     };
     let now = now_ms();
-    let (planned, _cancels) = crate::intake::plan_view(loaded, &view, now);
+    let (mut planned, _cancels) = crate::intake::plan_view(loaded, &view, now);
+    if let Some(r) = rule {
+        planned.retain(|d| d.rule == r);
+    }
     Ok(store.replay(event.id, planned, now).await?)
 }
 
@@ -441,7 +460,9 @@ pub async fn replay_matching(
     loaded: &Loaded,
     who: &str,
     q: &EventQuery,
+    rule: Option<&str>,
 ) -> Result<Vec<Replayed>, OperateError> {
+    known_rule(loaded, rule)?;
     let q = EventQuery {
         limit: Some(q.limit.unwrap_or(MAX_REPLAY).min(MAX_REPLAY)),
         ..q.clone()
@@ -450,11 +471,16 @@ pub async fn replay_matching(
     let mut out = Vec::with_capacity(page.items.len());
     for e in &page.items {
         if let Some(event) = store.get(e.id).await? {
-            out.push(replay_stored(store, loaded, &event).await?);
+            out.push(replay_stored(store, loaded, &event, rule).await?);
         }
     }
     let stored: usize = out.iter().map(|r| r.deliveries).sum();
-    let detail = format!("{} events, {stored} deliveries", out.len());
+    let detail = format!(
+        "{} events{}, {stored} deliveries",
+        out.len(),
+        rule.map(|r| format!(" through rule {r:?}"))
+            .unwrap_or_default()
+    );
     let target = format!("events {}", describe_query(&q));
     record(store, who, "replay", target, Some(detail)).await;
     Ok(out)

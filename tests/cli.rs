@@ -144,7 +144,7 @@ async fn serve_answers_stores_and_lists() {
         .output()
         .unwrap();
     let event: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-    assert_eq!(event["fields"]["Content"], "hi");
+    assert_eq!(event["event"]["fields"]["Content"], "hi");
 
     // Security review, defect 5: the store (decrypted events, access tokens) was 0644 in 0755.
     use std::os::unix::fs::PermissionsExt;
@@ -399,7 +399,7 @@ as = "answer"
         "{out}"
     );
     let (ok, out) = cli(&["deliveries", "show", "999"]);
-    assert!(!ok && out.contains("no delivery with id 999"), "{out}");
+    assert!(!ok && out.contains("no delivery 999"), "{out}");
     let (ok, out) = cli(&["deliveries", "retry", "999"]);
     assert!(!ok && out.contains("no dead or pending delivery"), "{out}");
     assert!(served.terminate().success());
@@ -811,7 +811,7 @@ key = "item-{{ UserID }}"
     assert!(ok && out.contains("1 delivery cancelled"), "{out}");
     let (ok, list) = cli(&["deliveries", "list", "--status", "cancelled"]);
     assert!(
-        ok && list.contains("item-lisi") && list.contains("hookgate deliveries cancel"),
+        ok && list.contains("item-lisi") && list.contains("cancelled by cli:"),
         "{list}"
     );
     let (ok, list) = cli(&["deliveries", "list", "--status", "scheduled"]);
@@ -979,4 +979,117 @@ async fn a_reload_never_runs_a_scheduled_delivery_as_another_action() {
     .await;
     assert!(sink.received().is_empty(), "{:?}", sink.received());
     assert!(served.terminate().success());
+}
+
+/// Issue 17: the read commands need no secrets and find the store from any directory (a
+/// relative store path is the config file's); `--json` prints the admin API's shapes; a
+/// stored event is replayed through one rule as loaded now, and the audit trail says who.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_need_no_secrets_from_anywhere_and_a_replay_runs_one_rule_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[store]
+path = "var/hookgate.db"
+
+[[receivers]]
+name = "alerts"
+vendor = "webhook"
+path = "/hooks/alerts"
+auth = "token"
+auth_header = "Authorization"
+prefix = "Bearer "
+secret = "${ALERTS_TOKEN}"
+kind = "{{ status }}"
+dedupe_key = "{{ id }}"
+
+[[rules]]
+name = "log it"
+[[rules.actions]]
+kind = "log"
+message = "alert {{ id }}"
+
+[[rules]]
+name = "log again"
+[[rules.actions]]
+kind = "log"
+message = "again {{ id }}"
+"#,
+    )
+    .unwrap();
+    let token = "a-long-alerts-token-0123".as_ref();
+    let served = common::Served::start_with(&config, &[("ALERTS_TOKEN", token)], |c| {
+        c.current_dir(elsewhere.path());
+    });
+    let body = r#"{"id":"a-1","status":"firing"}"#;
+    let req = format!(
+        "POST /hooks/alerts HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer a-long-alerts-token-0123\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(common::raw(served.addr, req.as_bytes()).await.status, 200);
+    assert!(
+        dir.path().join("var/hookgate.db").exists(),
+        "beside the config"
+    );
+    // From yet another directory, without ALERTS_TOKEN.
+    let run = |args: &[&str], secret: bool| {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(std::env::temp_dir())
+            .env_remove("ALERTS_TOKEN")
+            .env("USER", "ann");
+        if secret {
+            c.env("ALERTS_TOKEN", token);
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(&["events", "list", "--json"], false);
+    assert!(ok, "{out}");
+    let page: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(page["items"][0]["dedupe_key"], "a-1", "{out}");
+    let id = page["items"][0]["id"].as_i64().unwrap().to_string();
+    common::eventually(10, "both rules done", || {
+        let (_, out) = run(&["deliveries", "list", "--status", "done", "--json"], false);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .is_ok_and(|v| v["items"].as_array().is_some_and(|a| a.len() == 2))
+    })
+    .await;
+    // A replay renders rules: without the secret it says which one is missing.
+    let (ok, out) = run(&["events", "replay", &id, "--rule", "log again"], false);
+    assert!(!ok && out.contains("ALERTS_TOKEN"), "{out}");
+    let (ok, out) = run(&["events", "replay", &id, "--rule", "log again"], true);
+    assert!(ok && out.contains("replay 1, 1 deliveries stored"), "{out}");
+    let (ok, out) = run(&["events", "replay", &id, "--rule", "no such"], true);
+    assert!(!ok && out.contains("no rule named"), "{out}");
+    common::eventually(10, "the replay done", || {
+        let (_, out) = run(&["deliveries", "list", "--status", "done"], false);
+        out.contains("log again#0") && out.contains("(replay 1)")
+    })
+    .await;
+    let (ok, out) = run(&["audit"], false);
+    assert!(
+        ok && out.contains("cli:ann") && out.contains("replay"),
+        "{out}"
+    );
+    let (ok, out) = run(&["events", "show", &id], false);
+    let shown: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(
+        ok && shown["deliveries"].as_array().unwrap().len() == 3,
+        "{out}"
+    );
+    assert_eq!(shown["rules"], serde_json::json!(["log it", "log again"]));
+    drop(served);
 }

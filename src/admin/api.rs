@@ -97,6 +97,15 @@ struct DeadFilter {
     receiver: Option<String>,
 }
 
+/// A replay's body: the events (a filtered replay), and only one rule's actions if given.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct ReplayBody {
+    #[serde(flatten)]
+    events: EventQuery,
+    rule: Option<String>,
+}
+
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct KeyBody {
@@ -145,11 +154,15 @@ async fn dispatch(
         ["events"] if get => answer(operate::events(store, &event_query(&p)?).await),
         ["events", n] if get => answer(operate::event(store, id(n)?).await),
         ["events", n, "replay"] if post => {
-            answer(operate::replay(store, &loaded, caller.who(), id(n)?).await)
+            let id = id(n)?;
+            let r: ReplayBody = body(req).await?;
+            let rule = r.rule.as_deref();
+            answer(operate::replay(store, &loaded, caller.who(), id, rule).await)
         }
         ["events", "replay"] if post => {
-            let q: EventQuery = body(req).await?;
-            answer(operate::replay_matching(store, &loaded, caller.who(), &q).await)
+            let r: ReplayBody = body(req).await?;
+            let rule = r.rule.as_deref();
+            answer(operate::replay_matching(store, &loaded, caller.who(), &r.events, rule).await)
         }
         ["deliveries"] if get => answer(operate::deliveries(store, &delivery_query(&p)?).await),
         ["deliveries", n] if get => answer(operate::delivery(store, id(n)?).await),

@@ -1,34 +1,83 @@
-//! What the store holds, for operators: `events list|show`, `deliveries list|retry`,
-//! `groups list|show|set|forget`.
+//! What the store holds, for operators, through [`crate::operate`] as the admin API:
+//! `events list|show|replay`, `deliveries list|show|retry|cancel`,
+//! `groups list|show|set|forget`, `audit`. Reading needs only the config's `[store]`;
+//! `--json` prints the admin API's shapes.
 
 use anyhow::{Result, bail};
 
-use super::{Cli, format_ms, load, open_existing};
+use super::{
+    Cli, DeliveriesCommand, EventFilter, EventsCommand, GroupsCommand, format_ms, load, load_store,
+    open_existing,
+};
 use crate::clock::now_ms;
-use crate::store::{DeliveryFilter, DeliveryStatus, ListFilter, RequeueTarget};
+use crate::operate::{self, DeliveryQuery, EventQuery};
+use crate::store::DeliveryStatus;
 
-use super::{DeliveriesCommand, EventsCommand, GroupsCommand};
+/// Who the audit trail says did it: `cli:<login>`.
+fn who() -> String {
+    // SAFETY: getuid cannot fail and touches no memory of ours.
+    let uid = unsafe { libc::getuid() };
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {uid}"));
+    format!("cli:{user}")
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `--since 2h` (ago) or a time in this machine's zone.
+fn when(text: &Option<String>, flag: &str) -> Result<Option<i64>> {
+    let Some(t) = text else { return Ok(None) };
+    if let Ok(d) = crate::time::parse_duration(t) {
+        return Ok(Some(
+            now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2),
+        ));
+    }
+    match crate::time::parse_time(t, &jiff::tz::TimeZone::system()) {
+        Some(ts) => Ok(Some(ts.as_millisecond())),
+        None => bail!("{flag} {t:?} is neither a time (2026-12-01 09:00) nor a duration (2h)"),
+    }
+}
+
+fn event_query(f: &EventFilter, before: Option<i64>, limit: usize) -> Result<EventQuery> {
+    Ok(EventQuery {
+        receiver: f.receiver.clone(),
+        kind: f.kind.clone(),
+        since_ms: when(&f.since, "--since")?,
+        until_ms: when(&f.until, "--until")?,
+        text: f.text.clone(),
+        before,
+        limit: Some(limit),
+    })
+}
 
 pub(super) fn events(cli: &Cli, command: &EventsCommand) -> Result<()> {
-    let config = load(cli)?;
-    let (rt, store) = open_existing(&config, "nothing has been received")?;
+    if let EventsCommand::Replay { id, filter, rule } = command {
+        return replay(cli, *id, filter, rule.as_deref());
+    }
+    let config = load_store(cli)?;
+    let (rt, store) = open_existing(&config.store, "nothing has been received")?;
     match command {
         EventsCommand::List {
-            receiver,
-            kind,
+            filter,
+            before,
             limit,
         } => {
-            let filter = ListFilter {
-                receiver: receiver.clone(),
-                kind: kind.clone(),
-                limit: *limit,
-                ..ListFilter::default()
-            };
+            let page = rt.block_on(operate::events(
+                &store,
+                &event_query(filter, *before, *limit)?,
+            ))?;
+            if cli.json {
+                return print_json(&page);
+            }
             println!(
                 "{:>8}  {:<25}  {:<16}  {:<14}  {:<28}  DEDUPE KEY",
                 "ID", "RECEIVED", "RECEIVER", "VENDOR", "KIND"
             );
-            for e in rt.block_on(store.list(&filter))? {
+            for e in &page.items {
                 println!(
                     "{:>8}  {:<25}  {:<16}  {:<14}  {:<28}  {}",
                     e.id,
@@ -39,101 +88,204 @@ pub(super) fn events(cli: &Cli, command: &EventsCommand) -> Result<()> {
                     e.dedupe_key
                 );
             }
+            if let Some(next) = page.next_before {
+                println!("more: --before {next}");
+            }
         }
-        EventsCommand::Show { id } => match rt.block_on(store.get(*id))? {
-            Some(e) => println!("{}", serde_json::to_string_pretty(&e)?),
-            None => bail!("no event with id {id}"),
-        },
+        EventsCommand::Show { id } => print_json(&rt.block_on(operate::event(&store, *id))?)?,
+        EventsCommand::Replay { .. } => {}
+    }
+    Ok(())
+}
+
+/// `events replay`: the rules render, so the whole config (and its secrets) is loaded.
+fn replay(cli: &Cli, id: Option<i64>, filter: &EventFilter, rule: Option<&str>) -> Result<()> {
+    let config = load(cli)?;
+    let (rt, store) = open_existing(&config.store, "nothing has been received")?;
+    let loaded = {
+        let _inside = rt.enter();
+        crate::loaded::Loaded::build(
+            &config,
+            &store,
+            &std::sync::Arc::new(crate::metrics::Metrics::new()),
+            &std::sync::Arc::default(),
+        )?
+    };
+    if let Some(r) = rule
+        && !loaded.rules.rules().iter().any(|x| x.name == r)
+    {
+        bail!("no rule named {r:?} in {}", cli.config.display());
+    }
+    let who = who();
+    let replayed = match id {
+        Some(id) => vec![rt.block_on(operate::replay(&store, &loaded, &who, id, rule))?],
+        None => {
+            let q = event_query(filter, None, operate::MAX_REPLAY)?;
+            rt.block_on(operate::replay_matching(&store, &loaded, &who, &q, rule))?
+        }
+    };
+    {
+        // Its clients' pools live on the runtime.
+        let _inside = rt.enter();
+        drop(loaded);
+    }
+    if cli.json {
+        return print_json(&replayed);
+    }
+    for r in &replayed {
+        println!(
+            "event {}: replay {}, {} deliveries stored{}",
+            r.event_id,
+            r.replay,
+            r.deliveries,
+            match r.unfinished {
+                0 => String::new(),
+                n => format!(", {n} left out (their rule has not finished with this event)"),
+            }
+        );
+    }
+    if replayed.is_empty() {
+        println!("no events matched");
     }
     Ok(())
 }
 
 pub(super) fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> Result<()> {
-    let config = load(cli)?;
-    let (runtime, store) = open_existing(&config, "nothing has been received")?;
+    let config = load_store(cli)?;
+    let (rt, store) = open_existing(&config.store, "nothing has been received")?;
+    let give_up = i64::try_from(config.give_up_after.as_millis()).unwrap_or(i64::MAX);
+    let who = who();
+    let plural = |n: usize| if n == 1 { "delivery" } else { "deliveries" };
     match command {
         DeliveriesCommand::List {
             status,
             event,
+            rule,
+            receiver,
+            key,
+            before,
             limit,
         } => {
-            let filter = DeliveryFilter {
-                status: *status,
-                event_id: *event,
-                limit: *limit,
-                ..DeliveryFilter::default()
+            let q = DeliveryQuery {
+                status: status.map(|s| s.as_str().to_owned()),
+                rule: rule.clone(),
+                receiver: receiver.clone(),
+                event: *event,
+                key: key.clone(),
+                before: *before,
+                limit: Some(*limit),
             };
-            println!(
-                "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<9}  {:>3}  {:<25}  {:<20}  LAST ERROR",
-                "ID", "EVENT", "RECEIVER", "RULE", "ACTION", "STATUS", "TRY", "NEXT ATTEMPT", "KEY"
-            );
-            for d in runtime.block_on(store.deliveries(&filter))? {
-                let next = if d.status == DeliveryStatus::Pending {
-                    format_ms(d.next_attempt_at_ms)
-                } else {
-                    "-".into()
-                };
-                println!(
-                    "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<9}  {:>3}  {:<25}  {:<20}  {}",
-                    d.id,
-                    d.event_id,
-                    d.receiver,
-                    format!("{}#{}", d.rule, d.action),
-                    d.kind,
-                    d.status.as_str(),
-                    d.attempts,
-                    next,
-                    d.key.as_deref().unwrap_or("-"),
-                    d.last_error.as_deref().unwrap_or("")
-                );
+            let page = rt.block_on(operate::deliveries(&store, &q))?;
+            if cli.json {
+                return print_json(&page);
             }
+            print_deliveries(&page);
         }
-        DeliveriesCommand::Show { id } => show_delivery(&runtime, &store, *id)?,
+        DeliveriesCommand::Show { id } => {
+            print_json(&rt.block_on(operate::delivery(&store, *id))?)?
+        }
         DeliveriesCommand::Cancel { id, key } => {
-            let n = runtime.block_on(store.cancel(
-                key.clone(),
-                *id,
-                "cancelled by hookgate deliveries cancel",
-                now_ms(),
-            ))?;
-            if n == 0 && id.is_some() {
-                bail!("no pending or waiting delivery with that id");
-            }
-            println!("{n} deliver{} cancelled", if n == 1 { "y" } else { "ies" });
+            let n = rt.block_on(operate::cancel(&store, &who, *id, key.clone()))?;
+            println!("{n} {} cancelled", plural(n));
         }
-        DeliveriesCommand::Retry { id, dead } => {
-            let target = match (id, dead) {
-                (Some(id), _) => RequeueTarget::Id(*id),
-                (None, true) => RequeueTarget::AllDead,
+        DeliveriesCommand::Retry {
+            id,
+            dead,
+            rule,
+            receiver,
+        } => {
+            let n = match (id, dead) {
+                (Some(id), _) => rt.block_on(operate::retry(&store, &who, *id, give_up))?,
+                (None, true) => rt.block_on(operate::retry_dead(
+                    &store,
+                    &who,
+                    rule.clone(),
+                    receiver.clone(),
+                    give_up,
+                ))?,
                 (None, false) => bail!("give a delivery id or --dead"),
             };
-            let now = now_ms();
-            let deadline = now.saturating_add(
-                i64::try_from(config.delivery.give_up_after.as_millis()).unwrap_or(i64::MAX),
-            );
-            let n = runtime.block_on(store.requeue(target, now, deadline))?;
-            if n == 0 && matches!(target, RequeueTarget::Id(_)) {
-                bail!("no dead or pending delivery with that id");
-            }
-            println!(
-                "{n} deliver{} queued to run now",
-                if n == 1 { "y" } else { "ies" }
-            );
+            println!("{n} {} queued to run now", plural(n));
         }
     }
     Ok(())
 }
 
+fn print_deliveries(page: &operate::Page<operate::DeliveryView>) {
+    println!(
+        "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<9}  {:>3}  {:<25}  {:<20}  LAST ERROR",
+        "ID", "EVENT", "RECEIVER", "RULE", "ACTION", "STATUS", "TRY", "NEXT ATTEMPT", "KEY"
+    );
+    for v in &page.items {
+        let d = &v.row;
+        let next = if d.status == DeliveryStatus::Pending {
+            format_ms(d.next_attempt_at_ms)
+        } else {
+            "-".into()
+        };
+        let replay = if d.replay > 0 {
+            format!(" (replay {})", d.replay)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:>8}  {:>8}  {:<16}  {:<28}  {:<6}  {:<9}  {:>3}  {:<25}  {:<20}  {}{replay}",
+            d.id,
+            d.event_id,
+            d.receiver,
+            format!("{}#{}", d.rule, d.action),
+            d.kind,
+            d.status.as_str(),
+            d.attempts,
+            next,
+            d.key.as_deref().unwrap_or("-"),
+            d.last_error.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(next) = page.next_before {
+        println!("more: --before {next}");
+    }
+}
+
+pub(super) fn audit(cli: &Cli, limit: usize, before: Option<i64>) -> Result<()> {
+    let config = load_store(cli)?;
+    let (rt, store) = open_existing(&config.store, "nothing has been done")?;
+    let page = rt.block_on(operate::audit_trail(&store, before, Some(limit)))?;
+    if cli.json {
+        return print_json(&page);
+    }
+    println!(
+        "{:>6}  {:<25}  {:<20}  {:<8}  {:<28}  DETAIL",
+        "ID", "WHEN", "WHO", "ACTION", "TARGET"
+    );
+    for a in &page.items {
+        println!(
+            "{:>6}  {:<25}  {:<20}  {:<8}  {:<28}  {}",
+            a.id,
+            format_ms(a.at_ms),
+            a.who,
+            a.action,
+            a.target,
+            a.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
 pub(super) fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
-    let config = load(cli)?;
-    let (rt, store) = open_existing(&config, "no group made")?;
+    let config = load_store(cli)?;
+    let (rt, store) = open_existing(&config.store, "no group made")?;
     match command {
         GroupsCommand::List { limit } => {
+            let groups = rt.block_on(operate::groups(&store, *limit))?;
+            if cli.json {
+                return print_json(&groups);
+            }
             println!(
                 "{:<12}  {:<32}  {:<34}  {:<25}  NAME",
                 "CONNECTION", "KEY", "CHAT ID", "CREATED"
             );
-            for g in rt.block_on(store.groups(*limit))? {
+            for g in groups {
                 println!(
                     "{:<12}  {:<32}  {:<34}  {:<25}  {}",
                     g.connection,
@@ -156,7 +308,7 @@ pub(super) fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
                 .collect();
             match found.as_slice() {
                 [] => bail!("no group with key {key:?}"),
-                [g] => println!("{}", serde_json::to_string_pretty(g)?),
+                [g] => print_json(g)?,
                 _ => bail!("several connections have key {key:?}: give --via"),
             }
         }
@@ -195,30 +347,5 @@ pub(super) fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
             println!("forgot key {key:?} of {via}; the next group_create for it makes a group");
         }
     }
-    Ok(())
-}
-
-/// `deliveries show ID`: the delivery as JSON, with the result it kept as JSON (not as a
-/// string holding JSON).
-fn show_delivery(
-    runtime: &tokio::runtime::Runtime,
-    store: &crate::store::Store,
-    id: i64,
-) -> Result<()> {
-    let filter = DeliveryFilter {
-        id: Some(id),
-        limit: 1,
-        ..DeliveryFilter::default()
-    };
-    let Some(d) = runtime.block_on(store.deliveries(&filter))?.pop() else {
-        bail!("no delivery with id {id}");
-    };
-    let result = d
-        .result
-        .as_deref()
-        .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap_or(r.into()));
-    let mut shown = serde_json::to_value(&d)?;
-    shown["result"] = result.unwrap_or_default();
-    println!("{}", serde_json::to_string_pretty(&shown)?);
     Ok(())
 }

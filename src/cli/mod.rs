@@ -1,6 +1,7 @@
 //! The `hookgate` command line: `serve` (`serve.rs`), `check`, `migrate`, `simulate` and
-//! `explain` (`explain.rs`), `events list|show`, `deliveries list|retry`,
-//! `groups list|show|set|forget` (`inspect.rs`).
+//! `explain` (`explain.rs`), `events list|show|replay`, `deliveries list|show|retry|cancel`,
+//! `groups list|show|set|forget`, `audit` (`inspect.rs`, through [`crate::operate`] as the
+//! admin API).
 
 mod explain;
 mod inspect;
@@ -41,6 +42,9 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// List and show commands print JSON (the admin API's shapes) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -105,6 +109,14 @@ pub enum Command {
     },
     /// Create or upgrade the store's schema and exit (`serve` does this on start too).
     Migrate,
+    /// What operators did (retries, cancels, replays, reloads), newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only entries below this id (the next page).
+        #[arg(long)]
+        before: Option<i64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +164,16 @@ pub enum DeliveriesCommand {
         /// Only the deliveries of this event.
         #[arg(long)]
         event: Option<i64>,
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long)]
+        receiver: Option<String>,
+        /// Only those with this `key`.
+        #[arg(long)]
+        key: Option<String>,
+        /// Only ids below this (the next page).
+        #[arg(long)]
+        before: Option<i64>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
@@ -164,12 +186,17 @@ pub enum DeliveriesCommand {
         #[arg(long)]
         key: Option<String>,
     },
-    /// Run a dead delivery (or every dead one) again now, with a fresh retry deadline.
+    /// Run a dead delivery (or every dead one, of a rule or receiver) again now, with a
+    /// fresh retry deadline.
     Retry {
         #[arg(required_unless_present = "dead", conflicts_with = "dead")]
         id: Option<i64>,
         #[arg(long)]
         dead: bool,
+        #[arg(long, requires = "dead")]
+        rule: Option<String>,
+        #[arg(long, requires = "dead")]
+        receiver: Option<String>,
     },
 }
 
@@ -182,15 +209,48 @@ fn parse_status(s: &str) -> Result<DeliveryStatus, String> {
 pub enum EventsCommand {
     /// The newest events, one per line.
     List {
+        #[command(flatten)]
+        filter: EventFilter,
+        /// Only ids below this (the next page).
         #[arg(long)]
-        receiver: Option<String>,
-        #[arg(long)]
-        kind: Option<String>,
+        before: Option<i64>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// One event with all its fields, as JSON.
+    /// One event with all its fields and every delivery it made, as JSON.
     Show { id: i64 },
+    /// Run a stored event (or every one a filter selects, at most 500) through the rules as
+    /// loaded now: new deliveries, marked as a replay; a rule with deliveries of the event
+    /// still unfinished is left out. Needs the config's secrets (the rules render).
+    Replay {
+        #[arg(conflicts_with_all = ["receiver", "kind", "since", "until", "text"],
+              required_unless_present_any = ["receiver", "kind", "since", "until", "text"])]
+        id: Option<i64>,
+        #[command(flatten)]
+        filter: EventFilter,
+        /// Only this rule's actions (say, the rule just fixed).
+        #[arg(long)]
+        rule: Option<String>,
+    },
+}
+
+/// Which events a list or a replay takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventFilter {
+    #[arg(long)]
+    pub receiver: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Received at or after: a time (`2026-12-01 09:00`, in this machine's zone) or a
+    /// duration ago (`2h`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Received before: as `--since`.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Text the stored body contains.
+    #[arg(long)]
+    pub text: Option<String>,
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the default `info`. Lines are formatted on the
@@ -233,6 +293,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Deliveries { command } => deliveries(&cli, command),
         Command::Groups { command } => groups(&cli, command),
         Command::Migrate => migrate(&cli),
+        Command::Audit { limit, before } => inspect::audit(&cli, *limit, *before),
         Command::Simulate {
             receiver,
             url,
@@ -281,20 +342,29 @@ fn check(cli: &Cli) -> Result<()> {
 
 /// The store a command reads (a SQLite file must exist: `nothing` says why it does not), on
 /// a runtime for its calls.
-fn open_existing(config: &Config, nothing: &str) -> Result<(tokio::runtime::Runtime, Store)> {
-    if config.store.url.is_none() && !config.store.path.exists() {
-        bail!("no store at {} yet: {nothing}", config.store.path.display());
+fn open_existing(
+    config: &crate::config::StoreConfig,
+    nothing: &str,
+) -> Result<(tokio::runtime::Runtime, Store)> {
+    if config.url.is_none() && !config.path.exists() {
+        bail!("no store at {} yet: {nothing}", config.path.display());
     }
     crate::tls::install_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let store = runtime.block_on(Store::open(&config.store))?;
+    let store = runtime.block_on(Store::open(config))?;
     Ok((runtime, store))
 }
 
+/// `[store]` and `[delivery]` only: the commands that read the store need no other secret.
+fn load_store(cli: &Cli) -> Result<crate::config::StoreOnly> {
+    config::load_store(&cli.config, cli.env_file.as_deref())
+        .map_err(|errors| anyhow::anyhow!("{}", errors.to_string().trim_end()))
+}
+
 fn migrate(cli: &Cli) -> Result<()> {
-    let config = load(cli)?;
+    let config = load_store(cli)?;
     crate::tls::install_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

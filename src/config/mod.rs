@@ -7,6 +7,7 @@ mod check;
 mod connections;
 mod env;
 mod outbound;
+mod partial;
 mod raw;
 mod receivers;
 mod rules;
@@ -38,6 +39,7 @@ use crate::secret::Secret;
 use crate::template::Template;
 
 pub use env::{expand, parse_env_file};
+pub use partial::{StoreOnly, parse_store};
 pub use validate::parse;
 
 /// A validated configuration.
@@ -457,10 +459,44 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Reads and validates a config file, taking `${VAR}` from the process environment.
 /// Reads and validates the config at `path`. `${VAR}` comes from the process environment,
-/// then from `env_file` (`KEY=VALUE` lines) when one is given.
+/// then from `env_file` (`KEY=VALUE` lines) when one is given. A relative store path is
+/// taken from the config file's directory, so every command finds the same store.
 pub fn load(path: &Path, env_file: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let (src, lookup) = read(path, env_file)?;
+    let mut config = parse(&src, &lookup).map_err(|errors| ConfigErrors {
+        file: path.to_owned(),
+        errors,
+    })?;
+    beside(path, &mut config.store);
+    Ok(config)
+}
+
+/// Only `[store]` and `[delivery]` of the config at `path` (see [`parse_store`]), for the
+/// commands that read the store: no other `${VAR}` needs to be set.
+pub fn load_store(path: &Path, env_file: Option<&Path>) -> Result<StoreOnly, ConfigErrors> {
+    let (src, lookup) = read(path, env_file)?;
+    let mut only = parse_store(&src, &lookup).map_err(|errors| ConfigErrors {
+        file: path.to_owned(),
+        errors,
+    })?;
+    beside(path, &mut only.store);
+    Ok(only)
+}
+
+/// A relative SQLite path, from the config file's directory.
+fn beside(config: &Path, store: &mut StoreConfig) {
+    if store.path.is_relative()
+        && let Some(dir) = config.parent()
+    {
+        store.path = dir.join(&store.path);
+    }
+}
+
+type Lookup = Box<dyn Fn(&str) -> Option<String>>;
+
+/// The file's text, and `${VAR}` from the environment, then from `env_file`.
+fn read(path: &Path, env_file: Option<&Path>) -> Result<(String, Lookup), ConfigErrors> {
     let fail = |file: &Path, message: String| ConfigErrors {
         file: file.to_owned(),
         errors: vec![ConfigError {
@@ -477,7 +513,7 @@ pub fn load(path: &Path, env_file: Option<&Path>) -> Result<Config, ConfigErrors
             .and_then(|text| parse_env_file(&text))
             .map_err(|e| fail(f, e))?,
     };
-    let lookup = |name: &str| {
+    let lookup = move |name: &str| {
         std::env::var(name).ok().or_else(|| {
             file_vars
                 .iter()
@@ -485,8 +521,5 @@ pub fn load(path: &Path, env_file: Option<&Path>) -> Result<Config, ConfigErrors
                 .map(|(_, v)| v.clone())
         })
     };
-    parse(&src, &lookup).map_err(|errors| ConfigErrors {
-        file: path.to_owned(),
-        errors,
-    })
+    Ok((src, Box::new(lookup)))
 }

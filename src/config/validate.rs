@@ -20,15 +20,7 @@ pub fn parse(
     src: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<ConfigError>> {
-    let mut ctx = Ctx {
-        src,
-        lookup,
-        errors: Vec::new(),
-        declared_connections: HashSet::new(),
-        outbound_config: OutboundConfig::default(),
-        compiler: None,
-        valid_connections: BTreeMap::new(),
-    };
+    let mut ctx = Ctx::new(src, lookup);
     let doc = DeTable::parse(src).map_err(|e| vec![ctx.toml_error(&e)])?;
     let mut unknown = Vec::new();
     let raw: RawConfig =
@@ -121,7 +113,7 @@ fn key_span(doc: &Spanned<DeTable<'_>>, path: &[String]) -> Option<Range<usize>>
 pub(super) struct Ctx<'a> {
     src: &'a str,
     lookup: &'a dyn Fn(&str) -> Option<String>,
-    errors: Vec<ConfigError>,
+    pub(super) errors: Vec<ConfigError>,
     /// Connections declared in the file, valid or not: a `via` naming one with its own
     /// errors is not reported again.
     pub(super) declared_connections: HashSet<String>,
@@ -131,6 +123,20 @@ pub(super) struct Ctx<'a> {
     pub(super) compiler: Option<Compiler>,
     /// The connections that validated, for the actions that name them.
     pub(super) valid_connections: BTreeMap<String, Connection>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(src: &'a str, lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self {
+            src,
+            lookup,
+            errors: Vec::new(),
+            declared_connections: HashSet::new(),
+            outbound_config: OutboundConfig::default(),
+            compiler: None,
+            valid_connections: BTreeMap::new(),
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -161,7 +167,7 @@ impl Ctx<'_> {
         });
     }
 
-    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+    pub(super) fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         ConfigError {
             line: e.span().map(|s| self.line(&s)),
             key: String::new(),
@@ -345,7 +351,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn store(&mut self, raw: &super::raw::RawStore) -> StoreConfig {
+    pub(super) fn store(&mut self, raw: &super::raw::RawStore) -> StoreConfig {
         let path = self
             .string(&raw.path, "store.path")
             .unwrap_or_else(|| "var/hookgate.db".into());

@@ -150,7 +150,8 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
     /// The action's `key`, if it has one.
     pub key: Option<String>,
-    /// What it kept for the rule's later actions (`as`), as JSON.
+    /// What it kept for the rule's later actions (`as`), as JSON text.
+    #[serde(skip)]
     pub result: Option<String>,
     /// Its attempts, one JSON line each ([`DeliveryRow::attempt_log`]).
     #[serde(skip)]
