@@ -198,6 +198,15 @@ async fn dispatch(
         }
         ["connections"] if get => json(200, &admin.streams.snapshot()),
         ["rules"] if get => json(200, &rules(&loaded)),
+        ["receivers"] if get => {
+            let mut list: Vec<_> = loaded
+                .receivers
+                .values()
+                .map(|r| json!({ "name": r.name, "vendor": r.vendor().as_str(), "path": r.path }))
+                .collect();
+            list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            json(200, &list)
+        }
         ["audit"] if get => {
             let limit = int(&p, "limit")?.map(|l| usize::try_from(l).unwrap_or(0));
             answer(operate::audit_trail(store, int(&p, "before")?, limit).await)

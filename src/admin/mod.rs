@@ -1,11 +1,12 @@
-//! The admin listener's own paths: the JSON API under `/api/v1/` (`api.rs`), who may call it
-//! and whether a write may come from a browser (`auth.rs`), and the live tail of committed
-//! callbacks as server-sent events. `server` hands it every request on `admin_listen` that
+//! The admin listener's own paths: the JSON API under `/api/v1/` (`api.rs`, with the live
+//! tail of committed callbacks as server-sent events), who may call it and whether a write
+//! may come from a browser (`auth.rs`), and the web console's page (`console.rs`). `server` hands it every request on `admin_listen` that
 //! is not `/healthz`, `/readyz` or the metrics. Reads and writes go through
 //! [`crate::operate`], as the CLI's do.
 
 mod api;
 pub mod auth;
+mod console;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -72,7 +73,7 @@ impl Admin {
     ) -> Response<Body> {
         let path = req.uri().path().to_owned();
         if !path.starts_with("/api/") {
-            return json_error(404, "not found");
+            return console::asset(&path).unwrap_or_else(|| json_error(404, "not found"));
         }
         let loaded = self.intake.loaded();
         let Some(caller) =
