@@ -140,65 +140,49 @@ async fn dispatch(
         return Err(Refusal(404, "unknown API version; this is /api/v1".into()));
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+    let answered = match method {
+        Method::GET => read(admin, caller, &segments, &params(&req)).await?,
+        Method::POST => write(admin, caller, &segments, req).await?,
+        _ => None,
+    };
+    Ok(answered.unwrap_or_else(|| json_error(404, &format!("no {method} {path}"))))
+}
+
+fn id(s: &str) -> Result<i64, Refusal> {
+    s.parse::<i64>()
+        .map_err(|_| Refusal(400, format!("{s:?} is not an id")))
+}
+
+/// The GET routes; `None` for an unknown path.
+async fn read(
+    admin: &Admin,
+    caller: &Caller,
+    segments: &[&str],
+    p: &HashMap<String, String>,
+) -> Result<Option<Response<Body>>, Refusal> {
     let store = admin.intake.store();
     let loaded = admin.intake.loaded();
-    let p = params(&req);
-    let get = req.method() == Method::GET;
-    let post = req.method() == Method::POST;
-    let id = |s: &str| {
-        s.parse::<i64>()
-            .map_err(|_| Refusal(400, format!("{s:?} is not an id")))
-    };
-    Ok(match segments.as_slice() {
-        ["whoami"] if get => json(200, caller),
-        ["events"] if get => answer(operate::events(store, &event_query(&p)?).await),
-        ["events", n] if get => answer(operate::event(store, id(n)?).await),
-        ["events", n, "replay"] if post => {
-            let id = id(n)?;
-            let r: ReplayBody = body(req).await?;
-            let rule = r.rule.as_deref();
-            answer(operate::replay(store, &loaded, caller.who(), id, rule).await)
-        }
-        ["events", "replay"] if post => {
-            let r: ReplayBody = body(req).await?;
-            let rule = r.rule.as_deref();
-            answer(operate::replay_matching(store, &loaded, caller.who(), &r.events, rule).await)
-        }
-        ["deliveries"] if get => answer(operate::deliveries(store, &delivery_query(&p)?).await),
-        ["deliveries", n] if get => answer(operate::delivery(store, id(n)?).await),
-        ["deliveries", n, "retry"] if post => {
-            let n = operate::retry(store, caller.who(), id(n)?, loaded.give_up_after_ms).await;
-            answer(n.map(|n| json!({ "queued": n })))
-        }
-        ["deliveries", "retry-dead"] if post => {
-            let f: DeadFilter = body(req).await?;
-            let who = caller.who();
-            let n = operate::retry_dead(store, who, f.rule, f.receiver, loaded.give_up_after_ms);
-            answer(n.await.map(|n| json!({ "queued": n })))
-        }
-        ["deliveries", n, "cancel"] if post => {
-            let n = operate::cancel(store, caller.who(), Some(id(n)?), None).await;
-            answer(n.map(|n| json!({ "cancelled": n })))
-        }
-        ["deliveries", "cancel"] if post => {
-            let k: KeyBody = body(req).await?;
-            let n = operate::cancel(store, caller.who(), None, k.key).await;
-            answer(n.map(|n| json!({ "cancelled": n })))
-        }
-        ["timers"] if get => {
+    Ok(Some(match segments {
+        ["whoami"] => json(200, caller),
+        ["events"] => answer(operate::events(store, &event_query(p)?).await),
+        ["events", n] => answer(operate::event(store, id(n)?).await),
+        ["deliveries"] => answer(operate::deliveries(store, &delivery_query(p)?).await),
+        ["deliveries", n] => answer(operate::delivery(store, id(n)?).await),
+        ["timers"] => {
             let q = DeliveryQuery {
                 status: Some("scheduled".into()),
-                ..delivery_query(&p)?
+                ..delivery_query(p)?
             };
             answer(operate::deliveries(store, &q).await)
         }
-        ["groups"] if get => {
-            let limit = int(&p, "limit")?.unwrap_or(200);
+        ["groups"] => {
+            let limit = int(p, "limit")?.unwrap_or(200);
             answer(operate::groups(store, usize::try_from(limit).unwrap_or(1)).await)
         }
-        ["connections"] if get => json(200, &admin.streams.snapshot()),
-        ["rules"] if get => json(200, &rules(&loaded)),
-        ["receivers"] if get => {
+        ["connections"] => json(200, &admin.streams.snapshot()),
+        ["rules"] => json(200, &rules(&loaded)),
+        ["receivers"] => {
             let mut list: Vec<_> = loaded
                 .receivers
                 .values()
@@ -207,19 +191,63 @@ async fn dispatch(
             list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
             json(200, &list)
         }
-        ["audit"] if get => {
-            let limit = int(&p, "limit")?.map(|l| usize::try_from(l).unwrap_or(0));
-            answer(operate::audit_trail(store, int(&p, "before")?, limit).await)
+        ["audit"] => {
+            let limit = int(p, "limit")?.map(|l| usize::try_from(l).unwrap_or(0));
+            answer(operate::audit_trail(store, int(p, "before")?, limit).await)
         }
-        ["summary"] if get => answer(summary(admin).await),
-        ["explain"] if post => {
+        ["summary"] => answer(summary(admin).await),
+        ["tail"] => tail(admin),
+        _ => return Ok(None),
+    }))
+}
+
+/// The POST routes (an operator's, checked for CSRF already); `None` for an unknown path.
+async fn write(
+    admin: &Admin,
+    caller: &Caller,
+    segments: &[&str],
+    req: Request<Incoming>,
+) -> Result<Option<Response<Body>>, Refusal> {
+    let store = admin.intake.store();
+    let loaded = admin.intake.loaded();
+    let who = caller.who();
+    let give_up = loaded.give_up_after_ms;
+    Ok(Some(match segments {
+        ["events", n, "replay"] => {
+            let id = id(n)?;
+            let r: ReplayBody = body(req).await?;
+            answer(operate::replay(store, &loaded, who, id, r.rule.as_deref()).await)
+        }
+        ["events", "replay"] => {
+            let r: ReplayBody = body(req).await?;
+            let rule = r.rule.as_deref();
+            answer(operate::replay_matching(store, &loaded, who, &r.events, rule).await)
+        }
+        ["deliveries", n, "retry"] => {
+            let n = operate::retry(store, who, id(n)?, give_up).await;
+            answer(n.map(|n| json!({ "queued": n })))
+        }
+        ["deliveries", "retry-dead"] => {
+            let f: DeadFilter = body(req).await?;
+            let n = operate::retry_dead(store, who, f.rule, f.receiver, give_up).await;
+            answer(n.map(|n| json!({ "queued": n })))
+        }
+        ["deliveries", n, "cancel"] => {
+            let n = operate::cancel(store, who, Some(id(n)?), None).await;
+            answer(n.map(|n| json!({ "cancelled": n })))
+        }
+        ["deliveries", "cancel"] => {
+            let k: KeyBody = body(req).await?;
+            let n = operate::cancel(store, who, None, k.key).await;
+            answer(n.map(|n| json!({ "cancelled": n })))
+        }
+        ["explain"] => {
             let e: ExplainBody = body(req).await?;
             answer(operate::explain(&loaded, &e.receiver, e.body))
         }
-        ["reload"] if post => reload(admin, caller).await,
-        ["tail"] if get => tail(admin),
-        _ => json_error(404, &format!("no {} {path}", req.method())),
-    })
+        ["reload"] => reload(admin, caller).await,
+        _ => return Ok(None),
+    }))
 }
 
 /// The rules as loaded, with where each starts in the config file.
