@@ -4,8 +4,8 @@
 ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS history TEXT;
 -- 0 for what the event planned when it arrived; n for the deliveries of its n-th replay.
 ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS replay INTEGER NOT NULL DEFAULT 0;
--- Dead letters by rule (the console's view, /metrics).
-CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (rule, id) WHERE status = 'dead';
+-- Dead letters, newest first (the console's view; /metrics counts them by rule).
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (id) WHERE status = 'dead';
 -- Lists filtered by receiver or kind stay an index walk, newest first; a time filter finds
 -- its first and last event by time.
 CREATE INDEX IF NOT EXISTS events_receiver ON events (receiver, id);
