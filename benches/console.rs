@@ -71,7 +71,14 @@ fn fill(db: &std::path::Path) {
                 i % 1000
             );
             event
-                .execute(rusqlite::params![i, receiver, kind, format!("order-{i}"), at, raw])
+                .execute(rusqlite::params![
+                    i,
+                    receiver,
+                    kind,
+                    format!("order-{i}"),
+                    at,
+                    raw
+                ])
                 .unwrap();
             let (status, error) = if i % 1000 == 0 {
                 ("dead", Some("gave up after 1 attempts: 502"))
@@ -113,7 +120,9 @@ auth = "none"
     // The schema first (migrations), then the rows.
     drop(Store::open(&config.store).await.unwrap());
     let path = db.to_owned();
-    tokio::task::spawn_blocking(move || fill(&path)).await.unwrap();
+    tokio::task::spawn_blocking(move || fill(&path))
+        .await
+        .unwrap();
     let store = Store::open(&config.store).await.unwrap();
     let listeners = Listeners::bind(&config.server).await.unwrap();
     let app = App::start(config, store, listeners).await.unwrap();
@@ -121,8 +130,14 @@ auth = "none"
     let month_ago = hookgate::clock::now_ms() - 30 * 24 * 3600 * 1000;
     let shapes = [
         ("first page", "/api/v1/events?limit=50".to_owned()),
-        ("500,000 deep", "/api/v1/events?limit=50&before=500000".to_owned()),
-        ("receiver, 1 in 100", "/api/v1/events?limit=50&receiver=rare".to_owned()),
+        (
+            "500,000 deep",
+            "/api/v1/events?limit=50&before=500000".to_owned(),
+        ),
+        (
+            "receiver, 1 in 100",
+            "/api/v1/events?limit=50&receiver=rare".to_owned(),
+        ),
         (
             "a day a month back",
             format!(
@@ -131,11 +146,20 @@ auth = "none"
                 month_ago + 24 * 3600 * 1000
             ),
         ),
-        ("text search", "/api/v1/events?limit=50&text=c-4242%22".to_owned()),
-        ("dead letters", "/api/v1/deliveries?status=dead&limit=50".to_owned()),
+        (
+            "text search",
+            "/api/v1/events?limit=50&text=c-4242%22".to_owned(),
+        ),
+        (
+            "dead letters",
+            "/api/v1/deliveries?status=dead&limit=50".to_owned(),
+        ),
     ];
     println!("console: {EVENTS} events, {REQUESTS} requests per page shape, one at a time");
-    println!("{:<22} {:>10} {:>10} {:>7}", "page", "p50 ms", "p99 ms", "rows");
+    println!(
+        "{:<22} {:>10} {:>10} {:>7}",
+        "page", "p50 ms", "p99 ms", "rows"
+    );
     for (name, path) in &shapes {
         let mut times = Vec::with_capacity(REQUESTS);
         let mut rows = 0;
@@ -143,9 +167,8 @@ auth = "none"
             let started = Instant::now();
             let body = get(admin, path).await;
             times.push(started.elapsed());
-            let page: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-                panic!("{e}: {}", String::from_utf8_lossy(&body))
-            });
+            let page: serde_json::Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
             rows = page["items"].as_array().map_or(0, Vec::len);
         }
         times.sort();

@@ -157,7 +157,7 @@ impl App {
                 reload_tx,
                 reloadable.clone(),
                 stop.subscribe(),
-            ))
+            )) as Arc<dyn crate::server::AdminPaths>
         });
         let server = Arc::new(Server::new(intake, health, admin));
         let addr = local_addr(&listeners.main);

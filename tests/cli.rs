@@ -563,6 +563,7 @@ fn the_commented_examples_in_the_example_config_are_valid() {
         "ALERTS_TOKEN",
         "BIZ_DB_PASSWORD",
         "YIDA_SYSTEM_TOKEN",
+        "ONCALL_PASSWORD",
     ] {
         cmd.env(var, "x");
     }

@@ -8,12 +8,10 @@ mod api;
 pub mod auth;
 mod console;
 
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
@@ -25,7 +23,7 @@ use crate::intake::Intake;
 use auth::{Caller, Role};
 
 /// A response body: whole, or a stream (the live tail).
-pub type Body = BoxBody<Bytes, Infallible>;
+pub type Body = crate::server::ResponseBody;
 
 /// Asks the process to re-read its config file; the answer says what happened.
 pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
@@ -65,7 +63,7 @@ impl Admin {
     }
 
     /// Answers one request on the admin listener (`local`: the listener is on loopback).
-    pub async fn handle(
+    pub async fn answer(
         &self,
         req: Request<Incoming>,
         local: bool,
@@ -105,6 +103,17 @@ impl Admin {
             }
         }
         api::route(self, &caller, req).await
+    }
+}
+
+impl crate::server::AdminPaths for Admin {
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        local: bool,
+        peer: IpAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send + '_>> {
+        Box::pin(self.answer(req, local, peer))
     }
 }
 

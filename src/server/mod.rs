@@ -27,7 +27,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::admin::{Admin, Body as AdminBody};
 use crate::clock::now_ms;
 use crate::ingress::{self, Headers};
 use crate::intake::Intake;
@@ -46,12 +45,26 @@ pub struct Server {
     metrics_on_main: bool,
     /// What each receiver remembers between requests (used robot signs, unsigned budget).
     guards: ingress::Guards,
-    /// The admin API, on the admin listener.
-    admin: Option<Arc<Admin>>,
+    /// The admin API and console, on the admin listener.
+    admin: Option<Arc<dyn AdminPaths>>,
+}
+
+/// A response body: whole, or a stream (the admin API's live tail).
+pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// The admin listener's paths besides health and metrics (`crate::admin` serves them).
+pub trait AdminPaths: Send + Sync {
+    /// Answers one request; `local`: the listener is on loopback.
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        local: bool,
+        peer: std::net::IpAddr,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + '_>>;
 }
 
 impl Server {
-    pub fn new(intake: Arc<Intake>, health: Health, admin: Option<Arc<Admin>>) -> Self {
+    pub fn new(intake: Arc<Intake>, health: Health, admin: Option<Arc<dyn AdminPaths>>) -> Self {
         let server = intake.loaded().server.clone();
         Self {
             metrics_path: server.metrics_path,
@@ -183,7 +196,7 @@ async fn handle(
     local: bool,
     peer: std::net::IpAddr,
     req: Request<Incoming>,
-) -> Result<Response<AdminBody>, Infallible> {
+) -> Result<Response<ResponseBody>, Infallible> {
     let whole = |r: Response<Full<Bytes>>| Ok(r.map(BodyExt::boxed));
     match req.uri().path() {
         "/healthz" => return whole(plain(200, "ok\n")),
