@@ -356,3 +356,81 @@ async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, need
         seen.extend_from_slice(&buf[..n]);
     }
 }
+
+/// The real binary, started from a file: a reload through the API swaps a good file in and
+/// answers 422 with the problems of a broken one (the running config stays); the console's
+/// page comes with its security headers and holds no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_through_the_api_and_the_console_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = dir.path().join("hookgate.toml");
+    let write = |rule: &str| {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"{admin}\"\n[store]\npath = \"var/h.db\"\n\
+             [admin]\ntokens = [\"ops:{DEPLOY_TOKEN}\"]\noperators = [\"ops\"]\n\
+             [[receivers]]\nname = \"forms\"\nvendor = \"webhook\"\npath = \"/f\"\nauth = \"none\"\n\
+             [[rules]]\nname = \"{rule}\"\n[[rules.actions]]\nkind = \"log\"\nmessage = \"x\"\n"
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write("first");
+    let _served = common::Served::start(&config, &[]);
+    let api = Api(admin);
+    let auth = format!("Bearer {DEPLOY_TOKEN}");
+    let mut up = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(admin).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the admin listener did not come up");
+    write("second");
+    let (status, body, _) = api
+        .call("POST", "/api/v1/reload", Some(&auth), true, "")
+        .await;
+    assert_eq!(
+        (status, body["reloaded"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    let (_, rules, _) = api
+        .call("GET", "/api/v1/rules", Some(&auth), false, "")
+        .await;
+    assert_eq!(rules[0]["name"], "second", "{rules}");
+    std::fs::write(&config, "[server]\nlisten = \"nope\"\n").unwrap();
+    let (status, body, _) = api
+        .call("POST", "/api/v1/reload", Some(&auth), true, "")
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("server.listen"),
+        "{body}"
+    );
+    let (_, rules, _) = api
+        .call("GET", "/api/v1/rules", Some(&auth), false, "")
+        .await;
+    assert_eq!(rules[0]["name"], "second", "the running config stays");
+    // The page: no credentials needed (it holds nothing), a strict policy.
+    let page = common::raw(
+        admin,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let head = page.head.to_ascii_lowercase();
+    assert_eq!(page.status, 200);
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{head}"
+    );
+    assert!(
+        head.contains("x-frame-options: deny") && head.contains("nosniff"),
+        "{head}"
+    );
+    assert!(String::from_utf8_lossy(&page.body).contains("/console.js"));
+}

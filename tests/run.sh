@@ -13,7 +13,7 @@ cargo clippy --lib --no-default-features -- -D warnings
 echo "== tests";   cargo test --all-targets
 echo "== the in-process suites again, on the PostgreSQL store"
 HOOKGATE_TEST_STORE=postgres cargo test --test server --test delivery --test robots \
-  --test apps --test email --test escalation --test streams --test webhooks
+  --test apps --test email --test escalation --test streams --test webhooks --test admin
 echo "== nginx in front (docs/deploy.md)"
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null 2>&1 ||
