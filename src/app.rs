@@ -104,11 +104,10 @@ pub struct App {
     stop: watch::Sender<bool>,
     /// Wakes the scheduler after a reload.
     schedules: Arc<tokio::sync::Notify>,
-    /// Reloads the admin API asks for; answered while [`App::run_until`] watches a file.
+    /// Reloads the admin API asks for: queued from the start, answered once
+    /// [`App::run_until`] watches a file, refused (dropped) when it has none.
     reload_requests:
         std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>>,
-    /// Set while [`App::run_until`] watches a config file: the admin API's reloads work.
-    reloadable: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -149,13 +148,11 @@ impl App {
         };
         let (stop, _) = watch::channel(false);
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-        let reloadable = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let admin = listeners.admin.as_ref().map(|_| {
             Arc::new(crate::admin::Admin::new(
                 intake.clone(),
                 streams.status.clone(),
                 reload_tx,
-                reloadable.clone(),
                 stop.subscribe(),
             )) as Arc<dyn crate::server::AdminPaths>
         });
@@ -186,7 +183,6 @@ impl App {
             stop,
             schedules,
             reload_requests: std::sync::Mutex::new(Some(reload_rx)),
-            reloadable,
             tasks,
         })
     }
@@ -252,14 +248,16 @@ impl App {
         match reloads {
             Some(mut reloads) => {
                 reloads.asked = asked;
-                self.reloadable
-                    .store(true, std::sync::atomic::Ordering::Release);
                 tokio::select! {
                     () = &mut stop => {}
                     () = reloads.watch(&self) => {}
                 }
             }
-            None => stop.await,
+            None => {
+                // Nothing to re-read: the admin API's reloads are refused at once.
+                drop(asked);
+                stop.await;
+            }
         }
         self.shutdown().await;
     }

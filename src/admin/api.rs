@@ -296,8 +296,7 @@ async fn summary(admin: &Admin) -> Result<serde_json::Value, OperateError> {
 /// Asks the process to re-read its config file and waits for the answer.
 async fn reload(admin: &Admin, caller: &Caller) -> Response<Body> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let reloadable = admin.reloadable.load(std::sync::atomic::Ordering::Acquire);
-    if !reloadable || admin.reload.send(tx).await.is_err() {
+    if admin.reload.send(tx).await.is_err() {
         return json_error(
             409,
             "this process was not started from a config file it can re-read",

@@ -36,9 +36,8 @@ const BODY_LIMIT: usize = 1 << 20;
 pub struct Admin {
     intake: Arc<Intake>,
     streams: Arc<crate::stream::Status>,
+    /// Reload requests, to the process's config watcher (closed when it has none).
     reload: mpsc::Sender<ReloadRequest>,
-    /// Whether anything answers `reload` (the process watches a config file).
-    reloadable: Arc<std::sync::atomic::AtomicBool>,
     guard: crate::ingress::Guard,
     /// Turns true when the process stops: live tails end so the drain does not wait.
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -49,14 +48,12 @@ impl Admin {
         intake: Arc<Intake>,
         streams: Arc<crate::stream::Status>,
         reload: mpsc::Sender<ReloadRequest>,
-        reloadable: Arc<std::sync::atomic::AtomicBool>,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             intake,
             streams,
             reload,
-            reloadable,
             stopping,
             guard: crate::ingress::Guard::default(),
         }
