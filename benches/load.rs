@@ -23,7 +23,8 @@
 //! Each run reports req/s, latency percentiles, non-2xx replies, events stored, and the
 //! server's peak RSS (VmHWM). hookgate logs at its default level (one info line per
 //! callback), as deployed. `HOOKGATE_LOAD_SECS` sets the run length (default 10);
-//! `HOOKGATE_LOAD_RUNS=normal,full,log,action,webhook,go,py,steady,pg` picks runs.
+//! `HOOKGATE_LOAD_RUNS=normal,full,log,action,webhook,go,py,steady,pg` picks runs;
+//! `HOOKGATE_LOAD_BIN=path` runs another build of hookgate (an older commit's) instead.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -433,7 +434,10 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+        // HOOKGATE_LOAD_BIN: another build of hookgate (an older commit) to compare with.
+        let bin = std::env::var_os("HOOKGATE_LOAD_BIN")
+            .map_or_else(|| env!("CARGO_BIN_EXE_hookgate").into(), std::path::PathBuf::from);
+        let mut cmd = Command::new(bin);
         cmd.args(["serve", "--config"])
             .arg(&config)
             .env_remove("RUST_LOG");

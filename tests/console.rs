@@ -1,8 +1,8 @@
 //! The operator console in a real headless Chromium (Debian's, installed by
 //! `tests/chromium/install.sh`), driven by `tests/py/console.py` through Selenium: sign in,
 //! the event list, an event's body and delivery timeline, a retry from the dead letters, the
-//! live tail showing a callback as it arrives, the explain box, Chinese labels and the dark
-//! theme. Screenshots of each step go to `target/console/`.
+//! live tail showing a callback as it arrives, a timer cancelled, an event replayed, the
+//! explain box, Chinese labels and the dark theme. Screenshots of each step go to `target/console/`.
 
 mod common;
 
@@ -39,6 +39,15 @@ when = { type = "created" }
 kind = "http"
 url = "http://127.0.0.1:9/nobody-listens"
 body = "order {{ id }}"
+
+[[rules]]
+name = "remind"
+receiver = "shop"
+[[rules.actions]]
+kind = "log"
+after = "1h"
+key = "order-{{ id }}"
+message = "still open: {{ id }}"
 "#;
 
 const TOKEN: &str = "console-operator-token-42";

@@ -101,6 +101,24 @@ try:
     until("the retry's answer", ec.text_to_be_present_in_element((By.ID, "toast"), "1"))
     print(f"retried {dead_id}")
 
+    # The timers: one cancelled.
+    driver.get(admin + "/#/timers")
+    until("the timers", ec.element_to_be_clickable((By.CSS_SELECTOR, "#deliveries button.danger")))
+    shot("timers")
+    driver.find_element(By.CSS_SELECTOR, "#deliveries button.danger").click()
+    until("the cancel's answer", ec.text_to_be_present_in_element((By.ID, "toast"), "1"))
+
+    # The cancelled timer's event, replayed through the rules as they are now: both rules
+    # are done with it (dead, cancelled), so both plan again.
+    driver.get(admin + "/#/deliveries?status=cancelled")
+    until("the cancelled timer", ec.presence_of_element_located((By.CSS_SELECTOR, "#deliveries tbody tr a")))
+    driver.find_element(By.CSS_SELECTOR, "#deliveries tbody tr a").click()
+    until("the replay button", ec.element_to_be_clickable((By.ID, "replay")))
+    driver.find_element(By.ID, "replay").click()
+    until("the replay's answer", ec.text_to_be_present_in_element((By.ID, "toast"), "Replay 1: 2"))
+    until("the replayed deliveries", ec.presence_of_element_located((By.CSS_SELECTOR, ".delivery[data-status=pending], .delivery[data-status=running]")))
+    shot("replayed")
+
     # The live tail: a callback posted now shows up.
     driver.get(admin + "/#/tail")
     until("the tail connected", ec.text_to_be_present_in_element((By.ID, "tail-state"), "connected"))

@@ -22,7 +22,7 @@ const T = {
     run_explain: "Which rules fire?", fires: "fires", not_fires: "does not fire", live_help: "Callbacks appear here as they are committed.",
     done: "Done", replayed: "Replay {n}: {d} deliveries stored, {u} left out (rule unfinished)",
     queued: "{n} queued", cancelled: "{n} cancelled", viewer: "viewer: reading only", connected: "connected",
-    reload: "Reload config", duplicate: "duplicate", planned: "actions",
+    reload: "Reload config", duplicate: "duplicate", planned: "actions", run_now: "Run now",
   },
   zh: {
     events: "事件", dead: "死信", deliveries: "投递", timers: "定时", tail: "实时",
@@ -42,7 +42,7 @@ const T = {
     run_explain: "会触发哪些规则？", fires: "触发", not_fires: "不触发", live_help: "回调提交后会实时出现在这里。",
     done: "完成", replayed: "第 {n} 次重放：新建 {d} 条投递，{u} 条因规则未完成而跳过",
     queued: "已排队 {n} 条", cancelled: "已取消 {n} 条", viewer: "只读用户", connected: "已连接",
-    reload: "重新加载配置", duplicate: "重复", planned: "个动作",
+    reload: "重新加载配置", duplicate: "重复", planned: "个动作", run_now: "立即执行",
   },
 };
 
@@ -190,7 +190,7 @@ function pretty(raw) {
 function deliveryCard(d) {
   const buttons = [];
   if (operator() && (d.status === "dead" || d.status === "pending"))
-    buttons.push(h("button", { type: "button", class: "retry", onclick: () => act("POST", `/deliveries/${d.id}/retry`, undefined, (r) => t("queued", { n: r.queued })) }, t("retry")));
+    buttons.push(h("button", { type: "button", class: "retry", onclick: () => act("POST", `/deliveries/${d.id}/retry`, undefined, (r) => t("queued", { n: r.queued })) }, d.status === "pending" ? t("run_now") : t("retry")));
   if (operator() && (d.status === "pending" || d.status === "waiting"))
     buttons.push(h("button", { type: "button", class: "danger", onclick: () => act("POST", `/deliveries/${d.id}/cancel`, undefined, (r) => t("cancelled", { n: r.cancelled })) }, t("cancel")));
   const log = d.attempt_log.map((a) =>
@@ -241,7 +241,7 @@ function deliveryTable(items) {
       h("td", {}, `${d.rule} #${d.action}`), h("td", {}, d.kind), h("td", {}, chip(d.status)), h("td", {}, d.attempts),
       h("td", {}, d.status === "pending" ? when(d.next_attempt_at_ms) : ""), h("td", { class: "mono" }, d.key || ""),
       h("td", { class: "error mono" }, (d.last_error || "").slice(0, 200)),
-      h("td", {}, operator() && (d.status === "dead" || d.status === "pending") ? h("button", { type: "button", class: "retry", onclick: () => act("POST", `/deliveries/${d.id}/retry`, undefined, (r) => t("queued", { n: r.queued })) }, t("retry")) : null,
+      h("td", {}, operator() && (d.status === "dead" || d.status === "pending") ? h("button", { type: "button", class: "retry", onclick: () => act("POST", `/deliveries/${d.id}/retry`, undefined, (r) => t("queued", { n: r.queued })) }, d.status === "pending" ? t("run_now") : t("retry")) : null,
         operator() && (d.status === "pending" || d.status === "waiting") ? h("button", { type: "button", class: "danger", onclick: () => act("POST", `/deliveries/${d.id}/cancel`, undefined, (r) => t("cancelled", { n: r.cancelled })) }, t("cancel")) : null)))));
 }
 
