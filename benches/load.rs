@@ -435,8 +435,10 @@ impl Server {
         )
         .unwrap();
         // HOOKGATE_LOAD_BIN: another build of hookgate (an older commit) to compare with.
-        let bin = std::env::var_os("HOOKGATE_LOAD_BIN")
-            .map_or_else(|| env!("CARGO_BIN_EXE_hookgate").into(), std::path::PathBuf::from);
+        let bin = std::env::var_os("HOOKGATE_LOAD_BIN").map_or_else(
+            || env!("CARGO_BIN_EXE_hookgate").into(),
+            std::path::PathBuf::from,
+        );
         let mut cmd = Command::new(bin);
         cmd.args(["serve", "--config"])
             .arg(&config)

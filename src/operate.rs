@@ -285,7 +285,13 @@ pub async fn audit_trail(
 }
 
 /// Logs an operator's action and stores it in the audit trail.
-async fn record(store: &Store, who: &str, action: &str, target: String, detail: Option<String>) {
+pub async fn record(
+    store: &Store,
+    who: &str,
+    action: &str,
+    target: String,
+    detail: Option<String>,
+) {
     info!(who, action, target = %target, detail = detail.as_deref().unwrap_or(""), "Operator action.");
     let row = AuditRow {
         id: 0,

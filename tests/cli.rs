@@ -514,6 +514,12 @@ async fn groups_list_and_show_read_the_registry() {
     assert!(!ok && out.contains("no group with key"), "{out}");
     let (ok, out) = run(&["groups", "forget", "proc-3", "--via", "ding"]);
     assert!(!ok && out.contains("no group with key"), "{out}");
+    // Changing the registry by hand is an operator's action: in the audit trail.
+    let (ok, out) = run(&["audit"]);
+    assert!(
+        ok && out.contains("group forget") && out.contains("proc-3"),
+        "{out}"
+    );
 }
 
 /// Every commented-out example in the example config is valid once uncommented, so the

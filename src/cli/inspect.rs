@@ -338,12 +338,23 @@ pub(super) fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
                 created_at_ms: now,
                 updated_at_ms: now,
             }))?;
+            let target = format!("group {key:?} of {via}");
+            let detail = Some(format!("chat {chat_id}"));
+            rt.block_on(operate::record(&store, &who(), "group set", target, detail));
             println!("key {key:?} of {via} is chat {chat_id}");
         }
         GroupsCommand::Forget { key, via } => {
             if !rt.block_on(store.forget_group(via, key))? {
                 bail!("no group with key {key:?} for connection {via}");
             }
+            let target = format!("group {key:?} of {via}");
+            rt.block_on(operate::record(
+                &store,
+                &who(),
+                "group forget",
+                target,
+                None,
+            ));
             println!("forgot key {key:?} of {via}; the next group_create for it makes a group");
         }
     }
