@@ -317,32 +317,7 @@ pub(super) fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
             via,
             chat_id,
             open_conversation_id,
-        } => {
-            let existing = rt.block_on(store.group(via, key))?;
-            if let Some(g) = &existing
-                && !g.chat_id.is_empty()
-                && &g.chat_id != chat_id
-            {
-                bail!(
-                    "key {key:?} already has chat {}; `hookgate groups forget {key} --via {via}` first",
-                    g.chat_id
-                );
-            }
-            let now = now_ms();
-            rt.block_on(store.put_group(crate::store::GroupRow {
-                connection: via.clone(),
-                key: key.clone(),
-                chat_id: chat_id.clone(),
-                open_conversation_id: open_conversation_id.clone(),
-                name: existing.map_or_else(|| key.clone(), |g| g.name),
-                created_at_ms: now,
-                updated_at_ms: now,
-            }))?;
-            let target = format!("group {key:?} of {via}");
-            let detail = Some(format!("chat {chat_id}"));
-            rt.block_on(operate::record(&store, &who(), "group set", target, detail));
-            println!("key {key:?} of {via} is chat {chat_id}");
-        }
+        } => set_group(&rt, &store, key, via, chat_id, open_conversation_id.clone())?,
         GroupsCommand::Forget { key, via } => {
             if !rt.block_on(store.forget_group(via, key))? {
                 bail!("no group with key {key:?} for connection {via}");
@@ -358,5 +333,41 @@ pub(super) fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
             println!("forgot key {key:?} of {via}; the next group_create for it makes a group");
         }
     }
+    Ok(())
+}
+
+/// `groups set`: records a key's chat by hand (never repointing one that has a chat).
+fn set_group(
+    rt: &tokio::runtime::Runtime,
+    store: &crate::store::Store,
+    key: &str,
+    via: &str,
+    chat_id: &str,
+    open_conversation_id: Option<String>,
+) -> Result<()> {
+    let existing = rt.block_on(store.group(via, key))?;
+    if let Some(g) = &existing
+        && !g.chat_id.is_empty()
+        && g.chat_id != chat_id
+    {
+        bail!(
+            "key {key:?} already has chat {}; `hookgate groups forget {key} --via {via}` first",
+            g.chat_id
+        );
+    }
+    let now = now_ms();
+    rt.block_on(store.put_group(crate::store::GroupRow {
+        connection: via.to_owned(),
+        key: key.to_owned(),
+        chat_id: chat_id.to_owned(),
+        open_conversation_id,
+        name: existing.map_or_else(|| key.to_owned(), |g| g.name),
+        created_at_ms: now,
+        updated_at_ms: now,
+    }))?;
+    let target = format!("group {key:?} of {via}");
+    let detail = Some(format!("chat {chat_id}"));
+    rt.block_on(operate::record(store, &who(), "group set", target, detail));
+    println!("key {key:?} of {via} is chat {chat_id}");
     Ok(())
 }
