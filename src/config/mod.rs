@@ -6,6 +6,7 @@ mod admin;
 mod check;
 mod connections;
 mod env;
+mod keys;
 mod outbound;
 mod partial;
 mod raw;

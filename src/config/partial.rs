@@ -31,8 +31,9 @@ pub fn parse_store(
 ) -> Result<StoreOnly, Vec<ConfigError>> {
     let mut ctx = Ctx::new(src, lookup);
     let doc = DeTable::parse(src).map_err(|e| vec![ctx.toml_error(&e)])?;
-    let raw: Partial = serde_ignored::deserialize(toml::de::Deserializer::from(doc), |_| {})
-        .map_err(|e| vec![ctx.toml_error(&e)])?;
+    let raw: Partial =
+        serde_ignored::deserialize(toml::de::Deserializer::from(doc.clone()), |_| {})
+            .map_err(|e| vec![ctx.value_error(&e, &doc)])?;
     let store = ctx.store(&raw.store);
     let delivery = ctx.delivery(&raw.delivery);
     if ctx.errors.is_empty() {

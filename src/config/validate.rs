@@ -6,7 +6,9 @@ use std::ops::Range;
 use std::time::Duration;
 
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
+
+use super::keys::{key_at, key_name, key_span, segments};
 
 use super::raw::{RawConfig, S};
 use super::{
@@ -27,7 +29,7 @@ pub fn parse(
         serde_ignored::deserialize(toml::de::Deserializer::from(doc.clone()), |path| {
             unknown.push(segments(&path));
         })
-        .map_err(|e| vec![ctx.toml_error(&e)])?;
+        .map_err(|e| vec![ctx.value_error(&e, &doc)])?;
     for path in unknown {
         let span = key_span(&doc, &path);
         ctx.err(span, key_name(&path), "unknown key");
@@ -39,75 +41,6 @@ pub fn parse(
         ctx.errors.sort_by_key(|e| e.line.unwrap_or(0));
         Err(ctx.errors)
     }
-}
-
-/// A serde_ignored path as plain segments (`receivers`, `0`, `tokne`), without serde's
-/// `Option`/`Spanned` layers.
-fn segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
-    use serde_ignored::Path;
-    let mut out = Vec::new();
-    let mut p = path;
-    loop {
-        match p {
-            Path::Root => break,
-            Path::Seq { parent, index } => {
-                out.push(index.to_string());
-                p = parent;
-            }
-            Path::Map { parent, key } => {
-                if !key.starts_with("$__") {
-                    out.push(key.clone());
-                }
-                p = parent;
-            }
-            Path::Some { parent }
-            | Path::NewtypeStruct { parent }
-            | Path::NewtypeVariant { parent } => p = parent,
-        }
-    }
-    out.reverse();
-    out
-}
-
-/// `receivers[0].tokne` from `["receivers", "0", "tokne"]`.
-fn key_name(path: &[String]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        if seg.parse::<usize>().is_ok() {
-            out.push_str(&format!("[{seg}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(seg);
-        }
-    }
-    out
-}
-
-/// The span of the key at `path` in the parsed document.
-fn key_span(doc: &Spanned<DeTable<'_>>, path: &[String]) -> Option<Range<usize>> {
-    let mut table = doc.get_ref();
-    let mut value: Option<&DeValue<'_>> = None;
-    let mut span = None;
-    for seg in path {
-        if let Some(DeValue::Array(items)) = value {
-            let item = items.get(seg.parse::<usize>().ok()?)?;
-            span = Some(item.span());
-            table = item.get_ref().as_table()?;
-            value = None;
-            continue;
-        }
-        if let Some(v) = value {
-            table = v.as_table()?;
-        }
-        let (k, v) = table
-            .iter()
-            .find(|(k, _)| k.get_ref().as_ref() == seg.as_str())?;
-        span = Some(k.span());
-        value = Some(v.get_ref());
-    }
-    span
 }
 
 pub(super) struct Ctx<'a> {
@@ -172,6 +105,22 @@ impl Ctx<'_> {
             line: e.span().map(|s| self.line(&s)),
             key: String::new(),
             message: e.message().trim_end().to_owned(),
+        }
+    }
+
+    /// A value of the wrong type (`listen = 12`): the error, with the key it is the value of.
+    pub(super) fn value_error(
+        &self,
+        e: &toml::de::Error,
+        doc: &Spanned<DeTable<'_>>,
+    ) -> ConfigError {
+        let key = e
+            .span()
+            .and_then(|s| key_at(doc.get_ref(), s.start))
+            .unwrap_or_default();
+        ConfigError {
+            key,
+            ..self.toml_error(e)
         }
     }
 
