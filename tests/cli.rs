@@ -1100,3 +1100,33 @@ message = "again {{ id }}"
     assert_eq!(shown["rules"], serde_json::json!(["log it", "log again"]));
     drop(served);
 }
+
+/// The sample events under `config/events/` parse as their receivers in the example config
+/// would store them, and the WeCom one fires the example's rule (the README's `explain`).
+#[test]
+fn the_sample_events_explain_against_the_example_config() {
+    for (file, receiver) in [
+        ("wecom-create-user.xml", "hr"),
+        ("dingtalk-approval-start.json", "ding"),
+        ("feishu-message.json", "lark"),
+        ("dingtalk-robot-text.json", "bot"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["explain", "--config", "config/hookgate.example.toml"])
+            .args(["--env-file", common::DEMO_ENV, "--receiver", receiver])
+            .arg(format!("config/events/{file}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{file}: {text}");
+        assert!(
+            text.contains(&format!("event: receiver {receiver}")),
+            "{text}"
+        );
+        if receiver == "hr" {
+            assert!(text.contains("\"log contact changes\": FIRES"), "{text}");
+            assert!(text.contains("lisi"), "{text}");
+        }
+    }
+}
