@@ -1130,3 +1130,49 @@ fn the_sample_events_explain_against_the_example_config() {
         }
     }
 }
+
+/// Secrets from files (#18): `VAR_FILE` as container images take them, and systemd's
+/// credentials directory; a named file that cannot be read is an error that names it.
+#[test]
+fn secrets_come_from_var_file_and_systemd_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"var/h.db\"\n\
+         [[receivers]]\nname = \"alerts\"\nvendor = \"webhook\"\npath = \"/a\"\nauth = \"token\"\n\
+         auth_header = \"Authorization\"\nprefix = \"Bearer \"\nsecret = \"${ALERTS_TOKEN}\"\n",
+    )
+    .unwrap();
+    let secret = dir.path().join("alerts_token");
+    std::fs::write(&secret, "a-long-alerts-token-0123\n").unwrap();
+    let check = |envs: &[(&str, &std::ffi::OsStr)]| {
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&config)
+            .env_remove("ALERTS_TOKEN")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = check(&[]);
+    assert!(!ok && text.contains("ALERTS_TOKEN is not set"), "{text}");
+    let (ok, text) = check(&[("ALERTS_TOKEN_FILE", secret.as_os_str())]);
+    assert!(ok, "{text}");
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::copy(&secret, creds.join("ALERTS_TOKEN")).unwrap();
+    let (ok, text) = check(&[("CREDENTIALS_DIRECTORY", creds.as_os_str())]);
+    assert!(ok, "{text}");
+    let missing = dir.path().join("nowhere");
+    let (ok, text) = check(&[("ALERTS_TOKEN_FILE", missing.as_os_str())]);
+    assert!(
+        !ok && text.contains("ALERTS_TOKEN_FILE: cannot read"),
+        "{text}"
+    );
+    assert!(text.contains("nowhere"), "{text}");
+}

@@ -32,6 +32,60 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// Secrets kept in files, for the `${VAR}`s `config` uses that `env` does not set:
+/// `VAR_FILE=/path` in `env` (as container images take them), then a file named `VAR` in
+/// systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`). One trailing newline is dropped.
+/// A file that is named but unreadable is an error that names it.
+pub fn file_secrets(
+    config: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    read: &dyn Fn(&std::path::Path) -> std::io::Result<String>,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for name in referenced(config) {
+        if env(&name).is_some() {
+            continue;
+        }
+        let file = env(&format!("{name}_FILE"))
+            .map(|f| (std::path::PathBuf::from(f), format!("{name}_FILE")))
+            .or_else(|| {
+                let dir = std::path::PathBuf::from(env("CREDENTIALS_DIRECTORY")?);
+                let path = dir.join(&name);
+                path.exists()
+                    .then(|| (path, "$CREDENTIALS_DIRECTORY".to_owned()))
+            });
+        let Some((path, via)) = file else { continue };
+        match read(&path) {
+            Ok(text) => {
+                let value = text.strip_suffix('\n').unwrap_or(&text);
+                let value = value.strip_suffix('\r').unwrap_or(value);
+                found.push((name, value.to_owned()));
+            }
+            Err(e) => errors.push(format!("{via}: cannot read {}: {e}", path.display())),
+        }
+    }
+    (found, errors)
+}
+
+/// The variable names `${NAME}` / `${NAME:-…}` in `text`, each once.
+fn referenced(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        let body = &rest[i + 2..];
+        let name: String = body
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && !out.contains(&name) {
+            out.push(name);
+        }
+        rest = body;
+    }
+    out
+}
+
 /// Expands every `${...}` in `value`; the error names the variable.
 pub fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
@@ -72,6 +126,31 @@ pub fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_come_from_var_file_then_the_credentials_directory() {
+        let config = "a = \"${TOKEN}\"\nb = \"${DB_URL:-x}\"\nc = \"${SET}\"\nd = \"${GONE}\"";
+        let env = |n: &str| match n {
+            "TOKEN_FILE" => Some("/run/secrets/token".to_owned()),
+            "CREDENTIALS_DIRECTORY" => Some("/run/credentials/hookgate.service".to_owned()),
+            "SET" | "SET_FILE" => Some("from env".to_owned()),
+            "GONE_FILE" => Some("/nowhere".to_owned()),
+            _ => None,
+        };
+        let read = |p: &std::path::Path| match p.to_str().unwrap() {
+            "/run/secrets/token" => Ok("s3cret\n".to_owned()),
+            "/nowhere" => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            other => panic!("read {other}"),
+        };
+        // DB_URL has no file here: the credentials directory has none (exists() is false).
+        let (found, errors) = file_secrets(config, &env, &read);
+        assert_eq!(found, vec![("TOKEN".to_owned(), "s3cret".to_owned())]);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("GONE_FILE: cannot read /nowhere"),
+            "{errors:?}"
+        );
+    }
 
     fn env(name: &str) -> Option<String> {
         match name {

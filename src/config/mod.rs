@@ -514,9 +514,33 @@ fn read(path: &Path, env_file: Option<&Path>) -> Result<(String, Lookup), Config
             .and_then(|text| parse_env_file(&text))
             .map_err(|e| fail(f, e))?,
     };
-    let lookup = move |name: &str| {
+    let given = move |name: &str| {
         std::env::var(name).ok().or_else(|| {
             file_vars
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    };
+    // `VAR_FILE` and systemd credentials, for the variables the file uses and nothing set.
+    let read_file = |p: &Path| std::fs::read_to_string(p);
+    let (from_files, unreadable) = env::file_secrets(&src, &given, &read_file);
+    if !unreadable.is_empty() {
+        return Err(ConfigErrors {
+            file: path.to_owned(),
+            errors: unreadable
+                .into_iter()
+                .map(|message| ConfigError {
+                    line: None,
+                    key: String::new(),
+                    message,
+                })
+                .collect(),
+        });
+    }
+    let lookup = move |name: &str| {
+        given(name).or_else(|| {
+            from_files
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
