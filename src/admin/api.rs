@@ -210,7 +210,7 @@ async fn write(
 ) -> Result<Option<Response<Body>>, Refusal> {
     let store = admin.intake.store();
     let loaded = admin.intake.loaded();
-    let who = caller.who();
+    let who = caller.name.as_str();
     let give_up = loaded.give_up_after_ms;
     Ok(Some(match segments {
         ["events", n, "replay"] => {
@@ -311,19 +311,9 @@ async fn reload(admin: &Admin, caller: &Caller) -> Response<Body> {
             json!({ "reloaded": false, "error": "no answer from the reloader" }),
         ),
     };
-    let detail = outcome.to_string();
-    tracing::info!(who = %caller.name, outcome = %detail, "Operator action: reload.");
-    let row = crate::store::AuditRow {
-        id: 0,
-        at_ms: crate::clock::now_ms(),
-        who: caller.name.clone(),
-        action: "reload".into(),
-        target: "config".into(),
-        detail: Some(detail),
-    };
-    if let Err(e) = admin.intake.store().audit(row).await {
-        tracing::error!(error = %e, "The audit trail could not store a reload.");
-    }
+    let detail = Some(outcome.to_string());
+    let store = admin.intake.store();
+    operate::record(store, &caller.name, "reload", "config".into(), detail).await;
     json(status, &outcome)
 }
 

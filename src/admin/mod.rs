@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::now_ms;
 use crate::intake::Intake;
-use auth::{Caller, Role};
+use auth::Role;
 
 /// A response body: whole, or a stream (the live tail).
 pub type Body = crate::server::ResponseBody;
@@ -133,10 +133,4 @@ fn json_error(status: u16, message: &str) -> Response<Body> {
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ()> {
     let limited = http_body_util::Limited::new(req.into_body(), BODY_LIMIT);
     limited.collect().await.map(|b| b.to_bytes()).map_err(drop)
-}
-
-impl Caller {
-    fn who(&self) -> &str {
-        &self.name
-    }
 }

@@ -111,11 +111,6 @@ fn replay(cli: &Cli, id: Option<i64>, filter: &EventFilter, rule: Option<&str>) 
             &std::sync::Arc::default(),
         )?
     };
-    if let Some(r) = rule
-        && !loaded.rules.rules().iter().any(|x| x.name == r)
-    {
-        bail!("no rule named {r:?} in {}", cli.config.display());
-    }
     let who = who();
     let replayed = match id {
         Some(id) => vec![rt.block_on(operate::replay(&store, &loaded, &who, id, rule))?],

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -49,7 +49,7 @@ pub struct Server {
     admin: Option<Arc<dyn AdminPaths>>,
 }
 
-/// A response body: whole, or a stream (the admin API's live tail).
+/// The admin API's response body: whole, or a stream (the live tail).
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// The admin listener's paths besides health and metrics (`crate::admin` serves them).
@@ -109,6 +109,8 @@ pub async fn serve(
             .unwrap_or_else(connections::default_cap),
     );
     debug!(max_connections = gate.cap(), ?role, "Listening.");
+    // The admin API may let loopback callers in without credentials ([admin] open_on_loopback).
+    let local = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -137,7 +139,6 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let server = server.clone();
         let ip = peer.ip();
-        let local = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         let service =
             hyper::service::service_fn(move |req| handle(server.clone(), role, local, ip, req));
         let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -196,8 +197,9 @@ async fn handle(
     local: bool,
     peer: std::net::IpAddr,
     req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let whole = |r: Response<Full<Bytes>>| Ok(r.map(BodyExt::boxed));
+) -> Result<Response<Either<Full<Bytes>, ResponseBody>>, Infallible> {
+    // Callbacks and health answers stay whole bodies (no allocation); the admin API's may stream.
+    let whole = |r: Response<Full<Bytes>>| Ok(r.map(Either::Left));
     match req.uri().path() {
         "/healthz" => return whole(plain(200, "ok\n")),
         "/readyz" => return whole(status::ready(&server.health, server.intake.store()).await),
@@ -206,7 +208,7 @@ async fn handle(
         }
         _ if role == Role::Admin => {
             return match &server.admin {
-                Some(admin) => Ok(admin.handle(req, local, peer).await),
+                Some(admin) => Ok(admin.handle(req, local, peer).await.map(Either::Right)),
                 None => whole(plain(404, "not found\n")),
             };
         }
@@ -214,7 +216,7 @@ async fn handle(
     }
     callback(server, peer, req)
         .await
-        .map(|r| r.map(BodyExt::boxed))
+        .map(|r| r.map(Either::Left))
 }
 
 /// One callback to a receiver's path; counts it once.
