@@ -163,6 +163,11 @@ impl App {
         let mut tasks = vec![
             tokio::spawn(worker.run(stopped(&stop))),
             tokio::spawn(scheduler.run(stopped(&stop))),
+            tokio::spawn(crate::retention::run(
+                store.clone(),
+                current.clone(),
+                stopped(&stop),
+            )),
         ];
         streams.apply(&config).await;
         if let Some(admin) = listeners.admin {

@@ -80,6 +80,7 @@ impl Intake {
     /// Stores `event` with the deliveries `loaded`'s rules plan for it (and their cancels),
     /// in one commit; returns once it is durable.
     pub async fn commit(&self, loaded: &Loaded, event: Event) -> Result<Committed, StoreError> {
+        let event = redact(loaded, event);
         let (deliveries, cancels) = plan(loaded, &event);
         let actions = deliveries.len();
         let watched = (self.tail.receiver_count() > 0).then(|| {
@@ -110,6 +111,14 @@ impl Intake {
     /// [`Intake::commit`] with the config state now.
     pub async fn commit_now(&self, event: Event) -> Result<Committed, StoreError> {
         self.commit(&self.loaded(), event).await
+    }
+}
+
+/// `event` with its receiver's `redact` fields blanked: rules see what is stored.
+pub fn redact(loaded: &Loaded, event: Event) -> Event {
+    match loaded.redact.get(event.receiver()) {
+        Some(names) => event.redact(names),
+        None => event,
     }
 }
 

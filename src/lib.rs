@@ -53,6 +53,8 @@ pub mod metrics;
 #[cfg(feature = "server")]
 pub mod operate;
 #[cfg(feature = "server")]
+pub mod retention;
+#[cfg(feature = "server")]
 pub mod scheduler;
 #[cfg(feature = "server")]
 pub mod server;

@@ -34,6 +34,10 @@ pub struct Loaded {
     pub give_up_after_ms: i64,
     /// `[admin]`: who may use the admin API and console.
     pub admin: crate::config::AdminConfig,
+    /// `[store] keep_events`, `keep_deliveries`: what the background prune lets go.
+    pub retention: crate::store::Retention,
+    /// Each receiver's `redact`: fields blanked before the event is stored or matched.
+    pub redact: HashMap<String, Arc<[String]>>,
 }
 
 impl Loaded {
@@ -65,6 +69,13 @@ impl Loaded {
             give_up_after_ms: i64::try_from(config.delivery.give_up_after.as_millis())
                 .unwrap_or(i64::MAX),
             admin: config.admin.clone(),
+            retention: config.store.retention,
+            redact: config
+                .receivers
+                .iter()
+                .filter(|r| !r.redact.is_empty())
+                .map(|r| (r.name.clone(), r.redact.clone().into()))
+                .collect(),
         })
     }
 }

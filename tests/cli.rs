@@ -1176,3 +1176,98 @@ fn secrets_come_from_var_file_and_systemd_credentials() {
     );
     assert!(text.contains("nowhere"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_in_the_background_and_on_demand_and_redaction_happens_before_storage() {
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[store]
+path = "var/hookgate.db"
+keep_events = "30d"
+keep_deliveries = "7d"
+prune_every = "1s"
+
+[[receivers]]
+name = "forms"
+vendor = "webhook"
+path = "/hooks/forms"
+auth = "token"
+auth_header = "Authorization"
+prefix = "Bearer "
+secret = "a-long-forms-token-01234"
+dedupe_key = "{{ id }}"
+redact = ["mobile", "email"]
+
+[[rules]]
+name = "note"
+receiver = "forms"
+[[rules.actions]]
+kind = "log"
+message = "form {{ id }} from {{ mobile }}"
+"#,
+    )
+    .unwrap();
+    let served = common::Served::start(&config, &[]);
+    for id in ["a-1", "a-2"] {
+        let body = format!(
+            r#"{{"id":"{id}","name":"Ann","mobile":"13800000000","contact":{{"email":"ann@example.com"}}}}"#
+        );
+        let req = format!(
+            "POST /hooks/forms HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer a-long-forms-token-01234\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(common::raw(served.addr, req.as_bytes()).await.status, 200);
+    }
+    let db = dir.path().join("var/hookgate.db");
+    let sql = rusqlite::Connection::open(&db).unwrap();
+    let raw: String = sql
+        .query_row("SELECT raw FROM events WHERE dedupe_key = 'a-1'", [], |r| r.get(0))
+        .unwrap();
+    assert!(!raw.contains("13800000000") && !raw.contains("ann@example.com"), "{raw}");
+    assert!(raw.contains(r#""mobile":"[redacted]""#) && raw.contains("Ann"), "{raw}");
+    let done = |sql: &rusqlite::Connection| -> i64 {
+        sql.query_row("SELECT count(*) FROM deliveries WHERE status = 'done'", [], |r| r.get(0))
+            .unwrap()
+    };
+    common::eventually(10, "both deliveries done", || done(&sql) == 2).await;
+    // a-1 arrived 40 days ago and its delivery finished then: the background prune takes it.
+    let age = |key: &str, days: i64| {
+        sql.execute(
+            "UPDATE events SET received_at_ms = received_at_ms - ?1 WHERE dedupe_key = ?2",
+            rusqlite::params![days * DAY, key],
+        )
+        .unwrap();
+        sql.execute(
+            "UPDATE deliveries SET updated_at_ms = updated_at_ms - ?1 \
+             WHERE event_id = (SELECT id FROM events WHERE dedupe_key = ?2)",
+            rusqlite::params![days * DAY, key],
+        )
+        .unwrap();
+    };
+    age("a-1", 40);
+    let count = |sql: &rusqlite::Connection, table: &str| -> i64 {
+        sql.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    common::eventually(15, "the 40-day-old event pruned", || count(&sql, "events") == 1).await;
+    assert_eq!(count(&sql, "deliveries"), 1);
+    assert_eq!(served.terminate().code(), Some(0));
+    // a-2's delivery finished 10 days ago: `prune` takes the delivery, keeps the event.
+    age("a-2", 10);
+    let out = Command::new(BIN)
+        .args(["prune", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.trim(), "Pruned 0 events and 1 deliveries.");
+    assert_eq!((count(&sql, "events"), count(&sql, "deliveries")), (1, 0));
+}

@@ -267,6 +267,44 @@ pub(super) fn audit(cli: &Cli, limit: usize, before: Option<i64>) -> Result<()> 
     Ok(())
 }
 
+pub(super) fn prune(
+    cli: &Cli,
+    events: Option<std::time::Duration>,
+    deliveries: Option<std::time::Duration>,
+) -> Result<()> {
+    let config = load_store(cli)?;
+    let mut keep = config.store.retention;
+    keep.keep_events = events.or(keep.keep_events);
+    keep.keep_deliveries = deliveries.or(keep.keep_deliveries);
+    if keep.keep_events.is_none() && keep.keep_deliveries.is_none() {
+        bail!(
+            "nothing to prune: set [store] keep_events or keep_deliveries, or pass --events or --deliveries"
+        );
+    }
+    if let (Some(e), Some(d)) = (keep.keep_events, keep.keep_deliveries)
+        && d > e
+    {
+        bail!("deliveries cannot be kept longer than events: they go with their event");
+    }
+    let (rt, store) = open_existing(&config.store, "nothing is stored")?;
+    let mut cursors = crate::retention::Cursors::default();
+    let report = rt.block_on(crate::retention::pass(
+        &store,
+        &keep,
+        crate::clock::now_ms(),
+        &mut cursors,
+        std::time::Duration::ZERO,
+    ))?;
+    if cli.json {
+        return print_json(&report);
+    }
+    println!(
+        "Pruned {} events and {} deliveries.",
+        report.events, report.deliveries
+    );
+    Ok(())
+}
+
 pub(super) fn groups(cli: &Cli, command: &GroupsCommand) -> Result<()> {
     let config = load_store(cli)?;
     let (rt, store) = open_existing(&config.store, "no group made")?;

@@ -109,6 +109,16 @@ pub enum Command {
     },
     /// Create or upgrade the store's schema and exit (`serve` does this on start too).
     Migrate,
+    /// Remove now what `[store] keep_events` and `keep_deliveries` let go (`serve` does it
+    /// in the background every `prune_every`). Never an event with a delivery not finished.
+    Prune {
+        /// Keep events this long (e.g. 30d) instead of `keep_events`.
+        #[arg(long, value_parser = parse_keep)]
+        events: Option<std::time::Duration>,
+        /// Keep finished deliveries this long instead of `keep_deliveries`.
+        #[arg(long, value_parser = parse_keep)]
+        deliveries: Option<std::time::Duration>,
+    },
     /// What operators did (retries, cancels, replays, reloads), newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -198,6 +208,10 @@ pub enum DeliveriesCommand {
         #[arg(long, requires = "dead")]
         receiver: Option<String>,
     },
+}
+
+fn parse_keep(s: &str) -> Result<std::time::Duration, String> {
+    crate::time::parse_duration(s)
 }
 
 fn parse_status(s: &str) -> Result<DeliveryStatus, String> {
@@ -294,6 +308,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Groups { command } => groups(&cli, command),
         Command::Migrate => migrate(&cli),
         Command::Audit { limit, before } => inspect::audit(&cli, *limit, *before),
+        Command::Prune { events, deliveries } => inspect::prune(&cli, *events, *deliveries),
         Command::Simulate {
             receiver,
             url,

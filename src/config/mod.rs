@@ -24,7 +24,7 @@ pub use crate::actions::connection::{
     Connection, DingTalkConnection, SmtpConnection, WeComConnection,
 };
 pub use crate::actions::outbound::OutboundConfig;
-pub use crate::store::settings::{StoreConfig, Synchronous};
+pub use crate::store::settings::{Retention, StoreConfig, Synchronous};
 pub use crate::time::parse_duration;
 
 use std::collections::BTreeMap;
@@ -114,6 +114,8 @@ pub struct Receiver {
     /// Accepted clock skew of the vendor's timestamp, in seconds; 0 turns the check off.
     pub timestamp_window: u64,
     pub credentials: Credentials,
+    /// Fields (by name, at any depth) blanked before the event is stored or matched.
+    pub redact: Vec<String>,
 }
 
 impl Receiver {

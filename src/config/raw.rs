@@ -67,6 +67,9 @@ pub struct RawStore {
     pub pool_size: S<u64>,
     pub lease: S<String>,
     pub ca_file: S<String>,
+    pub keep_events: S<String>,
+    pub keep_deliveries: S<String>,
+    pub prune_every: S<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +116,8 @@ pub struct RawReceiver {
     pub allow_ips: S<Vec<Spanned<String>>>,
     pub trusted_proxies: S<Vec<Spanned<String>>>,
     pub users: S<Vec<Spanned<String>>>,
+    // every receiver
+    pub redact: S<Vec<Spanned<String>>>,
 }
 
 impl RawReceiver {

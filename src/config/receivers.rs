@@ -48,6 +48,7 @@ impl Ctx<'_> {
             .as_ref()
             .map_or(default_window, |s| *s.get_ref());
         let credentials = self.credentials(prefix, vendor, spanned);
+        let redact = self.redact(prefix, r);
         if self.errors_len() > errors_before {
             return None;
         }
@@ -56,7 +57,26 @@ impl Ctx<'_> {
             path: path?,
             timestamp_window,
             credentials: credentials?,
+            redact,
         })
+    }
+
+    /// `redact`: field names, each blanked wherever it occurs in the event.
+    fn redact(&mut self, prefix: &str, r: &RawReceiver) -> Vec<String> {
+        let mut names = Vec::new();
+        for name in r.redact.iter().flat_map(|list| list.get_ref()) {
+            let text = name.get_ref().trim();
+            if text.is_empty() || text.contains(['.', '[', ']']) {
+                self.err(
+                    Some(name.span()),
+                    format!("{prefix}.redact"),
+                    format!("{text:?} is not a field name (a name such as \"mobile\", matched at any depth)"),
+                );
+            } else if !names.iter().any(|n| n == text) {
+                names.push(text.to_owned());
+            }
+        }
+        names
     }
 
     /// `name`: letters, digits, `_`, `-`, `.`.

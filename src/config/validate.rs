@@ -12,7 +12,8 @@ use super::keys::{key_at, key_name, key_span, segments};
 
 use super::raw::{RawConfig, S};
 use super::{
-    Config, ConfigError, Connection, OutboundConfig, ServerConfig, StoreConfig, Synchronous,
+    Config, ConfigError, Connection, OutboundConfig, Retention, ServerConfig, StoreConfig,
+    Synchronous,
 };
 use crate::secret::Secret;
 use crate::template::Compiler;
@@ -300,6 +301,47 @@ impl Ctx<'_> {
         }
     }
 
+    /// `keep_events`, `keep_deliveries`, `prune_every`. An event is its dedupe key: gone,
+    /// a vendor's late retry of it would run the rules again, so events stay a day at least.
+    fn retention(&mut self, raw: &super::raw::RawStore) -> Retention {
+        let mut retention = Retention::default();
+        let keys = [
+            ("keep_events", &raw.keep_events, 86_400, "1d: a vendor's late retry of a forgotten event would run the rules again"),
+            ("keep_deliveries", &raw.keep_deliveries, 3_600, "1h"),
+            ("prune_every", &raw.prune_every, 1, "1s"),
+        ];
+        let mut read = [None; 3];
+        for (slot, (key, value, least, least_text)) in read.iter_mut().zip(keys) {
+            let name = format!("store.{key}");
+            let Some(text) = self.string(value, &name) else {
+                continue;
+            };
+            let span = value.as_ref().map(Spanned::span);
+            match super::parse_duration(&text) {
+                Ok(d) if d >= Duration::from_secs(least) => *slot = Some(d),
+                Ok(_) => self.err(span, name, format!("must be at least {least_text}")),
+                Err(e) => self.err(span, name, e),
+            }
+        }
+        let [events, deliveries, every] = read;
+        if let (Some(e), Some(d)) = (events, deliveries)
+            && d > e
+        {
+            let span = raw.keep_deliveries.as_ref().map(Spanned::span);
+            self.err(
+                span,
+                "store.keep_deliveries",
+                "must not be longer than keep_events: deliveries go with their event",
+            );
+        }
+        retention.keep_events = events;
+        retention.keep_deliveries = deliveries;
+        if let Some(every) = every {
+            retention.every = every;
+        }
+        retention
+    }
+
     pub(super) fn store(&mut self, raw: &super::raw::RawStore) -> StoreConfig {
         let path = self
             .string(&raw.path, "store.path")
@@ -377,6 +419,7 @@ impl Ctx<'_> {
             }
         }
         store.ca_file = self.string(&raw.ca_file, "store.ca_file").map(Into::into);
+        store.retention = self.retention(raw);
         store
     }
 }
@@ -413,6 +456,29 @@ token = "${TOKEN}"
 encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 receive_id = "ww1"
 "#;
+
+    #[test]
+    fn retention_and_redaction_are_read_and_checked() {
+        let src = format!(
+            "{GOOD}redact = [\"Mobile\", \"Email\", \"Mobile\"]\n[store]\nkeep_events = \"30d\"\nkeep_deliveries = \"7d\"\n"
+        );
+        let c = parse(&src, &env).unwrap();
+        assert_eq!(c.receivers[0].redact, ["Mobile", "Email"]);
+        let keep = c.store.retention;
+        assert_eq!(keep.keep_events, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(keep.keep_deliveries, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(keep.every, Duration::from_secs(600));
+        let bad = |extra: &str| {
+            let errors = parse(&format!("{GOOD}{extra}"), &env).unwrap_err();
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        };
+        let e = bad("[store]\nkeep_events = \"2h\"\n");
+        assert!(e.contains("store.keep_events") && e.contains("at least 1d"), "{e}");
+        let e = bad("[store]\nkeep_events = \"7d\"\nkeep_deliveries = \"30d\"\n");
+        assert!(e.contains("store.keep_deliveries") && e.contains("go with their event"), "{e}");
+        let e = bad("redact = [\"user.mobile\"]\n");
+        assert!(e.contains("receivers[0].redact") && e.contains("not a field name"), "{e}");
+    }
 
     #[test]
     fn good_config_validates() {

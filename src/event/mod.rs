@@ -91,6 +91,9 @@ pub enum ParseError {
     Nul(&'static str),
 }
 
+/// What a redacted field's value becomes.
+pub const REDACTED: &str = "[redacted]";
+
 /// The receiver name scheduled events are stored under.
 pub const SCHEDULE_RECEIVER: &str = "schedule";
 
@@ -228,6 +231,48 @@ impl Event {
             self.dedupe_key = body_hash(&self.dedupe_key);
         }
         Ok(self)
+    }
+
+    /// Blanks every field named in `names`, at any depth, to [`REDACTED`]; if one was
+    /// there, the body becomes the redacted fields as JSON (what is stored and shown). The
+    /// kind and dedupe key were read before, so a retry is still known.
+    pub fn redact(mut self, names: &[String]) -> Self {
+        fn walk(value: &mut Value, names: &[String]) -> bool {
+            let mut changed = false;
+            match value {
+                Value::Object(map) => {
+                    for (key, v) in map.iter_mut() {
+                        if names.iter().any(|n| n == key) {
+                            if !v.is_null() && *v != Value::String(REDACTED.into()) {
+                                *v = Value::String(REDACTED.into());
+                                changed = true;
+                            }
+                        } else {
+                            changed |= walk(v, names);
+                        }
+                    }
+                }
+                Value::Array(items) => {
+                    for v in items {
+                        changed |= walk(v, names);
+                    }
+                }
+                _ => {}
+            }
+            changed
+        }
+        if names.is_empty() {
+            return self;
+        }
+        let mut all = Value::Object(std::mem::take(&mut self.fields));
+        let changed = walk(&mut all, names);
+        if let Value::Object(map) = all {
+            self.fields = map;
+        }
+        if changed {
+            self.raw = Value::Object(self.fields.clone()).to_string();
+        }
+        self
     }
 
     /// For the fuzzer only (cargo-fuzz sets `cfg(fuzzing)`): parse without verification.
@@ -401,6 +446,32 @@ fn feishu_dedupe(fields: &Map<String, Value>, raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacted_fields_are_blanked_at_any_depth_and_the_body_follows() {
+        let xml = "<xml><ToUserName>ww1</ToUserName><MsgType>event</MsgType><Event>change_contact</Event>\
+                   <ChangeType>create_user</ChangeType><UserID>zhangsan</UserID>\
+                   <Mobile>13800000000</Mobile><Email>z@example.com</Email></xml>";
+        let e = Event::parse("hr", Vendor::WeCom, Verified::new(xml.to_owned()), 1).unwrap();
+        let key = e.dedupe_key().to_owned();
+        let names = ["Mobile".to_owned(), "Email".to_owned()];
+        let r = e.redact(&names);
+        assert_eq!(r.fields()["Mobile"], REDACTED);
+        assert_eq!(r.fields()["UserID"], "zhangsan");
+        assert!(!r.raw().contains("13800000000") && !r.raw().contains("z@example.com"));
+        assert_eq!(parse_fields(r.raw()).unwrap(), *r.fields(), "the stored body reads back");
+        assert_eq!(r.dedupe_key(), key, "a retry is still known");
+        let json = r#"{"a":[{"mobile":"1"},{"b":{"mobile":2}}],"mobile":null,"keep":"x"}"#;
+        let e = Event::parse("w", Vendor::Webhook, Verified::new(json.to_owned()), 1).unwrap();
+        let r = e.redact(&["mobile".to_owned()]);
+        assert_eq!(
+            Value::Object(r.fields().clone()),
+            serde_json::json!({"a":[{"mobile":REDACTED},{"b":{"mobile":REDACTED}}],"mobile":null,"keep":"x"})
+        );
+        // Nothing to blank: the body stays as received.
+        let e = Event::parse("w", Vendor::Webhook, Verified::new(json.to_owned()), 1).unwrap();
+        assert_eq!(e.redact(&["other".to_owned()]).raw(), json);
+    }
 
     fn parse(vendor: Vendor, raw: &str) -> Event {
         Event::parse("r", vendor, Verified::new(raw.to_owned()), 0).unwrap()

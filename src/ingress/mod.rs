@@ -204,7 +204,7 @@ pub fn unverified_event(
     text: String,
     now_ms: i64,
 ) -> Result<Event, OpenError> {
-    match &receiver.credentials {
+    let event = match &receiver.credentials {
         Credentials::Webhook(w) => webhook::from_file(receiver, w, &text, now_ms),
         _ => Event::parse(
             &receiver.name,
@@ -213,7 +213,9 @@ pub fn unverified_event(
             now_ms,
         )
         .map_err(|e| OpenError::malformed("event file", e)),
-    }
+    }?;
+    // As the intake stores it: rules see the redacted event.
+    Ok(event.redact(&receiver.redact))
 }
 
 /// The robot `timestamp`/`sign` use of an accepted DingTalk robot request, for the store's

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     AuditRow, Backlog, Cancel, ClaimedDelivery, DeliveryFilter, DeliveryRow, GroupRow, Health,
-    ListFilter, NewDelivery, Outcome, Replayed, RequeueTarget, SignUse, StoreConfig, StoreError,
+    ListFilter, NewDelivery, Outcome, PruneStep, Pruned, Replayed, RequeueTarget, SignUse, StoreConfig, StoreError,
     StoreLock, Stored, StoredEvent, lock, postgres, sqlite,
 };
 use crate::event::Event;
@@ -291,5 +291,12 @@ impl Store {
         now_ms: i64,
     ) -> Result<Replayed, StoreError> {
         backend!(self, b => b.replay(event_id, planned, now_ms).await)
+    }
+
+    /// One batch of a prune walk: removes what `step` says of up to `step.limit` events
+    /// after `step.after_id` received before `step.before_ms`, never an event with a delivery
+    /// not finished. One short transaction.
+    pub async fn prune(&self, step: PruneStep) -> Result<Pruned, StoreError> {
+        backend!(self, b => b.prune(step).await)
     }
 }

@@ -27,7 +27,7 @@ mod tests;
 #[cfg(feature = "server")]
 mod types;
 
-pub use settings::{StoreConfig, Synchronous};
+pub use settings::{Retention, StoreConfig, Synchronous};
 
 #[cfg(feature = "server")]
 pub use handle::Store;
@@ -38,6 +38,6 @@ pub use lock::StoreLock;
 #[cfg(feature = "server")]
 pub use types::{
     AuditRow, Backlog, Cancel, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus,
-    GroupRow, ListFilter, NewDelivery, Outcome, Replayed, RequeueTarget, SignUse, StoreError,
+    GroupRow, ListFilter, NewDelivery, Outcome, PruneStep, PruneWhat, Pruned, Replayed, RequeueTarget, SignUse, StoreError,
     Stored, StoredEvent,
 };

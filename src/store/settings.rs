@@ -22,6 +22,30 @@ pub struct StoreConfig {
     pub lease: Duration,
     /// CA certificates (PEM) for TLS to PostgreSQL; else the system's.
     pub ca_file: Option<PathBuf>,
+    /// Retention: what is older goes, in the background (see [`Retention`]).
+    pub retention: Retention,
+}
+
+/// How long stored events and deliveries are kept; `None` keeps them for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// An event older than this goes with its deliveries once they have all finished.
+    pub keep_events: Option<Duration>,
+    /// An event's deliveries (their attempts, errors, kept results) go once all of them
+    /// finished longer ago than this; the event stays until `keep_events`.
+    pub keep_deliveries: Option<Duration>,
+    /// How often the background prune runs.
+    pub every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            keep_events: None,
+            keep_deliveries: None,
+            every: Duration::from_secs(600),
+        }
+    }
 }
 
 impl StoreConfig {
@@ -34,6 +58,7 @@ impl StoreConfig {
             pool_size: 16,
             lease: Duration::from_secs(30),
             ca_file: None,
+            retention: Retention::default(),
         }
     }
 

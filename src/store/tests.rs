@@ -515,3 +515,7 @@ mod replicas;
 // What operators read and do (the admin API, the CLI).
 
 mod operators;
+
+// Retention: what `keep_events` and `keep_deliveries` let go.
+
+mod retention;

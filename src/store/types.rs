@@ -259,6 +259,87 @@ pub struct Replayed {
     pub unfinished: usize,
 }
 
+/// What a prune walk removes (`[store] keep_events`, `keep_deliveries`, `hookgate prune`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneWhat {
+    /// Events received before the cut whose deliveries have all finished, with those
+    /// deliveries.
+    Events,
+    /// The deliveries of events received before the cut once all of them finished before
+    /// it; the events stay.
+    Deliveries,
+}
+
+/// One batch of a prune walk: up to `limit` events after `after_id`, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneStep {
+    pub what: PruneWhat,
+    pub before_ms: i64,
+    pub after_id: i64,
+    pub limit: usize,
+}
+
+/// What one batch removed and where the walk stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: usize,
+    pub deliveries: usize,
+    /// The last event the batch looked at (the next batch starts after it).
+    pub last_id: Option<i64>,
+    /// The first event the batch had to keep for a delivery not finished (or finished after
+    /// the cut): the next walk starts before it.
+    pub first_kept: Option<i64>,
+    /// No older event is left to look at.
+    pub done: bool,
+}
+
+/// One event of a prune batch and its deliveries: how many, whether one is unfinished
+/// (waiting, pending, running), and the last time one changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PruneCandidate {
+    pub id: i64,
+    pub deliveries: i64,
+    pub unfinished: bool,
+    pub last_change_ms: i64,
+}
+
+/// What a prune batch does with one event received before the cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PruneVerdict {
+    /// Nothing to remove.
+    Nothing,
+    /// Kept for now: a delivery is unfinished, or finished after the cut.
+    Kept,
+    /// Remove the event and its deliveries.
+    Event,
+    /// Remove its deliveries.
+    Deliveries,
+}
+
+pub(super) fn prune_verdict(step: &PruneStep, c: &PruneCandidate) -> PruneVerdict {
+    if c.unfinished {
+        return PruneVerdict::Kept;
+    }
+    match step.what {
+        PruneWhat::Events => PruneVerdict::Event,
+        PruneWhat::Deliveries if c.deliveries == 0 => PruneVerdict::Nothing,
+        PruneWhat::Deliveries if c.last_change_ms >= step.before_ms => PruneVerdict::Kept,
+        PruneWhat::Deliveries => PruneVerdict::Deliveries,
+    }
+}
+
+/// The events of a batch (id, received at) to look at: those before the cut, in id order,
+/// and whether the walk is done (an event at or after the cut, or fewer than asked for).
+pub(super) fn prune_window(step: &PruneStep, rows: &[(i64, i64)]) -> (Vec<i64>, bool) {
+    let ids: Vec<i64> = rows
+        .iter()
+        .take_while(|(_, at)| *at < step.before_ms)
+        .map(|(id, _)| *id)
+        .collect();
+    let done = ids.len() < rows.len() || rows.len() < step.limit;
+    (ids, done)
+}
+
 type Source = Arc<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Clone, thiserror::Error)]

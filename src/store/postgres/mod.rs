@@ -7,7 +7,7 @@
 //! new deliveries says so on a NOTIFY channel every replica LISTENs to, so idle workers
 //! elsewhere pick the work up at once instead of at their next poll. The same file set as
 //! `sqlite/`, by concern: `schema`, `accept`, `deliveries`, `registry`, `rate`, `read`,
-//! `notify`, `lock`, `operator`.
+//! `notify`, `lock`, `operator`, `retention`.
 
 /// Advisory lock keys are per database; the name is qualified by the schema (the store), so
 /// two hookgate installations in one database do not serialise each other's locks.
@@ -29,6 +29,7 @@ mod operator;
 mod rate;
 mod read;
 mod registry;
+mod retention;
 mod schema;
 
 use std::sync::Arc;

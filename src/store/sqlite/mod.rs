@@ -3,7 +3,7 @@
 //! that copies the WAL into the database off the writer's path, and a reader connection whose
 //! queries run on tokio's blocking threads, never on the runtime's. The same file set as
 //! `postgres/`, by concern: `schema`, `accept`, `deliveries`, `registry`, `rate`, `read`,
-//! `notify`, `lock`, `operator`.
+//! `notify`, `lock`, `operator`, `retention`.
 
 mod accept;
 mod deliveries;
@@ -13,6 +13,7 @@ mod operator;
 mod rate;
 mod read;
 mod registry;
+mod retention;
 mod schema;
 
 use std::path::Path;
