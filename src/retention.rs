@@ -42,7 +42,11 @@ pub async fn pass(
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let walks = [
-        (PruneWhat::Deliveries, keep.keep_deliveries, &mut cursors.deliveries),
+        (
+            PruneWhat::Deliveries,
+            keep.keep_deliveries,
+            &mut cursors.deliveries,
+        ),
         (PruneWhat::Events, keep.keep_events, &mut cursors.events),
     ];
     for (what, keep, cursor) in walks {

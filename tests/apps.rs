@@ -806,3 +806,59 @@ body = "{{% for p in steps.people %}}{{{{ p.name }}}} {{% endfor %}}"
     assert_eq!(apps.calls("/cgi-bin/user/list"), 1);
     srv.stop().await;
 }
+
+/// WeCom answers 60020 to every IP but the company's fixed egress proxy: with `[outbound]
+/// proxy` (credentials from a variable) every API call goes through it and the delivery is
+/// done; with a wrong proxy password the failure names the proxy and its 407, never the
+/// password, and is retried.
+#[tokio::test]
+async fn app_api_calls_go_through_the_egress_proxy() {
+    let mut state = wecom_state();
+    state.ip_blocked = true;
+    let apps = Apps::start(state).await;
+    let proxy = common::proxy::Proxy::start("egress", "pr0xy-pass").await;
+    let config = format!(
+        "{}\n[outbound]\nproxy = \"${{PROXY_URL}}\"\n",
+        wecom_config(&apps, "app-secret", NOTIFY)
+    );
+    let url = proxy.url("egress", "pr0xy-pass");
+    let srv = start_file(&config, &[("PROXY_URL", url.as_str())]).await;
+    contact(&srv, "a").await;
+    all_done(&srv, 1).await;
+    let seen = proxy.seen();
+    let base = apps.base();
+    for path in ["/cgi-bin/gettoken", "/cgi-bin/message/send"] {
+        assert!(
+            seen.iter()
+                .any(|(_, target)| target.starts_with(&format!("{base}{path}"))),
+            "{path} not through the proxy: {seen:?}"
+        );
+    }
+    assert_eq!(apps.notifications().len(), 1);
+    srv.stop().await;
+
+    let url = proxy.url("egress", "wrong-pass");
+    let srv = start_file(&config, &[("PROXY_URL", url.as_str())]).await;
+    contact(&srv, "b").await;
+    eventually_or(
+        10,
+        "a failed attempt",
+        || {
+            srv.deliveries()
+                .first()
+                .is_some_and(|d| d.last_error.is_some())
+        },
+        || format!("{:?}", srv.deliveries()),
+    )
+    .await;
+    let d = &srv.deliveries()[0];
+    let err = d.last_error.clone().unwrap();
+    assert!(err.contains("407") && err.contains("proxy"), "{err}");
+    assert!(!err.contains("wrong-pass"), "{err}");
+    assert_ne!(
+        d.status,
+        DeliveryStatus::Dead,
+        "an outage delays, never drops"
+    );
+    srv.stop().await;
+}

@@ -553,6 +553,7 @@ fn the_commented_examples_in_the_example_config_are_valid() {
         .args(["--env-file", common::DEMO_ENV]);
     for var in [
         "SMTP_PASSWORD",
+        "EGRESS_PROXY_PASSWORD",
         "ERP_HOOK_SECRET",
         "DING_ROBOT_TOKEN",
         "DING_ROBOT_SECRET",
@@ -1228,13 +1229,25 @@ message = "form {{ id }} from {{ mobile }}"
     let db = dir.path().join("var/hookgate.db");
     let sql = rusqlite::Connection::open(&db).unwrap();
     let raw: String = sql
-        .query_row("SELECT raw FROM events WHERE dedupe_key = 'a-1'", [], |r| r.get(0))
+        .query_row("SELECT raw FROM events WHERE dedupe_key = 'a-1'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
-    assert!(!raw.contains("13800000000") && !raw.contains("ann@example.com"), "{raw}");
-    assert!(raw.contains(r#""mobile":"[redacted]""#) && raw.contains("Ann"), "{raw}");
+    assert!(
+        !raw.contains("13800000000") && !raw.contains("ann@example.com"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains(r#""mobile":"[redacted]""#) && raw.contains("Ann"),
+        "{raw}"
+    );
     let done = |sql: &rusqlite::Connection| -> i64 {
-        sql.query_row("SELECT count(*) FROM deliveries WHERE status = 'done'", [], |r| r.get(0))
-            .unwrap()
+        sql.query_row(
+            "SELECT count(*) FROM deliveries WHERE status = 'done'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
     };
     common::eventually(10, "both deliveries done", || done(&sql) == 2).await;
     // a-1 arrived 40 days ago and its delivery finished then: the background prune takes it.
@@ -1256,7 +1269,10 @@ message = "form {{ id }} from {{ mobile }}"
         sql.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .unwrap()
     };
-    common::eventually(15, "the 40-day-old event pruned", || count(&sql, "events") == 1).await;
+    common::eventually(15, "the 40-day-old event pruned", || {
+        count(&sql, "events") == 1
+    })
+    .await;
     assert_eq!(count(&sql, "deliveries"), 1);
     assert_eq!(served.terminate().code(), Some(0));
     // a-2's delivery finished 10 days ago: `prune` takes the delivery, keeps the event.
@@ -1267,7 +1283,11 @@ message = "form {{ id }} from {{ mobile }}"
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(text.trim(), "Pruned 0 events and 1 deliveries.");
     assert_eq!((count(&sql, "events"), count(&sql, "deliveries")), (1, 0));
 }

@@ -216,6 +216,12 @@ async fn a_mail_server_outage_delays_mail_and_loses_none() {
             .iter()
             .all(|d| d.status != DeliveryStatus::Dead)
     );
+    // The reason names the server and the cause (it was "smtp: Connection error").
+    let err = srv.deliveries()[0].last_error.clone().unwrap();
+    assert!(
+        err.starts_with(&format!("smtp 127.0.0.1:{port}: ")) && err.contains("refused"),
+        "{err}"
+    );
     let smtp = SmtpServer::start(dir.path(), &["--port", &port.to_string()]);
     eventually(20, "all three mails after the outage", || {
         smtp.messages().len() == 3

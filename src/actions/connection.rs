@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::actions::outbound::ProxyChoice;
 use crate::secret::Secret;
 
 /// `[connections.NAME]`: an outbound endpoint actions refer to with `via`.
@@ -35,6 +36,8 @@ pub struct WeComConnection {
     pub agent_id: Option<i64>,
     /// Default `https://qyapi.weixin.qq.com`.
     pub api_base: String,
+    /// The proxy its API calls go through (WeCom checks the caller's IP: errcode 60020).
+    pub proxy: ProxyChoice,
 }
 
 /// A DingTalk internal app: AppKey/AppSecret; the robot code for group messages.
@@ -50,6 +53,7 @@ pub struct DingTalkConnection {
     pub api_base: String,
     /// Default `https://api.dingtalk.com` (v1.0 API).
     pub new_api_base: String,
+    pub proxy: ProxyChoice,
 }
 
 /// A database `sql` actions query.

@@ -61,8 +61,22 @@ impl Actions {
                 // A redirect would re-send the body and custom headers to a host nobody chose.
                 .redirect(reqwest::redirect::Policy::none())
         };
-        let http = builder().build()?;
+        let global = outbound.proxy.as_ref();
+        let http = crate::actions::outbound::through(builder(), global)?.build()?;
         let outbound = Outbound::new(outbound, builder())?;
+        // A vendor app with a proxy of its own (or none) gets a client of its own.
+        let mut own = HashMap::new();
+        for (name, c) in connections {
+            let choice = match c {
+                Connection::WeCom(w) => &w.proxy,
+                Connection::DingTalk(d) => &d.proxy,
+                Connection::Smtp(_) | Connection::Sql(_) => continue,
+            };
+            if !matches!(choice, crate::actions::outbound::ProxyChoice::Global) {
+                let b = crate::actions::outbound::through_choice(builder(), global, choice)?;
+                own.insert(name.clone(), b.build()?);
+            }
+        }
         let mut mailers = HashMap::new();
         for (name, c) in connections {
             match c {
@@ -77,7 +91,7 @@ impl Actions {
             }
         }
         Ok(Self {
-            apis: Apis::new(connections, &http, store, &metrics),
+            apis: Apis::new(connections, &http, &own, store, &metrics),
             http,
             outbound,
             mailers,

@@ -11,11 +11,15 @@ use super::raw::{RawConnection, S};
 use super::validate::Ctx;
 use super::{Connection, DingTalkConnection, SmtpConnection, WeComConnection};
 use crate::actions::connection::{SqlBackend, SqlConnection};
+use crate::actions::outbound::{ProxyChoice, ProxyConfig};
 use crate::secret::Secret;
 
 const KINDS: &[(&str, &[&str])] = &[
     ("smtp", &["url", "from", "ca_file", "timeout"]),
-    ("wecom", &["corp_id", "secret", "agent_id", "api_base"]),
+    (
+        "wecom",
+        &["corp_id", "secret", "agent_id", "api_base", "proxy"],
+    ),
     (
         "dingtalk",
         &[
@@ -25,6 +29,7 @@ const KINDS: &[(&str, &[&str])] = &[
             "agent_id",
             "api_base",
             "new_api_base",
+            "proxy",
         ],
     ),
     ("mysql", &["url", "pool_size", "timeout"]),
@@ -49,6 +54,23 @@ impl Ctx<'_> {
                 self.err(Some(v.span()), key, "must be a number");
                 None
             }
+        }
+    }
+
+    /// A vendor app's own `proxy`: a URL, or `"none"` to go direct.
+    fn proxy_choice(&mut self, prefix: &str, c: &RawConnection) -> ProxyChoice {
+        let key = format!("{prefix}.proxy");
+        match self.string(&c.proxy, &key).as_deref() {
+            None => ProxyChoice::Global,
+            Some("none") => ProxyChoice::Direct,
+            Some(text) => match ProxyConfig::parse(text, None) {
+                Ok(p) => ProxyChoice::Own(p),
+                Err(e) => {
+                    let span = c.proxy.as_ref().map(Spanned::span);
+                    self.err(span, key, format!("{e}; or \"none\" to connect directly"));
+                    ProxyChoice::Global
+                }
+            },
         }
     }
 
@@ -241,6 +263,7 @@ impl Ctx<'_> {
             secret: Secret::new(secret?),
             agent_id: self.agent_id(prefix, &c.agent_id),
             api_base,
+            proxy: self.proxy_choice(prefix, c),
         })
     }
 
@@ -270,6 +293,7 @@ impl Ctx<'_> {
             agent_id: self.agent_id(prefix, &c.agent_id),
             api_base,
             new_api_base,
+            proxy: self.proxy_choice(prefix, c),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Component, PathBuf};
 
 use super::raw::RawOutbound;
 use super::validate::Ctx;
-use crate::actions::outbound::{HostPattern, OutboundConfig};
+use crate::actions::outbound::{HostPattern, OutboundConfig, ProxyConfig};
 
 impl Ctx<'_> {
     pub(super) fn outbound(&mut self, raw: &RawOutbound) -> OutboundConfig {
@@ -34,10 +34,32 @@ impl Ctx<'_> {
                 }
             }
         }
+        let no_proxy = self.string(&raw.no_proxy, "outbound.no_proxy");
+        let proxy = match self.string(&raw.proxy, "outbound.proxy") {
+            Some(text) => match ProxyConfig::parse(&text, no_proxy) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let span = raw.proxy.as_ref().map(toml::Spanned::span);
+                    self.err(span, "outbound.proxy", e);
+                    None
+                }
+            },
+            None => {
+                if let (Some(s), None) = (&raw.no_proxy, &raw.proxy) {
+                    self.err(
+                        Some(s.span()),
+                        "outbound.no_proxy",
+                        "applies only with proxy",
+                    );
+                }
+                None
+            }
+        };
         OutboundConfig {
             media_dir,
             allow_hosts,
             allow_private: raw.allow_private.as_ref().is_some_and(|b| *b.get_ref()),
+            proxy,
         }
     }
 }

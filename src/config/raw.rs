@@ -57,6 +57,8 @@ pub struct RawOutbound {
     pub media_dir: S<String>,
     pub allow_hosts: S<Vec<toml::Spanned<String>>>,
     pub allow_private: S<bool>,
+    pub proxy: S<String>,
+    pub no_proxy: S<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,6 +195,8 @@ pub struct RawConnection {
     pub new_api_base: S<String>,
     // mysql, postgres
     pub pool_size: S<u64>,
+    // wecom, dingtalk
+    pub proxy: S<String>,
 }
 
 impl RawConnection {
@@ -215,6 +219,7 @@ impl RawConnection {
             ("api_base", span(&self.api_base)),
             ("new_api_base", span(&self.new_api_base)),
             ("pool_size", span(&self.pool_size)),
+            ("proxy", span(&self.proxy)),
         ]
         .into_iter()
         .filter_map(|(k, s)| Some((k, s?)))

@@ -306,7 +306,12 @@ impl Ctx<'_> {
     fn retention(&mut self, raw: &super::raw::RawStore) -> Retention {
         let mut retention = Retention::default();
         let keys = [
-            ("keep_events", &raw.keep_events, 86_400, "1d: a vendor's late retry of a forgotten event would run the rules again"),
+            (
+                "keep_events",
+                &raw.keep_events,
+                86_400,
+                "1d: a vendor's late retry of a forgotten event would run the rules again",
+            ),
             ("keep_deliveries", &raw.keep_deliveries, 3_600, "1h"),
             ("prune_every", &raw.prune_every, 1, "1s"),
         ];
@@ -470,14 +475,27 @@ receive_id = "ww1"
         assert_eq!(keep.every, Duration::from_secs(600));
         let bad = |extra: &str| {
             let errors = parse(&format!("{GOOD}{extra}"), &env).unwrap_err();
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         };
         let e = bad("[store]\nkeep_events = \"2h\"\n");
-        assert!(e.contains("store.keep_events") && e.contains("at least 1d"), "{e}");
+        assert!(
+            e.contains("store.keep_events") && e.contains("at least 1d"),
+            "{e}"
+        );
         let e = bad("[store]\nkeep_events = \"7d\"\nkeep_deliveries = \"30d\"\n");
-        assert!(e.contains("store.keep_deliveries") && e.contains("go with their event"), "{e}");
+        assert!(
+            e.contains("store.keep_deliveries") && e.contains("go with their event"),
+            "{e}"
+        );
         let e = bad("redact = [\"user.mobile\"]\n");
-        assert!(e.contains("receivers[0].redact") && e.contains("not a field name"), "{e}");
+        assert!(
+            e.contains("receivers[0].redact") && e.contains("not a field name"),
+            "{e}"
+        );
     }
 
     #[test]

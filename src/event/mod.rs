@@ -459,7 +459,11 @@ mod tests {
         assert_eq!(r.fields()["Mobile"], REDACTED);
         assert_eq!(r.fields()["UserID"], "zhangsan");
         assert!(!r.raw().contains("13800000000") && !r.raw().contains("z@example.com"));
-        assert_eq!(parse_fields(r.raw()).unwrap(), *r.fields(), "the stored body reads back");
+        assert_eq!(
+            parse_fields(r.raw()).unwrap(),
+            *r.fields(),
+            "the stored body reads back"
+        );
         assert_eq!(r.dedupe_key(), key, "a retry is still known");
         let json = r#"{"a":[{"mobile":"1"},{"b":{"mobile":2}}],"mobile":null,"keep":"x"}"#;
         let e = Event::parse("w", Vendor::Webhook, Verified::new(json.to_owned()), 1).unwrap();

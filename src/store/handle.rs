@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::{
     AuditRow, Backlog, Cancel, ClaimedDelivery, DeliveryFilter, DeliveryRow, GroupRow, Health,
-    ListFilter, NewDelivery, Outcome, PruneStep, Pruned, Replayed, RequeueTarget, SignUse, StoreConfig, StoreError,
-    StoreLock, Stored, StoredEvent, lock, postgres, sqlite,
+    ListFilter, NewDelivery, Outcome, PruneStep, Pruned, Replayed, RequeueTarget, SignUse,
+    StoreConfig, StoreError, StoreLock, Stored, StoredEvent, lock, postgres, sqlite,
 };
 use crate::event::Event;
 

@@ -6,6 +6,7 @@
 pub mod apps;
 pub mod mysql;
 pub mod pg;
+pub mod proxy;
 pub mod sink;
 pub mod smtp;
 pub mod streams;

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::actions::ActionError;
 use crate::actions::connection::Connection;
+use crate::actions::error::{status_line, transport};
 use crate::store::Store;
 
 /// Every vendor app connection of the config, by name.
@@ -26,11 +27,14 @@ impl Apis {
     pub fn new(
         connections: &BTreeMap<String, Connection>,
         http: &reqwest::Client,
+        own: &HashMap<String, reqwest::Client>,
         store: &Store,
         metrics: &Arc<crate::metrics::Metrics>,
     ) -> Self {
         let mut apis = Apis::default();
         for (name, c) in connections {
+            // A connection with a proxy of its own (or none) has a client of its own.
+            let http = own.get(name).unwrap_or(http);
             match c {
                 Connection::WeCom(w) => {
                     apis.wecom.insert(
@@ -94,23 +98,29 @@ pub(crate) async fn json_call(
 ) -> Result<(reqwest::StatusCode, serde_json::Value), CallError> {
     let fail = |error, maybe_done| CallError { error, maybe_done };
     let resp = req.send().await.map_err(|e| {
-        // URLs carry secrets (corpsecret, access_token): never in messages.
-        let e = e.without_url();
+        // URLs carry secrets (corpsecret, access_token): the line names the host only.
         let sent = !(e.is_builder() || e.is_connect());
         if e.is_builder() {
-            fail(ActionError::permanent(format!("request: {e}")), false)
+            fail(ActionError::permanent(transport(&e)), false)
         } else {
-            fail(ActionError::retryable(format!("request: {e}")), sent)
+            fail(ActionError::retryable(transport(&e)), sent)
         }
     })?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| {
-        let why = format!("reading the answer: {}", e.without_url());
-        fail(ActionError::retryable(why), true)
-    })?;
-    if status.is_server_error() || status.as_u16() == 429 {
-        let why = format!("HTTP {status}: {}", snippet(&text));
-        return Err(fail(ActionError::retryable(why), status.as_u16() == 504));
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| fail(ActionError::retryable(transport(&e)), true))?;
+    let line = || {
+        status_line(
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            &text,
+        )
+    };
+    // A 407 is the egress proxy's credentials: fixed in the config, then it goes through.
+    if status.is_server_error() || matches!(status.as_u16(), 407 | 429) {
+        return Err(fail(ActionError::retryable(line()), status.as_u16() == 504));
     }
     match serde_json::from_str(&text) {
         Ok(v) => Ok((status, v)),
@@ -118,10 +128,7 @@ pub(crate) async fn json_call(
             ActionError::retryable(format!("not JSON: {}", snippet(&text))),
             true,
         )),
-        Err(_) => Err(fail(
-            ActionError::permanent(format!("HTTP {status}: {}", snippet(&text))),
-            false,
-        )),
+        Err(_) => Err(fail(ActionError::permanent(line()), false)),
     }
 }
 
@@ -154,7 +161,7 @@ pub(crate) async fn upload_media(
 }
 
 pub(crate) fn snippet(text: &str) -> String {
-    text.chars().take(300).collect()
+    crate::actions::error::snippet(text)
 }
 
 /// `errcode` of an oapi-style answer; -2 when absent.

@@ -82,7 +82,8 @@ impl WeCom {
             45009 | 45033 => ActionError::throttled(reason, Duration::from_secs(60)),
             60020 => ActionError::permanent(format!(
                 "{reason} -- WeCom refuses this server's IP: add the gateway's egress IP to the \
-                 app's trusted IPs (应用管理 → 企业可信IP) for connections.{}",
+                 app's trusted IPs (应用管理 → 企业可信IP), or send the calls through a proxy with a \
+                 trusted fixed IP ([outbound] proxy, or proxy in connections.{0})",
                 self.name
             )),
             48002 => ActionError::permanent(format!(

@@ -28,6 +28,8 @@ pub struct Mailer {
     from: Mailbox,
     /// The right-hand side of Message-IDs: the sender's domain.
     domain: String,
+    /// `host:port`, for errors.
+    server: String,
 }
 
 impl Mailer {
@@ -63,7 +65,16 @@ impl Mailer {
             .parse()
             .map_err(|e| format!("from {:?}: {e}", c.from))?;
         let domain = from.email.domain().to_owned();
+        let server = url::Url::parse(url).map_or_else(
+            |_| "the SMTP server".to_owned(),
+            |u| match (u.host_str(), u.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_owned(),
+                (None, _) => "the SMTP server".to_owned(),
+            },
+        );
         Ok(Self {
+            server,
             transport: builder.build(),
             timeout: c.timeout,
             from,
@@ -121,7 +132,10 @@ impl Mailer {
             .map_err(|e| ActionError::permanent(format!("message: {e}")))?;
             // A message of a split group that fails stops the delivery; the retry sends the
             // whole group again with the same Message-IDs.
-            self.transport.send(message).await.map_err(classify)?;
+            self.transport
+                .send(message)
+                .await
+                .map_err(|e| classify(&self.server, e))?;
         }
         Ok(())
     }
@@ -217,8 +231,8 @@ async fn addresses(
 }
 
 /// SMTP 5xx replies are permanent; 4xx, timeouts, TLS and connection failures are retried.
-fn classify(e: lettre::transport::smtp::Error) -> ActionError {
-    let reason = format!("smtp: {e}");
+fn classify(server: &str, e: lettre::transport::smtp::Error) -> ActionError {
+    let reason = format!("smtp {server}: {}", crate::actions::error::with_causes(&e));
     if e.is_permanent() {
         ActionError::permanent(reason)
     } else {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use hmac::{KeyInit, Mac};
 
 use super::Rendered;
+use crate::actions::error::{status_line, transport};
 use crate::actions::outbound::Outbound;
 use crate::actions::{ActionError, Attempt, Disposition};
 
@@ -34,7 +35,9 @@ impl Rendered {
         plain: &reqwest::Client,
         a: Attempt<'_>,
     ) -> Result<serde_json::Value, ActionError> {
-        let client = outbound.http(&self.url, self.host_from_template, plain)?;
+        let client = outbound
+            .http(&self.url, self.host_from_template, plain)
+            .await?;
         send(client, self, a).await
     }
 }
@@ -71,13 +74,12 @@ async fn send(
         req = req.body(h.body.clone());
     }
     let resp = req.send().await.map_err(|e| {
-        // The URL may carry a token (`?key=`, `?access_token=`): never in a log or last_error.
-        let e = e.without_url();
+        // The URL may carry a token (`?key=`, `?access_token=`): the line names its host only.
         // Bad URLs never work; everything else (refused, reset, timeout) may next time.
         if e.is_builder() {
-            ActionError::permanent(format!("request: {e}"))
+            ActionError::permanent(transport(&e))
         } else {
-            ActionError::retryable(format!("request: {e}"))
+            ActionError::retryable(transport(&e))
         }
     })?;
     let status = resp.status();
@@ -98,11 +100,16 @@ async fn send(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let body = resp.text().await.unwrap_or_default();
-    let snippet: String = body.chars().take(200).collect();
-    let reason = format!("HTTP {status}: {snippet}");
+    let reason = status_line(
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        &body,
+    );
+    // A 407 is the egress proxy's credentials: fixed in the config, then it goes through.
     let retryable = status.is_server_error()
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-        || status == reqwest::StatusCode::REQUEST_TIMEOUT;
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED;
     let disposition = if retryable {
         Disposition::Retry { after: retry_after }
     } else {

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use tokio::io::AsyncReadExt;
 
-use super::policy::OutboundConfig;
+use super::policy::{OutboundConfig, ProxyChoice, ProxyConfig};
 use crate::actions::error::ActionError;
 
 /// The checks, and the client for destinations they confine.
@@ -19,24 +19,103 @@ pub struct Outbound {
     /// Resolves names to public addresses only (unless `allow_private`), so a host cannot
     /// resolve (or rebind) its way onto the internal network.
     confined: reqwest::Client,
+    /// Requests go through a proxy, which resolves the names: they are checked here first.
+    proxied: bool,
+}
+
+/// `builder` sending through `proxy` (its `no_proxy` hosts directly); with none, the
+/// standard `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` variables apply, as in curl.
+pub fn through(
+    builder: reqwest::ClientBuilder,
+    proxy: Option<&ProxyConfig>,
+) -> reqwest::Result<reqwest::ClientBuilder> {
+    let Some(p) = proxy else {
+        return Ok(builder);
+    };
+    let mut proxy = reqwest::Proxy::all(p.url.expose().as_str())?;
+    if let Some(hosts) = &p.no_proxy {
+        proxy = proxy.no_proxy(reqwest::NoProxy::from_string(hosts));
+    }
+    Ok(builder.proxy(proxy))
+}
+
+/// A vendor app connection's client builder: the global proxy, its own, or none at all.
+pub fn through_choice(
+    builder: reqwest::ClientBuilder,
+    global: Option<&ProxyConfig>,
+    choice: &ProxyChoice,
+) -> reqwest::Result<reqwest::ClientBuilder> {
+    match choice {
+        ProxyChoice::Global => through(builder, global),
+        ProxyChoice::Direct => Ok(builder.no_proxy()),
+        ProxyChoice::Own(p) => through(builder, Some(p)),
+    }
+}
+
+/// The hosts of the proxies in use: the configured one, else those the standard variables
+/// name. Their addresses may be private (the company's egress proxy usually is).
+fn proxy_hosts(config: &OutboundConfig) -> Vec<String> {
+    if let Some(p) = &config.proxy {
+        return vec![p.host.clone()];
+    }
+    [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .filter_map(|v| std::env::var(v).ok())
+    .filter_map(|u| ProxyConfig::parse(&u, None).ok())
+    .map(|p| p.host)
+    .collect()
 }
 
 impl Outbound {
     pub fn new(config: &OutboundConfig, builder: reqwest::ClientBuilder) -> reqwest::Result<Self> {
+        let proxies = proxy_hosts(config);
+        let builder = through(builder, config.proxy.as_ref())?;
         let builder = if config.allow_private {
             builder
         } else {
-            builder.dns_resolver(PublicOnly)
+            builder.dns_resolver(PublicOnly {
+                proxies: proxies.clone(),
+            })
         };
         Ok(Self {
             config: config.clone(),
             confined: builder.build()?,
+            proxied: !proxies.is_empty(),
         })
+    }
+
+    /// Through a proxy, the proxy resolves the destination's name, past [`PublicOnly`]: a
+    /// name that resolves here to a non-public address is refused first. One that does not
+    /// resolve here (a network that resolves outside names only at the proxy) is left to
+    /// the proxy.
+    async fn vet_name(&self, url: &url::Url) -> Result<(), ActionError> {
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Ok(());
+        };
+        if !self.proxied || self.config.allow_private {
+            return Ok(());
+        }
+        let Ok(addrs) = tokio::net::lookup_host((host, 0)).await else {
+            return Ok(());
+        };
+        if let Some(private) = addrs.map(|a| a.ip()).find(|ip| !is_public(*ip)) {
+            return Err(ActionError::permanent(format!(
+                "{host} resolves to {private}, a loopback, private or link-local address; set [outbound] allow_private or list the address in allow_hosts"
+            )));
+        }
+        Ok(())
     }
 
     /// A rendered robot webhook, and the client to send it with.
     /// `kind` names the robot, `hosts` are its vendor's own (HTTPS only).
-    pub fn robot(
+    pub async fn robot(
         &self,
         kind: &str,
         hosts: &[&str],
@@ -53,11 +132,14 @@ impl Outbound {
             )));
         }
         self.destination(&url, &host, pattern.is_some_and(|p| p.is_ip()))?;
+        if !vendor_host {
+            self.vet_name(&url).await?;
+        }
         Ok((url, &self.confined))
     }
 
     /// A rendered `http` URL whose host came from a template: allow-listed hosts only.
-    pub fn http<'a>(
+    pub async fn http<'a>(
         &'a self,
         url: &str,
         host_from_template: bool,
@@ -74,6 +156,7 @@ impl Outbound {
             )));
         };
         self.destination(&parsed, &host, pattern.is_ip())?;
+        self.vet_name(&parsed).await?;
         Ok(&self.confined)
     }
 
@@ -203,14 +286,21 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// A resolver that drops every non-public address of a name, and fails when none is left.
-struct PublicOnly;
+/// A resolver that drops every non-public address of a name, and fails when none is left;
+/// the proxies' own names resolve as they are.
+struct PublicOnly {
+    proxies: Vec<String>,
+}
 
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
+        let proxy = self.proxies.iter().any(|p| p.eq_ignore_ascii_case(&host));
         Box::pin(async move {
             let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if proxy {
+                return Ok(Box::new(all.into_iter()) as reqwest::dns::Addrs);
+            }
             let public: Vec<SocketAddr> = all.into_iter().filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
                 return Err(format!(
@@ -238,7 +328,7 @@ mod tests {
                 .iter()
                 .map(|h| HostPattern::parse(h).unwrap())
                 .collect(),
-            allow_private: false,
+            ..OutboundConfig::default()
         };
         Outbound::new(&config, reqwest::Client::builder()).unwrap()
     }
@@ -265,8 +355,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn robot_webhooks_and_event_chosen_hosts() {
+    #[tokio::test]
+    async fn robot_webhooks_and_event_chosen_hosts() {
         let o = outbound(None, &["127.0.0.1", "*.corp.example.com"]);
         assert!(
             o.robot(
@@ -274,28 +364,38 @@ mod tests {
                 DING.1,
                 "https://oapi.dingtalk.com/robot/send?access_token=x"
             )
+            .await
             .is_ok()
         );
         assert!(
             o.robot(DING.0, DING.1, "http://127.0.0.1:9/robot/send")
+                .await
                 .is_ok(),
             "an allow-listed IP"
         );
-        let e = o.robot(DING.0, DING.1, "http://10.0.0.8/x").unwrap_err();
+        let e = o
+            .robot(DING.0, DING.1, "http://10.0.0.8/x")
+            .await
+            .unwrap_err();
         assert!(e.reason.contains("allow_hosts") && !e.is_retryable(), "{e}");
         assert!(
             o.robot(DING.0, DING.1, "http://oapi.dingtalk.com/robot/send")
+                .await
                 .is_err(),
             "HTTPS only"
         );
-        assert!(o.robot(DING.0, DING.1, "file:///etc/passwd").is_err());
+        assert!(o.robot(DING.0, DING.1, "file:///etc/passwd").await.is_err());
         let plain = reqwest::Client::new();
         assert!(
-            o.http("http://10.0.0.8/x", false, &plain).is_ok(),
+            o.http("http://10.0.0.8/x", false, &plain).await.is_ok(),
             "the config chose it"
         );
-        assert!(o.http("http://10.0.0.8/x", true, &plain).is_err());
-        assert!(o.http("https://a.corp.example.com/x", true, &plain).is_ok());
+        assert!(o.http("http://10.0.0.8/x", true, &plain).await.is_err());
+        assert!(
+            o.http("https://a.corp.example.com/x", true, &plain)
+                .await
+                .is_ok()
+        );
         // Security review, defect 10: a malformed URL's error carried its access_token.
         let e = o
             .robot(
@@ -303,10 +403,12 @@ mod tests {
                 DING.1,
                 "https://oapi.ding talk.com/robot/send?access_token=SECRET",
             )
+            .await
             .unwrap_err();
         assert!(!e.reason.contains("SECRET"), "{e}");
         let e = o
             .http("https://{x}/?access_token=SECRET", true, &plain)
+            .await
             .unwrap_err();
         assert!(!e.reason.contains("SECRET"), "{e}");
         // A listed name passes here; where it resolves is checked when it is resolved.
@@ -314,12 +416,41 @@ mod tests {
         assert!(
             named
                 .http("http://hooks.example.com:8080/", true, &plain)
+                .await
                 .is_ok()
         );
         assert!(
             named
                 .http("http://hooks.example.com:8081/", true, &plain)
+                .await
                 .is_err()
+        );
+    }
+
+    /// Through a proxy the proxy resolves names: one that resolves here to a private
+    /// address is refused before it is sent; one that does not resolve here is left to it.
+    #[tokio::test]
+    async fn through_a_proxy_names_are_checked_before_sending() {
+        crate::tls::install_provider();
+        let config = OutboundConfig {
+            allow_hosts: ["localhost", "nowhere.invalid"]
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
+            proxy: Some(ProxyConfig::parse("http://u:p@127.0.0.1:9", None).unwrap()),
+            ..OutboundConfig::default()
+        };
+        let o = Outbound::new(&config, reqwest::Client::builder()).unwrap();
+        let plain = reqwest::Client::new();
+        let e = o
+            .http("http://localhost/x", true, &plain)
+            .await
+            .unwrap_err();
+        assert!(e.reason.contains("resolves to") && !e.is_retryable(), "{e}");
+        assert!(
+            o.http("http://nowhere.invalid/x", true, &plain)
+                .await
+                .is_ok()
         );
     }
 

@@ -10,5 +10,7 @@ mod enforce;
 mod policy;
 
 #[cfg(feature = "server")]
-pub use enforce::{Outbound, is_public};
-pub use policy::{HostPattern, OutboundConfig, UrlTarget, media_paths, url_target};
+pub use enforce::{Outbound, is_public, through, through_choice};
+pub use policy::{
+    HostPattern, OutboundConfig, ProxyChoice, ProxyConfig, UrlTarget, media_paths, url_target,
+};

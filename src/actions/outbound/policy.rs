@@ -12,6 +12,61 @@ pub struct OutboundConfig {
     pub allow_hosts: Vec<HostPattern>,
     /// Confined destinations may be loopback, private or link-local addresses.
     pub allow_private: bool,
+    /// `proxy`: every outbound HTTP request goes through it (vendor APIs, robots, `http`
+    /// actions, stream discovery), but for `no_proxy` hosts and connections with their own.
+    /// Unset: the standard `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` variables apply.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// An HTTP proxy (`http://[user:password@]host:port`; `https://` for TLS to the proxy):
+/// plain requests are forwarded, HTTPS is tunnelled with `CONNECT`.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The whole URL, credentials included: never logged.
+    pub url: crate::secret::Secret<String>,
+    /// `scheme://host:port`, for logs and errors.
+    pub shown: String,
+    /// The proxy's host name or address.
+    pub host: String,
+    /// Hosts reached directly, in curl's `NO_PROXY` form (`localhost,.corp.example,10.0.0.0/8`).
+    pub no_proxy: Option<String>,
+}
+
+impl ProxyConfig {
+    pub fn parse(text: &str, no_proxy: Option<String>) -> Result<Self, String> {
+        let text = text.trim();
+        let (scheme, rest) = text
+            .split_once("://")
+            .filter(|(s, _)| matches!(*s, "http" | "https"))
+            .ok_or("must start with http:// (or https://, for TLS to the proxy)")?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        if rest.len() > authority.len() + 1 {
+            return Err("takes no path: http://[user:password@]host:port".into());
+        }
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = host_port
+            .rsplit_once(':')
+            .filter(|(h, _)| !h.is_empty() && (!h.contains(':') || h.ends_with(']')))
+            .ok_or("needs host:port (http://[user:password@]host:port)")?;
+        port.parse::<u16>()
+            .map_err(|_| format!("{port:?} is not a port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Ok(Self {
+            url: crate::secret::Secret::new(text.to_owned()),
+            shown: format!("{scheme}://{host_port}"),
+            host: host.to_ascii_lowercase(),
+            no_proxy,
+        })
+    }
+}
+
+/// A connection's own `proxy`: the global one, none (`"none"`: direct), or its own.
+#[derive(Debug, Clone, Default)]
+pub enum ProxyChoice {
+    #[default]
+    Global,
+    Direct,
+    Own(ProxyConfig),
 }
 
 /// One `allow_hosts` entry: `host`, `host:port`, `*.domain` (its subdomains) or an IP.
@@ -258,7 +313,7 @@ mod tests {
         let o = OutboundConfig {
             media_dir: Some("/srv/media".into()),
             allow_hosts: vec![HostPattern::parse("127.0.0.1").unwrap()],
-            allow_private: false,
+            ..OutboundConfig::default()
         };
         let d = (
             "dingtalk_robot",

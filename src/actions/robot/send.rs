@@ -67,7 +67,9 @@ async fn send(
     a: Attempt<'_>,
 ) -> Result<(), ActionError> {
     // Where the webhook may go is settled before anything else (the budget included).
-    let (_, client) = outbound.robot(r.vendor.kind(), r.vendor.hosts(), &r.webhook)?;
+    let (_, client) = outbound
+        .robot(r.vendor.kind(), r.vendor.hosts(), &r.webhook)
+        .await?;
     let key = webhook_key(&r.webhook);
     let wait = store
         .rate_take(&key, r.per_minute, now_ms())
@@ -241,32 +243,33 @@ async fn json_body(resp: reqwest::Response) -> Result<serde_json::Value, ActionE
     let status = resp.status();
     let text = resp.text().await.map_err(transport)?;
     if !status.is_success() {
-        let reason = format!(
-            "HTTP {status}: {}",
-            text.chars().take(200).collect::<String>()
+        let reason = crate::actions::error::status_line(
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            &text,
         );
-        return Err(if status.is_server_error() || status.as_u16() == 429 {
-            ActionError::retryable(reason)
-        } else {
-            ActionError::permanent(reason)
-        });
+        return Err(
+            if status.is_server_error() || matches!(status.as_u16(), 407 | 429) {
+                ActionError::retryable(reason)
+            } else {
+                ActionError::permanent(reason)
+            },
+        );
     }
     serde_json::from_str(&text).map_err(|_| {
         ActionError::retryable(format!(
             "not JSON: {}",
-            text.chars().take(200).collect::<String>()
+            crate::actions::error::snippet(&text)
         ))
     })
 }
 
 fn transport(e: reqwest::Error) -> ActionError {
-    let mut e = e;
-    // The URL holds the robot's token.
-    e = e.without_url();
+    // The URL holds the robot's token: the line names the host only.
     if e.is_builder() {
-        ActionError::permanent(format!("request: {e}"))
+        ActionError::permanent(crate::actions::error::transport(&e))
     } else {
-        ActionError::retryable(format!("request: {e}"))
+        ActionError::retryable(crate::actions::error::transport(&e))
     }
 }
 

@@ -55,12 +55,16 @@ impl Postgres {
         let mut events = Vec::new();
         let mut deliveries_of = Vec::new();
         for id in ids {
-            let c = state.iter().find(|c| c.id == id).copied().unwrap_or(PruneCandidate {
-                id,
-                deliveries: 0,
-                unfinished: false,
-                last_change_ms: 0,
-            });
+            let c = state
+                .iter()
+                .find(|c| c.id == id)
+                .copied()
+                .unwrap_or(PruneCandidate {
+                    id,
+                    deliveries: 0,
+                    unfinished: false,
+                    last_change_ms: 0,
+                });
             match prune_verdict(&step, &c) {
                 PruneVerdict::Nothing => {}
                 PruneVerdict::Kept => {
@@ -75,7 +79,10 @@ impl Postgres {
         }
         if !deliveries_of.is_empty() {
             let n = tx
-                .execute("DELETE FROM deliveries WHERE event_id = ANY($1)", &[&deliveries_of])
+                .execute(
+                    "DELETE FROM deliveries WHERE event_id = ANY($1)",
+                    &[&deliveries_of],
+                )
                 .await
                 .map_err(db_error)?;
             pruned.deliveries = usize::try_from(n).unwrap_or(usize::MAX);

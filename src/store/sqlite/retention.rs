@@ -39,15 +39,20 @@ impl Sqlite {
                         })
                     })?
                     .collect::<Result<_, _>>()?;
-                let mut drop_deliveries = tx.prepare_cached("DELETE FROM deliveries WHERE event_id = ?1")?;
+                let mut drop_deliveries =
+                    tx.prepare_cached("DELETE FROM deliveries WHERE event_id = ?1")?;
                 let mut drop_event = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
                 for id in ids {
-                    let c = state.iter().find(|c| c.id == id).copied().unwrap_or(PruneCandidate {
-                        id,
-                        deliveries: 0,
-                        unfinished: false,
-                        last_change_ms: 0,
-                    });
+                    let c = state
+                        .iter()
+                        .find(|c| c.id == id)
+                        .copied()
+                        .unwrap_or(PruneCandidate {
+                            id,
+                            deliveries: 0,
+                            unfinished: false,
+                            last_change_ms: 0,
+                        });
                     match prune_verdict(&step, &c) {
                         PruneVerdict::Nothing => {}
                         PruneVerdict::Kept => {
