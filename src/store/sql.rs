@@ -424,6 +424,20 @@ pub(super) static SIGN_ONCE: Statement = Statement::new(
      RETURNING 1",
 );
 
+// === retention ===
+
+/// The next events of a prune walk, oldest first: (id, received at).
+pub(super) static PRUNE_EVENTS: Statement =
+    Statement::new("SELECT id, received_at_ms FROM events WHERE id > $1 ORDER BY id LIMIT $2");
+
+/// Per event of an id range: its deliveries, whether one is unfinished, the last change.
+pub(super) static PRUNE_STATE: Statement = Statement::new(
+    "SELECT event_id, count(*), \
+            max(CASE WHEN status IN ('waiting', 'pending', 'running') THEN 1 ELSE 0 END), \
+            max(updated_at_ms) \
+     FROM deliveries WHERE event_id >= $1 AND event_id <= $2 GROUP BY event_id",
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,17 +457,3 @@ mod tests {
         assert!(cancel_chain(Dialect::Sqlite, "id = $1").contains("WHERE (id = ?1)"));
     }
 }
-
-// === retention ===
-
-/// The next events of a prune walk, oldest first: (id, received at).
-pub(super) static PRUNE_EVENTS: Statement =
-    Statement::new("SELECT id, received_at_ms FROM events WHERE id > $1 ORDER BY id LIMIT $2");
-
-/// Per event of an id range: its deliveries, whether one is unfinished, the last change.
-pub(super) static PRUNE_STATE: Statement = Statement::new(
-    "SELECT event_id, count(*), \
-            max(CASE WHEN status IN ('waiting', 'pending', 'running') THEN 1 ELSE 0 END), \
-            max(updated_at_ms) \
-     FROM deliveries WHERE event_id >= $1 AND event_id <= $2 GROUP BY event_id",
-);
