@@ -1102,34 +1102,209 @@ message = "again {{ id }}"
     drop(served);
 }
 
-/// The sample events under `config/events/` parse as their receivers in the example config
-/// would store them, and the WeCom one fires the example's rule (the README's `explain`).
+/// Every sample under `config/examples/events/` explained against the configs it is for
+/// (each with `config/examples/demo.env`, or the main example with `config/demo.env`): the
+/// rules it is meant for fire and every action renders, nothing empty.
 #[test]
-fn the_sample_events_explain_against_the_example_config() {
-    for (file, receiver) in [
-        ("wecom-create-user.xml", "hr"),
-        ("dingtalk-approval-start.json", "ding"),
-        ("feishu-message.json", "lark"),
-        ("dingtalk-robot-text.json", "bot"),
-    ] {
+fn every_sample_event_explains_against_its_recipe() {
+    const MAIN: &str = "config/hookgate.example.toml";
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "wecom-contact-create-user.xml",
+            MAIN,
+            "hr",
+            &["log contact changes"],
+        ),
+        ("dingtalk-approval-start.json", MAIN, "ding", &[]),
+        ("feishu-message.json", MAIN, "lark", &[]),
+        ("dingtalk-robot-text.json", MAIN, "bot", &[]),
+        (
+            "wecom-contact-create-user.xml",
+            "wecom-contact-email",
+            "contacts",
+            &["mail the department on contact changes"],
+        ),
+        (
+            "wecom-contact-delete-user.xml",
+            "wecom-contact-email",
+            "contacts",
+            &["mail the department on contact changes"],
+        ),
+        (
+            "wecom-contact-update-user.xml",
+            "wecom-contact-email-directory",
+            "contacts",
+            &["mail the department's members on contact changes"],
+        ),
+        (
+            "dingtalk-approval-start.json",
+            "dingtalk-approval-group",
+            "approvals",
+            &["item group when an approval starts"],
+        ),
+        (
+            "dingtalk-approval-finish.json",
+            "dingtalk-approval-group",
+            "approvals",
+            &["close the item group when the approval finishes"],
+        ),
+        (
+            "dingtalk-task-start.json",
+            "e10-escalation",
+            "approvals",
+            &[
+                "remind the handler after a day",
+                "item group after two days",
+            ],
+        ),
+        (
+            "dingtalk-task-finish.json",
+            "e10-escalation",
+            "approvals",
+            &["settled: call the timers off"],
+        ),
+        (
+            "dingtalk-robot-status.json",
+            "dingtalk-robot-group-messages",
+            "robot",
+            &["status: markdown"],
+        ),
+        (
+            "dingtalk-robot-text.json",
+            "dingtalk-robot-group-messages",
+            "robot",
+            &["help"],
+        ),
+        (
+            "dingtalk-stream-user-add-org.json",
+            "dingtalk-stream",
+            "ding",
+            &["new employee to HR"],
+        ),
+        (
+            "dingtalk-stream-robot-text.json",
+            "dingtalk-stream",
+            "ding",
+            &["robot acknowledges"],
+        ),
+        (
+            "feishu-message.json",
+            "feishu-ws",
+            "lark",
+            &["messages to tickets"],
+        ),
+        (
+            "wecom-aibot-text.json",
+            "wecom-aibot",
+            "bot",
+            &["answer questions"],
+        ),
+        (
+            "wecom-aibot-enter-chat.json",
+            "wecom-aibot",
+            "bot",
+            &["welcome", "log other events"],
+        ),
+        (
+            "yida-create-group.json",
+            "yida-group",
+            "yida",
+            &["创建会话群"],
+        ),
+        (
+            "yida-update-group.json",
+            "yida-group",
+            "yida",
+            &["更新会话群"],
+        ),
+        (
+            "yida-group-message.json",
+            "yida-group",
+            "yida",
+            &["发送群消息"],
+        ),
+        (
+            "e10-item-pending.json",
+            "e10-risk-group",
+            "e10",
+            &[
+                "remind the handler a day after it was found",
+                "item group two days after it was found",
+            ],
+        ),
+        (
+            "e10-item-done.json",
+            "e10-risk-group",
+            "e10",
+            &["moved on: call the timers off"],
+        ),
+        (
+            "jiandaoyun-data-create.json",
+            "jiandaoyun-wecom-robot",
+            "jdy",
+            &["announce new entries"],
+        ),
+        (
+            "alertmanager-firing.json",
+            "alertmanager-dingtalk-robot",
+            "alertmanager",
+            &["alerts to the ops group"],
+        ),
+        (
+            "alertmanager-resolved.json",
+            "alertmanager-dingtalk-robot",
+            "alertmanager",
+            &["alerts to the ops group"],
+        ),
+    ];
+    let mut unused: std::collections::BTreeSet<String> =
+        std::fs::read_dir("config/examples/events")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "README.md")
+            .collect();
+    for (file, config, receiver, fires) in cases {
+        unused.remove(*file);
+        let (config, env) = if *config == MAIN {
+            (MAIN.to_owned(), common::DEMO_ENV.to_owned())
+        } else {
+            (
+                format!("config/examples/{config}.toml"),
+                "config/examples/demo.env".to_owned(),
+            )
+        };
         let out = Command::new(BIN)
-            .args(["explain", "--config", "config/hookgate.example.toml"])
-            .args(["--env-file", common::DEMO_ENV, "--receiver", receiver])
-            .arg(format!("config/events/{file}"))
+            .args([
+                "explain",
+                "--config",
+                &config,
+                "--env-file",
+                &env,
+                "--receiver",
+                receiver,
+            ])
+            .arg(format!("config/examples/events/{file}"))
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{file}: {text}");
+        assert!(out.status.success(), "{file} on {config}: {text}");
         assert!(
             text.contains(&format!("event: receiver {receiver}")),
             "{text}"
         );
-        if receiver == "hr" {
-            assert!(text.contains("\"log contact changes\": FIRES"), "{text}");
-            assert!(text.contains("lisi"), "{text}");
+        for rule in *fires {
+            assert!(
+                text.contains(&format!("rule \"{rule}\": FIRES")),
+                "{file} on {config}: {text}"
+            );
         }
+        assert!(
+            !text.contains("render error") && !text.contains("rendered empty"),
+            "{file} on {config}: {text}"
+        );
     }
+    assert!(unused.is_empty(), "samples no case explains: {unused:?}");
 }
 
 /// Secrets from files (#18): `VAR_FILE` as container images take them, and systemd's

@@ -18,13 +18,15 @@ impl Drop for Nginx {
     }
 }
 
-/// The documented server block, pointed at `upstream` and listening on `port`, no TLS;
+/// The documented server block, pointed at `upstream` and listening on `port`: with TLS
+/// when `tls` holds a certificate and key directory (`leaf.pem`, `key.pem`), else plain;
 /// `mistake` swaps in the classic error of a `proxy_pass` with a URI part.
 fn documented_config(
     upstream: std::net::SocketAddr,
     port: u16,
     prefix: &std::path::Path,
     mistake: bool,
+    tls: Option<&std::path::Path>,
 ) -> String {
     let doc = std::fs::read_to_string("docs/deploy.md").unwrap();
     let block = doc
@@ -32,13 +34,28 @@ fn documented_config(
         .nth(1)
         .and_then(|rest| rest.split("# hookgate-nginx-end").next())
         .expect("docs/deploy.md holds the nginx block between its markers");
+    let listen = match tls {
+        Some(_) => format!("listen 127.0.0.1:{port} ssl;"),
+        None => format!("listen 127.0.0.1:{port};"),
+    };
     let server: String = block
         .lines()
-        .filter(|l| !l.trim_start().starts_with("ssl_certificate"))
+        .filter(|l| tls.is_some() || !l.trim_start().starts_with("ssl_certificate"))
         .map(|l| {
-            let l = l
+            let mut l = l
                 .replace("server 127.0.0.1:8080;", &format!("server {upstream};"))
-                .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port};"));
+                .replace("listen 443 ssl;", &listen);
+            if let Some(dir) = tls {
+                l = l
+                    .replace(
+                        "/etc/ssl/hooks.example.com.pem",
+                        &dir.join("leaf.pem").display().to_string(),
+                    )
+                    .replace(
+                        "/etc/ssl/hooks.example.com.key",
+                        &dir.join("key.pem").display().to_string(),
+                    );
+            }
             if mistake {
                 l.replace(
                     "proxy_pass http://hookgate;",
@@ -83,7 +100,7 @@ async fn simulate_passes_through_the_documented_nginx_for_every_vendor() {
     let _nginx = start_nginx(
         nginx_bin,
         dir.path(),
-        &documented_config(served.addr, port, dir.path(), false),
+        &documented_config(served.addr, port, dir.path(), false, None),
         port,
     )
     .await;
@@ -115,7 +132,7 @@ async fn simulate_passes_through_the_documented_nginx_for_every_vendor() {
     let _bad = start_nginx(
         nginx_bin,
         wrong.path(),
-        &documented_config(served.addr, port, wrong.path(), true),
+        &documented_config(served.addr, port, wrong.path(), true, None),
         port,
     )
     .await;
@@ -125,6 +142,51 @@ async fn simulate_passes_through_the_documented_nginx_for_every_vendor() {
         "hr",
     );
     assert!(!ok && text.contains("hookgate answered 404"), "{text}");
+
+    // With TLS from a private CA: a vendor would not trust it, and simulate says so (not
+    // "the proxy"); with --ca-file naming that CA, everything else checks out.
+    let certs = tempfile::tempdir().unwrap();
+    let made = Command::new(common::python())
+        .arg("-c")
+        .arg("import sys; sys.path.insert(0, 'tests/py'); import smtp_server; smtp_server.make_cert(sys.argv[1])")
+        .arg(certs.path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let tls_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = documented_config(served.addr, port, tls_dir.path(), false, Some(certs.path()));
+    let _tls = start_nginx(nginx_bin, tls_dir.path(), &config, port).await;
+    let url = format!("https://localhost:{port}/hooks/wecom/hr");
+    let (ok, text) = simulate(served.addr, &url, "hr");
+    assert!(
+        !ok && text.contains("does not trust the server's TLS certificate"),
+        "{text}"
+    );
+    assert!(!text.contains("the proxy between"), "{text}");
+    let ca = certs.path().join("cert.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args([
+            "simulate",
+            "--config",
+            EXAMPLE,
+            "--receiver",
+            "hr",
+            "--url",
+            &url,
+            "--ca-file",
+        ])
+        .arg(&ca)
+        .env("HOOKGATE_LISTEN", served.addr.to_string())
+        .env("HOOKGATE_ENV_FILE", common::DEMO_ENV)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("OK:"), "{text}");
 }
 
 fn simulate(listen: std::net::SocketAddr, url: &str, receiver: &str) -> (bool, String) {

@@ -130,3 +130,70 @@ async fn every_vendor_passes_directly_and_through_a_faithful_proxy_and_a_manglin
         .unwrap();
     assert_eq!(n, 0);
 }
+
+/// `simulate` with an event file stores it and says so; sent again it is a duplicate and
+/// `simulate` says that nothing ran (it said a bare `OK`); `--fresh` gives it new ids and it
+/// is stored again. Each sample receiver's event also freshens (DingTalk, Feishu, robot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_sent_twice_is_called_a_duplicate_and_fresh_sends_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hookgate.db");
+    let served = common::Served::start(
+        std::path::Path::new(EXAMPLE),
+        &[
+            ("HOOKGATE_LISTEN", "127.0.0.1:0".as_ref()),
+            ("HOOKGATE_DB", db.as_os_str()),
+            ("HOOKGATE_ENV_FILE", common::DEMO_ENV.as_ref()),
+        ],
+    );
+    let send = |receiver: &str, file: &str, fresh: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
+        c.args(["simulate", "--config", EXAMPLE, "--receiver", receiver])
+            .arg(format!("config/examples/events/{file}"))
+            .env("HOOKGATE_LISTEN", served.addr.to_string())
+            .env("HOOKGATE_ENV_FILE", common::DEMO_ENV);
+        if fresh {
+            c.arg("--fresh");
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let first = send("hr", "wecom-contact-create-user.xml", false);
+    assert!(
+        first.contains("OK:") && !first.contains("duplicate"),
+        "{first}"
+    );
+    let again = send("hr", "wecom-contact-create-user.xml", false);
+    assert!(
+        again.contains("a duplicate, so nothing was stored and no rule ran"),
+        "{again}"
+    );
+    assert!(again.contains("--fresh"), "{again}");
+    let fresh = send("hr", "wecom-contact-create-user.xml", true);
+    assert!(
+        fresh.contains("OK:") && !fresh.contains("duplicate"),
+        "{fresh}"
+    );
+    for (receiver, file) in [
+        ("ding", "dingtalk-approval-start.json"),
+        ("lark", "feishu-message.json"),
+        ("bot", "dingtalk-robot-text.json"),
+    ] {
+        for _ in 0..2 {
+            let out = send(receiver, file, true);
+            assert!(
+                out.contains("OK:") && !out.contains("duplicate"),
+                "{receiver}: {out}"
+            );
+        }
+    }
+    assert!(served.terminate().success());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2 + 3 * 2);
+}

@@ -31,7 +31,7 @@ mod databases;
 #[cfg(feature = "server")]
 mod directory;
 #[cfg(feature = "server")]
-mod error;
+pub mod error;
 #[cfg(feature = "server")]
 mod group;
 #[cfg(feature = "server")]

@@ -13,6 +13,8 @@ pub(super) fn simulate(
     receiver: &str,
     url: Option<&str>,
     event_file: Option<&std::path::Path>,
+    fresh: bool,
+    ca_file: Option<&std::path::Path>,
 ) -> Result<()> {
     let config = load(cli)?;
     let Some(r) = config.receivers.iter().find(|r| r.name == receiver) else {
@@ -22,14 +24,21 @@ pub(super) fn simulate(
             names.join(", ")
         );
     };
-    let event = event_file
+    let mut event = event_file
         .map(|f| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display())))
         .transpose()?;
+    if fresh && let Some(text) = &event {
+        event = Some(crate::simulate::freshen(r, text).map_err(anyhow::Error::msg)?);
+    }
     crate::tls::install_provider();
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(crate::simulate::TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = ca_file {
+        let tls = crate::tls::client(crate::tls::Verify::Full, Some(ca))?;
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    let client = builder.build()?;
     let local = crate::simulate::local_url(config.server.listen, &r.path);
     let target = url.unwrap_or(&local).to_owned();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -47,7 +56,8 @@ pub(super) fn simulate(
         return Ok(());
     }
     // Through a proxy: is hookgate itself fine? Then the proxy is what changes the request.
-    if url.is_some() && event.is_none() {
+    // (Not when this machine does not trust the certificate: no request was made.)
+    if url.is_some() && event.is_none() && !verdict.untrusted {
         let direct = runtime.block_on(async {
             let probe = crate::simulate::probe(r, None)?;
             anyhow::Ok(crate::simulate::run(&client, r, &probe, &local).await)

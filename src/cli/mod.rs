@@ -67,7 +67,8 @@ pub enum Command {
         /// The receiver the event arrives at.
         #[arg(long, required_unless_present = "schedule")]
         receiver: Option<String>,
-        /// The decrypted callback body, as `hookgate events show` prints in `raw`.
+        /// The decrypted callback body, as `hookgate events show` prints in `raw`;
+        /// `config/examples/events/` has one for every vendor and recipe.
         #[arg(required_unless_present = "schedule")]
         event_file: Option<PathBuf>,
         /// Instead: the scheduled rules' next fire times; with a rule's name, also what its
@@ -89,8 +90,17 @@ pub enum Command {
         /// local listener.
         #[arg(long)]
         url: Option<String>,
-        /// A decrypted event to send instead of the URL check (it is stored, rules fire).
+        /// A decrypted event to send instead of the URL check (it is stored, rules fire):
+        /// `config/examples/events/` has one for each vendor and recipe.
         event_file: Option<PathBuf>,
+        /// Give the event new ids (message id, event id, time) so the gateway stores it and
+        /// runs the rules, rather than taking it for the one it already has.
+        #[arg(long, requires = "event_file")]
+        fresh: bool,
+        /// Trust this CA (PEM) for the --url's certificate besides the system's (a private
+        /// CA in front of a test gateway; vendors themselves trust only public CAs).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
     },
     /// Read stored events.
     Events {
@@ -313,7 +323,16 @@ pub fn run(cli: Cli) -> Result<()> {
             receiver,
             url,
             event_file,
-        } => simulate(&cli, receiver, url.as_deref(), event_file.as_deref()),
+            fresh,
+            ca_file,
+        } => simulate(
+            &cli,
+            receiver,
+            url.as_deref(),
+            event_file.as_deref(),
+            *fresh,
+            ca_file.as_deref(),
+        ),
         Command::Explain {
             schedule: Some(rule),
             ..

@@ -30,6 +30,26 @@ impl Ctx<'_> {
         };
         if let Some(problem) = problem {
             self.err(span, key, problem);
+        } else if let Some(known) = &self.table_names {
+            let unknown: Vec<String> = compiler
+                .tables_named(&template)
+                .into_iter()
+                .filter(|t| !known.contains(t))
+                .collect();
+            if !unknown.is_empty() {
+                let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
+                names.sort_unstable();
+                let have = if names.is_empty() {
+                    "there are no [tables]".to_owned()
+                } else {
+                    format!("[tables]: {}", names.join(", "))
+                };
+                let message = format!(
+                    "names tables.{} that is not defined ({have}); it would render empty",
+                    unknown.join(", tables.")
+                );
+                self.err(span, key, message);
+            }
         }
         template
     }

@@ -57,6 +57,9 @@ pub(super) struct Ctx<'a> {
     pub(super) compiler: Option<Compiler>,
     /// The connections that validated, for the actions that name them.
     pub(super) valid_connections: BTreeMap<String, Connection>,
+    /// `[tables]` names, once read: a template naming another is a typo that would render
+    /// empty at run time.
+    pub(super) table_names: Option<HashSet<String>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -69,6 +72,7 @@ impl<'a> Ctx<'a> {
             outbound_config: OutboundConfig::default(),
             compiler: None,
             valid_connections: BTreeMap::new(),
+            table_names: None,
         }
     }
 }
@@ -205,6 +209,7 @@ impl Ctx<'_> {
         self.declared_connections = raw.connections.keys().cloned().collect();
         let connections = self.connections(&raw.connections);
         let tables = self.tables(&raw.tables);
+        self.table_names = Some(tables.keys().cloned().collect());
         let delivery = self.delivery(&raw.delivery);
         let outbound = self.outbound(&raw.outbound);
         self.outbound_config = outbound.clone();
@@ -461,6 +466,29 @@ token = "${TOKEN}"
 encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 receive_id = "ww1"
 "#;
+
+    /// The newcomer's walk-through: a misspelled table passed `check` and then every
+    /// delivery died with "no recipients after rendering".
+    #[test]
+    fn a_template_naming_a_table_that_does_not_exist_is_refused() {
+        let src = format!(
+            "{GOOD}[tables.departments]\n\"2\" = \"it@example.com\"\n\n\
+             [[rules]]\nname = \"r\"\n[[rules.actions]]\nkind = \"log\"\n\
+             message = \"{{{{ tables.deparments[Department] }}}} {{{{ tables.departments['2'] }}}}\"\n"
+        );
+        let errors = parse(&src, &env).unwrap_err();
+        let text = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("rules[0].actions[0].message")
+                && text.contains("tables.deparments that is not defined ([tables]: departments)"),
+            "{text}"
+        );
+        assert_eq!(errors.len(), 1, "{text}");
+    }
 
     #[test]
     fn retention_and_redaction_are_read_and_checked() {

@@ -21,6 +21,10 @@ use crate::loaded::Loaded;
 /// A callback's answer with its outcome and rejection-reason labels.
 type Answer = (Response<Full<Bytes>>, &'static str, &'static str);
 
+/// The header an accepted callback's answer names its outcome in: `accepted` (stored),
+/// `duplicate` (stored before: no rule ran again) or `url_check`.
+pub const OUTCOME_HEADER: &str = "x-hookgate-outcome";
+
 /// One callback to one receiver, with the config state it started with.
 pub(super) struct Call<'a> {
     pub intake: &'a Intake,
@@ -75,6 +79,7 @@ fn refused(
         code = %code,
         status = rejected.status(),
         reason = %rejected.error,
+        hint = rejected.error.hint(receiver.vendor()).unwrap_or(""),
         latency_ms,
         "Callback rejected."
     );
@@ -137,11 +142,14 @@ impl Call<'_> {
             }
         };
         let reply = accepted.reply;
-        (
-            respond(reply.status, reply.content_type, reply.body),
-            outcome,
-            "",
-        )
+        let mut response = respond(reply.status, reply.content_type, reply.body);
+        // For `hookgate simulate` (the caller proved who it is): stored, a duplicate, or a
+        // URL check. Vendors ignore it.
+        response.headers_mut().insert(
+            OUTCOME_HEADER,
+            hyper::header::HeaderValue::from_static(outcome),
+        );
+        (response, outcome, "")
     }
 
     /// The body within `[server]`'s size limit and read timeout.

@@ -6,6 +6,8 @@
 
 mod body;
 mod callback;
+
+pub use callback::OUTCOME_HEADER;
 mod connections;
 mod status;
 

@@ -101,9 +101,14 @@ pub async fn run(
     let started = Instant::now();
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return Verdict::bad(format!("cannot reach {url}: {}", e.without_url())),
+        Err(e) => return unreached(&e),
     };
     let status = resp.status().as_u16();
+    let outcome = resp
+        .headers()
+        .get(crate::server::OUTCOME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let location = resp
         .headers()
         .get(reqwest::header::LOCATION)
@@ -116,8 +121,122 @@ pub async fn run(
         location,
         body,
         ms: started.elapsed().as_millis(),
+        outcome,
     };
     reply.judge(receiver, probe)
+}
+
+/// No HTTP answer: a certificate not trusted here is told apart from a connection that
+/// failed, since only the second can be the proxy's doing.
+fn unreached(e: &reqwest::Error) -> Verdict {
+    let line = crate::actions::error::transport(e);
+    if line.contains("certificate") {
+        return Verdict {
+            ok: false,
+            line: format!(
+                "cannot reach {line}: this machine does not trust the server's TLS certificate. \
+                 Vendors accept only certificates from public CAs (and a name matching the URL); \
+                 for a certificate of your own CA, --ca-file checks everything else"
+            ),
+            untrusted: true,
+        };
+    }
+    Verdict::bad(format!("cannot reach {line}"))
+}
+
+/// `text` (an event file) with new ids where the vendor puts them, so the gateway stores
+/// it rather than taking it for the earlier one: WeCom/WeChat `MsgId` and `CreateTime`,
+/// DingTalk `eventId`/`msgId`, Feishu `header.event_id`/`uuid`, a webhook's `id`-like
+/// fields; a JSON body with none gets a `hookgate_fresh` field (its hash is its key).
+/// Refuses when the receiver's dedupe key does not change (a webhook `dedupe_key` template
+/// over other fields).
+pub fn freshen(receiver: &Receiver, text: &str) -> Result<String, String> {
+    let id = format!("{:016x}", rand::random::<u64>());
+    let now = crate::clock::now_ms();
+    let key = |t: &str| {
+        crate::ingress::unverified_event(receiver, t.to_owned(), now)
+            .map(|e| e.dedupe_key().to_owned())
+            .map_err(|e| format!("the event file does not parse: {e}"))
+    };
+    let fresh = if text.trim_start().starts_with('<') {
+        let mut out = text.to_owned();
+        for (tag, value) in [
+            ("MsgId", (rand::random::<u64>() >> 1).to_string()),
+            ("MsgID", (rand::random::<u64>() >> 1).to_string()),
+            ("CreateTime", (now / 1000).to_string()),
+        ] {
+            out = replace_element(&out, tag, &value);
+        }
+        out
+    } else {
+        let mut v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("the event file is neither XML nor JSON: {e}"))?;
+        let same = v.to_string();
+        if let Some(map) = v.as_object_mut() {
+            let mut replaced = false;
+            for key in [
+                "eventId",
+                "EventId",
+                "msgId",
+                "msgid",
+                "messageId",
+                "event_id",
+                "uuid",
+                "id",
+            ] {
+                if map.get(key).is_some_and(|f| f.is_string() || f.is_number()) {
+                    map.insert(key.into(), id.clone().into());
+                    replaced = true;
+                }
+            }
+            if let Some(header) = map.get_mut("header").and_then(|h| h.as_object_mut())
+                && header.contains_key("event_id")
+            {
+                header.insert("event_id".into(), id.clone().into());
+                header.insert("create_time".into(), now.to_string().into());
+                replaced = true;
+            }
+            // No id of its own (DingTalk's approval events): the body itself is the key.
+            if !replaced {
+                map.insert("hookgate_fresh".into(), id.clone().into());
+            }
+        }
+        let fresh = v.to_string();
+        if key(&fresh)? == key(&same)? {
+            return Err(unchanged(receiver));
+        }
+        return Ok(fresh);
+    };
+    if key(&fresh)? == key(text)? {
+        return Err(unchanged(receiver));
+    }
+    Ok(fresh)
+}
+
+fn unchanged(receiver: &Receiver) -> String {
+    format!(
+        "--fresh found no id that receiver {:?}'s dedupe key depends on; change the id in the file instead",
+        receiver.name
+    )
+}
+
+/// `xml` with the text of every `<tag>` element set to `value` (CDATA or not).
+fn replace_element(xml: &str, tag: &str, value: &str) -> String {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = start + open.len();
+        let Some(end) = rest[after..].find(&close) else {
+            break;
+        };
+        out.push_str(&rest[..after]);
+        out.push_str(value);
+        out.push_str(&close);
+        rest = &rest[after + end + close.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The vendor's view of the receiver's URL on the local listener.

@@ -183,7 +183,19 @@ pub(super) fn feishu(
 ) -> Probe {
     let challenge = format!("simulate-{}", nonce());
     let plain = match event {
-        Some(e) => e.to_owned(),
+        // Feishu puts the app's verification token in every event (v2: `header.token`).
+        Some(e) => match serde_json::from_str::<serde_json::Value>(e) {
+            Ok(mut v) => {
+                let token = json!(verification_token.expose());
+                if let Some(header) = v.get_mut("header").and_then(|h| h.as_object_mut()) {
+                    header.insert("token".into(), token);
+                } else if let Some(map) = v.as_object_mut() {
+                    map.insert("token".into(), token);
+                }
+                v.to_string()
+            }
+            Err(_) => e.to_owned(),
+        },
         None => json!({"challenge": challenge, "token": verification_token.expose(), "type": "url_verification"}).to_string(),
     };
     let (body, headers) = match encrypt_key {

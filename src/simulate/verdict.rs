@@ -15,15 +15,26 @@ use crate::crypto::envelope::Signed;
 pub struct Verdict {
     pub ok: bool,
     pub line: String,
+    /// The request never reached an HTTP answer because the server's TLS certificate is
+    /// not trusted here: not something the proxy between does to the request.
+    pub untrusted: bool,
 }
 
 impl Verdict {
     pub(super) fn bad(line: String) -> Self {
-        Self { ok: false, line }
+        Self {
+            ok: false,
+            line,
+            untrusted: false,
+        }
     }
 
     fn good(line: String) -> Self {
-        Self { ok: true, line }
+        Self {
+            ok: true,
+            line,
+            untrusted: false,
+        }
     }
 }
 
@@ -34,6 +45,8 @@ pub(super) struct Reply {
     pub body: Vec<u8>,
     /// How long it took.
     pub ms: u128,
+    /// hookgate's `x-hookgate-outcome`: `accepted`, `duplicate`, `url_check`.
+    pub outcome: Option<String>,
 }
 
 impl Reply {
@@ -42,6 +55,10 @@ impl Reply {
             return verdict;
         }
         match self.body_matches(receiver, &probe.expect) {
+            Ok(()) if self.outcome.as_deref() == Some("duplicate") => Verdict::good(format!(
+                "OK: {} answered exactly as the vendor expects ({} ms), but hookgate had stored this event before: a duplicate, so nothing was stored and no rule ran. --fresh sends it with new ids",
+                probe.what, self.ms
+            )),
             Ok(()) => Verdict::good(format!(
                 "OK: {} answered exactly as the vendor expects ({} ms)",
                 probe.what, self.ms
@@ -89,7 +106,7 @@ impl Reply {
             (200, _) => None,
             _ => bad(format!(
                 "HTTP {status}: {}",
-                text.chars().take(200).collect::<String>()
+                crate::actions::error::snippet(&text)
             )),
         }
     }
@@ -130,6 +147,11 @@ fn refusal(status: u16, text: &str) -> String {
     let why = text.trim_end();
     let hint = if why.ends_with("(-40001)") || why.ends_with("(900005)") {
         "signature mismatch: the query string or body changed on the way (a proxy re-encoding echostr: + / = must arrive as %2B %2F %3D and be decoded once), or the token differs from the vendor console's"
+    } else if ["(-40007)", "(-40008)", "(-40010)", "(900008)", "(900009)"]
+        .iter()
+        .any(|c| why.ends_with(c))
+    {
+        "the body does not decrypt: encoding_aes_key differs from the console's EncodingAESKey (aes_key)"
     } else if why.ends_with("(-40005)") || why.ends_with("(900010)") {
         "receive id mismatch: receive_id is not the id this app's messages are sealed for (CorpID / AppID / AppKey / SuiteKey)"
     } else if status == 403 {
