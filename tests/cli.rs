@@ -1466,3 +1466,52 @@ message = "form {{ id }} from {{ mobile }}"
     assert_eq!(text.trim(), "Pruned 0 events and 1 deliveries.");
     assert_eq!((count(&sql, "events"), count(&sql, "deliveries")), (1, 0));
 }
+
+/// The newcomer's walk-through: `check` passed a rule whose recipients render empty for
+/// every event (a misspelled field), which then died at run time. With sample events it
+/// says so, naming the file, rule and action.
+#[test]
+fn check_with_sample_events_warns_of_recipients_that_render_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    let src = std::fs::read_to_string("config/examples/wecom-contact-email.toml")
+        .unwrap()
+        .replace("tables.department_mail[d]", "tables.department_mail[dept]");
+    assert!(
+        src.contains("[dept]"),
+        "the example looks the department up"
+    );
+    std::fs::write(&config, src).unwrap();
+    let sample =
+        std::fs::canonicalize("config/examples/events/wecom-contact-create-user.xml").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .args(["--env-file", "config/examples/demo.env", "--events"])
+        .arg(format!("contacts={}", sample.display()))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "warnings, not errors: {text}");
+    assert!(
+        text.contains("wecom-contact-create-user.xml: rule \"mail the department on contact changes\" action 0 (email)")
+            && text.contains("the mail would have no recipients"),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            "config/examples/wecom-contact-email.toml",
+        ])
+        .args(["--env-file", "config/examples/demo.env", "--events"])
+        .arg(format!("contacts={}", sample.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("The sample events render every firing action."),
+        "{text}"
+    );
+}

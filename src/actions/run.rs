@@ -198,6 +198,20 @@ impl Actions {
 }
 
 impl Rendered {
+    /// Whom nobody would get it: the recipients all rendered empty (a misspelled field or
+    /// table), which a send refuses. For `check --events` and `explain`.
+    pub fn nobody(&self) -> Option<&'static str> {
+        match self {
+            Self::Email(r) if r.to.is_empty() && r.cc.is_empty() && r.bcc.is_empty() => {
+                Some("to, cc and bcc all rendered empty: the mail would have no recipients")
+            }
+            Self::Notify(r) if r.users.is_empty() && r.departments.is_empty() => {
+                Some("users and departments rendered empty: the notification would reach nobody")
+            }
+            _ => None,
+        }
+    }
+
     /// The action as `explain` shows it; secrets are not shown.
     pub fn describe(&self) -> String {
         match self {

@@ -316,6 +316,9 @@ fn explain_action(
                 "  action {j} ({kind}{timing}{keeps}{decided}):\n{}",
                 indent(&rendered.describe())
             );
+            if let Some(why) = rendered.nobody() {
+                println!("    warning: {why}");
+            }
             match live.and_then(|l| l.lookup(&rendered, rule)) {
                 Some(Ok(answer)) => {
                     let shown = serde_json::to_string_pretty(&answer).unwrap_or_default();
@@ -368,4 +371,77 @@ fn indent(s: &str) -> String {
         .collect::<String>()
         .trim_end()
         .to_owned()
+}
+
+/// `hookgate check --events RECEIVER=PATH`: each sample event (a file, or every .json and
+/// .xml file of a directory) as that receiver would store it; every action of every rule it
+/// fires, rendered: a failure, or recipients that all render empty, is a warning naming the
+/// file, rule and action.
+pub(super) fn sample_warnings(
+    config: &crate::config::Config,
+    pairs: &[String],
+) -> Result<Vec<String>> {
+    let rules = RuleSet::new(config);
+    let mut warnings = Vec::new();
+    for pair in pairs {
+        let Some((name, path)) = pair.split_once('=') else {
+            bail!("--events takes RECEIVER=FILE or RECEIVER=DIR, not {pair:?}");
+        };
+        let Some(r) = config.receivers.iter().find(|r| r.name == name) else {
+            let names: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
+            bail!(
+                "--events {pair}: no receiver named {name:?} (receivers: {})",
+                names.join(", ")
+            );
+        };
+        let path = std::path::Path::new(path);
+        let files = if path.is_dir() {
+            let mut inside: Vec<_> = std::fs::read_dir(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "json" || x == "xml"))
+                .collect();
+            inside.sort();
+            inside
+        } else {
+            vec![path.to_owned()]
+        };
+        for file in &files {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let event = match crate::ingress::unverified_event(r, text, now_ms()) {
+                Ok(e) => e,
+                Err(e) => {
+                    warnings.push(format!("{}: not an event of {name}: {e}", file.display()));
+                    continue;
+                }
+            };
+            let view = EventView::unstored(&event);
+            for v in rules.verdicts(&view) {
+                let rule = &rules.rules()[v.index];
+                if v.why_not.is_some() || rule.schedule.is_some() {
+                    continue;
+                }
+                let ctx = rules.context_with(
+                    &view,
+                    minijinja::Value::from(rules.placeholder_steps(&v.rule)),
+                );
+                for (j, action) in rule.actions.iter().enumerate() {
+                    let why = match rules.render_in(&v.rule, j, &ctx, &view) {
+                        Ok(rendered) => rendered.nobody().map(str::to_owned),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(why) = why {
+                        warnings.push(format!(
+                            "{}: rule {:?} action {j} ({}): {why}",
+                            file.display(),
+                            v.rule,
+                            action.action.kind()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(warnings)
 }

@@ -60,7 +60,13 @@ pub enum Command {
     /// Run the gateway.
     Serve,
     /// Validate the config, print every problem with its line, list the receivers.
-    Check,
+    Check {
+        /// Sample events for a receiver (a file, or a directory of .json/.xml files), e.g.
+        /// `hr=config/examples/events/wecom-contact-create-user.xml`; every firing rule's
+        /// actions are rendered: a failure, or recipients all empty, is a warning.
+        #[arg(long, value_name = "RECEIVER=FILE|DIR")]
+        events: Vec<String>,
+    },
     /// Show which rules a decrypted event (an XML or JSON file) fires and the rendered
     /// actions; sends nothing.
     Explain {
@@ -311,7 +317,7 @@ fn load(cli: &Cli) -> Result<Config> {
 
 pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Check => check(&cli),
+        Command::Check { events } => check(&cli, events),
         Command::Serve => serve(&cli),
         Command::Events { command } => events(&cli, command),
         Command::Deliveries { command } => deliveries(&cli, command),
@@ -349,7 +355,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn check(cli: &Cli) -> Result<()> {
+fn check(cli: &Cli, events: &[String]) -> Result<()> {
     let config = load(cli)?;
     println!(
         "{}: OK, {} receiver(s)",
@@ -369,6 +375,15 @@ fn check(cli: &Cli) -> Result<()> {
         for r in &config.rules {
             let kinds: Vec<&str> = r.actions.iter().map(|a| a.action.kind()).collect();
             println!("  {:<36} {}", r.name, kinds.join(", "));
+        }
+    }
+    if !events.is_empty() {
+        let warnings = explain::sample_warnings(&config, events)?;
+        for w in &warnings {
+            println!("warning: {w}");
+        }
+        if warnings.is_empty() {
+            println!("The sample events render every firing action.");
         }
     }
     Ok(())
