@@ -106,3 +106,77 @@ pub async fn run(store: Store, current: Current, stop: impl Future<Output = ()>)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Verified;
+    use crate::event::{Event, Vendor};
+    use crate::store::{NewDelivery, Outcome, StoreConfig};
+
+    const DAY: i64 = 86_400_000;
+
+    /// A pass starts where the last one had to stop: an event kept for its timer is looked
+    /// at again, those before it not.
+    #[tokio::test]
+    async fn a_pass_resumes_before_the_first_event_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::sqlite(dir.path().join("r.db")))
+            .await
+            .unwrap();
+        let event = |key: &str, at| {
+            let xml = format!("<xml><MsgType>text</MsgType><MsgId>{key}</MsgId></xml>");
+            Event::parse("r", Vendor::WeCom, Verified::new(xml), at).unwrap()
+        };
+        let timer = NewDelivery {
+            spec: None,
+            rule: "t".into(),
+            action: 0,
+            kind: "log".into(),
+            due_ms: 10 * DAY,
+            key: None,
+            deadline_ms: i64::MAX,
+        };
+        let first = store
+            .accept(event("1", 0), vec![], vec![])
+            .await
+            .unwrap()
+            .id;
+        let kept = store
+            .accept(event("2", 1), vec![timer], vec![])
+            .await
+            .unwrap()
+            .id;
+        store.accept(event("3", 2), vec![], vec![]).await.unwrap();
+        let keep = Retention {
+            keep_events: Some(Duration::from_secs(86_400)),
+            ..Retention::default()
+        };
+        let mut cursors = Cursors::default();
+        let r = pass(&store, &keep, 5 * DAY, &mut cursors, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Report {
+                events: 2,
+                deliveries: 0
+            }
+        );
+        assert_eq!(cursors.events, kept - 1);
+        assert!(first < kept);
+        let claimed = store.claim(10 * DAY, 10).await.unwrap();
+        let done = Outcome::Done { result: None };
+        store.finish(claimed[0].id, done, 10 * DAY).await.unwrap();
+        let r = pass(&store, &keep, 12 * DAY, &mut cursors, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Report {
+                events: 1,
+                deliveries: 1
+            }
+        );
+    }
+}

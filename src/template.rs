@@ -487,23 +487,12 @@ impl Compiler {
         (template, problem)
     }
 
-    /// The `[tables]` entries `t` names as `tables.NAME` (a name chosen at run time, as in
-    /// `tables[x]`, is not known here).
-    pub fn tables_named(&self, t: &Template) -> Vec<String> {
-        let Ok(compiled) = self.env.get_template(&t.name) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = compiled
-            .undeclared_variables(true)
-            .into_iter()
-            .filter_map(|v| {
-                let rest = v.strip_prefix("tables.")?;
-                Some(rest.split('.').next().unwrap_or(rest).to_owned())
-            })
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+    /// The variables `t` reads, with their attribute paths (`tables.titles`).
+    pub fn variables(&self, t: &Template) -> std::collections::HashSet<String> {
+        self.env
+            .get_template(&t.name)
+            .map(|c| c.undeclared_variables(true))
+            .unwrap_or_default()
     }
 
     /// The zone `datetime` and `shift` use (`[server] timezone`).

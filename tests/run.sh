@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every check and test hookgate has, as CI runs them. Installs what it needs: cargo-fuzz and
-# nginx (Debian package) here; the tests install their Python tools (vendor SDKs, aiosmtpd)
+# Every check and test hookgate has, as CI runs them (as root: the package test installs
+# and purges the Debian package). Installs what it needs: cargo-fuzz, nginx, podman and
+# runc (Debian packages) here; the tests install their Python tools (vendor SDKs, aiosmtpd)
 # via tests/py/setup.sh and start a scratch PostgreSQL (Debian package) via tests/pg/start.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,14 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || {
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null; }
 }
 cargo test --test nginx -- --ignored
+echo "== the Debian package: built, installed, run as its unit says, purged"
+cargo test --test package -- --ignored
+echo "== the container image, built from local files and run with podman"
+command -v podman >/dev/null && command -v runc >/dev/null || {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc >/dev/null; }
+}
+cargo test --test container -- --ignored
 # The benches are built and smoke-run (they say "skipped" without --bench) by
 # `cargo test --all-targets` above; a second, release build of everything would only cost
 # CI minutes. `cargo bench --bench NAME` runs one for real.

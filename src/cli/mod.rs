@@ -135,6 +135,19 @@ pub enum Command {
         #[arg(long, value_parser = parse_keep)]
         deliveries: Option<std::time::Duration>,
     },
+    /// Ask the running gateway's /readyz (on admin_listen if set, else listen) and exit 0 if
+    /// it is ready, 1 if not: a container HEALTHCHECK, a monitoring probe.
+    Ready {
+        /// Another URL to ask instead, e.g. http://127.0.0.1:9090/readyz.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Write the man pages (hookgate.1, and hookgate-serve.1 and so on for each command)
+    /// into a directory; the Debian package ships them.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// What operators did (retries, cancels, replays, reloads), newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -323,6 +336,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Deliveries { command } => deliveries(&cli, command),
         Command::Groups { command } => groups(&cli, command),
         Command::Migrate => migrate(&cli),
+        Command::Man { dir } => man(dir),
+        Command::Ready { url } => ready(&cli, url.as_deref()),
         Command::Audit { limit, before } => inspect::audit(&cli, *limit, *before),
         Command::Prune { events, deliveries } => inspect::prune(&cli, *events, *deliveries),
         Command::Simulate {
@@ -386,6 +401,57 @@ fn check(cli: &Cli, events: &[String]) -> Result<()> {
             println!("The sample events render every firing action.");
         }
     }
+    Ok(())
+}
+
+/// `hookgate ready`: GET /readyz on the gateway this config runs; its answer printed.
+fn ready(cli: &Cli, url: Option<&str>) -> Result<()> {
+    let url = match url {
+        Some(u) => u.to_owned(),
+        None => {
+            let server = load(cli)?.server;
+            let addr = server.admin_listen.unwrap_or(server.listen);
+            let ip = if addr.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                addr.ip()
+            };
+            format!(
+                "http://{}/readyz",
+                std::net::SocketAddr::new(ip, addr.port())
+            )
+        }
+    };
+    crate::tls::install_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body) = runtime.block_on(async {
+        let resp = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .no_proxy()
+            .build()?
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!(crate::actions::error::transport(&e)))?;
+        let status = resp.status();
+        anyhow::Ok((status, resp.text().await.unwrap_or_default()))
+    })?;
+    print!("{body}");
+    if !status.is_success() {
+        bail!("{url}: HTTP {status}: not ready");
+    }
+    Ok(())
+}
+
+/// `hookgate man DIR`: roff pages for the command and each subcommand.
+fn man(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))?;
+    println!("Man pages written to {}.", dir.display());
     Ok(())
 }
 

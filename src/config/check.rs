@@ -31,11 +31,16 @@ impl Ctx<'_> {
         if let Some(problem) = problem {
             self.err(span, key, problem);
         } else if let Some(known) = &self.table_names {
-            let unknown: Vec<String> = compiler
-                .tables_named(&template)
-                .into_iter()
+            // `tables.NAME` (a name chosen at run time, `tables[x]`, is not known here).
+            let mut unknown: Vec<String> = compiler
+                .variables(&template)
+                .iter()
+                .filter_map(|v| v.strip_prefix("tables."))
+                .map(|rest| rest.split('.').next().unwrap_or(rest).to_owned())
                 .filter(|t| !known.contains(t))
                 .collect();
+            unknown.sort();
+            unknown.dedup();
             if !unknown.is_empty() {
                 let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
                 names.sort_unstable();

@@ -13,6 +13,7 @@ mod raw;
 mod receivers;
 mod rules;
 mod schedule;
+mod store;
 mod validate;
 mod webhook;
 

@@ -107,50 +107,6 @@ impl OpenError {
         }
     }
 
-    /// Which receiver setting to check for this failure, for the log line: an
-    /// undecryptable body is a wrong `encoding_aes_key` far more often than an attack.
-    pub fn hint(&self, vendor: crate::event::Vendor) -> Option<&'static str> {
-        use crate::event::Vendor;
-        let feishu = matches!(vendor, Vendor::Feishu);
-        Some(match self {
-            Self::Unauthenticated(inner) => return inner.hint(vendor),
-            Self::BadSignature => match vendor {
-                Vendor::Feishu => {
-                    "check encrypt_key (the app's Encrypt Key), or a proxy changing the body"
-                }
-                Vendor::DingTalkRobot => "check app_secret (the robot's AppSecret)",
-                Vendor::Webhook => {
-                    "check the receiver's secret (or secrets), algorithm and encoding against the sender's"
-                }
-                _ => {
-                    "check token (the console's Token), or a proxy changing the query string or body"
-                }
-            },
-            Self::Base64
-            | Self::CipherLength(_)
-            | Self::Padding
-            | Self::IllegalBuffer
-            | Self::NotUtf8 => {
-                if feishu {
-                    "check encrypt_key (the app's Encrypt Key)"
-                } else {
-                    "check encoding_aes_key (the console's EncodingAESKey / aes_key; while rotating, set previous_encoding_aes_key to the old one)"
-                }
-            }
-            Self::ReceiveId { .. } => {
-                "check receive_id (WeCom: the CorpID, or the SuiteID for a suite; WeChat: the AppID; DingTalk: the AppKey, or the SuiteKey)"
-            }
-            Self::BadToken => "check verification_token (the app's Verification Token)",
-            Self::StaleTimestamp { .. } => {
-                "check this server's clock (NTP), or widen timestamp_window"
-            }
-            Self::PlaintextRefused => {
-                "the vendor sends plaintext: set its console to encrypted (安全模式), or mode = \"compat\""
-            }
-            _ => return None,
-        })
-    }
-
     /// The WXBizMsgCrypt return code the official SDKs give for this failure (WeCom, WeChat MP).
     pub fn wxbiz_code(&self) -> Option<i32> {
         Some(match self {
@@ -274,40 +230,6 @@ pub(crate) fn hex_lower<const N: usize, const M: usize>(bytes: &[u8; N]) -> [u8;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The newcomer's walk-through: a wrong EncodingAESKey logged only `invalid PKCS#7
-    /// padding (-40007)`, with no word on which setting to check.
-    #[test]
-    fn each_rejection_names_the_setting_to_check() {
-        use crate::event::Vendor;
-        let padding = OpenError::Unauthenticated(Box::new(OpenError::Padding));
-        assert!(
-            padding
-                .hint(Vendor::WeCom)
-                .unwrap()
-                .contains("encoding_aes_key")
-        );
-        assert!(
-            padding
-                .hint(Vendor::Feishu)
-                .unwrap()
-                .contains("encrypt_key")
-        );
-        assert!(
-            OpenError::BadSignature
-                .hint(Vendor::DingTalk)
-                .unwrap()
-                .starts_with("check token")
-        );
-        let stale = OpenError::StaleTimestamp {
-            timestamp: "1".into(),
-            window_secs: 300,
-        };
-        assert!(stale.hint(Vendor::WeCom).unwrap().contains("clock"));
-        let id = OpenError::ReceiveId { got: "x".into() };
-        assert!(id.hint(Vendor::WeCom).unwrap().contains("receive_id"));
-        assert_eq!(OpenError::Method.hint(Vendor::WeCom), None);
-    }
 
     #[test]
     fn timestamp_window_accepts_seconds_and_milliseconds() {

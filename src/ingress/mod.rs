@@ -287,3 +287,87 @@ fn str_field<'a>(
 pub fn preview(body: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(&body[..body.len().min(64)])
 }
+
+/// Which receiver setting to check for this failure, for the log line: an
+/// undecryptable body is a wrong `encoding_aes_key` far more often than an attack.
+pub fn setting_hint(error: &OpenError, vendor: Vendor) -> Option<&'static str> {
+    let feishu = matches!(vendor, Vendor::Feishu);
+    Some(match error {
+        OpenError::Unauthenticated(inner) => return setting_hint(inner, vendor),
+        OpenError::BadSignature => match vendor {
+            Vendor::Feishu => {
+                "check encrypt_key (the app's Encrypt Key), or a proxy changing the body"
+            }
+            Vendor::DingTalkRobot => "check app_secret (the robot's AppSecret)",
+            Vendor::Webhook => {
+                "check the receiver's secret (or secrets), algorithm and encoding against the sender's"
+            }
+            _ => "check token (the console's Token), or a proxy changing the query string or body",
+        },
+        OpenError::Base64
+        | OpenError::CipherLength(_)
+        | OpenError::Padding
+        | OpenError::IllegalBuffer
+        | OpenError::NotUtf8 => {
+            if feishu {
+                "check encrypt_key (the app's Encrypt Key)"
+            } else {
+                "check encoding_aes_key (the console's EncodingAESKey / aes_key; while rotating, set previous_encoding_aes_key to the old one)"
+            }
+        }
+        OpenError::ReceiveId { .. } => {
+            "check receive_id (WeCom: the CorpID, or the SuiteID for a suite; WeChat: the AppID; DingTalk: the AppKey, or the SuiteKey)"
+        }
+        OpenError::BadToken => "check verification_token (the app's Verification Token)",
+        OpenError::StaleTimestamp { .. } => {
+            "check this server's clock (NTP), or widen timestamp_window"
+        }
+        OpenError::PlaintextRefused => {
+            "the vendor sends plaintext: set its console to encrypted (安全模式), or mode = \"compat\""
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    /// The newcomer's walk-through: a wrong EncodingAESKey logged only `invalid PKCS#7
+    /// padding (-40007)`, with no word on which setting to check.
+    #[test]
+    fn each_rejection_names_the_setting_to_check() {
+        let padding = OpenError::Unauthenticated(Box::new(OpenError::Padding));
+        assert!(
+            setting_hint(&padding, Vendor::WeCom)
+                .unwrap()
+                .contains("encoding_aes_key")
+        );
+        assert!(
+            setting_hint(&padding, Vendor::Feishu)
+                .unwrap()
+                .contains("encrypt_key")
+        );
+        assert!(
+            setting_hint(&OpenError::BadSignature, Vendor::DingTalk)
+                .unwrap()
+                .starts_with("check token")
+        );
+        let stale = OpenError::StaleTimestamp {
+            timestamp: "1".into(),
+            window_secs: 300,
+        };
+        assert!(
+            setting_hint(&stale, Vendor::WeCom)
+                .unwrap()
+                .contains("clock")
+        );
+        let id = OpenError::ReceiveId { got: "x".into() };
+        assert!(
+            setting_hint(&id, Vendor::WeCom)
+                .unwrap()
+                .contains("receive_id")
+        );
+        assert_eq!(setting_hint(&OpenError::Method, Vendor::WeCom), None);
+    }
+}

@@ -79,7 +79,7 @@ fn refused(
         code = %code,
         status = rejected.status(),
         reason = %rejected.error,
-        hint = rejected.error.hint(receiver.vendor()).unwrap_or(""),
+        hint = ingress::setting_hint(&rejected.error, receiver.vendor()).unwrap_or(""),
         latency_ms,
         "Callback rejected."
     );

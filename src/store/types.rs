@@ -316,7 +316,7 @@ pub(super) enum PruneVerdict {
     Deliveries,
 }
 
-pub(super) fn prune_verdict(step: &PruneStep, c: &PruneCandidate) -> PruneVerdict {
+fn prune_verdict(step: &PruneStep, c: &PruneCandidate) -> PruneVerdict {
     if c.unfinished {
         return PruneVerdict::Kept;
     }
@@ -326,6 +326,40 @@ pub(super) fn prune_verdict(step: &PruneStep, c: &PruneCandidate) -> PruneVerdic
         PruneWhat::Deliveries if c.last_change_ms >= step.before_ms => PruneVerdict::Kept,
         PruneWhat::Deliveries => PruneVerdict::Deliveries,
     }
+}
+
+/// What a prune batch removes of `ids` (in order), given their deliveries' `state`: the
+/// events whose deliveries go, the events that go themselves, and the first kept.
+pub(super) fn prune_plan(
+    step: &PruneStep,
+    ids: &[i64],
+    state: &[PruneCandidate],
+) -> (Vec<i64>, Vec<i64>, Option<i64>) {
+    let (mut deliveries_of, mut events, mut first_kept) = (Vec::new(), Vec::new(), None);
+    for &id in ids {
+        let c = state
+            .iter()
+            .find(|c| c.id == id)
+            .copied()
+            .unwrap_or(PruneCandidate {
+                id,
+                deliveries: 0,
+                unfinished: false,
+                last_change_ms: 0,
+            });
+        match prune_verdict(step, &c) {
+            PruneVerdict::Nothing => {}
+            PruneVerdict::Kept => {
+                first_kept.get_or_insert(id);
+            }
+            PruneVerdict::Deliveries => deliveries_of.push(id),
+            PruneVerdict::Event => {
+                deliveries_of.push(id);
+                events.push(id);
+            }
+        }
+    }
+    (deliveries_of, events, first_kept)
 }
 
 /// The events of a batch (id, received at) to look at: those before the cut, in id order,

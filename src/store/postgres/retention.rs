@@ -4,7 +4,7 @@
 
 use super::{Postgres, db_error};
 use crate::store::sql;
-use crate::store::types::{PruneCandidate, PruneVerdict, prune_verdict, prune_window};
+use crate::store::types::{PruneCandidate, prune_plan, prune_window};
 use crate::store::{PruneStep, Pruned, StoreError};
 
 impl Postgres {
@@ -52,31 +52,8 @@ impl Postgres {
                 last_change_ms: r.get(3),
             })
             .collect();
-        let mut events = Vec::new();
-        let mut deliveries_of = Vec::new();
-        for id in ids {
-            let c = state
-                .iter()
-                .find(|c| c.id == id)
-                .copied()
-                .unwrap_or(PruneCandidate {
-                    id,
-                    deliveries: 0,
-                    unfinished: false,
-                    last_change_ms: 0,
-                });
-            match prune_verdict(&step, &c) {
-                PruneVerdict::Nothing => {}
-                PruneVerdict::Kept => {
-                    pruned.first_kept.get_or_insert(id);
-                }
-                PruneVerdict::Deliveries => deliveries_of.push(id),
-                PruneVerdict::Event => {
-                    deliveries_of.push(id);
-                    events.push(id);
-                }
-            }
-        }
+        let (deliveries_of, events, first_kept) = prune_plan(&step, &ids, &state);
+        pruned.first_kept = first_kept;
         if !deliveries_of.is_empty() {
             let n = tx
                 .execute(

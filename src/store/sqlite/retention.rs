@@ -7,7 +7,7 @@ use rusqlite::params;
 
 use super::Sqlite;
 use crate::store::sql;
-use crate::store::types::{PruneCandidate, PruneVerdict, prune_verdict, prune_window};
+use crate::store::types::{PruneCandidate, prune_plan, prune_window};
 use crate::store::{PruneStep, Pruned, StoreError};
 
 impl Sqlite {
@@ -42,30 +42,13 @@ impl Sqlite {
                 let mut drop_deliveries =
                     tx.prepare_cached("DELETE FROM deliveries WHERE event_id = ?1")?;
                 let mut drop_event = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
-                for id in ids {
-                    let c = state
-                        .iter()
-                        .find(|c| c.id == id)
-                        .copied()
-                        .unwrap_or(PruneCandidate {
-                            id,
-                            deliveries: 0,
-                            unfinished: false,
-                            last_change_ms: 0,
-                        });
-                    match prune_verdict(&step, &c) {
-                        PruneVerdict::Nothing => {}
-                        PruneVerdict::Kept => {
-                            pruned.first_kept.get_or_insert(id);
-                        }
-                        PruneVerdict::Deliveries => {
-                            pruned.deliveries += drop_deliveries.execute([id])?;
-                        }
-                        PruneVerdict::Event => {
-                            pruned.deliveries += drop_deliveries.execute([id])?;
-                            pruned.events += drop_event.execute([id])?;
-                        }
-                    }
+                let (deliveries_of, events, first_kept) = prune_plan(&step, &ids, &state);
+                pruned.first_kept = first_kept;
+                for id in deliveries_of {
+                    pruned.deliveries += drop_deliveries.execute([id])?;
+                }
+                for id in events {
+                    pruned.events += drop_event.execute([id])?;
                 }
             }
             let changed = pruned.events + pruned.deliveries;

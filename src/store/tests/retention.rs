@@ -1,12 +1,14 @@
 //! Retention on both backends: finished deliveries and old events go in batches, an event
-//! with a delivery not finished (a timer) stays with it until it finishes, and a later pass
-//! starts before the first event it had to keep.
+//! with a delivery not finished (a timer) stays with it until it finishes, and a walk says
+//! where it had to stop, for the next to start there.
 
 use super::*;
-use crate::retention::{Cursors, pass};
-use crate::store::{PruneStep, PruneWhat, Retention};
+use crate::store::{PruneStep, PruneWhat};
 
-on_both!(old_events_and_finished_deliveries_go_and_what_is_pending_stays);
+on_both!(
+    a_batch_stops_at_the_cut_and_takes_only_finished_deliveries,
+    old_events_go_with_their_deliveries_and_a_timer_keeps_its_event,
+);
 
 const DAY: i64 = 86_400_000;
 
@@ -26,10 +28,9 @@ async fn ids_of(store: &Store) -> Vec<i64> {
     ids
 }
 
-async fn old_events_and_finished_deliveries_go_and_what_is_pending_stays(config: StoreConfig) {
-    let store = Store::open(&config).await.unwrap();
-    // e1 done, e2 dead, e3 a timer due in 10 days, e4 no deliveries: all at day 0;
-    // e5 done on day 5.
+/// e1 done, e2 dead, e3 a timer due on day 10, e4 no deliveries: all on day 0; e5 done on
+/// day 5. Their ids.
+async fn five(store: &Store) -> Vec<i64> {
     let mut ids = Vec::new();
     for (key, at, ds) in [
         ("1", 0, vec![delivery("r", 0, 0, None)]),
@@ -50,17 +51,43 @@ async fn old_events_and_finished_deliveries_go_and_what_is_pending_stays(config:
     let dead = Outcome::Dead { error: "x".into() };
     store.finish(claimed[1].id, dead, 100).await.unwrap();
     let claimed = store.claim(5 * DAY, 10).await.unwrap();
-    assert_eq!(claimed.len(), 1);
-    store
-        .finish(claimed[0].id, done.clone(), 5 * DAY)
-        .await
-        .unwrap();
-    let now = 6 * DAY;
+    store.finish(claimed[0].id, done, 5 * DAY).await.unwrap();
+    ids
+}
 
-    // One batch of two: the walk is not done, and stops at the cut.
+/// Every batch of one walk from `after_id`: (events, deliveries) removed, the first event
+/// kept, the last looked at.
+async fn walk(
+    store: &Store,
+    what: PruneWhat,
+    before_ms: i64,
+    after_id: i64,
+) -> (usize, usize, Option<i64>, i64) {
+    let mut step = PruneStep {
+        what,
+        before_ms,
+        after_id,
+        limit: 2,
+    };
+    let (mut events, mut deliveries, mut kept) = (0, 0, None);
+    loop {
+        let b = store.prune(step).await.unwrap();
+        events += b.events;
+        deliveries += b.deliveries;
+        kept = kept.or(b.first_kept);
+        step.after_id = b.last_id.unwrap_or(step.after_id);
+        if b.done {
+            return (events, deliveries, kept, step.after_id);
+        }
+    }
+}
+
+async fn a_batch_stops_at_the_cut_and_takes_only_finished_deliveries(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let ids = five(&store).await;
     let step = PruneStep {
         what: PruneWhat::Deliveries,
-        before_ms: now - 2 * DAY,
+        before_ms: 4 * DAY,
         after_id: 0,
         limit: 2,
     };
@@ -96,27 +123,21 @@ async fn old_events_and_finished_deliveries_go_and_what_is_pending_stays(config:
         2,
         "the timer and e5's delivery stay"
     );
+}
 
-    // Events older than 3 days go, with what is left of their deliveries; e3 waits.
-    let keep = Retention {
-        keep_events: Some(Duration::from_secs(3 * 86_400)),
-        keep_deliveries: Some(Duration::from_secs(2 * 86_400)),
-        ..Retention::default()
-    };
-    let mut cursors = Cursors::default();
-    let report = pass(&store, &keep, now, &mut cursors, Duration::ZERO)
-        .await
-        .unwrap();
-    assert_eq!((report.events, report.deliveries), (3, 0));
+async fn old_events_go_with_their_deliveries_and_a_timer_keeps_its_event(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    let ids = five(&store).await;
+    // Events older than 3 days go, with their deliveries; e3 waits for its timer.
+    let (events, deliveries, kept, _) = walk(&store, PruneWhat::Events, 3 * DAY, 0).await;
+    assert_eq!((events, deliveries, kept), (3, 2, Some(ids[2])));
     assert_eq!(ids_of(&store).await, vec![ids[2], ids[4]]);
-
-    // The timer fires; the next pass (from where the last had to stop) takes e3.
+    // The timer fires; a walk from just before the kept event takes it, and on day 20 e5.
     let claimed = store.claim(10 * DAY, 10).await.unwrap();
+    let done = Outcome::Done { result: None };
     store.finish(claimed[0].id, done, 10 * DAY).await.unwrap();
-    let report = pass(&store, &keep, 20 * DAY, &mut cursors, Duration::ZERO)
-        .await
-        .unwrap();
-    assert_eq!((report.events, report.deliveries), (2, 2));
+    let (events, deliveries, kept, _) = walk(&store, PruneWhat::Events, 17 * DAY, ids[2] - 1).await;
+    assert_eq!((events, deliveries, kept), (2, 2, None));
     assert!(ids_of(&store).await.is_empty());
     assert!(statuses(&store).await.is_empty());
     // A new event is accepted after its dedupe key was forgotten.
