@@ -12,8 +12,8 @@ pub struct OutboundConfig {
     pub allow_hosts: Vec<HostPattern>,
     /// Confined destinations may be loopback, private or link-local addresses.
     pub allow_private: bool,
-    /// `proxy`: every outbound HTTP request goes through it (vendor APIs, robots, `http`
-    /// actions, stream discovery), but for `no_proxy` hosts and connections with their own.
+    /// `proxy`: actions' HTTP requests go through it (vendor APIs, robots, `http`), but for
+    /// `no_proxy` hosts and connections with their own.
     /// Unset: the standard `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` variables apply.
     pub proxy: Option<ProxyConfig>,
 }
