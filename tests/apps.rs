@@ -862,3 +862,92 @@ async fn app_api_calls_go_through_the_egress_proxy() {
     );
     srv.stop().await;
 }
+
+/// HTTPS goes through the egress proxy as a `CONNECT` tunnel carrying the proxy's
+/// credentials (TLS stays end to end: here the far end speaks no TLS, so the attempt fails
+/// after the tunnel, and is retried); a wrong password is the proxy's 407, named as such.
+#[tokio::test]
+async fn https_goes_through_the_egress_proxy_as_a_connect_tunnel() {
+    let proxy = common::proxy::Proxy::start("egress", "pr0xy-pass").await;
+    // A TCP listener that is no TLS server: the tunnel opens, the handshake fails.
+    let far = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let far_addr = far.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = far.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"not tls\r\n").await;
+        }
+    });
+    let config = format!(
+        r#"
+[server]
+listen = "${{HOOKGATE_LISTEN}}"
+[store]
+path = "${{HOOKGATE_DB}}"
+[delivery]
+first_retry = 1
+max_backoff = 1
+[outbound]
+proxy = "${{PROXY_URL}}"
+[[receivers]]
+name = "ci"
+vendor = "webhook"
+path = "/ci"
+auth = "token"
+auth_header = "Authorization"
+prefix = "Bearer "
+secret = "a-long-ci-token-0123456"
+[[rules]]
+name = "forward"
+[[rules.actions]]
+kind = "http"
+url = "https://{far_addr}/hook"
+body = "{{{{ event.id }}}}"
+"#
+    );
+    for (password, expect) in [("pr0xy-pass", "tls"), ("wrong-pass", "407")] {
+        let url = proxy.url("egress", password);
+        let srv = start_file(&config, &[("PROXY_URL", url.as_str())]).await;
+        let r = srv
+            .post(
+                "/ci",
+                &[
+                    ("Authorization", "Bearer a-long-ci-token-0123456"),
+                    ("Content-Type", "application/json"),
+                ],
+                br#"{"build": 7}"#,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        eventually_or(
+            10,
+            "a failed attempt",
+            || {
+                srv.deliveries()
+                    .first()
+                    .is_some_and(|d| d.last_error.is_some())
+            },
+            || format!("{:?}", srv.deliveries()),
+        )
+        .await;
+        let d = &srv.deliveries()[0];
+        let err = d.last_error.clone().unwrap();
+        assert_ne!(d.status, DeliveryStatus::Dead, "retried: {err}");
+        assert!(!err.contains(password), "{err}");
+        if expect == "407" {
+            assert!(
+                err.contains("proxy authorization required") && err.contains("[outbound] proxy"),
+                "{err}"
+            );
+        } else {
+            assert!(err.starts_with(&format!("{far_addr}: ")), "{err}");
+        }
+        srv.stop().await;
+    }
+    let seen = proxy.seen();
+    let tunnels = seen
+        .iter()
+        .filter(|(m, t)| m == "CONNECT" && *t == far_addr.to_string())
+        .count();
+    assert!(tunnels >= 2, "{seen:?}");
+}

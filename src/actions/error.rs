@@ -88,6 +88,9 @@ pub fn transport(e: &reqwest::Error) -> String {
     };
     let mut line = format!("{host}: {what}");
     push_causes(&mut line, std::error::Error::source(e));
+    if line.contains("tunnel error") {
+        line.push_str(" -- the egress proxy refused the tunnel: check [outbound] proxy (or the connection's proxy)");
+    }
     line
 }
 
