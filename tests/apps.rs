@@ -91,6 +91,22 @@ async fn contact(srv: &common::TestServer, user: &str) {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// The first delivery once an attempt of it failed, and its error.
+async fn first_failure(srv: &common::TestServer) -> (hookgate::store::DeliveryRow, String) {
+    let failed = || {
+        srv.deliveries()
+            .first()
+            .is_some_and(|d| d.last_error.is_some())
+    };
+    eventually_or(10, "a failed attempt", failed, || {
+        format!("{:?}", srv.deliveries())
+    })
+    .await;
+    let d = srv.deliveries()[0].clone();
+    let err = d.last_error.clone().unwrap_or_default();
+    (d, err)
+}
+
 async fn all_done(srv: &common::TestServer, n: usize) {
     eventually_or(
         20,
@@ -840,19 +856,7 @@ async fn app_api_calls_go_through_the_egress_proxy() {
     let url = proxy.url("egress", "wrong-pass");
     let srv = start_file(&config, &[("PROXY_URL", url.as_str())]).await;
     contact(&srv, "b").await;
-    eventually_or(
-        10,
-        "a failed attempt",
-        || {
-            srv.deliveries()
-                .first()
-                .is_some_and(|d| d.last_error.is_some())
-        },
-        || format!("{:?}", srv.deliveries()),
-    )
-    .await;
-    let d = &srv.deliveries()[0];
-    let err = d.last_error.clone().unwrap();
+    let (d, err) = first_failure(&srv).await;
     assert!(err.contains("407") && err.contains("proxy"), "{err}");
     assert!(!err.contains("wrong-pass"), "{err}");
     assert_ne!(
@@ -919,19 +923,7 @@ body = "{{{{ event.id }}}}"
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
-        eventually_or(
-            10,
-            "a failed attempt",
-            || {
-                srv.deliveries()
-                    .first()
-                    .is_some_and(|d| d.last_error.is_some())
-            },
-            || format!("{:?}", srv.deliveries()),
-        )
-        .await;
-        let d = &srv.deliveries()[0];
-        let err = d.last_error.clone().unwrap();
+        let (d, err) = first_failure(&srv).await;
         assert_ne!(d.status, DeliveryStatus::Dead, "retried: {err}");
         assert!(!err.contains(password), "{err}");
         if expect == "407" {

@@ -84,14 +84,7 @@ async fn simulate_passes_through_the_documented_nginx_for_every_vendor() {
         .expect("nginx is not installed (apt-get install nginx; tests/run.sh does it)");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hookgate.db");
-    let served = common::Served::start(
-        std::path::Path::new(EXAMPLE),
-        &[
-            ("HOOKGATE_LISTEN", "127.0.0.1:0".as_ref()),
-            ("HOOKGATE_DB", db.as_os_str()),
-            ("HOOKGATE_ENV_FILE", common::DEMO_ENV.as_ref()),
-        ],
-    );
+    let served = common::Served::example(&db);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

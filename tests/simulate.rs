@@ -68,14 +68,7 @@ fn simulate(addr: SocketAddr, receiver: &str, url: &str) -> (bool, String) {
 async fn every_vendor_passes_directly_and_through_a_faithful_proxy_and_a_mangling_one_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hookgate.db");
-    let served = common::Served::start(
-        std::path::Path::new(EXAMPLE),
-        &[
-            ("HOOKGATE_LISTEN", "127.0.0.1:0".as_ref()),
-            ("HOOKGATE_DB", db.as_os_str()),
-            ("HOOKGATE_ENV_FILE", common::DEMO_ENV.as_ref()),
-        ],
-    );
+    let served = common::Served::example(&db);
     let addr = served.addr;
     let faithful = proxy(addr, str::to_owned).await;
     for (receiver, path) in [
@@ -138,14 +131,7 @@ async fn every_vendor_passes_directly_and_through_a_faithful_proxy_and_a_manglin
 async fn an_event_sent_twice_is_called_a_duplicate_and_fresh_sends_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hookgate.db");
-    let served = common::Served::start(
-        std::path::Path::new(EXAMPLE),
-        &[
-            ("HOOKGATE_LISTEN", "127.0.0.1:0".as_ref()),
-            ("HOOKGATE_DB", db.as_os_str()),
-            ("HOOKGATE_ENV_FILE", common::DEMO_ENV.as_ref()),
-        ],
-    );
+    let served = common::Served::example(&db);
     let send = |receiver: &str, file: &str, fresh: bool| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
         c.args(["simulate", "--config", EXAMPLE, "--receiver", receiver])

@@ -410,16 +410,7 @@ fn ready(cli: &Cli, url: Option<&str>) -> Result<()> {
         Some(u) => u.to_owned(),
         None => {
             let server = load(cli)?.server;
-            let addr = server.admin_listen.unwrap_or(server.listen);
-            let ip = if addr.ip().is_unspecified() {
-                std::net::IpAddr::from([127, 0, 0, 1])
-            } else {
-                addr.ip()
-            };
-            format!(
-                "http://{}/readyz",
-                std::net::SocketAddr::new(ip, addr.port())
-            )
+            crate::simulate::local_url(server.admin_listen.unwrap_or(server.listen), "/readyz")
         }
     };
     crate::tls::install_provider();

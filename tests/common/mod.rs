@@ -326,6 +326,19 @@ impl Served {
         Self::start_with(config, env, |_| {})
     }
 
+    /// The example config (`config/hookgate.example.toml`) with its demo secrets, on
+    /// 127.0.0.1:0 and the store at `db`.
+    pub fn example(db: &std::path::Path) -> Served {
+        Self::start(
+            std::path::Path::new("config/hookgate.example.toml"),
+            &[
+                ("HOOKGATE_LISTEN", "127.0.0.1:0".as_ref()),
+                ("HOOKGATE_DB", db.as_os_str()),
+                ("HOOKGATE_ENV_FILE", DEMO_ENV.as_ref()),
+            ],
+        )
+    }
+
     /// [`Served::start`], with the command adjusted before it runs.
     pub fn start_with(
         config: &std::path::Path,
