@@ -285,6 +285,18 @@ pub struct Reloads {
     pub hup: Option<tokio::signal::unix::Signal>,
     /// The admin API's requests (set by [`App::run_until`]).
     pub asked: Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>,
+    /// [`file_digest`] of the file as it was read at start: a change made while the app
+    /// was starting is a change too.
+    pub loaded: Option<Vec<u8>>,
+}
+
+/// The SHA-256 of a config file's bytes (`None` when it cannot be read): what the watcher
+/// compares.
+pub fn file_digest(path: &std::path::Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok().map(|b| {
+        use sha2::Digest;
+        sha2::Sha256::digest(&b).to_vec()
+    })
 }
 
 impl Reloads {
@@ -292,13 +304,7 @@ impl Reloads {
     /// first; a file with problems is logged, problem by problem, and the running config
     /// stays. Never returns.
     async fn watch(mut self, app: &App) {
-        let digest = |p: &std::path::Path| {
-            std::fs::read(p).ok().map(|b| {
-                use sha2::Digest;
-                sha2::Sha256::digest(&b).to_vec()
-            })
-        };
-        let mut seen = digest(&self.path);
+        let mut seen = self.loaded.take().or_else(|| file_digest(&self.path));
         let mut asked = self.asked.take();
         loop {
             let (forced, reply) = tokio::select! {
@@ -306,7 +312,7 @@ impl Reloads {
                 Some(reply) = next_request(&mut asked) => (true, Some(reply)),
                 () = tokio::time::sleep(RELOAD_POLL) => (false, None),
             };
-            let now = digest(&self.path);
+            let now = file_digest(&self.path);
             if !forced && now == seen {
                 continue;
             }

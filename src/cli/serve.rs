@@ -7,6 +7,8 @@ use super::{Cli, load};
 use crate::app::{self, App, Listeners, Reloads};
 
 pub(super) fn serve(cli: &Cli) -> Result<()> {
+    // Read before the config: an edit from here on is reloaded once the app runs.
+    let loaded = app::file_digest(&cli.config);
     let config = load(cli)?;
     // Idle sockets must not use up the descriptors callbacks need.
     let nofile = crate::server::raise_nofile();
@@ -23,6 +25,7 @@ pub(super) fn serve(cli: &Cli) -> Result<()> {
             #[cfg(unix)]
             hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
             asked: None,
+            loaded,
         };
         let Some(store) = app::open_store(&config.store, &mut stop_signal)
             .await
