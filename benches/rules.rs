@@ -1,6 +1,8 @@
 //! Rule matching and rendering: one WeCom contact event against 1,000 rules (plain `when`
-//! tables on one or two fields, every tenth with an `if` expression), and rendering the
-//! seed recipe's email. `cargo bench --bench rules`.
+//! tables on one or two fields, every tenth with an `if` expression; 250 of them fire), the
+//! same event against 1,000 rules of which one fires (each rule its own `ChangeType`, as a
+//! config with many forms or event types has), and rendering the seed recipe's email.
+//! `cargo bench --bench rules`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hookgate::rules::{EventView, RuleSet};
@@ -62,6 +64,19 @@ body = """
     s
 }
 
+/// 1,000 rules, each for its own change type: an event fires one.
+fn one_of_a_thousand() -> String {
+    let mut s = String::from(RECEIVER);
+    for i in 0..1000 {
+        write!(
+            s,
+            "\n[[rules]]\nname = \"r{i}\"\nreceiver = \"hr\"\nwhen = {{ Event = \"change_contact\", ChangeType = \"type{i}\" }}\n[[rules.actions]]\nkind = \"log\"\nmessage = \"{{{{ UserID }}}}\"\n"
+        )
+        .unwrap();
+    }
+    s
+}
+
 fn bench(c: &mut Criterion) {
     let config = hookgate::config::parse(&thousand_rules(), &|_| None).unwrap();
     let rules = RuleSet::new(&config);
@@ -84,6 +99,18 @@ fn bench(c: &mut Criterion) {
     assert_eq!(matched, 201);
     c.bench_function("match_1000_rules", |b| {
         b.iter(|| black_box(rules.matching(black_box(&view))))
+    });
+    let config = hookgate::config::parse(&one_of_a_thousand(), &|_| None).unwrap();
+    let one = RuleSet::new(&config);
+    let mut fields = fields.clone();
+    fields.insert("ChangeType".into(), "type500".into());
+    let view_one = EventView {
+        fields: &fields,
+        ..view
+    };
+    assert_eq!(one.matching(&view_one).len(), 1);
+    c.bench_function("match_1000_rules_1_fires", |b| {
+        b.iter(|| black_box(one.matching(black_box(&view_one))))
     });
     c.bench_function("render_seed_email", |b| {
         b.iter(|| black_box(rules.render("mail", 0, black_box(&view)).unwrap()))

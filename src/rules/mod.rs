@@ -16,7 +16,10 @@ pub use crate::time::parse_time;
 
 pub use crate::actions::{RenderError, Rendered};
 
+mod index;
 mod run;
+
+use index::{field_matches, lookup};
 
 /// Why a rule does or does not fire, cheap to make.
 enum Check {
@@ -63,6 +66,8 @@ pub struct RuleSet {
     /// Each action's fingerprint, by rule and action index (computed once).
     specs: Vec<Vec<String>>,
     tables: Json,
+    /// The rules an event can fire, by a field of their `when`.
+    index: index::Index,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -83,6 +88,7 @@ impl RuleSet {
             .collect();
         Self {
             specs,
+            index: index::Index::new(&config.rules),
             rules: config.rules.clone(),
             tables,
         }
@@ -105,7 +111,12 @@ impl RuleSet {
     pub fn matching(&self, ev: &EventView<'_>) -> Vec<Match> {
         let mut out = Vec::new();
         let mut ctx: Option<Value> = None;
-        for (i, rule) in self.rules.iter().enumerate() {
+        // Only the rules the index says can fire are tried, in declared order: the others'
+        // `when` cannot hold.
+        let mut candidates = Vec::new();
+        self.index.candidates(ev.fields, &mut candidates);
+        for i in candidates {
+            let rule = &self.rules[i];
             if !matches!(self.check(rule, ev, &mut ctx), Check::Fires) {
                 continue;
             }
@@ -270,40 +281,6 @@ impl RuleSet {
     }
 }
 
-/// Whether the field at a dotted path equals one of the values, compared as text; an array
-/// matches if any of its items does (repeated XML elements).
-fn field_matches(fields: &Map<String, Json>, path: &str, any_of: &[String]) -> bool {
-    match lookup(fields, path) {
-        Some(Json::Array(items)) => items.iter().any(|v| scalar_in(v, any_of)),
-        Some(v) => scalar_in(v, any_of),
-        None => false,
-    }
-}
-
-/// The value at a dotted path.
-fn lookup<'a>(fields: &'a Map<String, Json>, path: &str) -> Option<&'a Json> {
-    if !path.contains('.') {
-        return fields.get(path);
-    }
-    let mut parts = path.split('.');
-    let mut value = fields.get(parts.next()?);
-    for p in parts {
-        value = value.and_then(|v| v.get(p));
-    }
-    value
-}
-
-fn scalar_in(value: &Json, any_of: &[String]) -> bool {
-    match value {
-        Json::String(s) => any_of.iter().any(|a| a == s),
-        Json::Number(n) => any_of.contains(&n.to_string()),
-        Json::Bool(b) => any_of
-            .iter()
-            .any(|a| a == if *b { "true" } else { "false" }),
-        _ => false,
-    }
-}
-
 /// `BTreeMap` of tables as the config keeps them.
 pub type Tables = BTreeMap<String, BTreeMap<String, Json>>;
 
@@ -350,6 +327,76 @@ verification_token = "v"
     }
 
     const CONTACT: &str = r#"{"Event":"change_contact","ChangeType":"create_user","UserID":"zhangsan","CreateTime":"1700000000","Department":["1","2"],"header":{"event_type":"x"}}"#;
+
+    /// The index leaves out only rules that cannot fire: for every event, `matching`
+    /// gives what trying every rule in order gives (`verdicts` still tries them all).
+    #[test]
+    fn the_index_fires_exactly_what_trying_every_rule_fires() {
+        let set = set(r#"
+[[rules]]
+name = "by type"
+when = { ChangeType = ["create_user", "update_user"] }
+[[rules.actions]]
+kind = "log"
+message = "a"
+[[rules]]
+name = "by event and department"
+when = { Event = "change_contact", Department = ["2", "9"] }
+[[rules.actions]]
+kind = "log"
+message = "b"
+[[rules]]
+name = "nested"
+when = { "header.event_type" = "x" }
+[[rules.actions]]
+kind = "log"
+message = "c"
+[[rules]]
+name = "numbers"
+when = { CreateTime = ["1700000000", "1700000001"] }
+[[rules.actions]]
+kind = "log"
+message = "c"
+[[rules]]
+name = "no when"
+if = "UserID == 'zhangsan'"
+[[rules.actions]]
+kind = "log"
+message = "d"
+[[rules]]
+name = "stops"
+when = { ChangeType = "delete_user" }
+stop = true
+[[rules.actions]]
+kind = "log"
+message = "e"
+[[rules]]
+name = "after the stop"
+[[rules.actions]]
+kind = "log"
+message = "f"
+"#);
+        for event in [
+            CONTACT,
+            r#"{"Event":"change_contact","ChangeType":"delete_user","Department":"9"}"#,
+            r#"{"Event":"other","ChangeType":"update_user","CreateTime":1700000000,"header":{"event_type":"x"}}"#,
+            r#"{"ChangeType":["x","update_user"],"UserID":"zhangsan"}"#,
+            r#"{"ChangeType":true}"#,
+            "{}",
+        ] {
+            let f = fields(event);
+            let ev = view("hr", &f);
+            let fired: Vec<String> = set
+                .verdicts(&ev)
+                .into_iter()
+                .filter(|v| v.fired)
+                .map(|v| v.rule)
+                .collect();
+            let mut matched: Vec<String> = set.matching(&ev).into_iter().map(|m| m.rule).collect();
+            matched.dedup();
+            assert_eq!(matched, fired, "{event}");
+        }
+    }
 
     #[test]
     fn a_scheduled_rule_fires_only_for_its_own_slots_and_event_rules_never_for_a_slot() {
