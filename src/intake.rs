@@ -115,7 +115,7 @@ impl Intake {
 }
 
 /// `event` with its receiver's `redact` fields blanked: rules see what is stored.
-pub fn redact(loaded: &Loaded, event: Event) -> Event {
+fn redact(loaded: &Loaded, event: Event) -> Event {
     match loaded.redact.get(event.receiver()) {
         Some(names) => event.redact(names),
         None => event,

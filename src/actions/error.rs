@@ -138,16 +138,14 @@ const SNIPPET: usize = 200;
 /// whitespace runs one space, cut at 200 characters.
 pub fn snippet(body: &str) -> String {
     let trimmed = body.trim_start();
-    let looks_html = trimmed.starts_with('<')
+    let head = trimmed
+        .get(..512.min(trimmed.len()))
+        .unwrap_or(trimmed)
+        .to_ascii_lowercase();
+    let looks_html = head.starts_with('<')
         && ["<html", "<!doctype html", "<head", "<body", "<title"]
             .iter()
-            .any(|t| {
-                trimmed
-                    .get(..512.min(trimmed.len()))
-                    .unwrap_or(trimmed)
-                    .to_ascii_lowercase()
-                    .contains(t)
-            });
+            .any(|t| head.contains(t));
     let text = if looks_html {
         let lower = trimmed.to_ascii_lowercase();
         match (lower.find("<title>"), lower.find("</title>")) {

@@ -237,39 +237,26 @@ impl Event {
     /// there, the body becomes the redacted fields as JSON (what is stored and shown). The
     /// kind and dedupe key were read before, so a retry is still known.
     pub fn redact(mut self, names: &[String]) -> Self {
-        fn walk(value: &mut Value, names: &[String]) -> bool {
+        fn blank_map(map: &mut Map<String, Value>, names: &[String]) -> bool {
             let mut changed = false;
-            match value {
-                Value::Object(map) => {
-                    for (key, v) in map.iter_mut() {
-                        if names.iter().any(|n| n == key) {
-                            if !v.is_null() && *v != Value::String(REDACTED.into()) {
-                                *v = Value::String(REDACTED.into());
-                                changed = true;
-                            }
-                        } else {
-                            changed |= walk(v, names);
-                        }
-                    }
+            for (key, v) in map.iter_mut() {
+                if !names.iter().any(|n| n == key) {
+                    changed |= blank(v, names);
+                } else if !v.is_null() && v.as_str() != Some(REDACTED) {
+                    *v = Value::String(REDACTED.into());
+                    changed = true;
                 }
-                Value::Array(items) => {
-                    for v in items {
-                        changed |= walk(v, names);
-                    }
-                }
-                _ => {}
             }
             changed
         }
-        if names.is_empty() {
-            return self;
+        fn blank(value: &mut Value, names: &[String]) -> bool {
+            match value {
+                Value::Object(map) => blank_map(map, names),
+                Value::Array(items) => items.iter_mut().fold(false, |c, v| blank(v, names) | c),
+                _ => false,
+            }
         }
-        let mut all = Value::Object(std::mem::take(&mut self.fields));
-        let changed = walk(&mut all, names);
-        if let Value::Object(map) = all {
-            self.fields = map;
-        }
-        if changed {
+        if !names.is_empty() && blank_map(&mut self.fields, names) {
             self.raw = Value::Object(self.fields.clone()).to_string();
         }
         self

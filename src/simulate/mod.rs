@@ -158,7 +158,8 @@ pub fn freshen(receiver: &Receiver, text: &str) -> Result<String, String> {
             .map(|e| e.dedupe_key().to_owned())
             .map_err(|e| format!("the event file does not parse: {e}"))
     };
-    let fresh = if text.trim_start().starts_with('<') {
+    // The body as it was, and with new ids (JSON is compared in one spelling).
+    let (before, fresh) = if text.trim_start().starts_with('<') {
         let mut out = text.to_owned();
         for (tag, value) in [
             ("MsgId", (rand::random::<u64>() >> 1).to_string()),
@@ -167,11 +168,11 @@ pub fn freshen(receiver: &Receiver, text: &str) -> Result<String, String> {
         ] {
             out = replace_element(&out, tag, &value);
         }
-        out
+        (text.to_owned(), out)
     } else {
         let mut v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| format!("the event file is neither XML nor JSON: {e}"))?;
-        let same = v.to_string();
+        let before = v.to_string();
         if let Some(map) = v.as_object_mut() {
             let mut replaced = false;
             for key in [
@@ -201,23 +202,15 @@ pub fn freshen(receiver: &Receiver, text: &str) -> Result<String, String> {
                 map.insert("hookgate_fresh".into(), id.clone().into());
             }
         }
-        let fresh = v.to_string();
-        if key(&fresh)? == key(&same)? {
-            return Err(unchanged(receiver));
-        }
-        return Ok(fresh);
+        (before, v.to_string())
     };
-    if key(&fresh)? == key(text)? {
-        return Err(unchanged(receiver));
+    if key(&fresh)? == key(&before)? {
+        return Err(format!(
+            "--fresh found no id that receiver {:?}'s dedupe key depends on; change the id in the file instead",
+            receiver.name
+        ));
     }
     Ok(fresh)
-}
-
-fn unchanged(receiver: &Receiver) -> String {
-    format!(
-        "--fresh found no id that receiver {:?}'s dedupe key depends on; change the id in the file instead",
-        receiver.name
-    )
 }
 
 /// `xml` with the text of every `<tag>` element set to `value` (CDATA or not).

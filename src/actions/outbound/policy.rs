@@ -24,8 +24,6 @@ pub struct OutboundConfig {
 pub struct ProxyConfig {
     /// The whole URL, credentials included: never logged.
     pub url: crate::secret::Secret<String>,
-    /// `scheme://host:port`, for logs and errors.
-    pub shown: String,
     /// The proxy's host name or address.
     pub host: String,
     /// Hosts reached directly, in curl's `NO_PROXY` form (`localhost,.corp.example,10.0.0.0/8`).
@@ -35,7 +33,7 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     pub fn parse(text: &str, no_proxy: Option<String>) -> Result<Self, String> {
         let text = text.trim();
-        let (scheme, rest) = text
+        let (_, rest) = text
             .split_once("://")
             .filter(|(s, _)| matches!(*s, "http" | "https"))
             .ok_or("must start with http:// (or https://, for TLS to the proxy)")?;
@@ -53,7 +51,6 @@ impl ProxyConfig {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         Ok(Self {
             url: crate::secret::Secret::new(text.to_owned()),
-            shown: format!("{scheme}://{host_port}"),
             host: host.to_ascii_lowercase(),
             no_proxy,
         })
@@ -61,9 +58,8 @@ impl ProxyConfig {
 }
 
 /// A connection's own `proxy`: the global one, none (`"none"`: direct), or its own.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub enum ProxyChoice {
-    #[default]
     Global,
     Direct,
     Own(ProxyConfig),
