@@ -241,6 +241,31 @@ async fn the_debian_package_installs_runs_a_callback_and_purges_cleanly() {
         .args(["events", "list", "--config", "/etc/hookgate/hookgate.toml"])
         .env("HOOKGATE_DB", "/var/lib/hookgate/hookgate.db"));
     assert!(listed.contains("change_contact/create_user"), "{listed}");
+    // The example's rule for contact changes ran: the callback was delivered.
+    let deliveries = || {
+        run(Command::new("/usr/bin/hookgate")
+            .args([
+                "deliveries",
+                "list",
+                "--config",
+                "/etc/hookgate/hookgate.toml",
+            ])
+            .env("HOOKGATE_DB", "/var/lib/hookgate/hookgate.db"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !deliveries().contains("done") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered:\n{}",
+            deliveries()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        deliveries().contains("log contact changes"),
+        "{}",
+        deliveries()
+    );
 
     // ExecReload (SIGHUP) keeps it serving; a stop drains it and exits cleanly.
     if let Some(child) = &mut guard.0 {
