@@ -12,16 +12,17 @@
 //! 4. The same wrk run against the receivers users write by hand, so the comparisons are
 //!    made in the same run: Go stdlib (`benches/go-receiver`, when `go` is installed) and
 //!    Python (`benches/py-receiver`: wechatpy under gunicorn, one worker per core).
-//! 5. Steady 1,000/s and 2,000/s, fully durable: an open-loop generator over 32 keep-alive
-//!    connections; latency counts from each request's scheduled send time, so a stall is not
-//!    hidden.
+//! 5. Steady 1,000/s and 2,000/s, fully durable, then 5,000/s with one `log` rule firing for
+//!    every callback (#19's row): an open-loop generator over 32 keep-alive connections;
+//!    latency counts from each request's scheduled send time, so a stall is not hidden.
+//!    `HOOKGATE_STEADY_SECS` sets their length (default 60).
 //! 6. On PostgreSQL (a local server from `tests/pg/start.sh` with durability on: fsync and
 //!    synchronous_commit, as deployed): one replica under `wrk -t2 -c32`, then two replicas
 //!    on the same database, each under its own `wrk -t1 -c16` at the same time (the sum is
 //!    the pair's rate).
 //!
 //! Each run reports req/s, latency percentiles, non-2xx replies, events stored, and the
-//! server's peak RSS (VmHWM). hookgate logs at its default level (one info line per
+//! server's peak RSS (VmHWM) and the store's peak WAL size. hookgate logs at its default level (one info line per
 //! callback), as deployed. `HOOKGATE_LOAD_SECS` sets the run length (default 10);
 //! `HOOKGATE_LOAD_RUNS=normal,full,log,action,webhook,go,py,steady,pg` picks runs;
 //! `HOOKGATE_LOAD_BIN=path` runs another build of hookgate (an older commit's) instead.
@@ -43,8 +44,13 @@ const THREADS: usize = 2;
 const CONNECTIONS: usize = 32;
 /// Requests prepared per wrk thread per second of run: above any rate this machine reaches.
 const CEILING_PER_THREAD: usize = 40_000;
-/// Steady open-loop rates: the 1,000/s and STACK.md's 2,000/s.
-const STEADY_RATES: [u64; 2] = [1_000, 2_000];
+/// Steady open-loop rates: #5's 1,000/s and STACK.md's 2,000/s with no rule, and #19's
+/// 5,000/s with one `log` rule.
+const STEADY_RUNS: [(u64, &str, &str); 3] = [
+    (1_000, "", "no rule"),
+    (2_000, "", "no rule"),
+    (5_000, LOG_RULE, "1 log rule"),
+];
 /// One rule that fires for every callback and logs a line (the benchmark setup).
 const LOG_RULE: &str = "[[rules]]\nname = \"log\"\n[[rules.actions]]\nkind = \"log\"\nmessage = \"{{ event.kind }} {{ MsgId }}\"\n";
 
@@ -162,11 +168,12 @@ fn main() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let delivered = (which == "action").then(|| server.wait_for_deliveries(began));
+        let wal = server.wal_peak_mib();
         let (rss, stored) = server.finish();
         let field = |prefix: &str| wrk_field(&text, prefix);
         writeln!(
             table,
-            "wrk -t{THREADS} -c{CONNECTIONS} -d{secs}s, {name:<29}: {:>9} req/s  p50 {:>8}  p99 {:>8}  non-2xx {}  stored {}  peak RSS {:.1} MiB  (request files wrapped: {})",
+            "wrk -t{THREADS} -c{CONNECTIONS} -d{secs}s, {name:<29}: {:>9} req/s  p50 {:>8}  p99 {:>8}  non-2xx {}  stored {}  peak RSS {:.1} MiB  peak WAL {wal:.1} MiB  (request files wrapped: {})",
             field("Requests/sec:"),
             field("50%"),
             field("99%"),
@@ -198,13 +205,18 @@ fn main() {
         print!("{table}");
         return;
     }
-    for rate in STEADY_RATES {
-        let server = Server::start(dir.path(), "full", "");
-        let steady = steady(server.addr, rate, Duration::from_secs(secs));
+    let steady_secs: u64 = std::env::var("HOOKGATE_STEADY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    for (rate, rules, what) in STEADY_RUNS {
+        let server = Server::start(dir.path(), "full", rules);
+        let steady = steady(server.addr, rate, Duration::from_secs(steady_secs));
+        let wal = server.wal_peak_mib();
         let (rss, stored) = server.finish();
         writeln!(
             table,
-            "steady {rate}/s over {CONNECTIONS} connections for {secs}s, synchronous=full: sent {}  p50 {:.2?}  p99 {:.2?}  p99.9 {:.2?}  max {:.2?}  non-2xx {}  stored {}  peak RSS {:.1} MiB",
+            "steady {rate}/s over {CONNECTIONS} connections for {steady_secs}s, synchronous=full, {what}: sent {}  p50 {:.2?}  p99 {:.2?}  p99.9 {:.2?}  max {:.2?}  non-2xx {}  stored {}  peak RSS {:.1} MiB  peak WAL {wal:.1} MiB",
             steady.sent,
             steady.percentile(50.0),
             steady.percentile(99.0),
@@ -403,6 +415,8 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     db: Option<PathBuf>,
+    /// Largest `-wal` file seen so far, in bytes (sampled every 20 ms while the server runs).
+    wal_peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Server {
@@ -414,10 +428,28 @@ impl Server {
             "path = {:?}\nsynchronous = \"{synchronous}\"",
             db.display().to_string()
         );
-        Server {
-            db: Some(db),
+        let server = Server {
+            db: Some(db.clone()),
             ..Self::start_on(dir, &store, extra)
-        }
+        };
+        let peak = server.wal_peak.clone();
+        let wal = PathBuf::from(format!("{}-wal", db.display()));
+        std::thread::spawn(move || {
+            // Ends when the run's files are removed (`finish`).
+            let mut seen = false;
+            loop {
+                match std::fs::metadata(&wal) {
+                    Ok(m) => {
+                        seen = true;
+                        peak.fetch_max(m.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(_) if seen => return,
+                    Err(_) => {}
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        server
     }
 
     /// `hookgate serve` with `store` as its `[store]` keys.
@@ -538,7 +570,12 @@ impl Server {
         };
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Server { child, addr, db }
+        Server {
+            child,
+            addr,
+            db,
+            wal_peak: Default::default(),
+        }
     }
 
     /// Waits (two minutes at most) until every stored event's delivery is done; how many,
@@ -555,6 +592,10 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn wal_peak_mib(&self) -> f64 {
+        self.wal_peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
     }
 
     /// Peak RSS in KiB, then SIGTERM; returns it with the number of events stored.

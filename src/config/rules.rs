@@ -50,7 +50,7 @@ impl Ctx<'_> {
 
     pub(super) fn delivery(&mut self, raw: &RawDelivery) -> DeliveryConfig {
         let secs = |v: &S<u64>, d: u64| Duration::from_secs(v.as_ref().map_or(d, |s| *s.get_ref()));
-        let concurrency = raw.concurrency.as_ref().map_or(8, |s| *s.get_ref());
+        let concurrency = raw.concurrency.as_ref().map_or(32, |s| *s.get_ref());
         if concurrency == 0 {
             let s = raw.concurrency.as_ref().map(Spanned::span);
             self.err(s, "delivery.concurrency", "must be positive");

@@ -9,7 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
 use crate::actions::{ActionError, Attempt, Disposition};
@@ -23,8 +24,15 @@ use crate::store::{ClaimedDelivery, Outcome, Store};
 /// How often the worker looks for due deliveries it was not told about (another process,
 /// `hookgate deliveries retry`).
 const POLL: Duration = Duration::from_secs(1);
-/// Deliveries claimed per free slot: a claim is a store transaction.
+/// Deliveries claimed per slot: a claim is a store transaction. The next claim is made while
+/// the slots work through the last one, once fewer than half are left.
 const CLAIM_AHEAD: usize = 4;
+/// Outcomes waiting to be recorded before a finished slot waits too (back-pressure).
+const RECORD_QUEUE: usize = 4096;
+/// Most outcomes recorded in one store transaction.
+const RECORD_BATCH: usize = 512;
+/// Attempts at recording a batch of outcomes before it is left to the restart.
+const RECORD_TRIES: u32 = 3;
 /// How long in-flight deliveries may finish after shutdown begins; the rest run again later.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -94,16 +102,28 @@ impl Worker {
     }
 
     /// Runs until `shutdown` resolves, then gives in-flight deliveries [`DRAIN`] to finish.
+    ///
+    /// A slot is free as soon as its action has run: the outcome goes to a recorder task
+    /// that writes whatever outcomes are waiting in one store transaction, so the slots never
+    /// wait for a sync. Claims run beside the slots too, topping the queue up before it
+    /// empties.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let this = Arc::new(self);
         let notify = this.store.due_notify();
         // Its own task: leases are renewed even while every slot is busy.
         let upkeep = tokio::spawn(maintain(this.store.clone()));
+        let (outcomes, recorded) = mpsc::channel(RECORD_QUEUE);
+        let recorder = tokio::spawn(record_loop(this.store.clone(), recorded));
         let mut running: JoinSet<()> = JoinSet::new();
         // Claimed (marked running in the store) but not started yet: claiming several
         // slots' worth at once saves store transactions. After a crash they run again,
         // like any delivery left running.
         let mut queue: VecDeque<ClaimedDelivery> = VecDeque::new();
+        let mut claiming: Option<JoinHandle<Claimed>> = None;
+        // Whether a claim may find something: not after one came back short, until the
+        // store says deliveries became due, or the next known one is.
+        let mut due_maybe = true;
+        let mut wake_at = tokio::time::Instant::now();
         tokio::pin!(shutdown);
         loop {
             this.beat
@@ -112,54 +132,63 @@ impl Worker {
             let batch = concurrency.saturating_mul(CLAIM_AHEAD);
             // Finished tasks stay in the set until joined: reap them all before counting.
             while running.try_join_next().is_some() {}
-            let mut more = false;
-            if queue.len() < concurrency {
+            if claiming.is_none() && due_maybe && queue.len() <= batch / 2 {
                 let want = batch - queue.len();
-                match this.store.claim(now_ms(), want).await {
-                    Ok(claimed) => {
-                        more = claimed.len() == want;
-                        queue.extend(claimed);
-                    }
-                    Err(e) => warn!(error = %e, "Could not claim deliveries; trying again."),
-                }
+                let store = this.store.clone();
+                claiming = Some(tokio::spawn(claim(store, want)));
             }
             while running.len() < concurrency {
                 let Some(d) = queue.pop_front() else { break };
                 let this = this.clone();
-                running.spawn(async move { this.deliver(d).await });
+                let outcomes = outcomes.clone();
+                running.spawn(async move { this.deliver(d, &outcomes).await });
             }
-            let wait = if more {
-                Duration::ZERO
-            } else {
-                match this.store.next_due().await {
-                    Ok(Some(at)) => {
-                        Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(POLL)
-                    }
-                    _ => POLL,
-                }
-            };
             tokio::select! {
-                () = notify.notified() => {}
+                () = notify.notified() => due_maybe = true,
+                claimed = async { claiming.as_mut().expect("a claim runs").await }, if claiming.is_some() => {
+                    claiming = None;
+                    match claimed {
+                        Ok(Claimed::Some(claimed)) => queue.extend(claimed),
+                        Ok(Claimed::Short(claimed, next)) => {
+                            queue.extend(claimed);
+                            due_maybe = false;
+                            wake_at = tokio::time::Instant::now() + next;
+                        }
+                        Ok(Claimed::Failed) | Err(_) => {
+                            due_maybe = false;
+                            wake_at = tokio::time::Instant::now() + POLL;
+                        }
+                    }
+                }
                 Some(_) = running.join_next(), if !running.is_empty() => {}
-                () = tokio::time::sleep(wait), if running.len() < concurrency => {}
+                () = tokio::time::sleep_until(wake_at), if !due_maybe => due_maybe = true,
                 () = &mut shutdown => break,
             }
+        }
+        if let Some(claim) = claiming {
+            // Its deliveries are marked running: they run again after restart.
+            claim.abort();
         }
         if !running.is_empty() {
             info!(
                 in_flight = running.len(),
                 "Waiting for in-flight deliveries."
             );
-            let drain = async { while running.join_next().await.is_some() {} };
-            if tokio::time::timeout(DRAIN, drain).await.is_err() {
-                warn!("Deliveries still running at shutdown will run again after restart.");
-            }
+        }
+        drop(outcomes);
+        let drain = async {
+            while running.join_next().await.is_some() {}
+            // Every sender is gone once the tasks are: the recorder writes what is left.
+            let _ = recorder.await;
+        };
+        if tokio::time::timeout(DRAIN, drain).await.is_err() {
+            warn!("Deliveries still running at shutdown will run again after restart.");
         }
         upkeep.abort();
     }
 
     /// Renders and runs one claimed delivery with the config now, and records the outcome.
-    async fn deliver(&self, d: ClaimedDelivery) {
+    async fn deliver(&self, d: ClaimedDelivery, outcomes: &mpsc::Sender<(i64, Outcome)>) {
         let loaded = self.current.load_full();
         let empty = serde_json::Map::new();
         let view = EventView {
@@ -182,7 +211,9 @@ impl Worker {
             Err(e) => {
                 let error = format!("reading the rule's step results: {e}");
                 let at_ms = now_ms() + 5_000;
-                return self.record(&d, Outcome::Retry { at_ms, error }).await;
+                return self
+                    .record(&d, Outcome::Retry { at_ms, error }, outcomes)
+                    .await;
             }
         };
         let ctx = loaded.rules.run_context(&view, &steps);
@@ -217,7 +248,7 @@ impl Worker {
                 Err(e) => after_failure(e, &d, &loaded.delivery),
             },
         };
-        self.record(&d, outcome).await;
+        self.record(&d, outcome, outcomes).await;
     }
 
     /// `steps`: what the rule's earlier actions kept with `as`, by name (a retry reads the
@@ -242,8 +273,13 @@ impl Worker {
         Ok(serde_json::Value::Object(out))
     }
 
-    /// Counts and logs the outcome, then writes it to the store.
-    async fn record(&self, d: &ClaimedDelivery, outcome: Outcome) {
+    /// Counts and logs the outcome, then hands it to the recorder.
+    async fn record(
+        &self,
+        d: &ClaimedDelivery,
+        outcome: Outcome,
+        outcomes: &mpsc::Sender<(i64, Outcome)>,
+    ) {
         let label = match &outcome {
             Outcome::Done { .. } => "done",
             Outcome::Skipped { .. } => "skipped",
@@ -269,10 +305,59 @@ impl Worker {
                 error!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, attempts = d.attempts, error = %error, "Delivery dead; `hookgate deliveries retry` sends it again.")
             }
         }
-        if let Err(e) = self.store.finish(d.id, outcome, now_ms()).await {
-            // It stays `running`; the next start runs it again.
-            error!(delivery = d.id, error = %e, "Could not record the delivery outcome.");
+        // Closed only once the worker stopped: it stays `running`, the next start runs it.
+        let _ = outcomes.send((d.id, outcome)).await;
+    }
+}
+
+/// What a claim found.
+enum Claimed {
+    /// As many as asked for: there may be more.
+    Some(Vec<ClaimedDelivery>),
+    /// Fewer: nothing else is due before the wait given (the next known due time, at most
+    /// [`POLL`]).
+    Short(Vec<ClaimedDelivery>, Duration),
+    /// The store failed (logged); try again after [`POLL`].
+    Failed,
+}
+
+async fn claim(store: Store, want: usize) -> Claimed {
+    match store.claim(now_ms(), want).await {
+        Ok(claimed) if claimed.len() == want => Claimed::Some(claimed),
+        Ok(claimed) => {
+            let next = match store.next_due().await {
+                Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+                _ => POLL,
+            };
+            Claimed::Short(claimed, next.min(POLL))
         }
+        Err(e) => {
+            warn!(error = %e, "Could not claim deliveries; trying again.");
+            Claimed::Failed
+        }
+    }
+}
+
+/// Records outcomes as they come, whatever has queued up in one store transaction. A batch
+/// the store refuses is tried [`RECORD_TRIES`] times; then its deliveries stay `running`,
+/// and run again after restart (or, on PostgreSQL, on any replica once the lease lapses).
+async fn record_loop(store: Store, mut outcomes: mpsc::Receiver<(i64, Outcome)>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while outcomes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        for tried in 1..=RECORD_TRIES {
+            match store.finish_many(batch.clone(), now_ms()).await {
+                Ok(()) => break,
+                Err(e) if tried < RECORD_TRIES => {
+                    warn!(deliveries = batch.len(), error = %e, "Could not record delivery outcomes; trying again.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+                    error!(deliveries = ?ids, error = %e, "Could not record delivery outcomes; they run again after restart.");
+                }
+            }
+        }
+        batch.clear();
     }
 }
 

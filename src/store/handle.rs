@@ -112,7 +112,20 @@ impl Store {
 
     /// Records how a claimed delivery ended.
     pub async fn finish(&self, id: i64, outcome: Outcome, now_ms: i64) -> Result<(), StoreError> {
-        backend!(self, b => b.finish(id, outcome, now_ms).await)
+        self.finish_many(vec![(id, outcome)], now_ms).await
+    }
+
+    /// Records how several claimed deliveries ended, in one transaction: one store round
+    /// trip (and one sync) for the batch. All or none are recorded.
+    pub async fn finish_many(
+        &self,
+        outcomes: Vec<(i64, Outcome)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        backend!(self, b => b.finish_many(outcomes, now_ms).await)
     }
 
     /// Sends dead (or pending) deliveries back to run now, with a fresh deadline; how many.

@@ -106,7 +106,52 @@ on_both!(
     events_are_listed_and_read_back,
     a_robot_sign_carries_one_body,
     a_schedule_keeps_its_last_slot_and_each_slot_is_stored_once,
+    outcomes_recorded_together_each_do_what_they_do_alone,
 );
+
+/// The worker records whatever outcomes are waiting in one `finish_many`: each must have the
+/// effect it has alone (a done one frees its successor, a dead one skips the rest of its
+/// rule, a retry and a deferral come due again), and an empty batch is nothing.
+async fn outcomes_recorded_together_each_do_what_they_do_alone(config: StoreConfig) {
+    let store = Store::open(&config).await.unwrap();
+    for (key, rule) in [("1", "a"), ("2", "b"), ("3", "c"), ("4", "d")] {
+        let ds = (0..2).map(|a| delivery(rule, a, 100, None)).collect();
+        store.accept(event(key, 100), ds, vec![]).await.unwrap();
+    }
+    let claimed = store.claim(100, 10).await.unwrap();
+    let firsts: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+    assert_eq!(firsts.len(), 4);
+    store.finish_many(Vec::new(), 110).await.unwrap();
+    let outcomes = vec![
+        (firsts[0], Outcome::Done { result: None }),
+        (firsts[1], Outcome::Dead { error: "no".into() }),
+        (
+            firsts[2],
+            Outcome::Retry {
+                at_ms: 500,
+                error: "e".into(),
+            },
+        ),
+        (firsts[3], Outcome::Defer { at_ms: 700 }),
+    ];
+    store.finish_many(outcomes, 110).await.unwrap();
+    use DeliveryStatus::{Dead, Done, Pending, Waiting};
+    let all = statuses(&store).await;
+    let after = |id: i64| all.iter().find(|r| r.0 > id).unwrap().1;
+    assert_eq!(all.iter().find(|r| r.0 == firsts[0]).unwrap().1, Done);
+    assert_eq!(after(firsts[0]), Pending, "a done one frees its successor");
+    assert_eq!(all.iter().find(|r| r.0 == firsts[1]).unwrap().1, Dead);
+    assert_eq!(after(firsts[1]), Dead, "a dead one skips the rest");
+    assert_eq!(after(firsts[2]), Waiting);
+    assert_eq!(after(firsts[3]), Waiting);
+    // Due now: the freed successor; then the retry at 500 and the deferral at 700, whose
+    // attempt was given back.
+    assert_eq!(store.claim(110, 10).await.unwrap().len(), 1);
+    let retried = store.claim(500, 10).await.unwrap();
+    assert_eq!((retried.len(), retried[0].attempts), (1, 2));
+    let deferred = store.claim(700, 10).await.unwrap();
+    assert_eq!((deferred.len(), deferred[0].attempts), (1, 1));
+}
 
 async fn a_schedule_keeps_its_last_slot_and_each_slot_is_stored_once(config: StoreConfig) {
     let store = Store::open(&config).await.unwrap();

@@ -86,89 +86,90 @@ impl Postgres {
             .collect())
     }
 
-    pub(in crate::store) async fn finish(
+    /// Records the outcomes in one transaction, their statements pipelined on one
+    /// connection: one commit (one sync) for the batch. Outcomes whose claim had lapsed
+    /// change nothing (another replica runs them) and are logged.
+    pub(in crate::store) async fn finish_many(
         &self,
-        id: i64,
-        outcome: Outcome,
+        outcomes: Vec<(i64, Outcome)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let changed = match &outcome {
-            Outcome::Done { result } => {
-                let done = cached(&client, FINISH_DONE).await?;
-                client
-                    .execute(&done, &[&id, &self.owner, &now_ms, result])
-                    .await
+        let done = cached(&client, FINISH_DONE).await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let each = outcomes
+            .iter()
+            .map(|(id, outcome)| self.finish_in(&tx, &done, *id, outcome, now_ms));
+        let changed = futures_util::future::try_join_all(each)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        for ((id, _), changed) in outcomes.iter().zip(&changed) {
+            if !changed {
+                tracing::warn!(
+                    delivery = id,
+                    "This replica's claim on the delivery had lapsed; another replica runs it."
+                );
             }
-            Outcome::Skipped { reason } => {
-                self.finish_skipped(&mut client, id, reason, now_ms).await
-            }
-            Outcome::Retry { at_ms, error } => {
-                let args: [&(dyn ToSql + Sync); 5] = [&id, &self.owner, at_ms, error, &now_ms];
-                client.execute(FINISH_RETRY, &args).await
-            }
-            Outcome::Defer { at_ms } => {
-                let args: [&(dyn ToSql + Sync); 4] = [&id, &self.owner, at_ms, &now_ms];
-                client.execute(FINISH_DEFER, &args).await
-            }
-            Outcome::Dead { error } => self.finish_dead(&mut client, id, error, now_ms).await,
         }
-        .map_err(db_error)?;
-        if changed == 0 {
-            tracing::warn!(
-                delivery = id,
-                "This replica's claim on the delivery had lapsed; another replica runs it."
-            );
-        }
-        if !matches!(outcome, Outcome::Dead { .. } | Outcome::Skipped { .. }) {
+        if outcomes
+            .iter()
+            .any(|(_, o)| !matches!(o, Outcome::Dead { .. } | Outcome::Skipped { .. }))
+        {
             self.due.notify_one();
         }
         Ok(())
     }
 
-    /// Dead, and the rule's later actions with it (skipped), in one transaction; whether the
-    /// claim was still ours.
-    async fn finish_dead(
+    /// One outcome's statements in `tx`; whether the claim was still ours. A dead or skipped
+    /// delivery takes the rule's later actions with it (skipped).
+    async fn finish_in(
         &self,
-        client: &mut deadpool_postgres::Object,
+        tx: &Transaction<'_>,
+        done: &tokio_postgres::Statement,
         id: i64,
-        error: &str,
+        outcome: &Outcome,
         now_ms: i64,
-    ) -> Result<u64, tokio_postgres::Error> {
-        let tx = client.transaction().await?;
-        let dead = tx
-            .query_opt(FINISH_DEAD, &[&id, &self.owner, &error, &now_ms])
-            .await?;
-        if let Some(row) = &dead {
-            let action: i64 = row.get(0);
-            let args: [&(dyn ToSql + Sync); 3] = [&id, &now_ms, &action.to_string()];
-            tx.execute(sql::SKIP_AFTER_DEAD.postgres(), &args).await?;
-        }
-        tx.commit().await?;
-        Ok(u64::from(dead.is_some()))
-    }
-
-    /// Skipped (its `if` was false), and the rule's later actions with it, in one
-    /// transaction; whether the claim was still ours.
-    async fn finish_skipped(
-        &self,
-        client: &mut deadpool_postgres::Object,
-        id: i64,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<u64, tokio_postgres::Error> {
-        let tx = client.transaction().await?;
-        let skipped = tx
-            .query_opt(FINISH_SKIPPED, &[&id, &self.owner, &reason, &now_ms])
-            .await?;
-        if let Some(row) = &skipped {
-            let action: i64 = row.get(0);
-            let why = format!("skipped: action {action} of the rule was skipped ({reason})");
-            let args: [&(dyn ToSql + Sync); 3] = [&id, &now_ms, &why];
-            tx.execute(sql::SKIP_AFTER_FALSE.postgres(), &args).await?;
-        }
-        tx.commit().await?;
-        Ok(u64::from(skipped.is_some()))
+    ) -> Result<bool, tokio_postgres::Error> {
+        let changed = match outcome {
+            Outcome::Done { result } => {
+                tx.execute(done, &[&id, &self.owner, &now_ms, result])
+                    .await?
+            }
+            Outcome::Retry { at_ms, error } => {
+                let args: [&(dyn ToSql + Sync); 5] = [&id, &self.owner, at_ms, error, &now_ms];
+                tx.execute(FINISH_RETRY, &args).await?
+            }
+            Outcome::Defer { at_ms } => {
+                let args: [&(dyn ToSql + Sync); 4] = [&id, &self.owner, at_ms, &now_ms];
+                tx.execute(FINISH_DEFER, &args).await?
+            }
+            Outcome::Dead { error } => {
+                let dead = tx
+                    .query_opt(FINISH_DEAD, &[&id, &self.owner, error, &now_ms])
+                    .await?;
+                if let Some(row) = &dead {
+                    let action: i64 = row.get(0);
+                    let args: [&(dyn ToSql + Sync); 3] = [&id, &now_ms, &action.to_string()];
+                    tx.execute(sql::SKIP_AFTER_DEAD.postgres(), &args).await?;
+                }
+                u64::from(dead.is_some())
+            }
+            Outcome::Skipped { reason } => {
+                let skipped = tx
+                    .query_opt(FINISH_SKIPPED, &[&id, &self.owner, reason, &now_ms])
+                    .await?;
+                if let Some(row) = &skipped {
+                    let action: i64 = row.get(0);
+                    let why =
+                        format!("skipped: action {action} of the rule was skipped ({reason})");
+                    let args: [&(dyn ToSql + Sync); 3] = [&id, &now_ms, &why];
+                    tx.execute(sql::SKIP_AFTER_FALSE.postgres(), &args).await?;
+                }
+                u64::from(skipped.is_some())
+            }
+        };
+        Ok(changed > 0)
     }
 
     pub(in crate::store) async fn requeue(

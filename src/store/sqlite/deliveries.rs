@@ -40,15 +40,14 @@ impl Sqlite {
         .await
     }
 
-    pub(in crate::store) async fn finish(
+    /// Records the outcomes in one transaction (the writer may add other ops to it).
+    pub(in crate::store) async fn finish_many(
         &self,
-        id: i64,
-        outcome: Outcome,
+        outcomes: Vec<(i64, Outcome)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         self.call(|reply| Op::Finish {
-            id,
-            outcome,
+            outcomes,
             now_ms,
             reply,
         })
@@ -170,12 +169,12 @@ pub(super) fn finish(
             ))?
             .execute(params![id, now_ms, result])?;
             // The rule's next action may run now (or when its own delay is over).
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = max(next_attempt_at_ms, ?2),
                                        updated_at_ms = ?2
                  WHERE after_id = ?1 AND status = 'waiting'",
-                params![id, now_ms],
-            )
+            )?
+            .execute(params![id, now_ms])
         }
         Outcome::Retry { at_ms, error } => tx
             .prepare_cached(concat!(
@@ -186,11 +185,12 @@ pub(super) fn finish(
             ))?
             .execute(params![id, at_ms, error, now_ms]),
         // Not an attempt: the sink was never called (rate limit, back-off of the target).
-        Outcome::Defer { at_ms } => tx.execute(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2,
+        Outcome::Defer { at_ms } => tx
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at_ms = ?2,
                                    attempts = max(attempts - 1, 0), updated_at_ms = ?3 WHERE id = ?1",
-            params![id, at_ms, now_ms],
-        ),
+            )?
+            .execute(params![id, at_ms, now_ms]),
         Outcome::Skipped { reason } => {
             tx.prepare_cached(concat!(
                 "UPDATE deliveries SET status = 'skipped', last_error = ?2, updated_at_ms = ?3, ",
@@ -233,9 +233,8 @@ pub(super) fn cancel_chain(
 }
 
 pub(super) fn action_of(tx: &rusqlite::Transaction<'_>, id: i64) -> rusqlite::Result<i64> {
-    tx.query_row("SELECT action FROM deliveries WHERE id = ?1", [id], |r| {
-        r.get(0)
-    })
+    tx.prepare_cached("SELECT action FROM deliveries WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
 }
 
 /// Sends the skipped successors of `id` back to waiting (their predecessor runs again).
