@@ -21,6 +21,12 @@
 //!    on the same database, each under its own `wrk -t1 -c16` at the same time (the sum is
 //!    the pair's rate).
 //!
+//! 7. Growth (`growth`): the same saturation run (fully durable, one `log` rule) on an empty
+//!    store and on one filled with `HOOKGATE_GROWTH_EVENTS` events (default 10,000,000), each
+//!    with a finished delivery (one in 1,000 a timer still waiting), plus: a claim's latency
+//!    (32 due deliveries, 100 claims, through the store API), a `/metrics` scrape's time and
+//!    the store's bytes per event. Filling 10 M takes minutes and about 15 GB of disk.
+//!
 //! Each run reports req/s, latency percentiles, non-2xx replies, events stored, and the
 //! server's peak RSS (VmHWM) and the store's peak WAL size. hookgate logs at its default level (one info line per
 //! callback), as deployed. `HOOKGATE_LOAD_SECS` sets the run length (default 10);
@@ -201,6 +207,12 @@ fn main() {
     if wanted("pg") {
         postgres(dir.path(), secs, &mut table);
     }
+    if only
+        .as_deref()
+        .is_some_and(|o| o.split(',').any(|r| r == "growth"))
+    {
+        growth(dir.path(), secs, &mut table);
+    }
     if !wanted("steady") {
         print!("{table}");
         return;
@@ -348,6 +360,171 @@ fn unix_secs() -> String {
         .unwrap()
         .as_secs()
         .to_string()
+}
+
+/// The growth run: the same load on an empty store and on a filled one (module doc, 7).
+fn growth(dir: &Path, secs: u64, table: &mut String) {
+    let n: i64 = std::env::var("HOOKGATE_GROWTH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
+    for count in [0, n] {
+        let db = dir.join(format!("growth-{count}.db"));
+        let started = Instant::now();
+        fill(&db, count);
+        let filled = started.elapsed();
+        let bytes = std::fs::metadata(&db).map_or(0, |m| m.len());
+        let (claim_p50, claim_p99) = claim_latency(&db);
+        let store = format!(
+            "path = {:?}\nsynchronous = \"full\"",
+            db.display().to_string()
+        );
+        let server = Server {
+            db: Some(db.clone()),
+            ..Server::start_on(dir, &store, LOG_RULE)
+        };
+        let out = wrk(dir, server.addr, THREADS, CONNECTIONS, 0, secs)
+            .wait_with_output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut scrapes: Vec<Duration> = (0..20).map(|_| scrape(server.addr)).collect();
+        scrapes.sort();
+        let (rss, stored) = server.finish();
+        writeln!(
+            table,
+            "growth, {count} events stored before (filled in {:.0} s, {} bytes per event): wrk -t{THREADS} -c{CONNECTIONS} -d{secs}s, full, 1 log rule: {:>9} req/s  p99 {:>8}  claim of 32 p50 {:.2?} p99 {:.2?}  /metrics p50 {:.2?} max {:.2?}  peak RSS {:.1} MiB  stored {}",
+            filled.as_secs_f64(),
+            if count > 0 { bytes / count as u64 } else { 0 },
+            wrk_field(&text, "Requests/sec:"),
+            wrk_field(&text, "99%"),
+            claim_p50,
+            claim_p99,
+            scrapes[scrapes.len() / 2],
+            scrapes[scrapes.len() - 1],
+            rss as f64 / 1024.0,
+            stored.unwrap_or(0),
+        )
+        .unwrap();
+    }
+}
+
+/// A new store at `db` holding `count` stored callbacks shaped like the load's (the same
+/// ~1 KiB plaintext), each with a finished `log` delivery and its history; one in 1,000
+/// delivery a timer waiting a week. Built by SQLite itself, a million rows a transaction.
+fn fill(db: &Path, count: i64) {
+    let config = hookgate::config::StoreConfig::sqlite(db.to_owned());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    drop(rt.block_on(hookgate::store::Store::open(&config)).unwrap());
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    // The store's threads let go of the file just after it is dropped; leaving WAL mode
+    // needs the file to itself and does not wait.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;") {
+        assert!(Instant::now() < deadline, "{e}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let now = hookgate::clock::now_ms();
+    let content = "消息内容 hookgate load ".repeat(36);
+    let raw = format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName>\
+         <CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>%d</MsgId><AgentID>1000002</AgentID></xml>"
+    );
+    const CHUNK: i64 = 1_000_000;
+    let mut from = 1;
+    while from <= count {
+        let to = (from + CHUNK - 1).min(count);
+        conn.execute_batch("BEGIN").unwrap();
+        conn.execute(
+            "INSERT INTO events (id, receiver, vendor, kind, dedupe_key, received_at_ms, raw)
+             WITH RECURSIVE c(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM c WHERE x < ?2)
+             SELECT x, 'hr', 'wecom', 'text', 'MsgId=' || (9000000000 + x), ?3 - (?2 - x), printf(?4, 9000000000 + x) FROM c",
+            rusqlite::params![from, to, now - 60_000, raw],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO deliveries (event_id, rule, action, kind, status, attempts, next_attempt_at_ms,
+                                     deadline_ms, created_at_ms, updated_at_ms, history)
+             SELECT id, 'log', 0, 'log', CASE WHEN id % 1000 = 0 THEN 'pending' ELSE 'done' END, 1,
+                    CASE WHEN id % 1000 = 0 THEN ?3 + 604800000 ELSE received_at_ms END,
+                    ?3 + 86400000 * 8, received_at_ms, received_at_ms,
+                    '[{\"at\":' || received_at_ms || ',\"status\":\"done\",\"error\":null}]'
+             FROM events WHERE id BETWEEN ?1 AND ?2",
+            rusqlite::params![from, to, now],
+        )
+        .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        from = to + 1;
+    }
+    conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+}
+
+/// 100 claims of 32 due deliveries (made due for it) from the store at `db`, through the
+/// store API as the worker claims: p50 and p99.
+fn claim_latency(db: &Path) -> (Duration, Duration) {
+    let now = hookgate::clock::now_ms();
+    {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        conn.execute(
+            "INSERT INTO events (receiver, vendor, kind, dedupe_key, received_at_ms, raw)
+             VALUES ('hr', 'wecom', 'text', 'claim-bench', ?1, '<xml><MsgType>text</MsgType></xml>')",
+            [now],
+        )
+        .unwrap();
+        let event = conn.last_insert_rowid();
+        conn.execute(
+            "INSERT INTO deliveries (event_id, rule, action, kind, status, next_attempt_at_ms,
+                                     deadline_ms, created_at_ms, updated_at_ms)
+             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3200)
+             SELECT ?1, 'claim', 0, 'log', 'pending', ?2, ?2 + 86400000, ?2, ?2 FROM c",
+            [event, now],
+        )
+        .unwrap();
+    }
+    let config = hookgate::config::StoreConfig::sqlite(db.to_owned());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = hookgate::store::Store::open(&config).await.unwrap();
+        let mut times = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            let claimed = store.claim(now, 32).await.unwrap();
+            times.push(t.elapsed());
+            assert_eq!(claimed.len(), 32);
+            let done = claimed
+                .iter()
+                .map(|d| (d.id, hookgate::store::Outcome::Done { result: None }))
+                .collect();
+            store.finish_many(done, now).await.unwrap();
+        }
+        times.sort();
+        (times[49], times[98])
+    })
+}
+
+/// One `GET /metrics`: how long until the whole answer is read.
+fn scrape(addr: SocketAddr) -> Duration {
+    use std::io::Read;
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "/metrics answered {:?}",
+        String::from_utf8_lossy(&out[..out.len().min(80)])
+    );
+    t.elapsed()
 }
 
 /// A signed ~1 KiB WeCom text callback with its own MsgId: (path and query, body).

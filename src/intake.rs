@@ -3,6 +3,7 @@
 //! transaction. The HTTP server and the stream receivers both hand their verified events
 //! here; neither knows the other.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tracing::warn;
@@ -80,6 +81,17 @@ impl Intake {
     /// Stores `event` with the deliveries `loaded`'s rules plan for it (and their cancels),
     /// in one commit; returns once it is durable.
     pub async fn commit(&self, loaded: &Loaded, event: Event) -> Result<Committed, StoreError> {
+        self.commit_queued(loaded, event).await?.await
+    }
+
+    /// [`Intake::commit`] in two steps ([`Store::accept_queued`]): returns once the event is
+    /// queued for the store; the future it gives resolves once it is durable.
+    pub async fn commit_queued(
+        &self,
+        loaded: &Loaded,
+        event: Event,
+    ) -> Result<impl Future<Output = Result<Committed, StoreError>> + Send + use<>, StoreError>
+    {
         let event = redact(loaded, event);
         let (deliveries, cancels) = plan(loaded, &event);
         let actions = deliveries.len();
@@ -92,25 +104,38 @@ impl Intake {
                 event.received_at_ms(),
             )
         });
-        let stored = self.store.accept(event, deliveries, cancels).await?;
-        if let Some((receiver, vendor, kind, dedupe_key, received_at_ms)) = watched {
-            let _ = self.tail.send(Arc::new(Tailed {
-                id: stored.id,
-                receiver,
-                vendor,
-                kind,
-                dedupe_key,
-                received_at_ms,
-                duplicate: stored.duplicate,
-                actions: if stored.duplicate { 0 } else { actions },
-            }));
-        }
-        Ok(Committed { stored, actions })
+        let queued = self.store.accept_queued(event, deliveries, cancels).await?;
+        let tail = self.tail.clone();
+        Ok(async move {
+            let stored = queued.await?;
+            if let Some((receiver, vendor, kind, dedupe_key, received_at_ms)) = watched {
+                let _ = tail.send(Arc::new(Tailed {
+                    id: stored.id,
+                    receiver,
+                    vendor,
+                    kind,
+                    dedupe_key,
+                    received_at_ms,
+                    duplicate: stored.duplicate,
+                    actions: if stored.duplicate { 0 } else { actions },
+                }));
+            }
+            Ok(Committed { stored, actions })
+        })
     }
 
     /// [`Intake::commit`] with the config state now.
     pub async fn commit_now(&self, event: Event) -> Result<Committed, StoreError> {
         self.commit(&self.loaded(), event).await
+    }
+
+    /// [`Intake::commit_queued`] with the config state now.
+    pub async fn commit_now_queued(
+        &self,
+        event: Event,
+    ) -> Result<impl Future<Output = Result<Committed, StoreError>> + Send + use<>, StoreError>
+    {
+        self.commit_queued(&self.loaded(), event).await
     }
 }
 

@@ -22,6 +22,13 @@
 //!   `server` feature, sending), each failure typed for the worker.
 //! - `cli` (feature `server`): the `hookgate` command line.
 
+/// mimalloc for the binary, its tests and benches alike (they run the same app): glibc's
+/// malloc took about a fifth of the CPU under load (#19). Not in the `server`-less build
+/// (`fuzz/` brings its own).
+#[cfg(feature = "server")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod actions;
 pub mod config;
 pub mod crypto;

@@ -236,6 +236,60 @@ async fn a_store_outage_is_answered_later_and_the_redelivery_is_stored_once() {
     srv.stop().await;
 }
 
+/// A burst is stored many frames at a time (one commit for many), yet each frame is stored
+/// in the order it arrived (a later one may cancel what an earlier one starts) and
+/// acknowledged in that order, only after its commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_stored_in_arrival_order_and_acked_in_order() {
+    let fake = DingFake::start("ding-client", "ding-secret").await;
+    let srv = start_file(&ding_config(&fake, "ding-secret", ""), &[]).await;
+    connected(&fake, 1).await;
+    const N: usize = 400;
+    for i in 0..N {
+        let user = format!("u{i}");
+        fake.push_event(
+            &format!("b-{i}"),
+            "user_add_org",
+            &format!("evt-b{i}"),
+            json!({"userId": [user]}),
+        );
+    }
+    until(20, "every frame acked", || {
+        fake.state.lock().unwrap().acks.len() >= N
+    })
+    .await;
+    let acked: Vec<String> = fake
+        .state
+        .lock()
+        .unwrap()
+        .acks
+        .iter()
+        .map(|(_, ack)| {
+            assert_eq!(ack_data(ack)["status"], "SUCCESS", "{ack}");
+            ack["headers"]["messageId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let pushed: Vec<String> = (0..N).map(|i| format!("b-{i}")).collect();
+    assert_eq!(acked, pushed);
+    let mut events = srv.events();
+    events.sort_by_key(|e| e.id);
+    let stored: Vec<String> = events
+        .iter()
+        .map(|e| {
+            e.fields["UserId"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let users: Vec<String> = (0..N).map(|i| format!("u{i}")).collect();
+    assert_eq!(stored, users);
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_replaced() {
     let fake = DingFake::start("ding-client", "ding-secret").await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     AuditRow, Backlog, Cancel, ClaimedDelivery, DeliveryFilter, DeliveryRow, GroupRow, Health,
-    ListFilter, NewDelivery, Outcome, PruneStep, Pruned, Replayed, RequeueTarget, SignUse,
+    ListFilter, NewDelivery, Outcome, PruneStep, Pruned, Queued, Replayed, RequeueTarget, SignUse,
     StoreConfig, StoreError, StoreLock, Stored, StoredEvent, lock, postgres, sqlite,
 };
 use crate::event::Event;
@@ -57,6 +57,13 @@ impl Store {
         backend!(self, b => b.schema_versions())
     }
 
+    /// Whether `accept`s made one after another (each sent before the next, without waiting
+    /// for its commit) commit in that order: SQLite's single writer takes them first come,
+    /// first served; PostgreSQL runs them on pooled connections side by side.
+    pub fn commits_in_order(&self) -> bool {
+        matches!(&*self.backend, Backend::Sqlite(_))
+    }
+
     /// Where the store is, for logs: the SQLite file, or the database without credentials.
     pub fn location(&self) -> String {
         backend!(self, b => b.location())
@@ -72,6 +79,26 @@ impl Store {
         cancels: Vec<Cancel>,
     ) -> Result<Stored, StoreError> {
         backend!(self, b => b.accept(event, deliveries, cancels).await)
+    }
+
+    /// [`Store::accept`] in two steps: the first returns once the callback is queued for
+    /// the store, the future it gives once it is committed. On a store that
+    /// [commits in order](Store::commits_in_order), what was queued first commits first, so a
+    /// connection can queue its messages one after another and wait for their commits
+    /// together. On PostgreSQL the first step does the whole commit.
+    pub async fn accept_queued(
+        &self,
+        event: Event,
+        deliveries: Vec<NewDelivery>,
+        cancels: Vec<Cancel>,
+    ) -> Result<Queued<Stored>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(b) => b.accept_queued(event, deliveries, cancels).await,
+            Backend::Postgres(b) => {
+                let stored = b.accept(event, deliveries, cancels).await;
+                Ok(Box::pin(std::future::ready(stored)))
+            }
+        }
     }
 
     /// The last slot a scheduled rule handled. A rule seen for the first time, or whose

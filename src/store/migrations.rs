@@ -31,6 +31,7 @@ pub(super) const STEPS: &[Step] = &[
     step!("0004_schedules"),
     step!("0005_step_results"),
     step!("0006_console"),
+    step!("0007_open_deliveries"),
 ];
 
 #[cfg(test)]

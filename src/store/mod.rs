@@ -38,6 +38,6 @@ pub use lock::StoreLock;
 #[cfg(feature = "server")]
 pub use types::{
     AuditRow, Backlog, Cancel, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryStatus,
-    GroupRow, ListFilter, NewDelivery, Outcome, PruneStep, PruneWhat, Pruned, Replayed,
+    GroupRow, ListFilter, NewDelivery, Outcome, PruneStep, PruneWhat, Pruned, Queued, Replayed,
     RequeueTarget, SignUse, StoreError, Stored, StoredEvent,
 };

@@ -405,6 +405,10 @@ impl StoreError {
     }
 }
 
+/// A store call that was queued: resolves once it is done (committed).
+pub type Queued<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
+
 impl StoredEvent {
     /// An event row; the fields are parsed again from the body (it parsed when accepted; if
     /// that ever fails, the raw text is still there to read).

@@ -6,9 +6,12 @@
 //! pushes again); robot messages likewise, or not at all. On `SYSTEM/disconnect` a new
 //! connection is opened before the old one is let go (make-before-break).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -150,29 +153,40 @@ impl Client {
 
     /// Reads and answers frames until the connection ends, pinging when quiet; a connection
     /// that delivers nothing (not even a pong) for two keepalive periods is given up.
+    ///
+    /// Frames are pipelined: up to [`Hub::in_flight`] are being stored at once (the store
+    /// commits them together), each handed to the store in the order it arrived and
+    /// answered, in that order, once its own commit is done.
     async fn run_session(&self, mut ws: Ws, shutdown: &mut watch::Receiver<bool>) -> Ended<Ws> {
         let every = self.config.keepalive;
         let mut tick = tokio::time::interval(every);
         tick.reset();
         let mut last_seen = Instant::now();
         let mut worked = false;
+        let mut in_flight = FuturesOrdered::new();
+        let window = self.hub.in_flight();
         loop {
             tokio::select! {
-                frame = ws.next() => {
+                frame = ws.next(), if in_flight.len() < window => {
                     last_seen = Instant::now();
                     let text = match incoming(frame, "DingTalk") {
                         Ok(Some(Message::Text(t))) => t,
                         Ok(_) => continue,
                         Err(why) => return Ended::Lost(why, worked),
                     };
-                    let (reply, go_away) = self.handle(&text).await;
                     worked = true;
+                    // Queued for the store here, in arrival order; committed together.
+                    in_flight.push_back(self.handle(text).await);
+                }
+                Some((reply, go_away)) = in_flight.next(), if !in_flight.is_empty() => {
                     if let Some(reply) = reply
                         && let Err(e) = ws.send(Message::text(reply)).await
                     {
                         return Ended::Lost(format!("write: {e}"), worked);
                     }
                     if go_away {
+                        // What arrived before the disconnect is answered on this connection.
+                        answer_all(&mut ws, &mut in_flight).await;
                         return Ended::GoAway(Box::new(ws));
                     }
                 }
@@ -185,6 +199,7 @@ impl Client {
                     }
                 }
                 () = stopped(shutdown) => {
+                    answer_all(&mut ws, &mut in_flight).await;
                     let _ = ws.close(None).await;
                     return Ended::Shutdown;
                 }
@@ -201,7 +216,7 @@ impl Client {
             tokio::select! {
                 frame = ws.next() => match incoming(frame, "DingTalk") {
                     Ok(Some(Message::Text(t))) => {
-                        if let (Some(reply), _) = self.handle(&t).await {
+                        if let (Some(reply), _) = self.handle(t).await.await {
                             let _ = ws.send(Message::text(reply)).await;
                         }
                     }
@@ -216,41 +231,51 @@ impl Client {
         }
     }
 
-    /// One frame from DingTalk: the reply to send (if any) and whether it asked us to go.
-    async fn handle(&self, text: &str) -> (Option<String>, bool) {
+    /// One frame from DingTalk: once what it carries is queued for the store, the answer to
+    /// come (the reply to send, if any, and whether it asked us to go).
+    async fn handle(&self, text: impl AsRef<str>) -> Answer<'_> {
+        let text = text.as_ref();
+        let now = |reply: Option<String>, go_away: bool| -> Answer<'_> {
+            Box::pin(std::future::ready((reply, go_away)))
+        };
         let Ok(frame) = serde_json::from_str::<Value>(text) else {
             warn!(receiver = %self.name, frame = %text.chars().take(200).collect::<String>(), "A DingTalk stream frame that is not JSON; ignored.");
-            return (None, false);
+            return now(None, false);
         };
         let headers = frame["headers"].as_object().cloned().unwrap_or_default();
         let header = |k: &str| headers.get(k).and_then(Value::as_str).unwrap_or("");
         let message_id = header("messageId").to_owned();
         let data = frame["data"].as_str().unwrap_or("");
         match (frame["type"].as_str().unwrap_or(""), header("topic")) {
-            ("SYSTEM", "ping") => (Some(ack(&message_id, 200, "OK", data)), false),
-            ("SYSTEM", "disconnect") => (Some(ack(&message_id, 200, "OK", data)), true),
-            ("SYSTEM", _) => (None, false),
+            ("SYSTEM", "ping") => now(Some(ack(&message_id, 200, "OK", data)), false),
+            ("SYSTEM", "disconnect") => now(Some(ack(&message_id, 200, "OK", data)), true),
+            ("SYSTEM", _) => now(None, false),
             ("EVENT", _) => {
-                let body = event_body(&headers, data, &message_id);
-                let status = match self.store(body).await {
-                    true => json!({"status": "SUCCESS", "message": "success"}),
-                    // DingTalk pushes it again later.
-                    false => json!({"status": "LATER", "message": "store unavailable"}),
-                };
-                let code = if status["status"] == "SUCCESS" {
-                    200
-                } else {
-                    500
-                };
-                (
-                    Some(ack(&message_id, code, "OK", &status.to_string())),
-                    false,
-                )
+                let committed = self.store(event_body(&headers, data, &message_id)).await;
+                Box::pin(async move {
+                    let (code, status) = match committed.await {
+                        true => (200, json!({"status": "SUCCESS", "message": "success"})),
+                        // DingTalk pushes it again later.
+                        false => (
+                            500,
+                            json!({"status": "LATER", "message": "store unavailable"}),
+                        ),
+                    };
+                    (
+                        Some(ack(&message_id, code, "OK", &status.to_string())),
+                        false,
+                    )
+                })
             }
             ("CALLBACK", topic @ (ROBOT_TOPIC | CARD_TOPIC)) => {
-                let body = callback_body(topic, data, &message_id);
-                if self.store(body).await {
-                    let response = if topic == ROBOT_TOPIC {
+                let committed = self.store(callback_body(topic, data, &message_id)).await;
+                let robot = topic == ROBOT_TOPIC;
+                Box::pin(async move {
+                    if !committed.await {
+                        // No answer: DingTalk pushes the callback again.
+                        return (None, false);
+                    }
+                    let response = if robot {
                         json!({"response": null})
                     } else {
                         json!({"response": {}})
@@ -259,14 +284,11 @@ impl Client {
                         Some(ack(&message_id, 200, "OK", &response.to_string())),
                         false,
                     )
-                } else {
-                    // No answer: DingTalk pushes the callback again.
-                    (None, false)
-                }
+                })
             }
             (kind, topic) => {
                 warn!(receiver = %self.name, kind = %kind, topic = %topic, "A DingTalk stream frame of a topic not subscribed to; answered 404.");
-                (
+                now(
                     Some(ack(&message_id, 404, "topic not supported", "{}")),
                     false,
                 )
@@ -274,12 +296,32 @@ impl Client {
         }
     }
 
-    /// Stores an event body; whether it is safely committed.
-    async fn store(&self, body: Map<String, Value>) -> bool {
+    /// Queues an event body for the store; the future it gives tells whether it is safely
+    /// committed.
+    async fn store(
+        &self,
+        body: Map<String, Value>,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         let raw = Value::Object(body).to_string();
         self.hub
-            .accept(&self.name, Vendor::DingTalkStream, raw)
+            .queue(&self.name, Vendor::DingTalkStream, raw)
             .await
+    }
+}
+
+/// A frame's answer, once its message is queued for the store.
+type Answer<'a> = Pin<Box<dyn Future<Output = (Option<String>, bool)> + Send + 'a>>;
+
+/// Waits for the frames still being stored and sends their answers (best effort: the
+/// connection is going away).
+async fn answer_all<F>(ws: &mut Ws, in_flight: &mut FuturesOrdered<F>)
+where
+    F: std::future::Future<Output = (Option<String>, bool)>,
+{
+    while let Some((reply, _)) = in_flight.next().await {
+        if let Some(reply) = reply {
+            let _ = ws.send(Message::text(reply)).await;
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! store, the same as a callback's.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +19,9 @@ use crate::config::{Config, Credentials, Receiver};
 use crate::crypto::Verified;
 use crate::event::{Event, Vendor};
 use crate::intake::Intake;
+
+/// Messages of one connection being stored at once, on a store that commits in order.
+const IN_FLIGHT: usize = 256;
 
 /// What every stream receiver shares for the life of the process.
 pub struct Hub {
@@ -38,9 +43,34 @@ impl Hub {
         }
     }
 
+    /// How many messages of one connection may be stored at once, so the store commits them
+    /// together: many when the store commits them in the order they were handed over, else
+    /// one (a later message must never commit first: it may cancel what an earlier one
+    /// starts).
+    pub(crate) fn in_flight(&self) -> usize {
+        if self.intake.store().commits_in_order() {
+            IN_FLIGHT
+        } else {
+            1
+        }
+    }
+
     /// Stores a message that came over a stream, with the deliveries its rules plan; whether it
     /// is safely committed (only then may it be acknowledged).
     pub(crate) async fn accept(&self, receiver: &str, vendor: Vendor, raw: String) -> bool {
+        self.queue(receiver, vendor, raw).await.await
+    }
+
+    /// [`Hub::accept`] in two steps: returns once the message is queued for the store (so
+    /// messages queued one after another commit in that order on a store that
+    /// [commits in order](crate::store::Store::commits_in_order)); the future it gives
+    /// resolves to whether it is committed.
+    pub(crate) async fn queue<'a>(
+        &'a self,
+        receiver: &'a str,
+        vendor: Vendor,
+        raw: String,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         let event = match Event::parse(receiver, vendor, Verified::new(raw), crate::clock::now_ms())
         {
             Ok(e) => e,
@@ -49,38 +79,44 @@ impl Hub {
                 self.intake
                     .metrics()
                     .callback(receiver, vendor.as_str(), "rejected", "malformed");
-                return true;
+                return Box::pin(std::future::ready(true));
             }
         };
         let (kind, key) = (event.kind().to_owned(), event.dedupe_key().to_owned());
         let started = Instant::now();
-        let result = self.intake.commit_now(event).await;
-        self.intake
-            .metrics()
-            .latency(receiver, started.elapsed().as_secs_f64());
-        match result {
-            Ok(committed) => {
-                let stored = committed.stored;
-                self.status.message(receiver);
-                let outcome = if stored.duplicate {
-                    "duplicate"
-                } else {
-                    "accepted"
-                };
-                self.intake
-                    .metrics()
-                    .callback(receiver, vendor.as_str(), outcome, "");
-                info!(receiver = %receiver, kind = %kind, event_id = stored.id, duplicate = stored.duplicate, dedupe_key = %key, "Stream event accepted.");
-                true
+        let queued = self.intake.commit_now_queued(event).await;
+        Box::pin(async move {
+            let result = match queued {
+                Ok(committed) => committed.await,
+                Err(e) => Err(e),
+            };
+            self.intake
+                .metrics()
+                .latency(receiver, started.elapsed().as_secs_f64());
+            match result {
+                Ok(committed) => {
+                    let stored = committed.stored;
+                    self.status.message(receiver);
+                    let outcome = if stored.duplicate {
+                        "duplicate"
+                    } else {
+                        "accepted"
+                    };
+                    self.intake
+                        .metrics()
+                        .callback(receiver, vendor.as_str(), outcome, "");
+                    info!(receiver = %receiver, kind = %kind, event_id = stored.id, duplicate = stored.duplicate, dedupe_key = %key, "Stream event accepted.");
+                    true
+                }
+                Err(e) => {
+                    self.intake
+                        .metrics()
+                        .callback(receiver, vendor.as_str(), "error", "store");
+                    error!(receiver = %receiver, kind = %kind, error = %e, "Could not store the stream event; not acknowledging it, so the vendor pushes it again.");
+                    false
+                }
             }
-            Err(e) => {
-                self.intake
-                    .metrics()
-                    .callback(receiver, vendor.as_str(), "error", "store");
-                error!(receiver = %receiver, kind = %kind, error = %e, "Could not store the stream event; not acknowledging it, so the vendor pushes it again.");
-                false
-            }
-        }
+        })
     }
 
     /// Brings the running stream receivers in line with `config`: starts new ones, stops

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Op, Sqlite};
 use crate::event::Event;
-use crate::store::{Cancel, NewDelivery, StoreError, Stored};
+use crate::store::{Cancel, NewDelivery, Queued, StoreError, Stored};
 impl Sqlite {
     pub(in crate::store) async fn accept(
         &self,
@@ -14,13 +14,30 @@ impl Sqlite {
         deliveries: Vec<NewDelivery>,
         cancels: Vec<Cancel>,
     ) -> Result<Stored, StoreError> {
-        self.call(|reply| Op::Accept {
-            event,
-            deliveries,
-            cancels,
-            reply,
-        })
-        .await
+        self.accept_queued(event, deliveries, cancels).await?.await
+    }
+
+    /// Hands the callback to the writer and returns once it is in the writer's queue (first
+    /// queued, first committed); the future it gives waits for the commit.
+    pub(in crate::store) async fn accept_queued(
+        &self,
+        event: Event,
+        deliveries: Vec<NewDelivery>,
+        cancels: Vec<Cancel>,
+    ) -> Result<Queued<Stored>, StoreError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.ops
+            .send(Op::Accept {
+                event,
+                deliveries,
+                cancels,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Box::pin(async move {
+            rx.await.map_err(|_| StoreError::Closed)?
+        }))
     }
 }
 
