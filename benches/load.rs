@@ -113,6 +113,9 @@ fn main() {
         write_requests(&dir.path().join(format!("reqs-{t}.txt")), t, per_thread);
     }
     std::fs::write(dir.path().join("load.lua"), LUA).unwrap();
+    // The files are about 1.6 GB: written back now, not during the first run's fsyncs (a
+    // 1,000/s steady run right after once saw 1.7 s stalls from that writeback).
+    Command::new("sync").status().unwrap();
     eprintln!(
         "prepared {} unique signed callbacks in {:.1?}",
         per_thread * THREADS,

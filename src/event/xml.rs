@@ -38,30 +38,33 @@ impl Frame {
         }
     }
 
-    fn into_value(mut self) -> Value {
+    /// The element's name and value.
+    fn into_entry(mut self) -> (String, Value) {
         if self.children.is_empty() {
-            return Value::String(self.text);
+            return (self.name, Value::String(self.text));
         }
         // Mixed content is rare in vendor payloads; keep any real text rather than drop it.
         if !self.text.trim().is_empty() {
             self.children
                 .insert("$text".into(), Value::String(self.text));
         }
-        Value::Object(self.children)
+        (self.name, Value::Object(self.children))
     }
 }
 
 /// Adds `value` under `key`, turning a repeated key into an array.
 fn insert(map: &mut Map<String, Value>, key: String, value: Value) {
-    match map.get_mut(&key) {
-        None => {
-            map.insert(key, value);
+    match map.entry(key) {
+        serde_json::map::Entry::Vacant(slot) => {
+            slot.insert(value);
         }
-        Some(Value::Array(items)) => items.push(value),
-        Some(existing) => {
-            let first = existing.take();
-            *existing = Value::Array(vec![first, value]);
-        }
+        serde_json::map::Entry::Occupied(mut slot) => match slot.get_mut() {
+            Value::Array(items) => items.push(value),
+            existing => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, value]);
+            }
+        },
     }
 }
 
@@ -102,8 +105,8 @@ pub fn to_json(xml: &str) -> Result<Map<String, Value>, XmlError> {
                     .ok_or_else(|| XmlError::Syntax("unmatched end tag".into()))?;
                 match stack.last_mut() {
                     Some(parent) => {
-                        let name = frame.name.clone();
-                        insert(&mut parent.children, name, frame.into_value());
+                        let (name, value) = frame.into_entry();
+                        insert(&mut parent.children, name, value);
                     }
                     None => root = Some(frame.children),
                 }
