@@ -505,7 +505,7 @@ fn claim_latency(db: &Path) -> (Duration, Duration) {
             let done = claimed
                 .iter()
                 .map(|d| (d.id, hookgate::store::Outcome::Done { result: None }))
-                .collect();
+                .collect::<Vec<_>>();
             store.finish_many(done, now).await.unwrap();
         }
         times.sort();

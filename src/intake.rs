@@ -124,11 +124,6 @@ impl Intake {
         })
     }
 
-    /// [`Intake::commit`] with the config state now.
-    pub async fn commit_now(&self, event: Event) -> Result<Committed, StoreError> {
-        self.commit(&self.loaded(), event).await
-    }
-
     /// [`Intake::commit_queued`] with the config state now.
     pub async fn commit_now_queued(
         &self,

@@ -147,17 +147,11 @@ impl Worker {
                 () = notify.notified() => due_maybe = true,
                 claimed = async { claiming.as_mut().expect("a claim runs").await }, if claiming.is_some() => {
                     claiming = None;
-                    match claimed {
-                        Ok(Claimed::Some(claimed)) => queue.extend(claimed),
-                        Ok(Claimed::Short(claimed, next)) => {
-                            queue.extend(claimed);
-                            due_maybe = false;
-                            wake_at = tokio::time::Instant::now() + next;
-                        }
-                        Ok(Claimed::Failed) | Err(_) => {
-                            due_maybe = false;
-                            wake_at = tokio::time::Instant::now() + POLL;
-                        }
+                    let (claimed, next) = claimed.unwrap_or((Vec::new(), Some(POLL)));
+                    queue.extend(claimed);
+                    if let Some(next) = next {
+                        due_maybe = false;
+                        wake_at = tokio::time::Instant::now() + next;
                     }
                 }
                 Some(_) = running.join_next(), if !running.is_empty() => {}
@@ -310,30 +304,23 @@ impl Worker {
     }
 }
 
-/// What a claim found.
-enum Claimed {
-    /// As many as asked for: there may be more.
-    Some(Vec<ClaimedDelivery>),
-    /// Fewer: nothing else is due before the wait given (the next known due time, at most
-    /// [`POLL`]).
-    Short(Vec<ClaimedDelivery>, Duration),
-    /// The store failed (logged); try again after [`POLL`].
-    Failed,
-}
+/// What a claim found, and, when it found fewer than asked for (or the store failed), how
+/// long nothing else is due: the next known due time, at most [`POLL`].
+type Claimed = (Vec<ClaimedDelivery>, Option<Duration>);
 
 async fn claim(store: Store, want: usize) -> Claimed {
     match store.claim(now_ms(), want).await {
-        Ok(claimed) if claimed.len() == want => Claimed::Some(claimed),
+        Ok(claimed) if claimed.len() == want => (claimed, None),
         Ok(claimed) => {
             let next = match store.next_due().await {
                 Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
                 _ => POLL,
             };
-            Claimed::Short(claimed, next.min(POLL))
+            (claimed, Some(next.min(POLL)))
         }
         Err(e) => {
             warn!(error = %e, "Could not claim deliveries; trying again.");
-            Claimed::Failed
+            (Vec::new(), Some(POLL))
         }
     }
 }
@@ -342,8 +329,9 @@ async fn claim(store: Store, want: usize) -> Claimed {
 /// the store refuses is tried [`RECORD_TRIES`] times; then its deliveries stay `running`,
 /// and run again after restart (or, on PostgreSQL, on any replica once the lease lapses).
 async fn record_loop(store: Store, mut outcomes: mpsc::Receiver<(i64, Outcome)>) {
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while outcomes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+    let mut waiting = Vec::with_capacity(RECORD_BATCH);
+    while outcomes.recv_many(&mut waiting, RECORD_BATCH).await > 0 {
+        let batch: Arc<[(i64, Outcome)]> = waiting.drain(..).collect();
         for tried in 1..=RECORD_TRIES {
             match store.finish_many(batch.clone(), now_ms()).await {
                 Ok(()) => break,
@@ -357,7 +345,6 @@ async fn record_loop(store: Store, mut outcomes: mpsc::Receiver<(i64, Outcome)>)
                 }
             }
         }
-        batch.clear();
     }
 }
 

@@ -146,9 +146,10 @@ impl Store {
     /// trip (and one sync) for the batch. All or none are recorded.
     pub async fn finish_many(
         &self,
-        outcomes: Vec<(i64, Outcome)>,
+        outcomes: impl Into<Arc<[(i64, Outcome)]>>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        let outcomes = outcomes.into();
         if outcomes.is_empty() {
             return Ok(());
         }

@@ -91,7 +91,7 @@ impl Postgres {
     /// change nothing (another replica runs them) and are logged.
     pub(in crate::store) async fn finish_many(
         &self,
-        outcomes: Vec<(i64, Outcome)>,
+        outcomes: std::sync::Arc<[(i64, Outcome)]>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;

@@ -25,19 +25,13 @@ impl Sqlite {
         deliveries: Vec<NewDelivery>,
         cancels: Vec<Cancel>,
     ) -> Result<Queued<Stored>, StoreError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.ops
-            .send(Op::Accept {
-                event,
-                deliveries,
-                cancels,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        Ok(Box::pin(async move {
-            rx.await.map_err(|_| StoreError::Closed)?
-        }))
+        self.queue(|reply| Op::Accept {
+            event,
+            deliveries,
+            cancels,
+            reply,
+        })
+        .await
     }
 }
 

@@ -43,7 +43,7 @@ impl Sqlite {
     /// Records the outcomes in one transaction (the writer may add other ops to it).
     pub(in crate::store) async fn finish_many(
         &self,
-        outcomes: Vec<(i64, Outcome)>,
+        outcomes: std::sync::Arc<[(i64, Outcome)]>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         self.call(|reply| Op::Finish {

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::event::Event;
 use crate::store::{
-    Cancel, ClaimedDelivery, NewDelivery, Outcome, RequeueTarget, StoreError, Stored,
+    Cancel, ClaimedDelivery, NewDelivery, Outcome, Queued, RequeueTarget, StoreError, Stored,
 };
 use crate::store::{StoreConfig, Synchronous};
 use accept::insert_event;
@@ -87,16 +87,27 @@ impl Sqlite {
         self.path.display().to_string()
     }
 
-    async fn call<T>(
+    async fn call<T: Send + 'static>(
         &self,
         op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
     ) -> Result<T, StoreError> {
+        self.queue(op).await?.await
+    }
+
+    /// Puts `op` in the writer's queue (first queued, first committed); the future it gives
+    /// waits for its result.
+    async fn queue<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<Queued<T>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.ops
             .send(op(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        Ok(Box::pin(async move {
+            rx.await.map_err(|_| StoreError::Closed)?
+        }))
     }
 
     /// Runs `f` on the reader connection on one of tokio's blocking threads: a SQLite read
@@ -155,7 +166,7 @@ enum Op {
     },
     /// Outcomes of claimed deliveries, recorded together.
     Finish {
-        outcomes: Vec<(i64, Outcome)>,
+        outcomes: Arc<[(i64, Outcome)]>,
         now_ms: i64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
