@@ -646,3 +646,108 @@ message = "after the reminder"
     );
     srv.stop().await;
 }
+
+/// A destination that takes requests and answers none until `open` is set; it counts how
+/// many wait at once.
+struct Gate {
+    url: String,
+    open: tokio::sync::watch::Sender<bool>,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Gate {
+    async fn start() -> Gate {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/slow", listener.local_addr().unwrap());
+        let (open, opened) = tokio::sync::watch::channel(false);
+        let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (w, m) = (waiting.clone(), most.clone());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (w, m, mut opened) = (w.clone(), m.clone(), opened.clone());
+                tokio::spawn(async move {
+                    // The request's head and its JSON body (no more is sent before an answer).
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut got = 0;
+                    while !String::from_utf8_lossy(&buf[..got]).contains("\r\n\r\n{") {
+                        match conn.read(&mut buf[got..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got += n,
+                        }
+                    }
+                    m.fetch_max(w.fetch_add(1, SeqCst) + 1, SeqCst);
+                    let _ = opened.wait_for(|o| *o).await;
+                    w.fetch_sub(1, SeqCst);
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        Gate {
+            url,
+            open,
+            waiting,
+            most,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_destination_takes_only_its_share_of_the_slots() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (gate, sink) = (Gate::start().await, Sink::start(&[]).await);
+    let rule = |name: &str, url: &str| {
+        format!(
+            "[[rules]]\nname = \"{name}\"\nreceiver = \"hr\"\nwhen = {{ Event = \"change_contact\" }}\n\
+             [[rules.actions]]\nkind = \"http\"\nurl = \"{url}\"\n"
+        )
+    };
+    let cfg = format!(
+        "[delivery]\nconcurrency = 4\nper_destination = 2\n\n\
+         [[receivers]]\nname = \"hr\"\nvendor = \"wecom\"\npath = \"/wecom\"\ntoken = \"{TOKEN}\"\n\
+         encoding_aes_key = \"{KEY}\"\nreceive_id = \"{CORP}\"\n\n{}\n{}",
+        rule("stuck", &gate.url),
+        rule("quick", &sink.url("/quick")),
+    );
+    let srv = start("", &cfg).await;
+    // 14 for the stuck one: 2 run, 8 wait their turn in memory, 4 go back to the store.
+    for i in 0..14 {
+        callback(&srv, &format!("user{i}")).await;
+    }
+    eventually(10, "every quick delivery went through", || {
+        sink.received().len() == 14
+    })
+    .await;
+    eventually(5, "two wait at the stuck destination", || {
+        gate.waiting.load(SeqCst) == 2
+    })
+    .await;
+    assert_eq!(gate.most.load(SeqCst), 2, "never more than per_destination");
+    let metrics = srv.get("/metrics").await.text();
+    let deferred = metrics
+        .lines()
+        .find(|l| l.starts_with("hookgate_deliveries_total") && l.contains("\"deferred\""));
+    assert_eq!(
+        deferred.and_then(|l| l.rsplit(' ').next()),
+        Some("4"),
+        "the overflow went back to the store: {metrics}"
+    );
+
+    gate.open.send(true).unwrap();
+    eventually(20, "every delivery done", || {
+        let d = srv.deliveries();
+        d.len() == 28 && d.iter().all(|d| d.status == DeliveryStatus::Done)
+    })
+    .await;
+    // Waiting for room spent no attempt.
+    assert!(srv.deliveries().iter().all(|d| d.attempts == 1));
+    assert!(gate.most.load(SeqCst) <= 2);
+    srv.stop().await;
+}

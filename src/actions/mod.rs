@@ -75,6 +75,17 @@ pub enum Action {
     Api(api_call::Spec),
 }
 
+/// Where an action sends (see [`Action::destination`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// It runs here (`log`, `cancel`): nothing to spare.
+    Local,
+    /// A host, a connection or a vendor API, shared by every action that names it.
+    Named(String),
+    /// The host comes out of a template: the action is a destination of its own.
+    ThisAction,
+}
+
 /// An action with its templates rendered for one event: what the delivery worker sends.
 #[derive(Debug, Clone)]
 pub enum Rendered {
@@ -211,6 +222,28 @@ impl Action {
             Self::Sql(s) => Some(&s.via),
             Self::Api(s) => Some(&s.via),
             _ => None,
+        }
+    }
+
+    /// Where the action sends, as far as the config tells before an event renders it:
+    /// what `[delivery] per_destination` counts running deliveries by.
+    pub fn destination(&self) -> Destination {
+        match self {
+            Self::Log(_) | Self::Cancel(_) => Destination::Local,
+            Self::Http(s) => match outbound::url_target(s.url.source()) {
+                Ok(outbound::UrlTarget::Literal { scheme, host, port }) => {
+                    let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+                    Destination::Named(format!("{scheme}://{}:{port}", host.to_ascii_lowercase()))
+                }
+                _ => Destination::ThisAction,
+            },
+            // Every webhook of a vendor goes to its one robot API.
+            Self::Robot(r) => Destination::Named(r.vendor.kind().to_owned()),
+            Self::AibotReply(_) => Destination::Named("wecom_aibot_reply".to_owned()),
+            _ => match self.via() {
+                Some(via) => Destination::Named(format!("connection {via}")),
+                None => Destination::ThisAction,
+            },
         }
     }
 

@@ -336,6 +336,9 @@ pub enum MpMode {
 pub struct DeliveryConfig {
     /// Deliveries run at once.
     pub concurrency: usize,
+    /// Deliveries run at once to one destination (a host, a connection, a vendor API); the
+    /// others wait, so a slow destination cannot take every slot.
+    pub per_destination: usize,
     /// Delay before the first retry; it doubles each time up to `max_backoff` (full jitter).
     pub first_retry: Duration,
     pub max_backoff: Duration,

@@ -231,6 +231,7 @@ impl RawConnection {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawDelivery {
     pub concurrency: S<u64>,
+    pub per_destination: S<u64>,
     pub first_retry: S<u64>,
     pub max_backoff: S<u64>,
     pub give_up_after: S<u64>,

@@ -55,6 +55,11 @@ impl Ctx<'_> {
             let s = raw.concurrency.as_ref().map(Spanned::span);
             self.err(s, "delivery.concurrency", "must be positive");
         }
+        let per_destination = raw.per_destination.as_ref().map_or(16, |s| *s.get_ref());
+        if per_destination == 0 {
+            let s = raw.per_destination.as_ref().map(Spanned::span);
+            self.err(s, "delivery.per_destination", "must be positive");
+        }
         let first_retry = secs(&raw.first_retry, 10);
         if first_retry.is_zero() {
             let s = raw.first_retry.as_ref().map(Spanned::span);
@@ -79,6 +84,9 @@ impl Ctx<'_> {
         DeliveryConfig {
             rule_changed,
             concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX).max(1),
+            per_destination: usize::try_from(per_destination)
+                .unwrap_or(usize::MAX)
+                .max(1),
             first_retry: first_retry.max(Duration::from_secs(1)),
             max_backoff: secs(&raw.max_backoff, 3600),
             give_up_after: secs(&raw.give_up_after, 24 * 3600),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::actions::{ActionError, Attempt, Disposition};
 use crate::clock::now_ms;
@@ -119,6 +119,7 @@ impl Worker {
         // slots' worth at once saves store transactions. After a crash they run again,
         // like any delivery left running.
         let mut queue: VecDeque<ClaimedDelivery> = VecDeque::new();
+        let mut lanes = Lanes::default();
         let mut claiming: Option<JoinHandle<Claimed>> = None;
         // Whether a claim may find something: not after one came back short, until the
         // store says deliveries became due, or the next known one is.
@@ -128,10 +129,14 @@ impl Worker {
         loop {
             this.beat
                 .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-            let concurrency = this.current.load().delivery.concurrency;
+            let loaded = this.current.load_full();
+            let concurrency = loaded.delivery.concurrency;
+            let limit = loaded.delivery.per_destination.min(concurrency);
             let batch = concurrency.saturating_mul(CLAIM_AHEAD);
             // Finished tasks stay in the set until joined: reap them all before counting.
-            while running.try_join_next().is_some() {}
+            while let Some(ran) = running.try_join_next_with_id() {
+                lanes.finished(ran.map_or_else(|e| e.id(), |(id, ())| id), &mut queue);
+            }
             if claiming.is_none() && due_maybe && queue.len() <= batch / 2 {
                 let want = batch - queue.len();
                 let store = this.store.clone();
@@ -139,9 +144,24 @@ impl Worker {
             }
             while running.len() < concurrency {
                 let Some(d) = queue.pop_front() else { break };
+                let to = loaded.rules.destination(&d.rule, d.action).cloned();
+                let d = match &to {
+                    Some(to) => match lanes.take(to, d, limit) {
+                        Take::Runs(d) => d,
+                        Take::Waits => continue,
+                        Take::Later(d, at_ms) => {
+                            this.send_back(&d, to, at_ms, &outcomes).await;
+                            continue;
+                        }
+                    },
+                    None => d,
+                };
                 let this = this.clone();
                 let outcomes = outcomes.clone();
-                running.spawn(async move { this.deliver(d, &outcomes).await });
+                let task = running.spawn(async move { this.deliver(d, &outcomes).await });
+                if let Some(to) = to {
+                    lanes.started(task.id(), to);
+                }
             }
             tokio::select! {
                 () = notify.notified() => due_maybe = true,
@@ -154,7 +174,9 @@ impl Worker {
                         wake_at = tokio::time::Instant::now() + next;
                     }
                 }
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(ran) = running.join_next_with_id(), if !running.is_empty() => {
+                    lanes.finished(ran.map_or_else(|e| e.id(), |(id, ())| id), &mut queue);
+                }
                 () = tokio::time::sleep_until(wake_at), if !due_maybe => due_maybe = true,
                 () = &mut shutdown => break,
             }
@@ -267,6 +289,20 @@ impl Worker {
         Ok(serde_json::Value::Object(out))
     }
 
+    /// `d` goes back to the store, due at `at_ms`: its destination is full (no attempt
+    /// spent).
+    async fn send_back(
+        &self,
+        d: &ClaimedDelivery,
+        to: &str,
+        at_ms: i64,
+        outcomes: &mpsc::Sender<(i64, Outcome)>,
+    ) {
+        self.metrics.delivery(&d.kind, "deferred");
+        debug!(delivery = d.id, event_id = d.event.id, rule = %d.rule, action = %d.kind, destination = %to, wait_ms = at_ms - now_ms(), "Delivery waits: its destination has [delivery] per_destination deliveries running.");
+        let _ = outcomes.send((d.id, Outcome::Defer { at_ms })).await;
+    }
+
     /// Counts and logs the outcome, then hands it to the recorder.
     async fn record(
         &self,
@@ -301,6 +337,89 @@ impl Worker {
         }
         // Closed only once the worker stopped: it stays `running`, the next start runs it.
         let _ = outcomes.send((d.id, outcome)).await;
+    }
+}
+
+/// Deliveries to one destination: how many run, and the claimed ones that wait for one of
+/// them to finish.
+#[derive(Default)]
+struct Lane {
+    running: usize,
+    waiting: VecDeque<ClaimedDelivery>,
+    /// How long an attempt here takes, on average (ms): when an overflow's turn comes.
+    mean_ms: f64,
+    /// Sent back to the store since the lane last had room; each later one's turn is later.
+    sent_back: u32,
+}
+
+/// What becomes of a delivery whose destination is known.
+enum Take {
+    /// There is room: it runs now.
+    Runs(ClaimedDelivery),
+    /// It waits in its lane for a running one to finish.
+    Waits,
+    /// Its lane is full: back to the store until about this time (Unix ms).
+    Later(ClaimedDelivery, i64),
+}
+
+/// `[delivery] per_destination`: deliveries running by destination, and those waiting for
+/// room. A lane holds at most [`CLAIM_AHEAD`] times its limit; the rest go back to the
+/// store to come due when their turn is estimated to come (back-pressure into the queue, so
+/// claims keep finding work for the other destinations).
+#[derive(Default)]
+struct Lanes {
+    lanes: std::collections::HashMap<Arc<str>, Lane>,
+    /// The running tasks that count against a lane, and since when.
+    tasks: std::collections::HashMap<tokio::task::Id, (Arc<str>, tokio::time::Instant)>,
+}
+
+impl Lanes {
+    fn take(&mut self, to: &Arc<str>, d: ClaimedDelivery, limit: usize) -> Take {
+        let lane = self.lanes.entry(to.clone()).or_default();
+        if lane.running < limit {
+            lane.running += 1;
+            return Take::Runs(d);
+        }
+        if lane.waiting.len() < limit.saturating_mul(CLAIM_AHEAD) {
+            lane.waiting.push_back(d);
+            return Take::Waits;
+        }
+        lane.sent_back += 1;
+        let ahead = lane.waiting.len() + lane.sent_back as usize;
+        let turn_ms = lane.mean_ms * ahead as f64 / limit as f64;
+        Take::Later(d, now_ms() + turn_ms.clamp(1_000.0, 300_000.0) as i64)
+    }
+
+    fn started(&mut self, task: tokio::task::Id, to: Arc<str>) {
+        self.tasks.insert(task, (to, tokio::time::Instant::now()));
+    }
+
+    /// A task ended: its lane has room, and the lane's next waiting delivery goes to the
+    /// front of the queue.
+    fn finished(&mut self, task: tokio::task::Id, queue: &mut VecDeque<ClaimedDelivery>) {
+        let Some((to, began)) = self.tasks.remove(&task) else {
+            return;
+        };
+        let Some(lane) = self.lanes.get_mut(&to) else {
+            return;
+        };
+        lane.running = lane.running.saturating_sub(1);
+        let took = began.elapsed().as_secs_f64() * 1000.0;
+        lane.mean_ms = if lane.mean_ms == 0.0 {
+            took
+        } else {
+            0.8 * lane.mean_ms + 0.2 * took
+        };
+        if let Some(next) = lane.waiting.pop_front() {
+            // It takes the room back at once: the next loop starts it before anything new.
+            queue.push_front(next);
+        }
+        if lane.waiting.len() <= lane.running {
+            lane.sent_back = 0;
+        }
+        if lane.running == 0 && lane.waiting.is_empty() {
+            self.lanes.remove(&to);
+        }
     }
 }
 
@@ -397,6 +516,7 @@ mod tests {
     fn a_failure_leads_where_its_disposition_says() {
         let policy = DeliveryConfig {
             concurrency: 1,
+            per_destination: 1,
             first_retry: Duration::from_secs(10),
             max_backoff: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(86_400),

@@ -4,10 +4,12 @@
 //! when the event has its id.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use minijinja::Value;
 use serde_json::{Map, Value as Json};
 
+use crate::actions::Destination;
 use crate::config::{Action, Config, Rule, RuleAction};
 use crate::event::Vendor;
 use crate::template::Template;
@@ -65,6 +67,8 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// Each action's fingerprint, by rule and action index (computed once).
     specs: Vec<Vec<String>>,
+    /// Each action's destination (`None`: it runs here), by rule and action index.
+    destinations: Vec<Vec<Option<Arc<str>>>>,
     tables: Json,
     /// The rules an event can fire, by a field of their `when`.
     index: index::Index,
@@ -86,8 +90,23 @@ impl RuleSet {
             .iter()
             .map(|r| r.actions.iter().map(|a| a.action.fingerprint()).collect())
             .collect();
+        let destinations = config
+            .rules
+            .iter()
+            .map(|r| {
+                let own = |j| Arc::from(format!("rule {:?} action {j}", r.name));
+                (r.actions.iter().enumerate())
+                    .map(|(j, a)| match a.action.destination() {
+                        Destination::Local => None,
+                        Destination::Named(name) => Some(Arc::from(name)),
+                        Destination::ThisAction => Some(own(j)),
+                    })
+                    .collect()
+            })
+            .collect();
         Self {
             specs,
+            destinations,
             index: index::Index::new(&config.rules),
             rules: config.rules.clone(),
             tables,
@@ -264,6 +283,13 @@ impl RuleSet {
         self.specs[i].get(action).map(String::as_str)
     }
 
+    /// Where the action at `rule`'s index `action` sends; `None` when it runs here (or the
+    /// config no longer has it).
+    pub fn destination(&self, rule: &str, action: usize) -> Option<&Arc<str>> {
+        let i = self.rules.iter().position(|r| r.name == rule)?;
+        self.destinations[i].get(action)?.as_ref()
+    }
+
     pub fn action(&self, rule: &str, action: usize) -> Option<(usize, &Action)> {
         let i = self.rules.iter().position(|r| r.name == rule)?;
         Some((i, &self.rules[i].actions.get(action)?.action))
@@ -308,6 +334,50 @@ verification_token = "v"
         let config = crate::config::parse(&format!("{RECEIVERS}\n{rules}"), &|_| None)
             .unwrap_or_else(|e| panic!("{e:?}"));
         RuleSet::new(&config)
+    }
+
+    #[test]
+    fn deliveries_are_counted_by_the_host_or_connection_the_config_names() {
+        let rules = set(r#"
+[outbound]
+allow_hosts = ["*.example"]
+
+[[rules]]
+name = "a"
+[[rules.actions]]
+kind = "http"
+url = "https://Hooks.example/a/{{ UserID }}"
+[[rules.actions]]
+kind = "log"
+message = "m"
+[[rules.actions]]
+kind = "http"
+url = "{{ Url }}"
+[[rules]]
+name = "b"
+[[rules.actions]]
+kind = "http"
+url = "https://hooks.example:443/b"
+[[rules.actions]]
+kind = "http"
+url = "http://hooks.example/b"
+[[rules.actions]]
+kind = "wecom_robot"
+webhook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key={{ Key }}"
+message = { msgtype = "text", text = { content = "c" } }
+"#);
+        let to = |r, a| rules.destination(r, a).map(|d| d.to_string());
+        assert_eq!(to("a", 0).as_deref(), Some("https://hooks.example:443"));
+        assert_eq!(to("b", 0), to("a", 0), "one host, however it is written");
+        assert_eq!(to("b", 1).as_deref(), Some("http://hooks.example:80"));
+        assert_eq!(to("a", 1), None, "a log runs here");
+        assert_eq!(
+            to("a", 2).as_deref(),
+            Some("rule \"a\" action 2"),
+            "a host from a template: the action is its own destination"
+        );
+        assert_eq!(to("b", 2).as_deref(), Some("wecom_robot"));
+        assert_eq!(to("c", 0), None);
     }
 
     fn fields(json: &str) -> Map<String, Json> {
