@@ -15,7 +15,9 @@
 //! 5. Steady 1,000/s and 2,000/s, fully durable, then 5,000/s with one `log` rule firing for
 //!    every callback (#19's row): an open-loop generator over 32 keep-alive connections;
 //!    latency counts from each request's scheduled send time, so a stall is not hidden.
-//!    `HOOKGATE_STEADY_SECS` sets their length (default 60).
+//!    `HOOKGATE_STEADY_SECS` sets their length (default 60). `bursts` (not in the default
+//!    set): the same 5,000/s in 4 s bursts with 4 s quiet between, for the checkpoint a
+//!    quiet store runs.
 //! 6. On PostgreSQL (a local server from `tests/pg/start.sh` with durability on: fsync and
 //!    synchronous_commit, as deployed): one replica under `wrk -t2 -c32`, then two replicas
 //!    on the same database, each under its own `wrk -t1 -c16` at the same time (the sum is
@@ -216,17 +218,23 @@ fn main() {
     {
         growth(dir.path(), secs, &mut table);
     }
-    if !wanted("steady") {
-        print!("{table}");
-        return;
-    }
     let steady_secs: u64 = std::env::var("HOOKGATE_STEADY_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
+    if only
+        .as_deref()
+        .is_some_and(|o| o.split(',').any(|r| r == "bursts"))
+    {
+        bursts(dir.path(), steady_secs, &mut table);
+    }
+    if !wanted("steady") {
+        print!("{table}");
+        return;
+    }
     for (rate, rules, what) in STEADY_RUNS {
         let server = Server::start(dir.path(), "full", rules);
-        let steady = steady(server.addr, rate, Duration::from_secs(steady_secs));
+        let steady = steady(server.addr, rate, Duration::from_secs(steady_secs), None);
         let wal = server.wal_peak_mib();
         let (rss, stored) = server.finish();
         writeln!(
@@ -244,6 +252,43 @@ fn main() {
         .unwrap();
     }
     print!("{table}");
+}
+
+/// Bursts (`bursts`, for the idle checkpoint): 5,000/s with one `log` rule, 4 s on and 4 s
+/// quiet, for `secs`. Reports the latencies, those of each burst's first 200 ms (when a
+/// checkpoint of the quiet spell could delay the writer), the peak WAL, and the WAL's size
+/// after the last quiet spell.
+fn bursts(dir: &Path, secs: u64, table: &mut String) {
+    let (on, off) = (Duration::from_secs(4), Duration::from_secs(4));
+    let server = Server::start(dir, "full", LOG_RULE);
+    let run = steady(
+        server.addr,
+        5_000,
+        Duration::from_secs(secs),
+        Some((on, off)),
+    );
+    std::thread::sleep(off);
+    let wal = server.db.as_ref().map_or(0, |db| {
+        std::fs::metadata(format!("{}-wal", db.display())).map_or(0, |m| m.len())
+    });
+    let peak = server.wal_peak_mib();
+    let (rss, stored) = server.finish();
+    writeln!(
+        table,
+        "bursts of 5000/s for {on:?}, quiet {off:?}, {secs}s, 1 log rule: sent {}  p50 {:.2?}  p99 {:.2?}  p99.9 {:.2?}  max {:.2?}  first 200 ms of a burst: p99 {:.2?} max {:.2?}  non-2xx {}  stored {}  peak RSS {:.1} MiB  peak WAL {peak:.1} MiB  WAL when quiet {:.2} MiB",
+        run.sent,
+        run.percentile(50.0),
+        run.percentile(99.0),
+        run.percentile(99.9),
+        run.percentile(100.0),
+        percentile(&run.after_idle, 99.0),
+        percentile(&run.after_idle, 100.0),
+        run.non_2xx,
+        stored.unwrap_or(0),
+        rss as f64 / 1024.0,
+        wal as f64 / (1024.0 * 1024.0),
+    )
+    .unwrap();
 }
 
 /// wrk with `threads` threads over `connections`, reading request files from number `first`.
@@ -894,22 +939,32 @@ struct Steady {
     sent: usize,
     non_2xx: usize,
     latencies: Vec<Duration>,
+    /// Bursts: the requests of each burst's first 200 ms after a quiet spell.
+    after_idle: Vec<Duration>,
 }
 
 impl Steady {
     fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
-        self.latencies[i]
+        percentile(&self.latencies, p)
     }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
 }
 
 /// Open loop: connection `c` sends its `n`th request at `start + (n * CONNECTIONS + c) / rate`,
 /// prepared beforehand; latency runs from that scheduled instant (or, when the connection was
 /// free and only the client's timer was late, from the actual send) to the end of the reply.
-fn steady(addr: SocketAddr, rate: u64, run: Duration) -> Steady {
+fn steady(
+    addr: SocketAddr,
+    rate: u64,
+    run: Duration,
+    duty: Option<(Duration, Duration)>,
+) -> Steady {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -925,6 +980,7 @@ fn steady(addr: SocketAddr, rate: u64, run: Duration) -> Steady {
                 stream.set_nodelay(true).unwrap();
                 let mut stream = tokio::io::BufReader::new(stream);
                 let mut latencies = Vec::new();
+                let mut after_idle = Vec::new();
                 let mut non_2xx = 0;
                 let first = start + period * c as u32 / CONNECTIONS as u32;
                 let mut free_at = start;
@@ -933,6 +989,18 @@ fn steady(addr: SocketAddr, rate: u64, run: Duration) -> Steady {
                     if at >= start + run {
                         break;
                     }
+                    // Bursts: nothing is sent in the quiet part of each cycle.
+                    let into_burst = duty.map(|(on, off)| {
+                        let cycle = (on + off).as_nanos();
+                        Duration::from_nanos(((at - start).as_nanos() % cycle) as u64)
+                    });
+                    if let (Some(into), Some((on, _))) = (into_burst, duty)
+                        && into >= on
+                    {
+                        continue;
+                    }
+                    let first_of_burst = into_burst
+                        .is_some_and(|i| i < Duration::from_millis(200) && at - start > i);
                     let id = 3_000_000_000 + (n as u64) * CONNECTIONS as u64 + c as u64;
                     let (target, body) = callback(&env, id, &unix_secs());
                     let req = format!(
@@ -953,23 +1021,29 @@ fn steady(addr: SocketAddr, rate: u64, run: Duration) -> Steady {
                     let ok = read_reply(&mut stream).await;
                     free_at = tokio::time::Instant::now();
                     latencies.push(free_at - from);
+                    if first_of_burst {
+                        after_idle.push(free_at - from);
+                    }
                     non_2xx += usize::from(!ok);
                 }
-                (latencies, non_2xx)
+                (latencies, after_idle, non_2xx)
             }));
         }
         let mut all = Steady {
             sent: 0,
             non_2xx: 0,
             latencies: Vec::new(),
+            after_idle: Vec::new(),
         };
         for t in tasks {
-            let (l, n) = t.await.unwrap();
+            let (l, a, n) = t.await.unwrap();
             all.sent += l.len();
             all.non_2xx += n;
             all.latencies.extend(l);
+            all.after_idle.extend(a);
         }
         all.latencies.sort();
+        all.after_idle.sort();
         all
     })
 }

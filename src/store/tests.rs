@@ -589,3 +589,33 @@ async fn the_backlog_a_scrape_reads_is_an_index_of_open_deliveries() {
         "{plan:?}"
     );
 }
+
+/// A store with nothing to commit for a while is one file again: the checkpointer empties
+/// the WAL once the writer has been idle, instead of leaving up to 8 MiB behind.
+#[tokio::test]
+async fn an_idle_store_empties_its_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Backend::Sqlite.config(dir.path(), "idle");
+    let store = Store::open(&config).await.unwrap();
+    let wal = format!("{}-wal", config.path.display());
+    let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    for i in 0..50 {
+        let key = i.to_string();
+        store
+            .accept(event(&key, 100), vec![], vec![])
+            .await
+            .unwrap();
+    }
+    assert!(size() > 0, "the burst went through the WAL");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() > 0 && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(size(), 0, "the WAL is empty once the store is idle");
+    // And the events are in the database file itself.
+    let conn = rusqlite::Connection::open(&config.path).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 50);
+}

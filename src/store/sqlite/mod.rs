@@ -151,6 +151,13 @@ const WRITER_CHECKPOINT_PAGES: u32 = 2_048;
 /// Least time between two background checkpoints, so each copies many commits at once.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// No commit for this long: the store is idle, and the checkpointer empties the WAL.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How the idle checkpoint empties the WAL: TRUNCATE (to zero bytes) or RESTART (the file
+/// keeps its size, at most `journal_size_limit`, and the next writes reuse it).
+const IDLE_CHECKPOINT: &str = "TRUNCATE";
+
 /// What the writer thread does; each batch of ops shares one transaction.
 enum Op {
     Accept {
@@ -395,12 +402,39 @@ fn run_batch(
 }
 
 /// The checkpointer thread: after commits, at most every [`CHECKPOINT_EVERY`], copy what the
-/// WAL holds into the database (PASSIVE: never blocks the writer). Ends with the writer.
+/// WAL holds into the database (PASSIVE: never blocks the writer). Once no commit came for
+/// [`IDLE`], empty the WAL file ([`IDLE_CHECKPOINT`]), so a quiet store is one file and the
+/// next burst starts at the WAL's beginning. Ends with the writer.
 fn checkpoint_loop(conn: Connection, commits: std::sync::mpsc::Receiver<()>) {
-    while commits.recv().is_ok() {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed; the writer will checkpoint instead.");
+    use std::sync::mpsc::RecvTimeoutError;
+    // The idle checkpoint waits for readers at most this long, and blocks writers meanwhile;
+    // a busy store is not idle, and the next quiet moment tries again.
+    let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
+    let mut written = false;
+    loop {
+        let next = if written {
+            commits.recv_timeout(IDLE)
+        } else {
+            commits.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        let mode = match next {
+            Ok(()) => "PASSIVE",
+            Err(RecvTimeoutError::Timeout) => IDLE_CHECKPOINT,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // (busy, WAL frames, frames copied); busy means readers kept the idle one from
+        // finishing.
+        let done = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            r.get::<_, i64>(0)
+        });
+        match done {
+            Ok(busy) => written = mode == "PASSIVE" || busy != 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the writer will checkpoint instead.");
+            }
         }
-        std::thread::sleep(CHECKPOINT_EVERY);
+        if mode == "PASSIVE" {
+            std::thread::sleep(CHECKPOINT_EVERY);
+        }
     }
 }
