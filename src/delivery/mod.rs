@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 use crate::actions::{ActionError, Attempt, Disposition};
 use crate::clock::now_ms;
 use crate::config::{DeliveryConfig, RuleChanged};
-use crate::loaded::Current;
+use crate::loaded::{Current, Loaded};
 use crate::metrics::Metrics;
 use crate::rules::{EventView, RuleSet};
 use crate::store::{ClaimedDelivery, Outcome, Store};
@@ -114,12 +114,7 @@ impl Worker {
         let upkeep = tokio::spawn(maintain(this.store.clone()));
         let (outcomes, recorded) = mpsc::channel(RECORD_QUEUE);
         let recorder = tokio::spawn(record_loop(this.store.clone(), recorded));
-        let mut running: JoinSet<()> = JoinSet::new();
-        // Claimed (marked running in the store) but not started yet: claiming several
-        // slots' worth at once saves store transactions. After a crash they run again,
-        // like any delivery left running.
-        let mut queue: VecDeque<ClaimedDelivery> = VecDeque::new();
-        let mut lanes = Lanes::default();
+        let mut slots = Slots::default();
         let mut claiming: Option<JoinHandle<Claimed>> = None;
         // Whether a claim may find something: not after one came back short, until the
         // store says deliveries became due, or the next known one is.
@@ -130,52 +125,27 @@ impl Worker {
             this.beat
                 .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
             let loaded = this.current.load_full();
-            let concurrency = loaded.delivery.concurrency;
-            let limit = loaded.delivery.per_destination.min(concurrency);
-            let batch = concurrency.saturating_mul(CLAIM_AHEAD);
-            // Finished tasks stay in the set until joined: reap them all before counting.
-            while let Some(ran) = running.try_join_next_with_id() {
-                lanes.finished(ran.map_or_else(|e| e.id(), |(id, ())| id), &mut queue);
-            }
-            if claiming.is_none() && due_maybe && queue.len() <= batch / 2 {
-                let want = batch - queue.len();
+            let batch = loaded.delivery.concurrency.saturating_mul(CLAIM_AHEAD);
+            slots.reap();
+            if claiming.is_none() && due_maybe && slots.queue.len() <= batch / 2 {
+                let want = batch - slots.queue.len();
                 let store = this.store.clone();
                 claiming = Some(tokio::spawn(claim(store, want)));
             }
-            while running.len() < concurrency {
-                let Some(d) = queue.pop_front() else { break };
-                let to = loaded.rules.destination(&d.rule, d.action).cloned();
-                let d = match &to {
-                    Some(to) => match lanes.take(to, d, limit) {
-                        Take::Runs(d) => d,
-                        Take::Waits => continue,
-                        Take::Later(d, at_ms) => {
-                            this.send_back(&d, to, at_ms, &outcomes).await;
-                            continue;
-                        }
-                    },
-                    None => d,
-                };
-                let this = this.clone();
-                let outcomes = outcomes.clone();
-                let task = running.spawn(async move { this.deliver(d, &outcomes).await });
-                if let Some(to) = to {
-                    lanes.started(task.id(), to);
-                }
-            }
+            slots.fill(&this, &loaded, &outcomes).await;
             tokio::select! {
                 () = notify.notified() => due_maybe = true,
                 claimed = async { claiming.as_mut().expect("a claim runs").await }, if claiming.is_some() => {
                     claiming = None;
                     let (claimed, next) = claimed.unwrap_or((Vec::new(), Some(POLL)));
-                    queue.extend(claimed);
+                    slots.queue.extend(claimed);
                     if let Some(next) = next {
                         due_maybe = false;
                         wake_at = tokio::time::Instant::now() + next;
                     }
                 }
-                Some(ran) = running.join_next_with_id(), if !running.is_empty() => {
-                    lanes.finished(ran.map_or_else(|e| e.id(), |(id, ())| id), &mut queue);
+                Some(ran) = slots.running.join_next_with_id(), if !slots.running.is_empty() => {
+                    slots.ended(ran.map_or_else(|e| e.id(), |(id, ())| id));
                 }
                 () = tokio::time::sleep_until(wake_at), if !due_maybe => due_maybe = true,
                 () = &mut shutdown => break,
@@ -185,6 +155,7 @@ impl Worker {
             // Its deliveries are marked running: they run again after restart.
             claim.abort();
         }
+        let mut running = slots.running;
         if !running.is_empty() {
             info!(
                 in_flight = running.len(),
@@ -362,18 +333,65 @@ enum Take {
     Later(ClaimedDelivery, i64),
 }
 
-/// `[delivery] per_destination`: deliveries running by destination, and those waiting for
-/// room. A lane holds at most [`CLAIM_AHEAD`] times its limit; the rest go back to the
-/// store to come due when their turn is estimated to come (back-pressure into the queue, so
-/// claims keep finding work for the other destinations).
+/// The slots and what waits for them. A claimed delivery (marked running in the store)
+/// waits in the queue: claiming several slots' worth at once saves store transactions, and
+/// after a crash they run again like any delivery left running. `[delivery]
+/// per_destination` then files deliveries by destination: a full lane holds at most
+/// [`CLAIM_AHEAD`] times its limit, and the rest go back to the store, due when their turn
+/// is estimated to come (back-pressure into the queue, so claims keep finding work for the
+/// other destinations).
 #[derive(Default)]
-struct Lanes {
+struct Slots {
+    running: JoinSet<()>,
+    queue: VecDeque<ClaimedDelivery>,
     lanes: std::collections::HashMap<Arc<str>, Lane>,
     /// The running tasks that count against a lane, and since when.
     tasks: std::collections::HashMap<tokio::task::Id, (Arc<str>, tokio::time::Instant)>,
 }
 
-impl Lanes {
+impl Slots {
+    /// Finished tasks stay in the set until joined: reap them all before counting.
+    fn reap(&mut self) {
+        while let Some(ran) = self.running.try_join_next_with_id() {
+            self.ended(ran.map_or_else(|e| e.id(), |(id, ())| id));
+        }
+    }
+
+    /// Starts queued deliveries while slots are free and their lanes have room.
+    async fn fill(
+        &mut self,
+        worker: &Arc<Worker>,
+        loaded: &Loaded,
+        outcomes: &mpsc::Sender<(i64, Outcome)>,
+    ) {
+        let concurrency = loaded.delivery.concurrency;
+        let limit = loaded.delivery.per_destination.min(concurrency);
+        while self.running.len() < concurrency {
+            let Some(d) = self.queue.pop_front() else {
+                break;
+            };
+            let to = loaded.rules.destination(&d.rule, d.action).cloned();
+            let d = match &to {
+                Some(to) => match self.take(to, d, limit) {
+                    Take::Runs(d) => d,
+                    Take::Waits => continue,
+                    Take::Later(d, at_ms) => {
+                        worker.send_back(&d, to, at_ms, outcomes).await;
+                        continue;
+                    }
+                },
+                None => d,
+            };
+            let (worker, outcomes) = (worker.clone(), outcomes.clone());
+            let task = self
+                .running
+                .spawn(async move { worker.deliver(d, &outcomes).await });
+            if let Some(to) = to {
+                (self.tasks).insert(task.id(), (to, tokio::time::Instant::now()));
+            }
+        }
+    }
+
     fn take(&mut self, to: &Arc<str>, d: ClaimedDelivery, limit: usize) -> Take {
         let lane = self.lanes.entry(to.clone()).or_default();
         if lane.running < limit {
@@ -390,13 +408,9 @@ impl Lanes {
         Take::Later(d, now_ms() + turn_ms.clamp(1_000.0, 300_000.0) as i64)
     }
 
-    fn started(&mut self, task: tokio::task::Id, to: Arc<str>) {
-        self.tasks.insert(task, (to, tokio::time::Instant::now()));
-    }
-
     /// A task ended: its lane has room, and the lane's next waiting delivery goes to the
     /// front of the queue.
-    fn finished(&mut self, task: tokio::task::Id, queue: &mut VecDeque<ClaimedDelivery>) {
+    fn ended(&mut self, task: tokio::task::Id) {
         let Some((to, began)) = self.tasks.remove(&task) else {
             return;
         };
@@ -411,8 +425,8 @@ impl Lanes {
             0.8 * lane.mean_ms + 0.2 * took
         };
         if let Some(next) = lane.waiting.pop_front() {
-            // It takes the room back at once: the next loop starts it before anything new.
-            queue.push_front(next);
+            // It takes the room back at once: the next fill starts it before anything new.
+            self.queue.push_front(next);
         }
         if lane.waiting.len() <= lane.running {
             lane.sent_back = 0;
