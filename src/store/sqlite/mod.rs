@@ -327,9 +327,11 @@ fn write_loop(
                 // An empty transaction commits even on a full disk: only writes tell.
                 if conn.total_changes() != changes {
                     health.committed();
+                    // Only writes are for the checkpointer (an empty claim every second
+                    // must not keep a quiet store from counting as idle). Full means a
+                    // nudge is already pending: nothing to add.
+                    let _ = committed.try_send(());
                 }
-                // Full means a nudge is already pending: nothing to add.
-                let _ = committed.try_send(());
                 if wake {
                     due.notify_one();
                 }
