@@ -151,12 +151,15 @@ const WRITER_CHECKPOINT_PAGES: u32 = 2_048;
 /// Least time between two background checkpoints, so each copies many commits at once.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// No commit for this long: the store is idle, and the checkpointer empties the WAL.
+/// No write for this long: the store is idle, and the checkpointer restarts the WAL.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// How the idle checkpoint empties the WAL: TRUNCATE (to zero bytes) or RESTART (the file
-/// keeps its size, at most `journal_size_limit`, and the next writes reuse it).
-const IDLE_CHECKPOINT: &str = "TRUNCATE";
+/// No write for this long: the checkpointer empties the WAL file.
+const LONG_IDLE: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_secs(3)
+} else {
+    std::time::Duration::from_secs(60)
+};
 
 /// What the writer thread does; each batch of ops shares one transaction.
 enum Op {
@@ -404,38 +407,51 @@ fn run_batch(
 }
 
 /// The checkpointer thread: after commits, at most every [`CHECKPOINT_EVERY`], copy what the
-/// WAL holds into the database (PASSIVE: never blocks the writer). Once no commit came for
-/// [`IDLE`], empty the WAL file ([`IDLE_CHECKPOINT`]), so a quiet store is one file and the
-/// next burst starts at the WAL's beginning. Ends with the writer.
+/// WAL holds into the database (PASSIVE: never blocks the writer). After [`IDLE`] without a
+/// write, RESTART: the next burst writes the WAL from its start, over the file as it is
+/// (no growing it, so no file-size change in each sync). After [`LONG_IDLE`], TRUNCATE: a
+/// quiet store is one file. Ends with the writer.
 fn checkpoint_loop(conn: Connection, commits: std::sync::mpsc::Receiver<()>) {
     use std::sync::mpsc::RecvTimeoutError;
-    // The idle checkpoint waits for readers at most this long, and blocks writers meanwhile;
+    /// What the last checkpoint left the WAL as.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Wal {
+        /// Written since (PASSIVE).
+        Written,
+        /// Restarted: copied, the next write starts it over (RESTART).
+        Restarted,
+        /// Empty (TRUNCATE).
+        Emptied,
+    }
+    // The idle checkpoints wait for readers at most this long, and block writers meanwhile;
     // a busy store is not idle, and the next quiet moment tries again.
     let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
-    let mut written = false;
+    let mut wal = Wal::Emptied;
     loop {
-        let next = if written {
-            commits.recv_timeout(IDLE)
-        } else {
-            commits.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        let next = match wal {
+            Wal::Written => commits.recv_timeout(IDLE),
+            Wal::Restarted => commits.recv_timeout(LONG_IDLE.saturating_sub(IDLE)),
+            Wal::Emptied => commits.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
-        let mode = match next {
-            Ok(()) => "PASSIVE",
-            Err(RecvTimeoutError::Timeout) => IDLE_CHECKPOINT,
+        let (mode, then) = match next {
+            Ok(()) => ("PASSIVE", Wal::Written),
+            Err(RecvTimeoutError::Timeout) if wal == Wal::Written => ("RESTART", Wal::Restarted),
+            Err(RecvTimeoutError::Timeout) => ("TRUNCATE", Wal::Emptied),
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        // (busy, WAL frames, frames copied); busy means readers kept the idle one from
-        // finishing.
+        // (busy, WAL frames, frames copied); busy: readers kept an idle one from finishing,
+        // and the next quiet spell tries again.
         let done = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
             r.get::<_, i64>(0)
         });
         match done {
-            Ok(busy) => written = mode == "PASSIVE" || busy != 0,
+            Ok(busy) if busy == 0 || then == Wal::Written => wal = then,
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "WAL checkpoint failed; the writer will checkpoint instead.");
             }
         }
-        if mode == "PASSIVE" {
+        if then == Wal::Written {
             std::thread::sleep(CHECKPOINT_EVERY);
         }
     }
