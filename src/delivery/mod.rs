@@ -27,6 +27,9 @@ const POLL: Duration = Duration::from_secs(1);
 /// Deliveries claimed per slot: a claim is a store transaction. The next claim is made while
 /// the slots work through the last one, once fewer than half are left.
 const CLAIM_AHEAD: usize = 4;
+/// A destination keeps up when it finished a delivery this recently and works off what
+/// waits for it within this time too.
+const KEEPS_UP: Duration = Duration::from_secs(1);
 /// Outcomes waiting to be recorded before a finished slot waits too (back-pressure).
 const RECORD_QUEUE: usize = 4096;
 /// Most outcomes recorded in one store transaction.
@@ -127,8 +130,16 @@ impl Worker {
             let loaded = this.current.load_full();
             let batch = loaded.delivery.concurrency.saturating_mul(CLAIM_AHEAD);
             slots.reap();
-            if claiming.is_none() && due_maybe && slots.queue.len() <= batch / 2 {
-                let want = batch - slots.queue.len();
+            let limit = loaded
+                .delivery
+                .per_destination
+                .min(loaded.delivery.concurrency);
+            let queued = slots.queue.len() + slots.paced(limit);
+            // Held back only by a lane's waiting: look again once it may have stopped keeping
+            // up, as nothing else may wake the loop (a stuck destination's tasks never end).
+            let paced = slots.queue.len() <= batch / 2 && queued > batch / 2;
+            if claiming.is_none() && due_maybe && queued <= batch / 2 {
+                let want = batch - queued;
                 let store = this.store.clone();
                 claiming = Some(tokio::spawn(claim(store, want)));
             }
@@ -148,6 +159,7 @@ impl Worker {
                     slots.ended(ran.map_or_else(|e| e.id(), |(id, ())| id));
                 }
                 () = tokio::time::sleep_until(wake_at), if !due_maybe => due_maybe = true,
+                () = tokio::time::sleep(KEEPS_UP / 4), if paced => {}
                 () = &mut shutdown => break,
             }
         }
@@ -313,7 +325,6 @@ impl Worker {
 
 /// Deliveries to one destination: how many run, and the claimed ones that wait for one of
 /// them to finish.
-#[derive(Default)]
 struct Lane {
     running: usize,
     waiting: VecDeque<ClaimedDelivery>,
@@ -321,6 +332,28 @@ struct Lane {
     mean_ms: f64,
     /// Sent back to the store since the lane last had room; each later one's turn is later.
     sent_back: u32,
+    /// When it last finished one (or, before that, began).
+    moved: tokio::time::Instant,
+}
+
+impl Lane {
+    fn new() -> Self {
+        Self {
+            running: 0,
+            waiting: VecDeque::new(),
+            mean_ms: 0.0,
+            sent_back: 0,
+            moved: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whether it keeps up: it finished one within [`KEEPS_UP`] and works off what waits
+    /// within that time too. The claims pace themselves to such a lane; one that does not
+    /// keep up (slow or stuck) waits alone, and its overflow goes back to the store.
+    fn keeps_up(&self, limit: usize) -> bool {
+        let backlog_ms = self.mean_ms * self.waiting.len() as f64 / limit.max(1) as f64;
+        self.moved.elapsed() < KEEPS_UP && backlog_ms < KEEPS_UP.as_millis() as f64
+    }
 }
 
 /// What becomes of a delivery whose destination is known.
@@ -336,10 +369,11 @@ enum Take {
 /// The slots and what waits for them. A claimed delivery (marked running in the store)
 /// waits in the queue: claiming several slots' worth at once saves store transactions, and
 /// after a crash they run again like any delivery left running. `[delivery]
-/// per_destination` then files deliveries by destination: a full lane holds at most
-/// [`CLAIM_AHEAD`] times its limit, and the rest go back to the store, due when their turn
-/// is estimated to come (back-pressure into the queue, so claims keep finding work for the
-/// other destinations).
+/// per_destination` then files deliveries by destination. What waits in a lane that keeps
+/// up counts as queued, so the claims pace themselves to it. A lane that does not (slow or
+/// stuck) holds at most [`CLAIM_AHEAD`] times its limit; the rest go back to the store, due
+/// when their turn is estimated to come (back-pressure into the queue, so claims keep
+/// finding work for the other destinations).
 #[derive(Default)]
 struct Slots {
     running: JoinSet<()>,
@@ -366,13 +400,14 @@ impl Slots {
     ) {
         let concurrency = loaded.delivery.concurrency;
         let limit = loaded.delivery.per_destination.min(concurrency);
+        let batch = concurrency.saturating_mul(CLAIM_AHEAD);
         while self.running.len() < concurrency {
             let Some(d) = self.queue.pop_front() else {
                 break;
             };
             let to = loaded.rules.destination(&d.rule, d.action).cloned();
             let d = match &to {
-                Some(to) => match self.take(to, d, limit) {
+                Some(to) => match self.take(to, d, limit, batch) {
                     Take::Runs(d) => d,
                     Take::Waits => continue,
                     Take::Later(d, at_ms) => {
@@ -392,13 +427,27 @@ impl Slots {
         }
     }
 
-    fn take(&mut self, to: &Arc<str>, d: ClaimedDelivery, limit: usize) -> Take {
-        let lane = self.lanes.entry(to.clone()).or_default();
+    /// Deliveries waiting in lanes that keep up: the claims count them as queued, so a
+    /// busy destination that keeps up is fed at its pace rather than overflowing.
+    fn paced(&self, limit: usize) -> usize {
+        (self.lanes.values())
+            .filter(|l| l.keeps_up(limit))
+            .map(|l| l.waiting.len())
+            .sum()
+    }
+
+    fn take(&mut self, to: &Arc<str>, d: ClaimedDelivery, limit: usize, batch: usize) -> Take {
+        let lane = self.lanes.entry(to.clone()).or_insert_with(Lane::new);
         if lane.running < limit {
             lane.running += 1;
             return Take::Runs(d);
         }
-        if lane.waiting.len() < limit.saturating_mul(CLAIM_AHEAD) {
+        let room = if lane.keeps_up(limit) {
+            batch
+        } else {
+            limit.saturating_mul(CLAIM_AHEAD)
+        };
+        if lane.waiting.len() < room {
             lane.waiting.push_back(d);
             return Take::Waits;
         }
@@ -418,6 +467,7 @@ impl Slots {
             return;
         };
         lane.running = lane.running.saturating_sub(1);
+        lane.moved = tokio::time::Instant::now();
         let took = began.elapsed().as_secs_f64() * 1000.0;
         lane.mean_ms = if lane.mean_ms == 0.0 {
             took
