@@ -349,6 +349,13 @@ pub struct DeliveryConfig {
     pub rule_changed: RuleChanged,
 }
 
+impl DeliveryConfig {
+    /// Deliveries run at once to one destination: `per_destination`, at most `concurrency`.
+    pub fn lane_limit(&self) -> usize {
+        self.per_destination.min(self.concurrency)
+    }
+}
+
 /// `[delivery] rule_changed`: a pending delivery whose action is no longer the one it was
 /// made for (a reload edited, reordered or removed it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

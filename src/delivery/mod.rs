@@ -130,10 +130,7 @@ impl Worker {
             let loaded = this.current.load_full();
             let batch = loaded.delivery.concurrency.saturating_mul(CLAIM_AHEAD);
             slots.reap();
-            let limit = loaded
-                .delivery
-                .per_destination
-                .min(loaded.delivery.concurrency);
+            let limit = loaded.delivery.lane_limit();
             let queued = slots.queue.len() + slots.paced(limit);
             // Held back only by a lane's waiting: look again once it may have stopped keeping
             // up, as nothing else may wake the loop (a stuck destination's tasks never end).
@@ -399,7 +396,7 @@ impl Slots {
         outcomes: &mpsc::Sender<(i64, Outcome)>,
     ) {
         let concurrency = loaded.delivery.concurrency;
-        let limit = loaded.delivery.per_destination.min(concurrency);
+        let limit = loaded.delivery.lane_limit();
         let batch = concurrency.saturating_mul(CLAIM_AHEAD);
         while self.running.len() < concurrency {
             let Some(d) = self.queue.pop_front() else {

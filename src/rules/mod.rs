@@ -279,19 +279,24 @@ impl RuleSet {
     /// The rule by name and its action, if the config still has them.
     /// The fingerprint of the action now at `rule`'s index `action`, if there is one.
     pub fn spec(&self, rule: &str, action: usize) -> Option<&str> {
-        let i = self.rules.iter().position(|r| r.name == rule)?;
+        let i = self.position(rule)?;
         self.specs[i].get(action).map(String::as_str)
+    }
+
+    /// The index of the rule named `rule`, if the config still has it.
+    fn position(&self, rule: &str) -> Option<usize> {
+        self.rules.iter().position(|r| r.name == rule)
     }
 
     /// Where the action at `rule`'s index `action` sends; `None` when it runs here (or the
     /// config no longer has it).
     pub fn destination(&self, rule: &str, action: usize) -> Option<&Arc<str>> {
-        let i = self.rules.iter().position(|r| r.name == rule)?;
+        let i = self.position(rule)?;
         self.destinations[i].get(action)?.as_ref()
     }
 
     pub fn action(&self, rule: &str, action: usize) -> Option<(usize, &Action)> {
-        let i = self.rules.iter().position(|r| r.name == rule)?;
+        let i = self.position(rule)?;
         Some((i, &self.rules[i].actions.get(action)?.action))
     }
 
