@@ -728,6 +728,51 @@ async fn wecom_messages_outlast_a_store_outage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_more_messages_than_memory_holds_wait_at_the_connection_and_none_is_lost() {
+    // Past the 10,000 messages held in memory for the store, the connection stops reading
+    // (TCP holds the rest back) instead of dropping them, and does not take its own silence
+    // for a dead line: not reading for 5 s with a 2 s keepalive, it stays.
+    let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
+    let config = wecom_config(&fake, "BOT-SECRET", SQLITE, "")
+        .replace("keepalive = \"300ms\"", "keepalive = \"2s\"");
+    let srv = start_file(&config, &[]).await;
+    if srv.schema.is_some() {
+        // PostgreSQL commits them one at a time (a later one must not commit first): 20 s
+        // for this many. The connection's side is the same code on either store.
+        srv.stop().await;
+        return;
+    }
+    until(10, "subscribed", || fake.holder().is_some()).await;
+    srv.fail_inserts(true);
+    const N: usize = 10_300;
+    for i in 0..N {
+        fake.push(
+            "aibot_msg_callback",
+            wecom_text(&format!("MSG-{i:05}"), "x"),
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    srv.fail_inserts(false);
+    let db = rusqlite::Connection::open(&srv.db).unwrap();
+    let stored = || -> usize {
+        db.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+            .unwrap() as usize
+    };
+    until(60, "every message stored", || stored() >= N).await;
+    let keys: Vec<String> = db
+        .prepare("SELECT dedupe_key FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let pushed: Vec<String> = (0..N).map(|i| format!("msgid=MSG-{i:05}")).collect();
+    assert!(keys == pushed, "stored out of order or twice");
+    assert_eq!(fake.subscribes(), 1, "the connection was replaced");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wecom_replies_to_one_push_wait_for_each_receipt() {
     let fake = WecomFake::start("BOT-ID", "BOT-SECRET").await;
     fake.state.lock().unwrap().receipt_delay = Some(Duration::from_millis(300));

@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::warn;
 
-use super::{Backoff, Dialer, Ended, Failure, Hub, Link, Ws, incoming, stopped};
+use super::{
+    Answer, Backoff, Dialer, Ended, Failure, Hub, Link, Ws, answer_all, incoming, stopped,
+};
 use crate::config::{DingTalkStream, StreamTopic};
 use crate::event::Vendor;
 
@@ -180,7 +182,7 @@ impl Client {
                 }
                 Some((reply, go_away)) = in_flight.next(), if !in_flight.is_empty() => {
                     if let Some(reply) = reply
-                        && let Err(e) = ws.send(Message::text(reply)).await
+                        && let Err(e) = ws.send(reply).await
                     {
                         return Ended::Lost(format!("write: {e}"), worked);
                     }
@@ -217,7 +219,7 @@ impl Client {
                 frame = ws.next() => match incoming(frame, "DingTalk") {
                     Ok(Some(Message::Text(t))) => {
                         if let (Some(reply), _) = self.handle(t).await.await {
-                            let _ = ws.send(Message::text(reply)).await;
+                            let _ = ws.send(reply).await;
                         }
                     }
                     Ok(_) => {}
@@ -236,7 +238,7 @@ impl Client {
     async fn handle(&self, text: impl AsRef<str>) -> Answer<'_> {
         let text = text.as_ref();
         let now = |reply: Option<String>, go_away: bool| -> Answer<'_> {
-            Box::pin(std::future::ready((reply, go_away)))
+            Box::pin(std::future::ready((reply.map(Message::text), go_away)))
         };
         let Ok(frame) = serde_json::from_str::<Value>(text) else {
             warn!(receiver = %self.name, frame = %text.chars().take(200).collect::<String>(), "A DingTalk stream frame that is not JSON; ignored.");
@@ -262,7 +264,12 @@ impl Client {
                         ),
                     };
                     (
-                        Some(ack(&message_id, code, "OK", &status.to_string())),
+                        Some(Message::text(ack(
+                            &message_id,
+                            code,
+                            "OK",
+                            &status.to_string(),
+                        ))),
                         false,
                     )
                 })
@@ -281,7 +288,12 @@ impl Client {
                         json!({"response": {}})
                     };
                     (
-                        Some(ack(&message_id, 200, "OK", &response.to_string())),
+                        Some(Message::text(ack(
+                            &message_id,
+                            200,
+                            "OK",
+                            &response.to_string(),
+                        ))),
                         false,
                     )
                 })
@@ -306,22 +318,6 @@ impl Client {
         self.hub
             .queue(&self.name, Vendor::DingTalkStream, raw)
             .await
-    }
-}
-
-/// A frame's answer, once its message is queued for the store.
-type Answer<'a> = Pin<Box<dyn Future<Output = (Option<String>, bool)> + Send + 'a>>;
-
-/// Waits for the frames still being stored and sends their answers (best effort: the
-/// connection is going away).
-async fn answer_all<F>(ws: &mut Ws, in_flight: &mut FuturesOrdered<F>)
-where
-    F: std::future::Future<Output = (Option<String>, bool)>,
-{
-    while let Some((reply, _)) = in_flight.next().await {
-        if let Some(reply) = reply {
-            let _ = ws.send(Message::text(reply)).await;
-        }
     }
 }
 

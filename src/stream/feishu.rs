@@ -3,13 +3,16 @@
 //! protobuf frames (`pbbp2.Frame`). The client pings (CONTROL `type=ping`) and adopts the
 //! config a `pong` carries; DATA frames (`type=event`), reassembled from their fragments,
 //! are stored and acknowledged by echoing the frame with payload `{"code":200}` within 3 s
-//! (`{"code":500}` when the store could not commit: Feishu pushes again). Unlike the SDKs,
-//! a connection whose pongs stop is replaced.
+//! (`{"code":500}` when the store could not commit: Feishu pushes again). Events are
+//! pipelined as DingTalk's are: up to [`Hub::in_flight`] being stored at once, each acked in
+//! arrival order once its own commit is done. Unlike the SDKs, a connection whose pongs stop
+//! is replaced.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -17,7 +20,9 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
-use super::{Backoff, Dialer, Ended, Failure, Hub, Link, Ws, incoming, stopped};
+use super::{
+    Answer, Backoff, Dialer, Ended, Failure, Hub, Link, Ws, answer_all, incoming, stopped,
+};
 use crate::config::FeishuWs;
 use crate::event::Vendor;
 
@@ -273,9 +278,11 @@ impl Client {
         let mut last_ping = Instant::now() - every;
         let mut worked = false;
         let mut fragments = Fragments::new();
+        let mut in_flight = FuturesOrdered::new();
+        let window = self.hub.in_flight();
         loop {
             tokio::select! {
-                frame = conn.ws.next() => {
+                frame = conn.ws.next(), if in_flight.len() < window => {
                     last_seen = Instant::now();
                     let bytes = match incoming(frame, "Feishu") {
                         Ok(Some(Message::Binary(b))) => b,
@@ -286,11 +293,17 @@ impl Client {
                         warn!(receiver = %self.name, "A Feishu frame that is not pbbp2; ignored.");
                         continue;
                     };
-                    if let Some(reply) = self.handle(frame, &mut fragments).await {
+                    if let Some(answer) = self.handle(frame, &mut fragments).await {
                         worked = true;
-                        if let Err(e) = conn.ws.send(Message::Binary(reply.encode_to_vec().into())).await {
-                            return Ended::Lost(format!("write: {e}"), worked);
-                        }
+                        // Queued for the store here, in arrival order; committed together.
+                        in_flight.push_back(answer);
+                    }
+                }
+                Some((ack, _)) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some(ack) = ack
+                        && let Err(e) = conn.ws.send(ack).await
+                    {
+                        return Ended::Lost(format!("write: {e}"), worked);
                     }
                 }
                 () = tokio::time::sleep_until(
@@ -309,6 +322,7 @@ impl Client {
                     }
                 }
                 () = stopped(shutdown) => {
+                    answer_all(&mut conn.ws, &mut in_flight).await;
                     let _ = conn.ws.close(None).await;
                     return Ended::Shutdown;
                 }
@@ -316,8 +330,9 @@ impl Client {
         }
     }
 
-    /// One frame: the ack to send, if any.
-    async fn handle(&self, frame: Frame, fragments: &mut Fragments) -> Option<Frame> {
+    /// One frame: once a whole event is queued for the store, its ack to come (`None` for
+    /// control frames, fragments of a message not yet whole, and frames not acknowledged).
+    async fn handle(&self, frame: Frame, fragments: &mut Fragments) -> Option<Answer<'_>> {
         let started = Instant::now();
         match (frame.method, frame.header("type")) {
             (0, Some("pong")) => {
@@ -333,8 +348,12 @@ impl Client {
             (1, Some("event")) => {
                 let payload = reassemble(&frame, fragments)?;
                 let raw = String::from_utf8_lossy(&payload).into_owned();
-                let stored = self.hub.accept(&self.name, Vendor::FeishuWs, raw).await;
-                Some(frame.ack(if stored { 200 } else { 500 }, started.elapsed()))
+                let committed = self.hub.queue(&self.name, Vendor::FeishuWs, raw).await;
+                Some(Box::pin(async move {
+                    let code = if committed.await { 200 } else { 500 };
+                    let ack = frame.ack(code, started.elapsed()).encode_to_vec();
+                    (Some(Message::Binary(ack.into())), false)
+                }))
             }
             (1, kind) => {
                 // Old-style card callbacks do not come over the long connection; the SDKs

@@ -15,9 +15,12 @@ pub use hub::Hub;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::stream::FuturesOrdered;
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{error, info, warn};
@@ -277,6 +280,22 @@ pub(crate) fn incoming(
         Some(Ok(_)) => Ok(None),
         Some(Err(e)) => Err(format!("read: {e}")),
         None => Err("connection closed".into()),
+    }
+}
+
+/// A frame's answer, once what it carries is queued for the store: the frame to send back,
+/// if any, and whether the vendor asked for a new connection. A connection keeps up to
+/// [`Hub::in_flight`] of them in a [`FuturesOrdered`] and sends each as it resolves, in the
+/// order the frames came.
+pub(crate) type Answer<'a> = Pin<Box<dyn Future<Output = (Option<Message>, bool)> + Send + 'a>>;
+
+/// Waits for the frames still being stored and sends their answers (best effort: the
+/// connection is going away).
+pub(crate) async fn answer_all(ws: &mut Ws, in_flight: &mut FuturesOrdered<Answer<'_>>) {
+    while let Some((reply, _)) = in_flight.next().await {
+        if let Some(reply) = reply {
+            let _ = ws.send(reply).await;
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -33,7 +34,8 @@ use crate::event::Vendor;
 const DISPLACED_WAIT: Duration = Duration::from_secs(60);
 /// Messages held for the store at most: WeCom has no ack to withhold and never pushes a
 /// message again, so one the store cannot take now waits in memory (in order) and is tried
-/// again until it can, while the connection goes on.
+/// again until it can, while the connection goes on. With this many waiting, the connection
+/// reads no more frames until the store takes some (TCP holds the rest back at WeCom).
 const HELD_MAX: usize = 10_000;
 
 /// Takes the connection out of [`Replies`] when its session ends, however it ends.
@@ -208,8 +210,14 @@ impl Link for Client {
         };
         let mut in_flight = InFlight::default();
         let mut sweep = tokio::time::interval(Duration::from_millis(500));
+        // Room for the next message in the store's queue: frames are read only with it.
+        let mut room = None;
         loop {
             tokio::select! {
+                permit = self.held.reserve(), if room.is_none() => match permit {
+                    Ok(permit) => room = Some(permit),
+                    Err(_) => return Ended::Lost("nothing takes messages to the store".into(), worked),
+                },
                 Some(out) = replies.recv() => {
                     if let Err(e) = in_flight.submit(&mut ws, out).await {
                         return Ended::Lost(e, worked);
@@ -220,7 +228,7 @@ impl Link for Client {
                         return Ended::Lost(e, worked);
                     }
                 }
-                frame = ws.next() => {
+                frame = ws.next(), if room.is_some() => {
                     last_seen = Instant::now();
                     let text = match incoming(frame, "WeCom") {
                         Ok(Some(Message::Text(t))) => t,
@@ -239,7 +247,9 @@ impl Link for Client {
                         }
                         Some("aibot_msg_callback" | "aibot_event_callback") => {
                             worked = true;
-                            self.store(&frame);
+                            if let Some(permit) = room.take() {
+                                self.store(&frame, permit);
+                            }
                         }
                         None if frame["headers"]["req_id"].as_str().is_some_and(|id| in_flight.waiting.contains_key(id)) => {
                             let id = frame["headers"]["req_id"].as_str().unwrap_or_default().to_owned();
@@ -252,6 +262,10 @@ impl Link for Client {
                     }
                 }
                 _ = tick.tick() => {
+                    if room.is_none() {
+                        // Not reading (the store is behind): the silence is ours.
+                        last_seen = Instant::now();
+                    }
                     if last_seen.elapsed() >= every * 2 {
                         return Ended::Lost(format!("no heartbeat answer for {} s: replaced", last_seen.elapsed().as_secs()), worked);
                     }
@@ -286,40 +300,65 @@ impl Client {
         }
     }
 
-    /// A pushed message, with the frame's `req_id` (replies need it), handed to the store.
-    fn store(&self, frame: &Value) {
+    /// A pushed message, with the frame's `req_id` (replies need it), handed to the store
+    /// through the room reserved for it.
+    fn store(&self, frame: &Value, room: mpsc::Permit<'_, Value>) {
         let mut body = frame["body"].clone();
         if let Some(b) = body.as_object_mut() {
             b.insert("req_id".into(), frame["headers"]["req_id"].clone());
         }
-        if self.held.try_send(body).is_err() {
-            tracing::error!(receiver = %self.name, msgid = %frame["body"]["msgid"], held = HELD_MAX, "The store has not taken WeCom bot messages for a long time; this one is dropped.");
+        room.send(body);
+        if self.held.capacity() == 0 {
+            warn!(receiver = %self.name, held = HELD_MAX, "WeCom bot messages wait for the store; reading no more from WeCom until it takes some.");
         }
     }
 }
 
-/// Stores the bot's messages in the order they came, each tried again (500 ms doubling to
-/// 10 s) until the store takes it: an outage of the store delays them, it does not lose them
-/// (unless the process ends meanwhile).
+/// Stores the bot's messages in the order they came: up to [`Hub::in_flight`] handed to the
+/// store at once (committed together, in that order). One the store does not take is held,
+/// with every message behind it, and tried again (500 ms doubling to 10 s) until it is
+/// stored: an outage of the store delays them, it does not lose them (unless the process ends
+/// meanwhile).
 async fn keep(name: String, hub: Arc<Hub>, mut queue: mpsc::Receiver<Value>) {
-    while let Some(body) = queue.recv().await {
-        let mut wait = Duration::from_millis(500);
-        let mut first = true;
-        while !hub
-            .accept(&name, Vendor::WecomAibot, body.to_string())
-            .await
-        {
-            if first {
-                warn!(receiver = %name, msgid = %body["msgid"], waiting = queue.len(), "A WeCom bot message could not be stored; holding it and trying again (WeCom does not push it again).");
-                first = false;
+    let window = hub.in_flight();
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            body = queue.recv(), if in_flight.len() < window => {
+                let Some(body) = body else { break };
+                let committed = hub.queue(&name, Vendor::WecomAibot, body.to_string()).await;
+                in_flight.push_back(async move { (committed.await, body) });
             }
+            Some((stored, body)) = in_flight.next(), if !in_flight.is_empty() => {
+                if stored {
+                    continue;
+                }
+                // Those behind it were handed over already; the ones not stored either
+                // are held with it, in order.
+                let mut held = vec![body];
+                while let Some((stored, body)) = in_flight.next().await {
+                    if !stored {
+                        held.push(body);
+                    }
+                }
+                store_held(&name, &hub, held, queue.len()).await;
+            }
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// Messages the store did not take, each tried again, in order, until it does.
+async fn store_held(name: &str, hub: &Hub, held: Vec<Value>, waiting: usize) {
+    warn!(receiver = %name, msgid = %held[0]["msgid"], held = held.len(), waiting, "WeCom bot messages could not be stored; holding them and trying again (WeCom does not push them again).");
+    let mut wait = Duration::from_millis(500);
+    for body in &held {
+        while !hub.accept(name, Vendor::WecomAibot, body.to_string()).await {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(10));
         }
-        if !first {
-            info!(receiver = %name, msgid = %body["msgid"], "A held WeCom bot message is stored.");
-        }
     }
+    info!(receiver = %name, stored = held.len(), "The held WeCom bot messages are stored.");
 }
 
 /// Runs the bot's connection on the replica that holds its lock in the store; on the others
