@@ -236,29 +236,8 @@ impl Link for Client {
                         Err(why) => return Ended::Lost(why, worked),
                     };
                     let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
-                    match frame["cmd"].as_str() {
-                        Some("aibot_event_callback")
-                            if frame["body"]["event"]["eventtype"] == "disconnected_event" =>
-                        {
-                            return Ended::Displaced(
-                                "WeCom: a newer connection subscribed this bot (another client holds it)".into(),
-                                DISPLACED_WAIT,
-                            );
-                        }
-                        Some("aibot_msg_callback" | "aibot_event_callback") => {
-                            worked = true;
-                            if let Some(permit) = room.take() {
-                                self.store(&frame, permit);
-                            }
-                        }
-                        None if frame["headers"]["req_id"].as_str().is_some_and(|id| in_flight.waiting.contains_key(id)) => {
-                            let id = frame["headers"]["req_id"].as_str().unwrap_or_default().to_owned();
-                            if let Err(e) = in_flight.settle(&mut ws, &id, receipt(&frame)).await {
-                                return Ended::Lost(e, worked);
-                            }
-                        }
-                        // Answers to our pings (and anything else) only prove the line is up.
-                        _ => {}
+                    if let Err(ended) = self.on_frame(&mut ws, &frame, &mut in_flight, &mut room, &mut worked).await {
+                        return ended;
                     }
                 }
                 _ = tick.tick() => {
@@ -297,6 +276,45 @@ impl Client {
             config,
             hub,
             held,
+        }
+    }
+
+    /// One frame from WeCom: a pushed message goes to the store through `room`, a receipt
+    /// settles its reply; `Err` ends the session.
+    async fn on_frame<'a>(
+        &'a self,
+        ws: &mut Ws,
+        frame: &Value,
+        in_flight: &mut InFlight,
+        room: &mut Option<mpsc::Permit<'a, Value>>,
+        worked: &mut bool,
+    ) -> Result<(), Ended<Ws>> {
+        match frame["cmd"].as_str() {
+            Some("aibot_event_callback")
+                if frame["body"]["event"]["eventtype"] == "disconnected_event" =>
+            {
+                Err(Ended::Displaced(
+                    "WeCom: a newer connection subscribed this bot (another client holds it)"
+                        .into(),
+                    DISPLACED_WAIT,
+                ))
+            }
+            Some("aibot_msg_callback" | "aibot_event_callback") => {
+                *worked = true;
+                if let Some(permit) = room.take() {
+                    self.store(frame, permit);
+                }
+                Ok(())
+            }
+            None => match frame["headers"]["req_id"].as_str() {
+                Some(id) if in_flight.waiting.contains_key(id) => in_flight
+                    .settle(ws, id, receipt(frame))
+                    .await
+                    .map_err(|e| Ended::Lost(e, *worked)),
+                // Answers to our pings only prove the line is up.
+                _ => Ok(()),
+            },
+            _ => Ok(()),
         }
     }
 
