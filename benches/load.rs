@@ -16,7 +16,7 @@
 //!    every callback (#19's row): an open-loop generator over 32 keep-alive connections;
 //!    latency counts from each request's scheduled send time, so a stall is not hidden.
 //!    `HOOKGATE_STEADY_SECS` sets their length (default 60). `bursts` (not in the default
-//!    set): 3,000/s in 4 s bursts with 4 s quiet between, for the checkpoint a
+//!    set): 5,000/s in 4 s bursts with 4 s quiet between, for the checkpoint a
 //!    quiet store runs.
 //! 6. On PostgreSQL (a local server from `tests/pg/start.sh` with durability on: fsync and
 //!    synchronous_commit, as deployed): one replica under `wrk -t2 -c32`, then two replicas
@@ -61,7 +61,7 @@ const STEADY_RUNS: [(u64, &str, &str); 3] = [
 ];
 /// The bursts' rate: below saturation with a `log` rule, so what a checkpoint costs shows
 /// rather than queueing.
-const BURST_RATE: u64 = 3_000;
+const BURST_RATE: u64 = 5_000;
 /// One rule that fires for every callback and logs a line (the benchmark setup).
 const LOG_RULE: &str = "[[rules]]\nname = \"log\"\n[[rules.actions]]\nkind = \"log\"\nmessage = \"{{ event.kind }} {{ MsgId }}\"\n";
 
@@ -266,7 +266,7 @@ fn bursts(dir: &Path, secs: u64, table: &mut String) {
     let server = Server::start(dir, "full", LOG_RULE);
     let run = steady(
         server.addr,
-        5_000,
+        BURST_RATE,
         Duration::from_secs(secs),
         Some((on, off)),
     );

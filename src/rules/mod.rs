@@ -3,7 +3,7 @@
 //! per matched action goes into the same transaction); rendering runs in the delivery worker,
 //! when the event has its id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use minijinja::Value;
@@ -69,6 +69,8 @@ pub struct RuleSet {
     specs: Vec<Vec<String>>,
     /// Each action's destination (`None`: it runs here), by rule and action index.
     destinations: Vec<Vec<Option<Arc<str>>>>,
+    /// Each rule's index by its name (names are unique): every delivery looks its rule up.
+    by_name: HashMap<String, usize>,
     tables: Json,
     /// The rules an event can fire, by a field of their `when`.
     index: index::Index,
@@ -104,9 +106,13 @@ impl RuleSet {
                     .collect()
             })
             .collect();
+        let by_name = (config.rules.iter().enumerate())
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
         Self {
             specs,
             destinations,
+            by_name,
             index: index::Index::new(&config.rules),
             rules: config.rules.clone(),
             tables,
@@ -276,7 +282,6 @@ impl RuleSet {
         Check::Fires
     }
 
-    /// The rule by name and its action, if the config still has them.
     /// The fingerprint of the action now at `rule`'s index `action`, if there is one.
     pub fn spec(&self, rule: &str, action: usize) -> Option<&str> {
         let i = self.position(rule)?;
@@ -285,7 +290,7 @@ impl RuleSet {
 
     /// The index of the rule named `rule`, if the config still has it.
     fn position(&self, rule: &str) -> Option<usize> {
-        self.rules.iter().position(|r| r.name == rule)
+        self.by_name.get(rule).copied()
     }
 
     /// Where the action at `rule`'s index `action` sends; `None` when it runs here (or the
@@ -295,6 +300,7 @@ impl RuleSet {
         self.destinations[i].get(action)?.as_ref()
     }
 
+    /// The rule's index and its action, if the config still has them.
     pub fn action(&self, rule: &str, action: usize) -> Option<(usize, &Action)> {
         let i = self.position(rule)?;
         Some((i, &self.rules[i].actions.get(action)?.action))
